@@ -1,0 +1,64 @@
+# The commands everyone uses: `make demo` and `make test` work on a fresh machine; each sets up
+# what it needs (a virtualenv in .venv, the Rust extension built by maturin) by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8787
+POLICY ?= policies/default.yaml
+RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
+
+.PHONY: setup build demo serve sim test test-rust test-python lint fmt bench clean
+
+setup: $(VENV)/.deps
+build: $(VENV)/.built
+
+# The virtualenv and maturin; everything else is installed by maturin develop below.
+$(VENV)/.deps: pyproject.toml
+	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip "maturin>=1.7,<2"
+	@touch $@
+
+# maturin builds the Rust extension (release mode) and installs the package with its Python
+# dependencies and the dev extras; it reruns whenever a Rust source or pyproject.toml changes.
+$(VENV)/.built: $(VENV)/.deps $(RUST_SOURCES)
+	@echo "building the Rust extension and installing edgeproxy into $(VENV) ..."
+	$(BIN)/maturin develop --release --extras dev
+	@touch $@
+
+demo: build
+	$(BIN)/edgeproxy demo --policy $(POLICY) --port $(PORT)
+
+serve: build
+	$(BIN)/edgeproxy serve --policy $(POLICY) --port $(PORT)
+
+sim: build
+	$(BIN)/edgeproxy sim --policy $(POLICY)
+
+test: build lint test-rust test-python
+
+test-rust:
+	cargo test --workspace --quiet
+
+test-python: build
+	$(BIN)/python -m pytest -q
+
+lint: build
+	$(BIN)/ruff check python tests
+	$(BIN)/ruff format --check python tests
+	$(BIN)/mypy
+	$(BIN)/edgeproxy policy check $$(find policies -name '*.yaml' | sort)
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+fmt: build
+	$(BIN)/ruff format python tests
+	$(BIN)/ruff check --fix python tests
+	cargo fmt --all
+
+bench: build
+	@echo "Benchmarks arrive with the load-test and hot-path issues (see docs/benchmarks.md)."
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,250 @@
+"""The ``edgeproxy`` command: serve, demo, sim, policy check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edgeproxy import __version__
+from edgeproxy.errors import PolicyError
+from edgeproxy.policy import Policy, load_policy
+from edgeproxy.telemetry.logs import configure_logging
+
+DEFAULT_POLICY = "policies/default.yaml"
+DEFAULT_PORT = 8787
+DEFAULT_SIM_CONTROL_PORT = 18100
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def _load_or_explain(path: str) -> Policy | None:
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        print(f"edgeproxy: the policy {path} is not valid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, args.log_format)
+    policy = _load_or_explain(args.policy)
+    if policy is None:
+        return 2
+
+    async def main() -> int:
+        from edgeproxy.server.runner import ProxyServer
+
+        proxy = ProxyServer(policy, host=args.host, port=args.port)
+        try:
+            await proxy.start()
+        except OSError as exc:
+            print(f"edgeproxy: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"edgeproxy {__version__} serving on {proxy.url} "
+            f"(policy {policy.source}, version {policy.version})",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("edgeproxy: stopping (finishing in-flight requests)", file=sys.stderr, flush=True)
+        await proxy.stop()
+        return 0
+
+    return _run(main())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, "text")
+    policy = _load_or_explain(args.policy)
+    if policy is None:
+        return 2
+    from edgeproxy.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        host=args.host,
+        port=args.port,
+        control_port=args.control_port,
+        ttft=args.ttft,
+        tokens_per_second=args.tps,
+        check_only=args.check,
+    )
+    return _run(run_demo(policy, options))
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, "text")
+    policy = _load_or_explain(args.policy)
+    if policy is None:
+        return 2
+    from edgeproxy.sim import SimCluster, parse_fault_spec, run_forever
+    from edgeproxy.sim_from_policy import plan_sims
+
+    plan = plan_sims(policy, ttft=args.ttft, tokens_per_second=args.tps)
+    faults = {}
+    for spec in args.fault:
+        name, sep, fault_spec = spec.partition("=")
+        if not sep or name not in plan.ports:
+            print(
+                f"edgeproxy sim: --fault takes NAME=SPEC with NAME one of {', '.join(plan.ports)}",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            faults[name] = parse_fault_spec(fault_spec)
+        except ValueError as exc:
+            print(f"edgeproxy sim: bad fault {fault_spec!r}: {exc}", file=sys.stderr)
+            return 2
+
+    async def main() -> int:
+        cluster = SimCluster(plan.configs, ports=plan.ports, control_port=args.control_port)
+        try:
+            await cluster.start()
+        except OSError as exc:
+            print(f"edgeproxy sim: {exc}", file=sys.stderr)
+            return 2
+        for name, fault in faults.items():
+            cluster.sims[name].set_fault(fault)
+        for name, sim in cluster.sims.items():
+            print(f"{name:<24} {sim.url}  fault={sim.fault.mode}", flush=True)
+        print(f"control: {cluster.control_url}/sims", flush=True)
+        await run_forever(cluster)
+        return 0
+
+    return _run(main())
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    results = []
+    failed = False
+    for path in args.paths:
+        try:
+            policy = load_policy(path, missing_env="warn")
+        except PolicyError as exc:
+            failed = True
+            results.append(
+                {
+                    "path": path,
+                    "ok": False,
+                    "errors": [str(p) for p in exc.problems],
+                    "warnings": [],
+                }
+            )
+            continue
+        candidates = {c.key for name in policy.route_names for c in policy.routes[name].chain}
+        results.append(
+            {
+                "path": path,
+                "ok": True,
+                "version": policy.version,
+                "routes": len(policy.route_names),
+                "candidates": len(candidates),
+                "errors": [],
+                "warnings": list(policy.warnings),
+            }
+        )
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for r in results:
+            for line in r["errors"]:
+                print(f"error: {line}")
+            for line in r["warnings"]:
+                print(f"warning: {line}")
+            if r["ok"]:
+                print(
+                    f"{r['path']}: ok (version {r['version']}, {r['routes']} routes, {r['candidates']} candidates)"
+                )
+            else:
+                print(f"{r['path']}: {len(r['errors'])} problem(s)")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeproxy", description="An LLM edge proxy sidecar.")
+    parser.add_argument("--version", action="version", version=f"edgeproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, *, policy_default: str | None = DEFAULT_POLICY) -> None:
+        p.add_argument(
+            "--policy", default=policy_default, help=f"policy file (default: {policy_default})"
+        )
+        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    common(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--log-format", default="json", choices=["json", "text"])
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="run the proxy in front of simulated providers")
+    common(demo)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT)
+    demo.add_argument("--control-port", type=int, default=DEFAULT_SIM_CONTROL_PORT)
+    demo.add_argument("--ttft", type=float, default=0.2, help="simulated time to first token (s)")
+    demo.add_argument("--tps", type=float, default=60.0, help="simulated tokens per second")
+    demo.add_argument(
+        "--check", action="store_true", help="run the tour, then exit (0 if it passed)"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    sim = sub.add_parser("sim", help="run the simulated providers a policy points at")
+    common(sim)
+    sim.add_argument("--control-port", type=int, default=DEFAULT_SIM_CONTROL_PORT)
+    sim.add_argument("--ttft", type=float, default=0.2)
+    sim.add_argument("--tps", type=float, default=60.0)
+    sim.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="start a sim with a fault, e.g. alpha-us-east=status:503 or alpha-eu-west=cut:after_tokens=5",
+    )
+    sim.set_defaults(func=cmd_sim)
+
+    policy = sub.add_parser("policy", help="work with policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate policy files (exit 1 if any is invalid)")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument("--format", default="text", choices=["text", "json"])
+    check.set_defaults(func=cmd_policy_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if (
+        getattr(args, "policy", None) is not None
+        and not Path(args.policy).exists()
+        and args.policy == DEFAULT_POLICY
+    ):
+        print(
+            f"edgeproxy: {DEFAULT_POLICY} not found: run from the repository root or pass --policy",
+            file=sys.stderr,
+        )
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""``edgeproxy demo``: the proxy in front of simulated providers, with a live failover tour."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from edgeproxy.policy.snapshot import Policy
+from edgeproxy.server.runner import ProxyServer
+from edgeproxy.sim import SimCluster
+from edgeproxy.sim_from_policy import plan_sims, sim_name
+
+
+@dataclass
+class DemoOptions:
+    host: str
+    port: int
+    control_port: int
+    ttft: float
+    tokens_per_second: float
+    check_only: bool
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def run_demo(policy: Policy, options: DemoOptions) -> int:
+    plan = plan_sims(policy, ttft=options.ttft, tokens_per_second=options.tokens_per_second)
+    if not plan.configs:
+        _say("demo: the policy names no loopback upstreams to simulate")
+        return 2
+    cluster = SimCluster(plan.configs, ports=plan.ports, control_port=options.control_port)
+    proxy = ProxyServer(policy, host=options.host, port=options.port)
+    try:
+        await cluster.start()
+        await proxy.start()
+    except OSError as exc:
+        _say(f"demo: {exc} (is another demo running? pass --port / --control-port)")
+        await proxy.stop()
+        await cluster.stop()
+        return 2
+    try:
+        _print_intro(policy, proxy, cluster)
+        ok = await _tour(policy, proxy, cluster)
+        if options.check_only:
+            return 0 if ok else 1
+        _say("The proxy keeps running. Press Ctrl-C to stop.")
+        await _wait_for_signal()
+        return 0
+    finally:
+        await proxy.stop()
+        await cluster.stop()
+
+
+def _print_intro(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> None:
+    route = policy.routes[policy.route_names[0]]
+    _say(
+        f"edgeproxy is listening on {proxy.url} (policy {policy.source}, version {policy.version})"
+    )
+    _say("Simulated providers:")
+    for name, sim in cluster.sims.items():
+        _say(f"  {name:<24} {sim.url}")
+    _say(f"Simulator control: {cluster.control_url}/sims")
+    _say()
+    _say("Call it with curl:")
+    _say(
+        f"  curl -s {proxy.url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+        f'    -d \'{{"model": "{route.name}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
+    )
+    _say("Or with the OpenAI SDK:")
+    _say(
+        "  from openai import OpenAI\n"
+        f'  client = OpenAI(base_url="{proxy.url}/v1", api_key="unused-by-the-proxy")\n'
+        f'  client.chat.completions.create(model="{route.name}", '
+        'messages=[{"role": "user", "content": "Hello"}])'
+    )
+    first = sim_name(route.chain[0])
+    _say("Break a provider live, and heal it:")
+    _say(
+        f'  curl -X PUT {cluster.control_url}/sims/{first}/fault -d \'{{"mode": "status", "status": 503}}\''
+    )
+    _say(f"  curl -X DELETE {cluster.control_url}/sims/{first}/fault")
+    _say()
+
+
+async def _tour(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> bool:
+    """Show failover happening: one request, break the primary, another, heal."""
+    route = policy.routes[policy.route_names[0]]
+    primary = sim_name(route.chain[0])
+    ok = True
+    _say("A short tour (the same request each time):")
+    async with aiohttp.ClientSession() as session:
+        steps = [
+            ("all providers healthy", None),
+            (f"{primary} answering 503", {"mode": "status", "status": 503}),
+            (f"{primary} refusing connections", {"mode": "refuse"}),
+            (f"{primary} healed", "heal"),
+        ]
+        for label, fault in steps:
+            if fault == "heal":
+                await session.delete(f"{cluster.control_url}/sims/{primary}/fault")
+            elif fault is not None:
+                await session.put(
+                    f"{cluster.control_url}/sims/{primary}/fault", data=orjson.dumps(fault)
+                )
+            line, good = await _one_request(session, proxy, route.name)
+            ok &= good
+            _say(f"  {label:<36} {line}")
+    _say()
+    return ok
+
+
+async def _one_request(
+    session: aiohttp.ClientSession, proxy: ProxyServer, model: str
+) -> tuple[str, bool]:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
+    started = asyncio.get_running_loop().time()
+    async with session.post(f"{proxy.url}/v1/chat/completions", json=body) as response:
+        text = await response.text()
+        elapsed = (asyncio.get_running_loop().time() - started) * 1000
+        served = "/".join(
+            response.headers.get(f"x-edgeproxy-{h}", "?") for h in ("provider", "region", "model")
+        )
+        attempts = response.headers.get("x-edgeproxy-attempts", "?")
+        complete = response.status == 200 and text.rstrip().endswith("data: [DONE]")
+        verdict = "streamed, complete" if complete else f"HTTP {response.status}"
+        return f"-> {served} after {attempts} attempt(s), {elapsed:.0f} ms, {verdict}", complete
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print(file=sys.stderr)

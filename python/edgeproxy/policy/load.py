@@ -1,0 +1,123 @@
+"""Load a policy file into a frozen snapshot, or raise ``PolicyError`` listing every problem."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path as FsPath
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from edgeproxy.errors import PolicyError, PolicyProblem
+from edgeproxy.policy.compile import compile_policy
+from edgeproxy.policy.schema import PolicySpec
+from edgeproxy.policy.snapshot import Policy
+from edgeproxy.policy.yamlsource import LocatedDocument, Path, load_located_yaml
+
+
+def load_policy(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    missing_env: Literal["error", "warn"] = "error",
+) -> Policy:
+    fs_path = FsPath(path)
+    try:
+        text = fs_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(
+            [PolicyProblem(str(fs_path), 0, 0, f"cannot read the policy: {exc.strerror or exc}")]
+        ) from None
+    except UnicodeDecodeError:
+        raise PolicyError(
+            [PolicyProblem(str(fs_path), 0, 0, "the policy is not UTF-8 text")]
+        ) from None
+    return load_policy_text(text, str(fs_path), environ, fs_path.parent, missing_env)
+
+
+def load_policy_text(
+    text: str,
+    source: str = "<policy>",
+    environ: Mapping[str, str] | None = None,
+    base_dir: FsPath | None = None,
+    missing_env: Literal["error", "warn"] = "error",
+) -> Policy:
+    """Parse, validate and compile; raise PolicyError listing every problem found."""
+    doc = load_located_yaml(text, source, environ, missing_env)
+    if doc.data is None:
+        raise PolicyError(doc.problems)
+    if not isinstance(doc.data, dict):
+        raise PolicyError([doc.problem((), "the policy must be a mapping (key: value) at the top")])
+    try:
+        spec = PolicySpec.model_validate(doc.data)
+    except ValidationError as exc:
+        doc.problems.extend(_problems_from_validation(exc, doc))
+        raise PolicyError(doc.problems) from None
+    policy = compile_policy(spec, doc, text, base_dir)
+    if policy is None or doc.problems:
+        raise PolicyError(doc.problems)
+    return policy
+
+
+def _problems_from_validation(exc: ValidationError, doc: LocatedDocument) -> list[PolicyProblem]:
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc: Path = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = _unknown_key_message(loc)
+        elif err["type"] == "missing":
+            message = f"{loc[-1]!s} is required"
+        problems.append(doc.problem(loc, message))
+    return problems
+
+
+def _unknown_key_message(loc: Path) -> str:
+    key = str(loc[-1])
+    known = _fields_at(loc[:-1])
+    hint = difflib.get_close_matches(key, known, n=1)
+    message = f"unknown key {key!r}"
+    if hint:
+        message += f" (did you mean {hint[0]!r}?)"
+    elif known:
+        message += f" (expected one of: {', '.join(sorted(known))})"
+    return message
+
+
+def _fields_at(loc: Path) -> list[str]:
+    """The field names allowed at ``loc``, found by walking the schema's annotations."""
+    current: Any = PolicySpec
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) is list:
+            current = get_args(current)[0]
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip ``Annotated[...]`` and ``X | None`` down to the model or container inside."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, UnionType):
+            inner = [a for a in get_args(annotation) if a is not type(None)]
+            if len(inner) != 1:
+                return annotation
+            annotation = inner[0]
+        else:
+            return annotation

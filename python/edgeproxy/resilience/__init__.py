@@ -1,0 +1,1 @@
+"""Failure classification and the attempt loop (breakers, budgets and probes join later)."""

@@ -1,0 +1,1 @@
+"""The aiohttp server: ingress, admin and health endpoints."""

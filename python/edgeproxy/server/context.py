@@ -1,0 +1,43 @@
+"""State shared by the handlers of one proxy process, and per-request keys."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from edgeproxy.clock import Clock
+from edgeproxy.policy.snapshot import Policy
+from edgeproxy.upstreams.pool import UpstreamPool
+
+
+@dataclass
+class ProxyState:
+    """The current policy snapshot (swapped whole on reload), the upstream pool, the clock."""
+
+    policy: Policy
+    pool: UpstreamPool
+    clock: Clock
+
+
+STATE = web.AppKey("edgeproxy_state", ProxyState)
+REQUEST_ID = web.RequestKey("edgeproxy_request_id", str)
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def new_request_id(client_value: str | None) -> str:
+    """Keep a sane client-supplied id (so app and proxy logs join up); otherwise make one."""
+    if client_value and _CLIENT_REQUEST_ID.match(client_value):
+        return client_value
+    return f"req_{uuid.uuid4().hex}"
+
+
+def request_id(request: web.Request) -> str:
+    rid = request.get(REQUEST_ID)
+    if not isinstance(rid, str):
+        rid = new_request_id(request.headers.get("x-request-id"))
+        request[REQUEST_ID] = rid
+    return rid

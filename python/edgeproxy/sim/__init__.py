@@ -1,0 +1,90 @@
+"""Simulated OpenAI-compatible LLM providers that fail on command.
+
+Used by ``make demo``, the integration tests (the real proxy against simulated providers on
+loopback, with the official ``openai`` SDK as client) and the locust load tests.
+
+Each simulated provider (``SimProvider``) serves the OpenAI Chat Completions wire:
+
+- ``POST /v1/chat/completions`` with ``stream`` false (``chat.completion``) or true (SSE
+  ``chat.completion.chunk`` events, a usage chunk when ``stream_options.include_usage`` is true,
+  then ``data: [DONE]``). The text is deterministic for a given seed and request messages.
+- ``GET /v1/models``: configured model ids plus every model requested so far.
+- ``GET /health``: ``200 ok``. ``GET /_sim/stats``: name, url, fault and counters.
+
+Every response carries ``x-sim-name: <name>``. When ``require_api_key`` is set, ``/v1/*`` needs
+``Authorization: Bearer <key>`` or ``api-key: <key>``, otherwise 401 ``invalid_api_key``.
+
+Faults
+------
+A fault is a JSON object; only ``mode`` is required::
+
+    {"mode": "status", "status": 429, "retry_after": 2, "error_code": "rate_limit_exceeded",
+     "rate": 1.0, "count": null}
+
+=================  ==========================================================================
+mode               effect on ``/v1/chat/completions``
+=================  ==========================================================================
+none               normal answers
+status             ``status`` (any 4xx/5xx, e.g. 429, 503, 529) with an OpenAI error body
+                   ``{"error": {"message", "type", "param", "code"}}``; ``error_code`` sets
+                   ``error.code`` (e.g. ``insufficient_quota``, ``context_length_exceeded``);
+                   ``retry_after`` adds a ``Retry-After`` header (seconds)
+refuse             the listening port is closed (connection refused) and open connections are
+                   dropped; clearing the fault listens again on the same port
+reset              the request is read, then the connection is aborted with a TCP RST
+hang               no answer until the client goes away or the simulator stops
+slow_first_token   first stream chunk (or the whole non-stream body) only after ``ttft`` seconds
+cut                stream: connection closed after ``after_tokens`` content chunks (no finish
+                   chunk, no ``[DONE]``); non-stream: half of a Content-Length body, then close
+stall              stream: no more bytes after ``after_tokens`` chunks, connection kept open;
+                   non-stream: half of the body, then silence
+malformed          stream: an event with invalid JSON after ``after_tokens`` chunks, then the
+                   rest of the stream; non-stream: a 200 whose body is not JSON
+no_done            stream: finish chunk but no ``data: [DONE]``, then a clean end of body
+=================  ==========================================================================
+
+``rate`` (0..1) is the probability that a request is affected, drawn from an RNG seeded with
+the provider's ``seed`` and re-seeded whenever a fault is set, so runs are reproducible.
+``count`` limits the fault to the next N affected requests, after which the mode reverts to
+``none``. ``rate`` and ``count`` do not apply to ``refuse``. Faults never affect
+``/health`` or ``/v1/models`` (except ``refuse``, which takes the whole port down).
+
+CLI fault specs (``parse_fault_spec``): ``MODE[:STATUS][:key=value]...``, for example
+``status:503``, ``status:429:retry_after=2``, ``cut:after_tokens=5``, ``refuse``, ``hang``.
+
+Control API
+-----------
+``SimCluster`` serves a control API on its own port, reachable even while a provider refuses
+connections. Bodies are JSON.
+
+- ``GET /sims`` -> ``{"sims": [{"name", "url", "fault", "stats"}, ...]}``
+- ``GET /sims/{name}`` -> ``{"name", "url", "fault", "stats"}``; 404 for an unknown sim
+- ``PUT /sims/{name}/fault`` with a fault object -> the sim's new state; 400
+  ``{"error": {"message": ...}}`` for an invalid fault, 404 for an unknown sim
+- ``DELETE /sims/{name}/fault`` -> heal (mode ``none``), returns the sim's state
+- ``GET /health`` -> ``200 ok``
+
+``stats`` holds ``requests_total``, ``in_flight``, ``streams_started``, ``streams_completed`` and
+``outcomes`` (request counts by ``ok``, ``bad_request``, ``unauthorized`` or fault mode).
+Example: ``curl -X PUT $CONTROL/sims/openai/fault -d '{"mode": "status", "status": 503}'``.
+"""
+
+from __future__ import annotations
+
+from .cluster import SimCluster
+from .config import SimConfig
+from .faults import FAULT_MODES, Fault, parse_fault_spec
+from .provider import SimProvider
+from .runner import run_forever
+from .stats import SimStats
+
+__all__ = [
+    "FAULT_MODES",
+    "Fault",
+    "SimCluster",
+    "SimConfig",
+    "SimProvider",
+    "SimStats",
+    "parse_fault_spec",
+    "run_forever",
+]

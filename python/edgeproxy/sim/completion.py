@@ -1,0 +1,44 @@
+"""What the simulated model answers: text pieces, finish reason and token counts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .config import SimConfig
+from .request import ChatRequest
+from .text import completion_pieces, estimate_prompt_tokens
+from .wire import new_completion_id
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    completion_id: str
+    created: int
+    model: str
+    pieces: list[str]
+    finish_reason: str
+    prompt_tokens: int
+
+    @property
+    def content(self) -> str:
+        return "".join(self.pieces)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.pieces)
+
+
+def plan_completion(config: SimConfig, request: ChatRequest) -> Completion:
+    n_tokens = config.default_completion_tokens
+    finish_reason = "stop"
+    if request.max_tokens is not None and request.max_tokens < n_tokens:
+        n_tokens, finish_reason = request.max_tokens, "length"
+    return Completion(
+        completion_id=new_completion_id(),
+        created=int(time.time()),
+        model=request.model,
+        pieces=completion_pieces(config.seed, request.messages, n_tokens),
+        finish_reason=finish_reason,
+        prompt_tokens=estimate_prompt_tokens(request.messages),
+    )

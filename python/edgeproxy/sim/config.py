@@ -1,0 +1,47 @@
+"""Static configuration of one simulated provider."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """How one simulated provider behaves when no fault is set.
+
+    ``tokens_per_second`` of 0 or ``inf`` disables pacing (every token is sent at once), which
+    load tests use to measure the proxy rather than the simulator.
+    """
+
+    name: str
+    ttft: float = 0.05
+    tokens_per_second: float = 200.0
+    default_completion_tokens: int = 24
+    require_api_key: str | None = None
+    seed: int = 0
+    # Extra ids for GET /v1/models; models seen in requests are listed as well.
+    models: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("SimConfig.name must be a non-empty string")
+        if self.ttft < 0:
+            raise ValueError(f"SimConfig.ttft must be >= 0, got {self.ttft}")
+        if self.tokens_per_second < 0 or math.isnan(self.tokens_per_second):
+            raise ValueError(
+                f"SimConfig.tokens_per_second must be >= 0, got {self.tokens_per_second}"
+            )
+        if self.default_completion_tokens < 1:
+            raise ValueError(
+                "SimConfig.default_completion_tokens must be >= 1, "
+                f"got {self.default_completion_tokens}"
+            )
+
+    @property
+    def token_interval(self) -> float:
+        """Seconds between two content chunks (0 means unpaced)."""
+        tps = self.tokens_per_second
+        if tps == 0 or math.isinf(tps):
+            return 0.0
+        return 1.0 / tps

@@ -1,0 +1,64 @@
+"""The control HTTP API of a SimCluster (see the package docstring for the routes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+from .faults import Fault
+from .provider import SimProvider
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": {"message": message}}, status)
+
+
+def build_control_app(sims: Mapping[str, SimProvider]) -> web.Application:
+    def lookup(request: web.Request) -> SimProvider | None:
+        return sims.get(request.match_info["name"])
+
+    async def list_sims(request: web.Request) -> web.Response:
+        return _json({"sims": [sim.describe() for sim in sims.values()]})
+
+    async def get_sim(request: web.Request) -> web.Response:
+        sim = lookup(request)
+        if sim is None:
+            return _error(404, f"unknown sim {request.match_info['name']!r}")
+        return _json(sim.describe())
+
+    async def put_fault(request: web.Request) -> web.Response:
+        sim = lookup(request)
+        if sim is None:
+            return _error(404, f"unknown sim {request.match_info['name']!r}")
+        try:
+            fault = Fault.from_dict(orjson.loads(await request.read()))
+        except orjson.JSONDecodeError:
+            return _error(400, "fault body is not valid JSON")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        sim.set_fault(fault)
+        return _json(sim.describe())
+
+    async def delete_fault(request: web.Request) -> web.Response:
+        sim = lookup(request)
+        if sim is None:
+            return _error(404, f"unknown sim {request.match_info['name']!r}")
+        sim.clear_fault()
+        return _json(sim.describe())
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/sims", list_sims)
+    app.router.add_get("/sims/{name}", get_sim)
+    app.router.add_put("/sims/{name}/fault", put_fault)
+    app.router.add_delete("/sims/{name}/fault", delete_fault)
+    return app

@@ -1,0 +1,105 @@
+"""OpenAI Chat Completions wire objects (non-stream body, stream chunks, SSE framing)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+import orjson
+
+SYSTEM_FINGERPRINT: Final = "fp_edgeproxy_sim"
+SSE_DONE: Final = b"data: [DONE]\n\n"
+# What a garbled upstream event looks like: the SSE framing is fine, the JSON is not.
+SSE_MALFORMED: Final = b'data: {"choices": [ broken\n\n'
+MALFORMED_BODY: Final = b'{"id": "chatcmpl-broken", "choices": [ broken'
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex[:29]
+
+
+def sse(obj: object) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, object]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def completion_object(
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    content: str,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> dict[str, object]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": usage(prompt_tokens, completion_tokens),
+        "service_tier": "default",
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+
+
+def chunk_object(
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    delta: dict[str, object],
+    finish_reason: str | None = None,
+    include_usage: bool = False,
+) -> dict[str, object]:
+    chunk: dict[str, object] = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        # OpenAI sends "usage": null on every chunk but the last when include_usage is set.
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(
+    *, completion_id: str, created: int, model: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, object]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }

@@ -1,0 +1,1 @@
+"""Logs now; traces, metrics and cost accounting join later."""

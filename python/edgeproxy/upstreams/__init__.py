@@ -1,0 +1,1 @@
+"""Upstream adapters: how one attempt is sent to a provider, over pooled connections."""

@@ -1,0 +1,113 @@
+"""The OpenAI-compatible upstream: OpenAI, Azure OpenAI, Gemini's compatible endpoint, vLLM,
+Ollama, LocalAI. Sends one attempt and turns transport errors into classified failures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+
+from edgeproxy.policy.snapshot import Candidate
+from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
+
+# Error bodies are read for pass-through and messages; a hostile upstream cannot make us buffer more.
+MAX_ERROR_BODY = 64 * 1024
+
+
+def upstream_body(request_body: dict[str, Any], candidate: Candidate) -> bytes:
+    """The client's body with ``model`` replaced by the name this provider knows."""
+    if request_body.get("model") == candidate.upstream_model:
+        return orjson.dumps(request_body)
+    return orjson.dumps({**request_body, "model": candidate.upstream_model})
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    candidate: Candidate,
+    body: bytes,
+    *,
+    stream: bool,
+    connect_timeout: float,
+    request_id: str,
+) -> aiohttp.ClientResponse:
+    """POST the body; return a 2xx response whose body is still unread, or raise AttemptFailure."""
+    headers = {
+        **candidate.headers,
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "X-Request-Id": request_id,
+    }
+    try:
+        response = await session.post(
+            candidate.chat_url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
+            allow_redirects=False,
+        )
+    except aiohttp.ConnectionTimeoutError:
+        raise AttemptFailure(
+            FailureClass.CONNECT_TIMEOUT, f"no connection within {connect_timeout:g}s"
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise AttemptFailure(FailureClass.CONNECT_ERROR, _os_reason(exc)) from None
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
+        raise AttemptFailure(
+            FailureClass.RESET, f"connection lost before the response: {_os_reason(exc)}"
+        ) from None
+    failure = classify_status(response.status)
+    if failure is None:
+        return response
+    raise await _failure_from_response(response, failure)
+
+
+async def _failure_from_response(
+    response: aiohttp.ClientResponse, failure: FailureClass
+) -> AttemptFailure:
+    try:
+        body = await asyncio.wait_for(response.content.read(MAX_ERROR_BODY), timeout=5.0)
+    except (aiohttp.ClientError, TimeoutError, ConnectionError):
+        body = b""
+    finally:
+        response.close()
+    return AttemptFailure(
+        failure,
+        f"HTTP {response.status} from upstream{_error_summary(body)}",
+        status=response.status,
+        body=body,
+        content_type=response.content_type or "application/json",
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def _error_summary(body: bytes) -> str:
+    """The upstream's own error code or type, for the log line and the final error message."""
+    try:
+        err = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    if isinstance(err, dict):
+        code = err.get("code") or err.get("type")
+        if isinstance(code, str) and code:
+            return f" ({code})"
+    return ""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # the HTTP-date form is rare on LLM APIs; ignore it rather than guess
+    return seconds if seconds >= 0 else None
+
+
+def _os_reason(exc: BaseException) -> str:
+    os_error = getattr(exc, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        return os_error.strerror.lower()
+    text = str(exc) or type(exc).__name__
+    return text

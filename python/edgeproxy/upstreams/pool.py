@@ -1,0 +1,41 @@
+"""One pooled aiohttp client session shared by every upstream attempt.
+
+Keep-alive connections are reused across requests (a TLS handshake per request would dominate
+the proxy's overhead). aiohttp sets TCP_NODELAY on every connection it opens (see
+``aiohttp.base_protocol``), so small SSE chunks are not held back by Nagle's algorithm.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+
+class UpstreamPool:
+    def __init__(self, *, keepalive_timeout: float = 30.0) -> None:
+        self._keepalive_timeout = keepalive_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0,  # the proxy's own load shedding bounds concurrency, not the pool
+            keepalive_timeout=self._keepalive_timeout,
+            ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            # The client's headers are never forwarded, and neither is aiohttp's User-Agent.
+            skip_auto_headers=("User-Agent",),
+            trust_env=False,
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("UpstreamPool.start() was not awaited")
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
