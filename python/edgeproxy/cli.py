@@ -113,19 +113,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
             print(f"edgeproxy sim: bad fault {fault_spec!r}: {exc}", file=sys.stderr)
             return 2
 
-    async def main() -> int:
-        cluster = SimCluster(plan.configs, ports=plan.ports, control_port=args.control_port)
-        try:
-            await cluster.start()
-        except OSError as exc:
-            print(f"edgeproxy sim: {exc}", file=sys.stderr)
-            return 2
+    def started(cluster: SimCluster) -> None:
         for name, fault in faults.items():
             cluster.sims[name].set_fault(fault)
         for name, sim in cluster.sims.items():
             print(f"{name:<24} {sim.url}  fault={sim.fault.mode}", flush=True)
         print(f"control: {cluster.control_url}/sims", flush=True)
-        await run_forever(cluster)
+
+    async def main() -> int:
+        cluster = SimCluster(plan.configs, ports=plan.ports, control_port=args.control_port)
+        try:
+            await run_forever(cluster, on_start=started)
+        except OSError as exc:
+            print(f"edgeproxy sim: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     return _run(main())
@@ -136,7 +137,7 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     failed = False
     for path in args.paths:
         try:
-            policy = load_policy(path, missing_env="warn")
+            policy = load_policy(path, missing_secrets="warn")
         except PolicyError as exc:
             failed = True
             results.append(

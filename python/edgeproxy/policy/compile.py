@@ -53,12 +53,11 @@ def _provider_headers(
         try:
             key = path.read_text().strip()
         except OSError as exc:
-            doc.problems.append(
-                doc.problem(
-                    ("providers", name, "api_key_file"),
-                    f"cannot read the key file {str(path)!r}: {exc.strerror or exc}",
-                )
+            problem = doc.problem(
+                ("providers", name, "api_key_file"),
+                f"cannot read the key file {str(path)!r}: {exc.strerror or exc}",
             )
+            (doc.problems if doc.missing_secrets == "error" else doc.warnings).append(problem)
     headers = dict(spec.headers)
     if key and spec.auth_header == "authorization":
         headers["Authorization"] = f"Bearer {key}"

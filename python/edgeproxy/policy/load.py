@@ -21,7 +21,7 @@ from edgeproxy.policy.yamlsource import LocatedDocument, Path, load_located_yaml
 def load_policy(
     path: str | os.PathLike[str],
     environ: Mapping[str, str] | None = None,
-    missing_env: Literal["error", "warn"] = "error",
+    missing_secrets: Literal["error", "warn"] = "error",
 ) -> Policy:
     fs_path = FsPath(path)
     try:
@@ -34,7 +34,7 @@ def load_policy(
         raise PolicyError(
             [PolicyProblem(str(fs_path), 0, 0, "the policy is not UTF-8 text")]
         ) from None
-    return load_policy_text(text, str(fs_path), environ, fs_path.parent, missing_env)
+    return load_policy_text(text, str(fs_path), environ, fs_path.parent, missing_secrets)
 
 
 def load_policy_text(
@@ -42,10 +42,10 @@ def load_policy_text(
     source: str = "<policy>",
     environ: Mapping[str, str] | None = None,
     base_dir: FsPath | None = None,
-    missing_env: Literal["error", "warn"] = "error",
+    missing_secrets: Literal["error", "warn"] = "error",
 ) -> Policy:
     """Parse, validate and compile; raise PolicyError listing every problem found."""
-    doc = load_located_yaml(text, source, environ, missing_env)
+    doc = load_located_yaml(text, source, environ, missing_secrets)
     if doc.data is None:
         raise PolicyError(doc.problems)
     if not isinstance(doc.data, dict):
@@ -69,7 +69,9 @@ def _problems_from_validation(exc: ValidationError, doc: LocatedDocument) -> lis
         if err["type"] == "extra_forbidden":
             message = _unknown_key_message(loc)
         elif err["type"] == "missing":
-            message = f"{loc[-1]!s} is required"
+            message = "this required key is missing"
+        elif err["type"] == "too_short":
+            message = "must not be empty"
         problems.append(doc.problem(loc, message))
     return problems
 

@@ -33,8 +33,9 @@ class LocatedDocument:
     marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     problems: list[PolicyProblem] = field(default_factory=list)
     warnings: list[PolicyProblem] = field(default_factory=list)
-    # "error" when serving; "warn" when linting in CI, where the secrets are rightly absent.
-    missing_env: Literal["error", "warn"] = "error"
+    # Unset ${ENV} references and unreadable key files: "error" when serving; "warn" when linting
+    # in CI, where the secrets are rightly absent.
+    missing_secrets: Literal["error", "warn"] = "error"
 
     def locate(self, path: Path) -> tuple[int, int]:
         """The position of ``path``, or of its nearest ancestor that has one."""
@@ -82,10 +83,10 @@ def load_located_yaml(
     text: str,
     source: str,
     environ: Mapping[str, str] | None = None,
-    missing_env: Literal["error", "warn"] = "error",
+    missing_secrets: Literal["error", "warn"] = "error",
 ) -> LocatedDocument:
     env = os.environ if environ is None else environ
-    doc = LocatedDocument(source=source, data=None, missing_env=missing_env)
+    doc = LocatedDocument(source=source, data=None, missing_secrets=missing_secrets)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -142,5 +143,5 @@ def _convert(
                 path,
                 f"environment variable {name} is not set (write ${{{name}:-default}} for a default)",
             )
-            (doc.problems if doc.missing_env == "error" else doc.warnings).append(problem)
+            (doc.problems if doc.missing_secrets == "error" else doc.warnings).append(problem)
     return value

@@ -19,6 +19,14 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": {"message": message}}, status)
 
 
+def _apply(sim: SimProvider, fault: Fault) -> web.Response:
+    try:
+        sim.set_fault(fault)
+    except OSError as exc:  # healing refuse: the port was taken while it was closed
+        return _error(500, f"could not listen again on port {sim.port}: {exc}")
+    return _json(sim.describe())
+
+
 def build_control_app(sims: Mapping[str, SimProvider]) -> web.Application:
     def lookup(request: web.Request) -> SimProvider | None:
         return sims.get(request.match_info["name"])
@@ -42,15 +50,13 @@ def build_control_app(sims: Mapping[str, SimProvider]) -> web.Application:
             return _error(400, "fault body is not valid JSON")
         except ValueError as exc:
             return _error(400, str(exc))
-        sim.set_fault(fault)
-        return _json(sim.describe())
+        return _apply(sim, fault)
 
     async def delete_fault(request: web.Request) -> web.Response:
         sim = lookup(request)
         if sim is None:
             return _error(404, f"unknown sim {request.match_info['name']!r}")
-        sim.clear_fault()
-        return _json(sim.describe())
+        return _apply(sim, Fault())
 
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")

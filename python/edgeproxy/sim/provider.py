@@ -105,14 +105,16 @@ class SimProvider:
         return self._gate.fault
 
     def set_fault(self, fault: Fault) -> None:
-        was_refusing = self._gate.fault.mode == "refuse"
+        """Switch fault now; healing from ``refuse`` listens again on the same port.
+
+        Raises OSError (and keeps refusing) if that port was taken meanwhile.
+        """
+        if self._listener is not None and fault.mode != "refuse":
+            # Re-listen before the switch, so a failure leaves the sim in a consistent state.
+            self._listener.open()  # no-op unless refusing
         self._gate.set(fault)
-        if self._listener is None:
-            return  # applied by start()
-        if fault.mode == "refuse":
+        if self._listener is not None and fault.mode == "refuse":
             self._refuse()
-        elif was_refusing:
-            self._listener.open()  # same port: clients configured with it recover
         log.info("sim %s fault set to %s", self.config.name, fault.to_dict())
 
     def clear_fault(self) -> None:

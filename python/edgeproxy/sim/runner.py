@@ -6,16 +6,22 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 from .cluster import SimCluster
 
 log = logging.getLogger(__name__)
 
 
-async def run_forever(cluster: SimCluster, stop: asyncio.Event | None = None) -> None:
+async def run_forever(
+    cluster: SimCluster,
+    stop: asyncio.Event | None = None,
+    on_start: Callable[[SimCluster], None] | None = None,
+) -> None:
     """Start ``cluster``, log its URLs and serve until SIGINT/SIGTERM, ``stop`` or cancellation.
 
-    The cluster is always stopped on the way out.
+    ``on_start`` runs once the sims listen (e.g. to set the faults they start with). The cluster
+    is always stopped on the way out.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -27,6 +33,8 @@ async def run_forever(cluster: SimCluster, stop: asyncio.Event | None = None) ->
             installed.append(sig)
     try:
         await cluster.start()
+        if on_start is not None:
+            on_start(cluster)
         for name, sim in cluster.sims.items():
             log.info("sim %s listening on %s (fault: %s)", name, sim.url, sim.fault.mode)
         log.info("sim control API on %s", cluster.control_url)
