@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 
 import httpx
-from harness import THREE_WAY, Stack
 
 from edgeproxy.sim import SimConfig
+from harness import THREE_WAY, Stack
 
 MESSAGES = [{"role": "user", "content": "A long answer, please."}]
 

@@ -135,9 +135,9 @@ def test_max_attempts_caps_the_chain(make_stack) -> None:  # type: ignore[no-unt
 def test_total_deadline_is_shared_by_all_attempts(make_stack) -> None:  # type: ignore[no-untyped-def]
     from harness import THREE_WAY, THREE_WAY_SIMS
 
-    # total 1.5s with a 1s first-token limit: the first hang uses 1s, the second attempt gets
-    # only what is left, and the third is never started.
-    policy = THREE_WAY.replace("total: 10s", "total: 1500ms")
+    # total 2.5s with a 1s first-token limit: two hangs use 2s, and the 0.5s left is too little
+    # to start a third attempt (backoff.min_attempt_time is 1s).
+    policy = THREE_WAY.replace("total: 10s", "total: 2500ms")
     stack = make_stack(policy, THREE_WAY_SIMS)
     stack.fault("alpha_one", mode="hang")
     stack.fault("alpha_two", mode="hang")

@@ -14,9 +14,11 @@ class FailureClass(enum.StrEnum):
     RESPONSE_TIMEOUT = "response_timeout"
     IDLE_TIMEOUT = "idle_timeout"
     RATE_LIMITED = "rate_limited"  # 429
+    QUOTA_EXHAUSTED = "quota_exhausted"  # 429 insufficient_quota: no retry, eject long
     SERVER_ERROR = "server_error"  # 5xx (and 408/409, which OpenAI's own SDK retries)
     MALFORMED = "malformed"  # a 200 whose body or SSE is not what the wire promises
     CUT = "cut"  # a stream that ended before it was complete
+    CONTEXT_LENGTH = "context_length"  # the prompt does not fit: only larger windows may help
     CLIENT_ERROR = "client_error"  # a 4xx caused by the request itself: never failed over
     DEADLINE = "deadline"  # the request's total time ran out
 
@@ -32,10 +34,14 @@ TIMEOUTS = frozenset(
 )
 
 
-def classify_status(status: int) -> FailureClass | None:
-    """The class of an upstream HTTP status; None for success."""
+def classify_status(status: int, code: str | None = None) -> FailureClass | None:
+    """The class of an upstream HTTP status (and its error code); None for success."""
     if 200 <= status < 300:
         return None
+    if code == "insufficient_quota":
+        return FailureClass.QUOTA_EXHAUSTED
+    if code == "context_length_exceeded":
+        return FailureClass.CONTEXT_LENGTH
     if status == 429:
         return FailureClass.RATE_LIMITED
     if status >= 500 or status in (408, 409):
@@ -53,6 +59,7 @@ class AttemptFailure(Exception):
     body: bytes = b""
     content_type: str = "application/json"
     retry_after: float | None = None
+    code: str | None = None  # the upstream's own error code, e.g. "insufficient_quota"
 
     @property
     def may_fail_over(self) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,7 +17,10 @@ from aiohttp import web
 
 from edgeproxy._core import encode_sse
 from edgeproxy.policy.snapshot import Candidate, Route
+from edgeproxy.resilience.attempts import AttemptLoop, AttemptRecord, Deadline, Outcome, PassThrough
+from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.resilience.failure import TIMEOUTS, AttemptFailure, FailureClass
+from edgeproxy.resilience.shedding import Overloaded
 from edgeproxy.server.body import read_json_body
 from edgeproxy.server.context import STATE, ProxyState, request_id
 from edgeproxy.server.openai_wire import IngressError, error_body, parse_chat_request
@@ -31,29 +33,23 @@ log = logging.getLogger("edgeproxy.access")
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
-@dataclass
-class AttemptRecord:
-    candidate: Candidate
-    failure: AttemptFailure | None
-    seconds: float
-
-
-class Deadline:
-    def __init__(self, state: ProxyState, total: float) -> None:
-        self._clock = state.clock
-        self._end = self._clock.monotonic() + total
-
-    def remaining(self) -> float:
-        return self._end - self._clock.monotonic()
-
-    def clip(self, limit: float) -> tuple[float, bool]:
-        """The time an attempt may take, and whether the request deadline is what bounds it."""
-        remaining = self.remaining()
-        return (remaining, True) if remaining < limit else (limit, False)
-
-
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    try:
+        slot = await state.engine.shedder.acquire()
+    except Overloaded as overloaded:
+        raise IngressError(
+            503,
+            "The proxy is at its concurrency limit; retry shortly.",
+            type="server_error",
+            code="overloaded",
+            headers={"Retry-After": str(max(1, round(overloaded.retry_after)))},
+        ) from None
+    with slot:
+        return await _serve(request, state)
+
+
+async def _serve(request: web.Request, state: ProxyState) -> web.StreamResponse:
     policy = state.policy  # this request is served start to end under this one snapshot
     rid = request_id(request)
     raw = await read_json_body(request, policy.max_body_bytes)
@@ -68,35 +64,80 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
             code="model_not_found",
         )
     stream = bool(body.get("stream"))
-    deadline = Deadline(state, route.timeouts.total)
-    attempts: list[AttemptRecord] = []
-    for candidate in route.chain[: route.max_attempts]:
-        if deadline.remaining() <= 0:
-            break
-        started = state.clock.monotonic()
+    engine = state.engine
+    engine.budget.request_started()
+    engine.hedger.request_started()
+    deadline = Deadline(state.clock, route.timeouts.total)
+    loop: AttemptLoop[Any] = AttemptLoop(
+        chain=route.chain,
+        max_attempts=route.max_attempts,
+        deadline=deadline,
+        gate=engine,
+        budget=engine.budget,
+        backoff=engine.backoff,
+        observer=AttemptLog(rid, engine, stream),
+        discard=_discard_stream if stream else None,
+    )
+
+    async def attempt(candidate: Candidate) -> Any:
         upstream_body = openai_upstream.upstream_body(body, candidate)
-        try:
-            if stream:
-                opened, first = await _attempt_stream(
-                    state, route, candidate, upstream_body, deadline, rid
-                )
-            else:
-                answer = await _attempt_once(state, route, candidate, upstream_body, deadline, rid)
-        except AttemptFailure as failure:
-            attempts.append(AttemptRecord(candidate, failure, state.clock.monotonic() - started))
-            log.info(
-                "attempt failed",
-                extra={"request_id": rid, "candidate": candidate.key, "failure": str(failure)},
-            )
-            if not failure.may_fail_over:
-                return _pass_through(failure, candidate, attempts, policy.version)
-            continue
-        attempts.append(AttemptRecord(candidate, None, state.clock.monotonic() - started))
-        headers = _served_headers(candidate, attempts, policy.version)
         if stream:
-            return await _relay(request, opened, first, headers, route, deadline, rid)
-        return web.Response(body=answer, content_type="application/json", headers=headers)
-    return _all_failed(route, attempts, rid, policy.version)
+            return await _attempt_stream(state, route, candidate, upstream_body, deadline, rid)
+        return await _attempt_once(state, route, candidate, upstream_body, deadline, rid)
+
+    try:
+        outcome = await loop.run(attempt)
+    except PassThrough as final:
+        return _pass_through(final.failure, final.candidate, loop.outcome.attempts, policy.version)
+    if outcome.served is None:
+        return _all_failed(route, outcome, rid, policy.version)
+    headers = _served_headers(outcome.served, outcome.attempts, policy.version)
+    if stream:
+        assert outcome.value is not None
+        opened, first = outcome.value
+        return await _relay(request, opened, first, headers, route, deadline, rid)
+    return web.Response(body=outcome.value, content_type="application/json", headers=headers)
+
+
+class AttemptLog:
+    """The attempt loop's observer: a log line per failed attempt, TTFT samples for hedging."""
+
+    def __init__(self, rid: str, engine: ResilienceEngine, stream: bool) -> None:
+        self._rid = rid
+        self._engine = engine
+        self._stream = stream
+
+    def attempt_started(self, candidate: Candidate, number: int, hedge: bool) -> None:
+        pass
+
+    def attempt_finished(
+        self, candidate: Candidate, number: int, failure: AttemptFailure | None, seconds: float
+    ) -> None:
+        if failure is None:
+            if self._stream:
+                self._engine.hedger.observe_ttft(candidate.key, seconds)
+            return
+        log.info(
+            "attempt failed",
+            extra={
+                "request_id": self._rid,
+                "candidate": candidate.key,
+                "attempt": number,
+                "failure": str(failure),
+            },
+        )
+
+    def skipped(self, candidate: Candidate, reason: str) -> None:
+        extra = {"request_id": self._rid, "candidate": candidate.key, "reason": reason}
+        log.info("candidate skipped", extra=extra)
+
+    def backing_off(self, candidate: Candidate, seconds: float) -> None:
+        extra = {"request_id": self._rid, "candidate": candidate.key, "wait_s": round(seconds, 3)}
+        log.info("retrying after backoff", extra=extra)
+
+
+def _discard_stream(value: tuple[UpstreamStream, bytes]) -> None:
+    value[0].close()
 
 
 async def _attempt_once(
@@ -264,30 +305,35 @@ def _pass_through(
     )
 
 
-def _all_failed(
-    route: Route, attempts: list[AttemptRecord], rid: str, version: str
-) -> web.Response:
+def _all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> web.Response:
+    attempts = outcome.attempts
     failures = [a.failure for a in attempts if a.failure is not None]
-    summary = "; ".join(f"{a.candidate.key}: {a.failure}" for a in attempts)
     headers = {
         "x-edgeproxy-attempts": str(len(attempts)),
         "x-edgeproxy-policy-version": version,
         # The proxy already retried across the chain; the SDK retrying too would multiply load.
         "x-should-retry": "false",
     }
-    if failures and all(f.failure is FailureClass.RATE_LIMITED for f in failures):
+    retry_after = outcome.retry_after
+    if not attempts:
+        # Nothing was tried: every breaker is open (fail fast), or no time was left.
+        status, type_, code = 503, "server_error", "upstream_unavailable"
+    elif all(f.failure is FailureClass.RATE_LIMITED for f in failures):
         status, type_, code = 429, "rate_limit_error", "rate_limit_exceeded"
         waits = [f.retry_after for f in failures if f.retry_after is not None]
-        if waits:
-            headers["Retry-After"] = str(max(1, round(min(waits))))
-    elif failures and all(f.failure in TIMEOUTS for f in failures):
+        retry_after = min(waits) if waits else retry_after
+    elif all(f.failure in TIMEOUTS for f in failures):
         status, type_, code = 504, "upstream_error", "upstream_timeout"
     else:
         status, type_, code = 502, "upstream_error", "upstream_unavailable"
-    if not attempts:
-        summary = "the request deadline passed before any attempt"
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    tried = "; ".join(f"{a.candidate.key}: {a.failure}" for a in attempts)
+    skipped = "; ".join(f"{c.key}: skipped ({why})" for c, why in outcome.skipped)
+    detail = "; ".join(part for part in (tried, skipped) if part)
     message = (
-        f"Every candidate for model {route.name!r} failed ({len(attempts)} attempts): {summary}."
+        f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "
+        f"{outcome.stopped_because}): {detail}."
     )
     body: dict[str, Any] = error_body(message, type=type_, code=code, request_id=rid)
     return web.Response(

@@ -10,16 +10,19 @@ from aiohttp import web
 
 from edgeproxy.clock import Clock
 from edgeproxy.policy.snapshot import Policy
+from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.upstreams.pool import UpstreamPool
 
 
 @dataclass
 class ProxyState:
-    """The current policy snapshot (swapped whole on reload), the upstream pool, the clock."""
+    """The current policy snapshot (swapped whole on reload), the upstream pool, the clock, and
+    the resilience engine (breakers, budgets) that outlives any one policy."""
 
     policy: Policy
     pool: UpstreamPool
     clock: Clock
+    engine: ResilienceEngine
 
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)

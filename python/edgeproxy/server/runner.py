@@ -8,6 +8,7 @@ from aiohttp import web
 
 from edgeproxy.clock import Clock, SystemClock
 from edgeproxy.policy.snapshot import Policy
+from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.server.app import create_app
 from edgeproxy.server.context import ProxyState
 from edgeproxy.upstreams.pool import UpstreamPool
@@ -25,7 +26,10 @@ class ProxyServer:
         clock: Clock | None = None,
         shutdown_timeout: float = 10.0,
     ) -> None:
-        self.state = ProxyState(policy=policy, pool=UpstreamPool(), clock=clock or SystemClock())
+        clock = clock or SystemClock()
+        self.state = ProxyState(
+            policy=policy, pool=UpstreamPool(), clock=clock, engine=ResilienceEngine(clock)
+        )
         self.host = host
         self.port = port
         self._shutdown_timeout = shutdown_timeout

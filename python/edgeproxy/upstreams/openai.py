@@ -57,42 +57,43 @@ async def send(
         raise AttemptFailure(
             FailureClass.RESET, f"connection lost before the response: {_os_reason(exc)}"
         ) from None
-    failure = classify_status(response.status)
-    if failure is None:
+    if 200 <= response.status < 300:
         return response
-    raise await _failure_from_response(response, failure)
+    raise await _failure_from_response(response)
 
 
-async def _failure_from_response(
-    response: aiohttp.ClientResponse, failure: FailureClass
-) -> AttemptFailure:
+async def _failure_from_response(response: aiohttp.ClientResponse) -> AttemptFailure:
     try:
         body = await asyncio.wait_for(response.content.read(MAX_ERROR_BODY), timeout=5.0)
     except (aiohttp.ClientError, TimeoutError, ConnectionError):
         body = b""
     finally:
         response.close()
+    code = error_code(body)
+    failure = classify_status(response.status, code)
+    assert failure is not None
     return AttemptFailure(
         failure,
-        f"HTTP {response.status} from upstream{_error_summary(body)}",
+        f"HTTP {response.status} from upstream" + (f" ({code})" if code else ""),
         status=response.status,
         body=body,
         content_type=response.content_type or "application/json",
         retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        code=code,
     )
 
 
-def _error_summary(body: bytes) -> str:
-    """The upstream's own error code or type, for the log line and the final error message."""
+def error_code(body: bytes) -> str | None:
+    """The upstream's own error code (or type) from an OpenAI-style error body."""
     try:
         err = orjson.loads(body).get("error")
     except (orjson.JSONDecodeError, AttributeError):
-        return ""
+        return None
     if isinstance(err, dict):
         code = err.get("code") or err.get("type")
         if isinstance(code, str) and code:
-            return f" ({code})"
-    return ""
+            return code
+    return None
 
 
 def parse_retry_after(value: str | None) -> float | None:

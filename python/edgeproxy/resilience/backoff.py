@@ -1,0 +1,129 @@
+"""Backoff between attempts, and the decision after a failed one.
+
+Delays use "full jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"): a uniform draw
+in ``[0, min(cap, base * 2^n)]``. Spreading retries over the whole interval de-synchronises
+clients that failed together, which a fixed or "equal jitter" delay does not. An upstream's
+``Retry-After`` is a floor: waiting less only earns another 429.
+
+After a failed attempt, ``decide`` says what the attempt loop does next. Failing over to another
+candidate needs no wait (it is a different upstream), so it comes before retrying the same one;
+waiting on the same candidate is for when nothing else is left and the wait fits the deadline.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+
+from edgeproxy.resilience.failure import FailureClass
+
+# Worth another try on the same candidate after a pause: the upstream said "not now" or the
+# connection broke. Timeouts are not here: a candidate that just spent first_token seconds silent
+# would spend the rest of the deadline the same way. CLIENT_ERROR and MALFORMED repeat themselves.
+RETRY_SAME: frozenset[FailureClass] = frozenset(
+    {
+        FailureClass.RATE_LIMITED,
+        FailureClass.SERVER_ERROR,
+        FailureClass.RESET,
+        FailureClass.CONNECT_ERROR,
+        FailureClass.CONNECT_TIMEOUT,
+        FailureClass.CUT,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BackoffSettings:
+    """Seconds. See docs/failover.md for the reasons behind each default."""
+
+    base: float = 0.25  # the first retry waits up to this
+    cap: float = 8.0  # no single jittered wait exceeds this (Retry-After may)
+    # A Retry-After longer than this is not waited out on the same candidate: give up instead
+    # (the client gets a 429 with the upstream's Retry-After) rather than hold the request.
+    max_retry_after: float = 20.0
+    # Retries of one candidate (not counting its first attempt); failover does not use these.
+    max_retries_per_candidate: int = 1
+    # Do not start an attempt with less time than this left on the deadline: it could not finish.
+    min_attempt_time: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base <= self.cap:
+            raise ValueError("backoff: need 0 < base <= cap")
+        if self.max_retry_after < 0 or self.max_retries_per_candidate < 0:
+            raise ValueError("backoff: max_retry_after and max_retries_per_candidate must be >= 0")
+        if self.min_attempt_time < 0:
+            raise ValueError("backoff: min_attempt_time must be >= 0")
+
+
+class Backoff:
+    """Full-jitter delays. Pass a seeded ``random.Random`` for reproducible tests and sims."""
+
+    def __init__(self, settings: BackoffSettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._rng = rng if rng is not None else random.Random()
+
+    def ceiling(self, retry: int) -> float:
+        """The largest jittered wait before retry ``retry`` (0 = the first retry)."""
+        # min() on the exponent first: 2**retry for a large retry would overflow a float.
+        return min(self.settings.cap, self.settings.base * 2.0 ** min(retry, 64))
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float:
+        jittered = self._rng.uniform(0.0, self.ceiling(retry))
+        if retry_after is not None and retry_after > jittered:
+            return retry_after
+        return jittered
+
+
+class Action(enum.StrEnum):
+    RETRY_SAME = "retry_same"  # wait ``delay`` seconds, then the same candidate again
+    FAIL_OVER = "fail_over"  # the next available candidate, now
+    GIVE_UP = "give_up"  # answer the client with what we have
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    delay: float  # seconds to wait first; 0 unless RETRY_SAME
+    reason: str  # for the access log and the attempt span
+
+
+def decide(
+    failure: FailureClass,
+    *,
+    retry_after: float | None,
+    retries_on_candidate: int,
+    next_candidate: bool,
+    attempts_left: int,
+    remaining: float,
+    budget_allows: bool,
+    backoff: Backoff,
+) -> Decision:
+    """What to do after a failed attempt.
+
+    ``retries_on_candidate``: retries already spent on the failed candidate. ``next_candidate``:
+    another candidate in the chain is available (its breaker admits). ``attempts_left``: the
+    request's attempt cap minus attempts made. ``remaining``: seconds left on the deadline.
+    ``budget_allows``: the retry budget's ``can_retry()`` (every later attempt is a retry).
+    """
+    s = backoff.settings
+    if failure is FailureClass.CLIENT_ERROR:
+        return Decision(Action.GIVE_UP, 0.0, "the request itself was rejected")
+    if failure is FailureClass.DEADLINE or remaining < s.min_attempt_time:
+        return Decision(Action.GIVE_UP, 0.0, "the request deadline is (almost) spent")
+    if attempts_left <= 0:
+        return Decision(Action.GIVE_UP, 0.0, "the attempt cap is reached")
+    if not budget_allows:
+        return Decision(Action.GIVE_UP, 0.0, "the retry budget is exhausted")
+    if next_candidate:
+        return Decision(Action.FAIL_OVER, 0.0, f"{failure}: next candidate")
+    if failure not in RETRY_SAME:
+        return Decision(Action.GIVE_UP, 0.0, f"{failure} is not retried on the same candidate")
+    if retries_on_candidate >= s.max_retries_per_candidate:
+        return Decision(Action.GIVE_UP, 0.0, "no candidate left to try")
+    if retry_after is not None and retry_after > s.max_retry_after:
+        return Decision(Action.GIVE_UP, 0.0, f"Retry-After {retry_after:g}s is too long to wait")
+    delay = backoff.delay(retries_on_candidate, retry_after)
+    if delay + s.min_attempt_time > remaining:
+        return Decision(Action.GIVE_UP, 0.0, f"a {delay:.3g}s wait does not fit the deadline")
+    return Decision(Action.RETRY_SAME, delay, f"{failure}: same candidate after {delay:.3g}s")

@@ -1,0 +1,343 @@
+"""Circuit breakers per candidate ("provider/region/model"), after Envoy's outlier detection.
+
+closed ──(N consecutive failures, or failure ratio over a window)──▶ open
+open ──(ejection time passed, or a health probe succeeded)──▶ half_open
+half_open ──(a trial succeeds)──▶ closed;  ──(a trial fails)──▶ open, for longer
+
+An ejection lasts ``base_ejection_time * consecutive ejections``, capped at ``max_ejection_time``,
+so a candidate that keeps failing is tried less and less often. The multiplier resets once the
+candidate has stayed closed for ``max_ejection_time``.
+
+Why not pybreaker: see docs/failover.md ("Why not pybreaker"). In short, it reads wall-clock
+``datetime.now``, serialises calls with a thread lock around a synchronous ``call(func)``, has no
+ratio trigger, no growing ejection and no bound on half-open trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal
+
+from edgeproxy.clock import Clock
+from edgeproxy.resilience.budget import WindowCounter
+from edgeproxy.resilience.failure import FailureClass
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+# Failures that say nothing about the upstream's health: the request itself was bad (or too long
+# for this model's context window), or the request's own deadline, spent mostly on earlier
+# candidates, ran out.
+NOT_COUNTED: frozenset[FailureClass] = frozenset(
+    {FailureClass.CLIENT_ERROR, FailureClass.CONTEXT_LENGTH, FailureClass.DEADLINE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Outlier detection for one candidate. Seconds for times; see docs/failover.md."""
+
+    # Envoy's consecutive_5xx default: enough to ignore a blip, few enough to react in one burst.
+    consecutive_failures: int = 5
+    # Trip when failures / requests in the window reach this, with at least ``min_requests``.
+    # Lower than Envoy's 85 %: a proxy with a fallback should leave a half-broken upstream early.
+    failure_ratio: float = 0.5
+    min_requests: int = 20
+    window: float = 30.0
+    # Envoy's defaults. Long enough that a dead region is not hammered, short enough to return.
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    # Concurrent trial requests in half-open: one is enough to learn, and limits the damage.
+    half_open_max_trials: int = 1
+    not_counted: frozenset[FailureClass] = field(default=NOT_COUNTED)
+
+    def __post_init__(self) -> None:
+        if self.consecutive_failures < 1 or self.min_requests < 1 or self.half_open_max_trials < 1:
+            raise ValueError("breaker: counts must be >= 1")
+        if not 0 < self.failure_ratio <= 1:
+            raise ValueError("breaker: failure_ratio must be in (0, 1]")
+        if self.window <= 0 or not 0 < self.base_ejection_time <= self.max_ejection_time:
+            raise ValueError("breaker: window > 0 and 0 < base_ejection_time <= max_ejection_time")
+
+
+class Permit:
+    """The right to send one attempt. Record its outcome once; ``release()`` (or leaving a ``with``
+    block) without an outcome frees a half-open trial slot, e.g. when the request was cancelled."""
+
+    __slots__ = ("_breaker", "_done", "trial")
+
+    def __init__(self, breaker: Breaker, trial: bool) -> None:
+        self._breaker = breaker
+        self.trial = trial  # taken in half_open: its outcome decides the breaker's state
+        self._done = False
+
+    # A permit taken while closed only counts while the breaker is still closed: a request sent
+    # before a trip that ends after the ejection is stale evidence, and must neither close a
+    # half-open breaker nor re-open it. Only trial permits decide half-open.
+
+    def success(self) -> None:
+        if self._settle() and self._counts():
+            self._breaker.record_success()
+
+    def failure(self, failure: FailureClass) -> None:
+        if self._settle() and self._counts():
+            self._breaker.record_failure(failure)
+
+    def _counts(self) -> bool:
+        return self.trial or self._breaker.state == "closed"
+
+    def release(self) -> None:
+        self._settle()
+
+    def _settle(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        if self.trial:
+            self._breaker._trials -= 1
+        return True
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Breaker:
+    def __init__(self, key: str, settings: BreakerSettings, clock: Clock) -> None:
+        self.key = key
+        self.settings = settings
+        self._clock = clock
+        self._state: BreakerState = "closed"
+        self._consecutive = 0
+        self._requests = WindowCounter(settings.window, clock)
+        self._failures = WindowCounter(settings.window, clock)
+        self._ejections = 0  # consecutive ejections: the multiplier of base_ejection_time
+        self._opened_at: float | None = None
+        self._reopen_at: float | None = None
+        self._held = False  # opened by eject(): a health probe must not end it early
+        self._closed_at = clock.monotonic()
+        self._trials = 0  # half-open trials in flight
+        self.reason = ""
+        self.trips_total = 0
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> BreakerState:
+        # Open → half_open happens when it is looked at; no timer task needed.
+        if (
+            self._state == "open"
+            and self._reopen_at is not None
+            and self._clock.monotonic() >= self._reopen_at
+        ):
+            self._to_half_open()
+        return self._state
+
+    @property
+    def reopen_at(self) -> float | None:
+        """Clock time when an open breaker admits trials again; None unless open."""
+        return self._reopen_at if self.state == "open" else None
+
+    def allow(self) -> bool:
+        """Would ``acquire()`` admit an attempt now? Takes nothing (for filtering a chain)."""
+        state = self.state
+        return state == "closed" or (
+            state == "half_open" and self._trials < self.settings.half_open_max_trials
+        )
+
+    def acquire(self) -> Permit | None:
+        """A permit to send one attempt, or None while open or while half-open trials are full."""
+        state = self.state
+        if state == "closed":
+            return Permit(self, trial=False)
+        if state == "half_open" and self._trials < self.settings.half_open_max_trials:
+            self._trials += 1
+            return Permit(self, trial=True)
+        return None
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def record_success(self) -> None:
+        state = self.state
+        if state == "half_open":
+            self._close()
+        elif state == "closed":
+            self._consecutive = 0
+            self._requests.add()
+        # open: a request admitted before the trip finished late; it proves nothing now.
+
+    def record_failure(self, failure: FailureClass) -> None:
+        if failure in self.settings.not_counted:
+            return
+        state = self.state
+        if state == "half_open":
+            self._trip(f"half-open trial failed ({failure})")
+        elif state == "closed":
+            self._consecutive += 1
+            self._requests.add()
+            self._failures.add()
+            self._check_thresholds(failure)
+        # open: late failures of requests sent before the trip must not extend the ejection.
+
+    def _check_thresholds(self, failure: FailureClass) -> None:
+        s = self.settings
+        if self._consecutive >= s.consecutive_failures:
+            self._trip(f"{self._consecutive} consecutive failures (last: {failure})")
+            return
+        requests = self._requests.total()
+        if requests >= s.min_requests:
+            failures = self._failures.total()
+            if failures >= s.failure_ratio * requests:
+                self._trip(
+                    f"{failures}/{requests} requests failed in {s.window:g}s (last: {failure})"
+                )
+
+    # -- forced transitions -------------------------------------------------------------------
+
+    def trip(self, reason: str) -> None:
+        """Eject as an outlier (growing ejection time), e.g. after failed health probes."""
+        if self.state != "open":
+            self._trip(reason)
+
+    def eject(self, seconds: float, reason: str) -> None:
+        """Open for at least ``seconds`` (Retry-After, quota exhausted), whatever the state.
+
+        Unlike a trip, it does not grow the ejection multiplier (the upstream told us how long),
+        and a successful health probe does not end it early: /models answers fine on an account
+        whose quota is exhausted.
+        """
+        now = self._clock.monotonic()
+        until = now + seconds
+        if self.state == "open" and self._reopen_at is not None and self._reopen_at >= until:
+            return  # already out for longer
+        self._open(now, until, reason, held=True)
+
+    def probe_succeeded(self) -> None:
+        """A health probe passed: an outlier ejection may end now (trial traffic decides)."""
+        if self.state == "open" and not self._held:
+            self._to_half_open()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _trip(self, reason: str) -> None:
+        s = self.settings
+        now = self._clock.monotonic()
+        if self._state == "closed" and now - self._closed_at >= s.max_ejection_time:
+            self._ejections = 0  # healthy for a whole max ejection: start over at the base time
+        self._ejections += 1
+        self.trips_total += 1
+        duration = min(s.base_ejection_time * self._ejections, s.max_ejection_time)
+        self._open(now, now + duration, reason, held=False)
+
+    def _open(self, now: float, until: float, reason: str, *, held: bool) -> None:
+        self._state = "open"
+        self._opened_at = now
+        self._reopen_at = until
+        self._held = held
+        self.reason = reason
+        self._consecutive = 0
+        self._requests.clear()
+        self._failures.clear()
+        # Trials still in flight keep their permits; they settle against the open state.
+
+    def _to_half_open(self) -> None:
+        self._state = "half_open"
+        self._reopen_at = None
+        self._held = False
+
+    def _close(self) -> None:
+        self._state = "closed"
+        self._closed_at = self._clock.monotonic()
+        self._opened_at = self._reopen_at = None
+        self._consecutive = 0
+        self._requests.clear()
+        self._failures.clear()
+        self.reason = ""
+
+    def snapshot(self) -> dict[str, object]:
+        state = self.state
+        now = self._clock.monotonic()
+        return {
+            "key": self.key,
+            "state": state,
+            "reason": self.reason,
+            "reopen_in_seconds": (
+                round(self._reopen_at - now, 3)
+                if state == "open" and self._reopen_at is not None
+                else None
+            ),
+            "consecutive_failures": self._consecutive,
+            "window_requests": self._requests.total(),
+            "window_failures": self._failures.total(),
+            "ejections": self._ejections,
+            "trips_total": self.trips_total,
+            "half_open_trials": self._trials,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CarryOver:
+    kept: tuple[str, ...]  # same key, same settings: state kept
+    reset: tuple[str, ...]  # same key, new settings: a fresh closed breaker
+    added: tuple[str, ...]
+    dropped: tuple[str, ...]  # no longer in the policy
+
+
+class BreakerRegistry:
+    """One breaker per candidate key; created on first use."""
+
+    def __init__(self, settings_for_key: Callable[[str], BreakerSettings], clock: Clock) -> None:
+        self._settings_for_key = settings_for_key
+        self._clock = clock
+        self._breakers: dict[str, Breaker] = {}
+
+    def get(self, key: str) -> Breaker:
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = Breaker(key, self._settings_for_key(key), self._clock)
+            self._breakers[key] = breaker
+        return breaker
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._breakers
+
+    def __iter__(self) -> Iterator[Breaker]:
+        return iter(list(self._breakers.values()))
+
+    def carry_over(
+        self,
+        keys: Iterable[str],
+        settings_for_key: Callable[[str], BreakerSettings] | None = None,
+    ) -> CarryOver:
+        """After a policy reload: keep the state of candidates that still exist with the same
+        settings (an upstream that was down is still down), start the others fresh, drop the
+        rest. ``settings_for_key`` replaces the lookup when the new policy brings its own."""
+        if settings_for_key is not None:
+            self._settings_for_key = settings_for_key
+        kept: list[str] = []
+        reset: list[str] = []
+        added: list[str] = []
+        fresh: dict[str, Breaker] = {}
+        for key in dict.fromkeys(keys):
+            settings = self._settings_for_key(key)
+            old = self._breakers.get(key)
+            if old is not None and old.settings == settings:
+                fresh[key] = old
+                kept.append(key)
+            else:
+                fresh[key] = Breaker(key, settings, self._clock)
+                (reset if old is not None else added).append(key)
+        dropped = tuple(k for k in self._breakers if k not in fresh)
+        self._breakers = fresh
+        return CarryOver(tuple(kept), tuple(reset), tuple(added), dropped)
+
+    def snapshot(self) -> list[dict[str, object]]:
+        return [b.snapshot() for b in self._breakers.values()]

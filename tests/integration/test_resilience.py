@@ -1,0 +1,91 @@
+"""The resilience engine on the live path: breakers, quota ejection, context length, retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import openai
+import pytest
+
+from harness import THREE_WAY, THREE_WAY_SIMS, Stack
+
+MESSAGES = [{"role": "user", "content": "Status report."}]
+
+
+def _ask(stack: Stack) -> tuple[str, str]:
+    raw = stack.client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.parse().choices[0].message.content
+    return raw.headers["x-edgeproxy-region"], raw.headers["x-edgeproxy-attempts"]
+
+
+def test_an_open_breaker_skips_its_candidate_without_a_network_call(stack: Stack) -> None:
+    stack.fault("alpha_one", mode="status", status=503)
+    # Five consecutive failures (the default) open alpha_one's breaker; each request still
+    # succeeds on alpha_two.
+    for _ in range(5):
+        assert _ask(stack) == ("two", "2")
+    assert stack.requests_to("alpha_one") == 5
+    assert _ask(stack) == ("two", "1")
+    assert stack.requests_to("alpha_one") == 5  # skipped: no sixth call
+
+
+def test_every_breaker_open_fails_fast_with_503_and_retry_after(stack: Stack) -> None:
+    for sim in ("alpha_one", "alpha_two", "beta"):
+        stack.fault(sim, mode="status", status=503)
+    for _ in range(5):
+        with pytest.raises(openai.APIStatusError):
+            stack.client().chat.completions.create(model="m", messages=MESSAGES)
+    calls = sum(stack.requests_to(s) for s in ("alpha_one", "alpha_two", "beta"))
+    with pytest.raises(openai.APIStatusError) as info:
+        stack.client().chat.completions.create(model="m", messages=MESSAGES)
+    response = info.value.response
+    assert response.status_code == 503
+    assert response.headers["x-edgeproxy-attempts"] == "0"
+    assert int(response.headers["retry-after"]) >= 1
+    assert "circuit breaker is open" in response.json()["error"]["message"]
+    assert sum(stack.requests_to(s) for s in ("alpha_one", "alpha_two", "beta")) == calls
+
+
+def test_quota_exhausted_is_ejected_at_once(stack: Stack) -> None:
+    stack.fault("alpha_one", mode="status", status=429, error_code="insufficient_quota")
+    assert _ask(stack) == ("two", "2")
+    assert _ask(stack) == ("two", "1")  # ejected after one quota error, not five
+    assert stack.requests_to("alpha_one") == 1
+
+
+def test_context_length_goes_to_a_larger_window_with_one_primary_attempt(
+    make_stack: Callable[..., Stack],
+) -> None:
+    policy = THREE_WAY.replace(
+        "m: {upstream_name: upstream-m}", "m: {upstream_name: upstream-m, context_window: 8000}"
+    ).replace("m-small: {}", "m-small: {context_window: 128000}")
+    stack = make_stack(policy, THREE_WAY_SIMS)
+    for sim in ("alpha_one", "alpha_two"):
+        stack.fault(sim, mode="status", status=400, error_code="context_length_exceeded")
+    raw = stack.client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    # alpha_two has the same 8k window as alpha_one: it is not tried.
+    assert (raw.headers["x-edgeproxy-provider"], raw.headers["x-edgeproxy-attempts"]) == (
+        "beta",
+        "2",
+    )
+    assert stack.requests_to("alpha_one") == 1
+    assert stack.requests_to("alpha_two") == 0
+
+
+def test_context_length_with_no_larger_window_returns_the_upstream_error(stack: Stack) -> None:
+    stack.fault("alpha_one", mode="status", status=400, error_code="context_length_exceeded")
+    with pytest.raises(openai.BadRequestError) as info:
+        stack.client().chat.completions.create(model="m", messages=MESSAGES)
+    assert info.value.code == "context_length_exceeded"
+    assert stack.requests_to("alpha_two") == 0
+
+
+def test_last_candidate_is_retried_after_retry_after(make_stack: Callable[..., Stack]) -> None:
+    single = THREE_WAY.replace(
+        "chain: [alpha/one/m, alpha/two/m, beta/main/m-small]", "chain: [alpha/one/m]"
+    )
+    stack = make_stack(single, THREE_WAY_SIMS)
+    # One 429 with Retry-After: 1, then healthy: the proxy waits it out and succeeds.
+    stack.fault("alpha_one", mode="status", status=429, retry_after=1, count=1)
+    assert _ask(stack) == ("one", "2")
+    assert stack.requests_to("alpha_one") == 2
