@@ -89,3 +89,33 @@ def test_last_candidate_is_retried_after_retry_after(make_stack: Callable[..., S
     stack.fault("alpha_one", mode="status", status=429, retry_after=1, count=1)
     assert _ask(stack) == ("one", "2")
     assert stack.requests_to("alpha_one") == 2
+
+
+def test_retry_after_keeps_other_requests_away_while_failing_over(stack: Stack) -> None:
+    stack.fault("alpha_one", mode="status", status=429, retry_after=30)
+    assert _ask(stack) == ("two", "2")
+    assert _ask(stack) == ("two", "1")  # alpha_one said "not for 30 s": skipped
+    assert stack.requests_to("alpha_one") == 1
+
+
+def test_failures_after_the_commit_count_against_the_breaker(
+    make_stack: Callable[..., Stack],
+) -> None:
+    from edgeproxy.sim import SimConfig
+
+    sims = [
+        SimConfig(name=n, ttft=0.0, tokens_per_second=200)
+        for n in ("alpha_one", "alpha_two", "beta")
+    ]
+    policy = THREE_WAY.replace("api_key: sk-alpha-secret", "").replace(
+        "api_key: sk-beta-secret", ""
+    )
+    stack = make_stack(policy, sims)
+    stack.fault("alpha_one", mode="cut", after_tokens=3)
+    client = stack.client()
+    for _ in range(5):
+        with pytest.raises(openai.APIError):
+            list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    # Five cut streams opened alpha_one's breaker: the next request never reaches it.
+    assert _ask(stack) == ("two", "1")
+    assert stack.requests_to("alpha_one") == 5

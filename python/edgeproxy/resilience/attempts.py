@@ -106,6 +106,9 @@ class Outcome(Generic[T]):
     served: Candidate | None = None
     value: T | None = None
     retry_after: float | None = None  # for a fast 503: when the first candidate may return
+    # With ``defer_success``: the served attempt's breaker permit, for the caller to settle once
+    # the answer is really complete (a stream can still fail after its first token).
+    permit: Permit | None = None
 
 
 class PassThrough(Exception):
@@ -135,6 +138,7 @@ class AttemptLoop(Generic[T]):
         hedge_delay: float | None = None,
         discard: Callable[[T], None] | None = None,
         quota_ejection: float = 3600.0,
+        defer_success: bool = False,
     ) -> None:
         self._chain = chain
         self._max_attempts = max_attempts
@@ -148,6 +152,7 @@ class AttemptLoop(Generic[T]):
         self._try_hedge = try_hedge or (lambda: True)
         self._discard = discard
         self._quota_ejection = quota_ejection
+        self._defer_success = defer_success
         self.outcome: Outcome[T] = Outcome()
         self._retries: dict[str, int] = {}  # retries spent per candidate key
 
@@ -242,7 +247,10 @@ class AttemptLoop(Generic[T]):
             permit.release()
             raise
         record.seconds = self._clock.monotonic() - started
-        permit.success()
+        if self._defer_success:
+            self.outcome.permit = permit
+        else:
+            permit.success()
         self._observer.attempt_finished(candidate, number, None, record.seconds)
         self.outcome.served = candidate
         self.outcome.value = value
@@ -295,6 +303,10 @@ class AttemptLoop(Generic[T]):
         if failure.failure is FailureClass.QUOTA_EXHAUSTED:
             # The account is out of credit: retrying this candidate is pointless for a while.
             self._gate.eject(candidate.key, self._quota_ejection, "quota exhausted")
+        elif failure.failure is FailureClass.RATE_LIMITED and failure.retry_after and pending:
+            # The upstream said when it will take requests again; until then other requests
+            # skip it instead of each earning their own 429.
+            self._gate.eject(candidate.key, failure.retry_after, "Retry-After")
         elif failure.failure is FailureClass.CONTEXT_LENGTH:
             # Only a model with a larger window can take this prompt: keep just those, and if
             # there are none the client gets the upstream's own answer.

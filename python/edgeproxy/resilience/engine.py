@@ -6,6 +6,8 @@ carries over for candidates that did not change); per-route knobs come from the 
 
 from __future__ import annotations
 
+import aiohttp
+
 from edgeproxy.clock import Clock
 from edgeproxy.policy.snapshot import Policy
 from edgeproxy.resilience.attempts import Permit
@@ -13,6 +15,7 @@ from edgeproxy.resilience.backoff import Backoff, BackoffSettings
 from edgeproxy.resilience.breaker import BreakerRegistry, BreakerSettings, CarryOver
 from edgeproxy.resilience.budget import RetryBudget, RetryBudgetSettings
 from edgeproxy.resilience.hedge import Hedger, HedgeSettings
+from edgeproxy.resilience.prober import Prober, ProberSettings, ProbeTarget, http_probe
 from edgeproxy.resilience.shedding import Shedder, ShedSettings
 
 
@@ -26,6 +29,7 @@ class ResilienceEngine:
         backoff: BackoffSettings | None = None,
         hedge: HedgeSettings | None = None,
         shed: ShedSettings | None = None,
+        probe: ProberSettings | None = None,
     ) -> None:
         self.clock = clock
         self.breaker_settings = breaker or BreakerSettings()
@@ -34,6 +38,8 @@ class ResilienceEngine:
         self.backoff = Backoff(backoff or BackoffSettings())
         self.hedger = Hedger(hedge or HedgeSettings(), clock)
         self.shedder = Shedder(shed or ShedSettings(), clock)
+        self.probe_settings = probe or ProberSettings()
+        self.prober: Prober | None = None
 
     # The attempt loop's Gate: admission per candidate key.
 
@@ -47,6 +53,46 @@ class ResilienceEngine:
         self.breakers.get(key).eject(seconds, reason)
 
     def policy_swapped(self, policy: Policy) -> CarryOver:
-        """Keep breaker state for the candidates the new policy still has."""
+        """Keep breaker state (and probe schedules) for what the new policy still has."""
         keys = [c.key for name in policy.route_names for c in policy.routes[name].chain]
+        if self.prober is not None:
+            self.prober.update_targets(probe_targets(policy))
         return self.breakers.carry_over(keys)
+
+    def start_probing(self, policy: Policy, session: aiohttp.ClientSession) -> None:
+        """Health probes over the pooled upstream session: GET <base_url>/models, never billed."""
+        self.prober = Prober(
+            probe_targets(policy),
+            self.breakers,
+            http_probe(session),
+            self.probe_settings,
+            self.clock,
+        )
+        self.prober.start()
+
+    async def stop_probing(self) -> None:
+        if self.prober is not None:
+            await self.prober.stop()
+
+    def snapshot(self) -> dict[str, object]:
+        """For /admin/status."""
+        return {
+            "breakers": self.breakers.snapshot(),
+            "probes": self.prober.snapshot() if self.prober is not None else [],
+            "retry_budget": self.budget.snapshot(),
+            "hedging": self.hedger.snapshot(),
+            "shedding": self.shedder.snapshot(),
+        }
+
+
+def probe_targets(policy: Policy) -> list[ProbeTarget]:
+    """One probe per region base URL, feeding the breakers of every candidate behind it."""
+    keys: dict[str, list[str]] = {}
+    headers: dict[str, dict[str, str]] = {}
+    for name in policy.route_names:
+        for candidate in policy.routes[name].chain:
+            keys.setdefault(candidate.base_url, [])
+            if candidate.key not in keys[candidate.base_url]:
+                keys[candidate.base_url].append(candidate.key)
+            headers.setdefault(candidate.base_url, dict(candidate.headers))
+    return [ProbeTarget(url, tuple(k), headers=headers[url]) for url, k in keys.items()]

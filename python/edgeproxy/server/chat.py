@@ -17,7 +17,14 @@ from aiohttp import web
 
 from edgeproxy._core import encode_sse
 from edgeproxy.policy.snapshot import Candidate, Route
-from edgeproxy.resilience.attempts import AttemptLoop, AttemptRecord, Deadline, Outcome, PassThrough
+from edgeproxy.resilience.attempts import (
+    AttemptLoop,
+    AttemptRecord,
+    Deadline,
+    Outcome,
+    PassThrough,
+    Permit,
+)
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.resilience.failure import TIMEOUTS, AttemptFailure, FailureClass
 from edgeproxy.resilience.shedding import Overloaded
@@ -77,6 +84,7 @@ async def _serve(request: web.Request, state: ProxyState) -> web.StreamResponse:
         backoff=engine.backoff,
         observer=AttemptLog(rid, engine, stream),
         discard=_discard_stream if stream else None,
+        defer_success=stream,
     )
 
     async def attempt(candidate: Candidate) -> Any:
@@ -95,7 +103,8 @@ async def _serve(request: web.Request, state: ProxyState) -> web.StreamResponse:
     if stream:
         assert outcome.value is not None
         opened, first = outcome.value
-        return await _relay(request, opened, first, headers, route, deadline, rid)
+        assert outcome.permit is not None
+        return await _relay(request, opened, first, headers, route, deadline, rid, outcome.permit)
     return web.Response(body=outcome.value, content_type="application/json", headers=headers)
 
 
@@ -220,7 +229,11 @@ async def _relay(
     route: Route,
     deadline: Deadline,
     rid: str,
+    permit: Permit,
 ) -> web.StreamResponse:
+    """Relay a committed stream. Its breaker permit is settled here: success only when the answer
+    is complete; a failure after the commit ends the stream with an in-band error and counts
+    against the upstream like any other."""
     response = web.StreamResponse(
         status=200,
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
@@ -239,6 +252,7 @@ async def _relay(
                 await response.write(encode_sse(event.data))
                 break
             except AttemptFailure as failure:
+                permit.failure(failure.failure)
                 await response.write(_midstream_error(failure, upstream, rid))
                 break
             if out is None:
@@ -251,6 +265,7 @@ async def _relay(
                     cut = AttemptFailure(
                         FailureClass.CUT, "upstream closed the stream before it was complete"
                     )
+                    permit.failure(cut.failure)
                     await response.write(_midstream_error(cut, upstream, rid))
                 break
             if out:
@@ -262,8 +277,10 @@ async def _relay(
         clean = False  # the client went away; the upstream is dropped below
     finally:
         if clean:
+            permit.success()
             upstream.release()
         else:
+            permit.release()  # settles nothing if already failed; a client leaving is neutral
             upstream.close()
     return response
 

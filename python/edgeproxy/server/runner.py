@@ -41,6 +41,7 @@ class ProxyServer:
 
     async def start(self) -> None:
         await self.state.pool.start()
+        self.state.engine.start_probing(self.state.policy, self.state.pool.session)
         app = create_app(self.state)
         # handler_cancellation: a client that disconnects cancels its handler, and with it the
         # upstream request (no paying for answers nobody will read).
@@ -60,6 +61,7 @@ class ProxyServer:
             self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        await self.state.engine.stop_probing()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
