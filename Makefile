@@ -8,7 +8,7 @@ PORT ?= 8787
 POLICY ?= policies/default.yaml
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup build demo serve sim test test-rust test-python lint fmt bench clean
+.PHONY: setup build demo serve sim test test-rust test-python lint fmt bench loadtest soak clean
 
 setup: $(VENV)/.deps
 build: $(VENV)/.built
@@ -57,8 +57,23 @@ fmt: build
 	$(BIN)/ruff check --fix python tests
 	cargo fmt --all
 
-bench: build
-	@echo "Benchmarks arrive with the load-test and hot-path issues (see docs/benchmarks.md)."
+# Load tests, benchmarks and the soak (never part of `make test`). They install the `load` extra of
+# pyproject.toml (locust, matplotlib) into .venv on first use; bench and soak also install Debian's
+# nginx-light and wrk when missing, and `make bench` puts LiteLLM into .bench-venv (not .venv).
+SCENARIO ?= steady-chat
+SOAK_MINUTES ?= 30
+$(VENV)/.load: $(VENV)/.built pyproject.toml
+	$(BIN)/python -c 'import subprocess, sys, tomllib; deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["load"]; sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", *deps]))'
+	@touch $@
+
+loadtest: build $(VENV)/.load
+	$(BIN)/python -m loadtests.run $(SCENARIO) $(if $(LOADTEST_SECONDS),--seconds $(LOADTEST_SECONDS)) $(if $(USERS),--users $(USERS))
+
+bench: build $(VENV)/.load
+	$(BIN)/python -m bench.run_bench $(BENCH_ARGS)
+
+soak: build $(VENV)/.load
+	$(BIN)/python -m loadtests.soak --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) target

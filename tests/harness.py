@@ -20,6 +20,7 @@ import uvloop
 from edgeproxy.policy import Policy, load_policy_text
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster, SimConfig
+from edgeproxy.telemetry.request import Telemetry
 
 T = TypeVar("T")
 
@@ -51,6 +52,7 @@ class Stack:
         policy_template: str,
         sims: Iterable[str | SimConfig],
         environ: Mapping[str, str] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.loop = loop
         configs = [
@@ -62,7 +64,7 @@ class Stack:
         urls = {name: sim.url for name, sim in self.cluster.sims.items()}
         self.policy_text = string.Template(policy_template).substitute(urls)
         self.policy: Policy = load_policy_text(self.policy_text, "test-policy.yaml", environ or {})
-        self.proxy = ProxyServer(self.policy, port=0)
+        self.proxy = ProxyServer(self.policy, port=0, telemetry=telemetry)
         loop.run(self.proxy.start())
         self.http = httpx.Client(base_url=self.proxy.url, timeout=10)
         self._control = httpx.Client(base_url=self.cluster.control_url, timeout=10)

@@ -2,7 +2,25 @@
 
 from typing import final
 
-__all__ = ["EdgeProxyError", "SseError", "SseEvent", "SseParser", "__version__", "encode_sse"]
+__all__ = [
+    "CacheError",
+    "CacheStore",
+    "EdgeProxyError",
+    "SseError",
+    "SseEvent",
+    "SseParser",
+    "TokenCount",
+    "TokenizerError",
+    "__version__",
+    "cache_key",
+    "canonical_request",
+    "count_chat_tokens",
+    "count_tokens",
+    "count_tokens_up_to",
+    "encode_sse",
+    "preload_encoding",
+    "token_table",
+]
 
 __version__: str
 """Version of the Rust crate (CARGO_PKG_VERSION)."""
@@ -68,3 +86,91 @@ def encode_sse(data: str, event: str | None = None) -> bytes:
     ``data`` is split on ``\\n``, ``\\r\\n`` and ``\\r``; CR/LF are dropped from ``event``.
     ``SseParser`` parses the result back to the same event (line ends become ``\\n``).
     """
+
+# --- Token counting (rust/edgeproxy-py/src/tokens.rs; the typed API is edgeproxy.tokens) ---
+
+class TokenizerError(EdgeProxyError):
+    """Tokens could not be counted: unknown encoding, or a chat body that is not a chat request."""
+
+@final
+class TokenCount:
+    """The prompt-token count of a chat request (immutable, comparable, hashable)."""
+
+    @property
+    def tokens(self) -> int:
+        """The number of prompt tokens."""
+    @property
+    def exact(self) -> bool:
+        """True when the count equals OpenAI's billing formula; False when it includes an
+        approximation (tools, tool calls, content arrays, images) or is an estimate."""
+    @property
+    def encoding(self) -> str:
+        """The encoding that counted (``cl100k_base``, ``o200k_base`` or ``estimate``)."""
+    def __new__(cls, tokens: int, exact: bool, encoding: str) -> TokenCount: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def count_tokens(text: str, encoding: str = "cl100k_base") -> int:
+    """Number of tokens in ``text`` (tiktoken's ``encode_ordinary``; GIL released >= 16 KiB)."""
+
+def count_tokens_up_to(text: str, limit: int, encoding: str = "cl100k_base") -> int:
+    """``min(count_tokens(text, encoding), limit + 1)``, stopping early past the limit."""
+
+def count_chat_tokens(body: bytes, encoding: str) -> TokenCount:
+    """Prompt tokens of a chat request body (JSON bytes), in one call (GIL released >= 16 KiB)."""
+
+def preload_encoding(encoding: str) -> None:
+    """Load an encoding's compiled-in rank data now instead of on first use."""
+
+def token_table(encoding: str) -> list[bytes]:
+    """The compiled-in token byte strings of an encoding, in rank order (for verification)."""
+
+# ---- prompt-hash cache (rust/edgeproxy-core/src/cache.rs; docs/cache.md) ----
+
+class CacheError(EdgeProxyError):
+    """A request body could not be canonicalised for the prompt-hash cache (not valid JSON)."""
+
+def cache_key(body: bytes, model: str, wire: str, tenant: str) -> bytes:
+    """The 16-byte XXH3-128 key of a request body, scoped by served model, wire and tenant.
+
+    Hashes the canonical form (``canonical_request``) after the length-prefixed scope fields.
+    Raises ``CacheError`` for a body that is not valid JSON (GIL released for bodies >= 32 KiB).
+    """
+
+def canonical_request(body: bytes) -> bytes:
+    """The canonical JSON form of a request body: sorted keys, no whitespace, numbers by exact
+    value (``1 == 1.0 == 1e0``), JCS string escapes, top-level ``stream``, ``stream_options``,
+    ``user``, ``metadata``, ``store`` and ``service_tier`` dropped. Raises ``CacheError``."""
+
+@final
+class CacheStore:
+    """Bounded in-memory store: LRU by entries and bytes, a TTL per entry, thread-safe.
+
+    Each entry is charged ``len(value)`` plus a fixed overhead of 64 bytes. ``now`` is seconds
+    on any monotonic clock (pass the proxy's clock so tests can use a fake one).
+    """
+
+    def __new__(cls, max_bytes: int, max_entries: int) -> CacheStore: ...
+    def get(self, key: bytes, now: float) -> bytes | None:
+        """The live value for ``key`` (now most recently used), or None if absent or expired."""
+    def put(self, key: bytes, value: bytes, ttl: float, now: float) -> bool:
+        """Store ``value`` for ``ttl`` seconds from ``now``, evicting LRU entries to make room.
+
+        False when it can never fit (or ``ttl`` <= 0); the previous entry for ``key`` is dropped
+        either way. ``key`` must be 16 bytes (``ValueError`` otherwise).
+        """
+    def remove(self, key: bytes) -> bool:
+        """Drop the entry for ``key``; True when there was one."""
+    def clear(self) -> None:
+        """Drop every entry (the counters are kept)."""
+    def stats(self) -> dict[str, int]:
+        """Counters (hits, misses, stores, rejected, evictions, expirations) and sizes
+        (entries, bytes_used, max_bytes, max_entries)."""
+    def __len__(self) -> int: ...
+    @property
+    def bytes_used(self) -> int:
+        """Bytes charged for the entries held."""
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def max_entries(self) -> int: ...

@@ -1,20 +1,20 @@
-"""The ``edgeproxy`` command: serve, demo, sim, policy check."""
+"""The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from edgeproxy import __version__
 from edgeproxy.errors import PolicyError
 from edgeproxy.policy import Policy, load_policy
+from edgeproxy.policy.tool import add_policy_commands
 from edgeproxy.telemetry.logs import configure_logging
 
 DEFAULT_POLICY = "policies/default.yaml"
@@ -45,9 +45,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> int:
+        from edgeproxy.policy.reload import ReloadOptions
+        from edgeproxy.server.admin import ADMIN_TOKEN_ENV, is_loopback
         from edgeproxy.server.runner import ProxyServer
 
-        proxy = ProxyServer(policy, host=args.host, port=args.port)
+        token = os.environ.get(ADMIN_TOKEN_ENV) or None
+        reload = ReloadOptions(
+            Path(args.policy), watch=not args.no_watch, debounce=args.reload_debounce
+        )
+        proxy = ProxyServer(
+            policy, host=args.host, port=args.port, reload=reload, admin_token=token
+        )
         try:
             await proxy.start()
         except OSError as exc:
@@ -59,10 +67,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        if token is None and not is_loopback(args.host) and args.host != "localhost":
+            print(
+                f"edgeproxy: {ADMIN_TOKEN_ENV} is not set: /admin/* answers loopback clients only",
+                file=sys.stderr,
+                flush=True,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        reloader = proxy.reloader
+        if reloader is not None:
+            loop.add_signal_handler(signal.SIGHUP, reloader.trigger, "sighup")
         await stop.wait()
         print("edgeproxy: stopping (finishing in-flight requests)", file=sys.stderr, flush=True)
         await proxy.stop()
@@ -132,50 +149,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return _run(main())
 
 
-def cmd_policy_check(args: argparse.Namespace) -> int:
-    results = []
-    failed = False
-    for path in args.paths:
-        try:
-            policy = load_policy(path, missing_secrets="warn")
-        except PolicyError as exc:
-            failed = True
-            results.append(
-                {
-                    "path": path,
-                    "ok": False,
-                    "errors": [str(p) for p in exc.problems],
-                    "warnings": [],
-                }
-            )
-            continue
-        candidates = {c.key for name in policy.route_names for c in policy.routes[name].chain}
-        results.append(
-            {
-                "path": path,
-                "ok": True,
-                "version": policy.version,
-                "routes": len(policy.route_names),
-                "candidates": len(candidates),
-                "errors": [],
-                "warnings": list(policy.warnings),
-            }
-        )
-    if args.format == "json":
-        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        for r in results:
-            for line in r["errors"]:
-                print(f"error: {line}")
-            for line in r["warnings"]:
-                print(f"warning: {line}")
-            if r["ok"]:
-                print(
-                    f"{r['path']}: ok (version {r['version']}, {r['routes']} routes, {r['candidates']} candidates)"
-                )
-            else:
-                print(f"{r['path']}: {len(r['errors'])} problem(s)")
-    return 1 if failed else 0
+def cmd_status(args: argparse.Namespace) -> int:
+    from edgeproxy.telemetry.status import status_command
+
+    return status_command(args.url, as_json=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--log-format", default="json", choices=["json", "text"])
+    serve.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not watch the policy file (SIGHUP and POST /admin/reload still reload it)",
+    )
+    serve.add_argument(
+        "--reload-debounce",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="quiet time after the last change to the policy file before reloading (default 0.2)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="run the proxy in front of simulated providers")
@@ -224,10 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     policy = sub.add_parser("policy", help="work with policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
-    check = policy_sub.add_parser("check", help="validate policy files (exit 1 if any is invalid)")
-    check.add_argument("paths", nargs="+", metavar="PATH")
-    check.add_argument("--format", default="text", choices=["text", "json"])
-    check.set_defaults(func=cmd_policy_check)
+    add_policy_commands(policy_sub)
+
+    status = sub.add_parser("status", help="show a running proxy's candidates, breakers, health")
+    status.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the proxy")
+    status.add_argument("--json", action="store_true", help="print the raw /admin/status JSON")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -6,20 +6,42 @@ names something that exists, and reads provider keys (from the document or a fil
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path as FsPath
 from types import MappingProxyType
 
-from edgeproxy.policy.schema import PolicySpec, ProviderSpec, RouteSpec, TimeoutsSpec
+from edgeproxy.cache.settings import CacheSettings
+from edgeproxy.policy.schema import (
+    CacheSpec,
+    PolicySpec,
+    PriceSpec,
+    ProviderSpec,
+    RouteSpec,
+    TimeoutsSpec,
+)
 from edgeproxy.policy.snapshot import (
+    DEFAULT_CACHE_MAX_BYTES,
+    DEFAULT_CACHE_MAX_ENTRIES,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BODY_BYTES,
     Candidate,
+    EngineSettings,
+    Excluded,
+    Hedge,
     Policy,
     Route,
     Timeouts,
 )
 from edgeproxy.policy.yamlsource import LocatedDocument
+from edgeproxy.resilience.backoff import BackoffSettings
+from edgeproxy.resilience.breaker import BreakerSettings
+from edgeproxy.resilience.budget import RetryBudgetSettings
+from edgeproxy.resilience.prober import ProberSettings
+from edgeproxy.resilience.shedding import ShedSettings
+from edgeproxy.telemetry.cost import Price
+from edgeproxy.tokens import encoding_for_model
 
 
 def content_version(text: str) -> str:
@@ -86,7 +108,7 @@ def compile_policy(
     routes: dict[str, Route] = {}
     warnings: list[str] = [str(w) for w in doc.warnings]
     for route_name, route_spec in spec.routes.items():
-        chain = _resolve_chain(route_name, route_spec, spec, headers_by_provider, doc)
+        chain, excluded = _resolve_chain(route_name, route_spec, spec, headers_by_provider, doc)
         route = Route(
             name=route_name,
             aliases=tuple(route_spec.aliases),
@@ -98,6 +120,11 @@ def compile_policy(
             on_midstream_failure=route_spec.on_midstream_failure
             or spec.defaults.on_midstream_failure
             or "error",
+            require_tags=MappingProxyType(dict(route_spec.require_tags)),
+            min_context_window=route_spec.min_context_window,
+            excluded=tuple(excluded),
+            hedge=_hedge(route_name, route_spec, doc),
+            cache=_cache(route_spec.cache or spec.defaults.cache),
         )
         for i, name in enumerate((route_name, *route_spec.aliases)):
             if name in routes:
@@ -118,7 +145,8 @@ def compile_policy(
                 f"{doc.source}:{line}: routes.{route_name}.chain: every candidate is on provider "
                 f"{chain[0].provider!r}: a provider-wide outage has no fallback"
             )
-    if doc.problems:
+    engine = _engine_settings(spec, doc)
+    if doc.problems or engine is None:
         return None
     return Policy(
         source=doc.source,
@@ -127,6 +155,109 @@ def compile_policy(
         route_names=tuple(spec.routes),
         max_body_bytes=spec.limits.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         warnings=tuple(warnings),
+        engine=engine,
+        capture_content=spec.telemetry.capture_content,
+        cache_max_bytes=spec.limits.cache_max_bytes or DEFAULT_CACHE_MAX_BYTES,
+        cache_max_entries=spec.limits.cache_max_entries or DEFAULT_CACHE_MAX_ENTRIES,
+    )
+
+
+def _given(**values: object) -> dict[str, object]:
+    """Only the settings the policy wrote: the rest keep the dataclass defaults."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _engine_settings(spec: PolicySpec, doc: LocatedDocument) -> EngineSettings | None:
+    """The process-wide resilience settings, each block checked as a whole (e.g. base <= max)."""
+    od, rp, rb, hc, lim = (
+        spec.outlier_detection,
+        spec.retry_policy,
+        spec.retry_budget,
+        spec.health_check,
+        spec.limits,
+    )
+    built: dict[str, object] = {}
+    blocks: list[tuple[str, str, type, dict[str, object]]] = [
+        (
+            "outlier_detection",
+            "breaker",
+            BreakerSettings,
+            _given(
+                consecutive_failures=od.consecutive_failures,
+                failure_ratio=None
+                if od.failure_percentage_threshold is None
+                else od.failure_percentage_threshold / 100,
+                min_requests=od.failure_percentage_request_volume,
+                window=od.interval,
+                base_ejection_time=od.base_ejection_time,
+                max_ejection_time=od.max_ejection_time,
+                half_open_max_trials=od.half_open_max_requests,
+            ),
+        ),
+        (
+            "retry_policy",
+            "backoff",
+            BackoffSettings,
+            _given(
+                base=rp.base_interval,
+                cap=rp.max_interval,
+                max_retries_per_candidate=rp.max_retries_per_candidate,
+                max_retry_after=rp.max_retry_after,
+                min_attempt_time=rp.min_attempt_time,
+            ),
+        ),
+        (
+            "retry_budget",
+            "budget",
+            RetryBudgetSettings,
+            _given(
+                ratio=None if rb.budget_percent is None else rb.budget_percent / 100,
+                min_retries_per_second=rb.min_retries_per_second,
+                window=rb.ttl,
+            ),
+        ),
+        (
+            "health_check",
+            "probe",
+            ProberSettings,
+            _given(
+                interval=hc.interval,
+                timeout=hc.timeout,
+                unhealthy_threshold=hc.unhealthy_threshold,
+                healthy_threshold=hc.healthy_threshold,
+                max_probes_per_second=hc.max_probes_per_second,
+            ),
+        ),
+        (
+            "limits",
+            "shed",
+            ShedSettings,
+            _given(
+                max_in_flight=lim.max_in_flight,
+                max_queue=lim.max_queued,
+                max_queue_wait=lim.max_queue_wait,
+            ),
+        ),
+    ]
+    ok = True
+    for block, name, cls, values in blocks:
+        try:
+            built[name] = cls(**values)
+        except ValueError as exc:
+            doc.problems.append(doc.problem((block,), str(exc)))
+            ok = False
+    if not ok:
+        return None
+    return EngineSettings(
+        breaker=built["breaker"],  # type: ignore[arg-type]
+        backoff=built["backoff"],  # type: ignore[arg-type]
+        budget=built["budget"],  # type: ignore[arg-type]
+        probe=built["probe"],  # type: ignore[arg-type]
+        probes_enabled=hc.enabled if hc.enabled is not None else True,
+        shed=built["shed"],  # type: ignore[arg-type]
+        max_hedge_ratio=(lim.max_hedge_percent if lim.max_hedge_percent is not None else 10.0)
+        / 100,
+        quota_ejection=od.quota_ejection_time or 3600.0,
     )
 
 
@@ -136,9 +267,19 @@ def _resolve_chain(
     spec: PolicySpec,
     headers_by_provider: dict[str, dict[str, str]],
     doc: LocatedDocument,
-) -> list[Candidate]:
+) -> tuple[list[Candidate], list[Excluded]]:
+    """The route's chain, checked against its constraints.
+
+    A candidate written with an explicit region that breaks ``require_tags`` is an error: failover
+    must never leave the allowed set, and a policy saying otherwise is a mistake to catch in
+    review. A ``*`` region expands to the provider's *allowed* regions only; the others are kept
+    in ``excluded`` so explain can show them. A model too small for ``min_context_window`` is an
+    error either way (every region serves the same model).
+    """
     chain: list[Candidate] = []
+    excluded: list[Excluded] = []
     seen: set[str] = set()
+    invalid_before = len(doc.problems)
     for i, entry in enumerate(route.chain):
         path = ("routes", route_name, "chain", i)
         provider = spec.providers.get(entry.provider)
@@ -146,7 +287,7 @@ def _resolve_chain(
             doc.problems.append(
                 doc.problem(
                     path,
-                    f"unknown provider {entry.provider!r} (known: {', '.join(spec.providers)})",
+                    f"unknown provider {entry.provider!r} {_hint(entry.provider, spec.providers)}",
                 )
             )
             continue
@@ -156,7 +297,7 @@ def _resolve_chain(
                 doc.problem(
                     path,
                     f"provider {entry.provider!r} has no model {entry.model!r} "
-                    f"(known: {', '.join(provider.models)})",
+                    f"{_hint(entry.model, provider.models)}",
                 )
             )
             continue
@@ -165,13 +306,49 @@ def _resolve_chain(
                 doc.problem(
                     path,
                     f"provider {entry.provider!r} has no region {entry.region!r} "
-                    f"(known: {', '.join(provider.regions)})",
+                    f"{_hint(entry.region, provider.regions)}",
                 )
             )
             continue
+        if route.min_context_window is not None:
+            window = model.context_window
+            if window is None:
+                doc.problems.append(
+                    doc.problem(
+                        path,
+                        f"model {entry.provider}/{entry.model} has no context_window, so it cannot "
+                        f"be shown to hold this route's min_context_window of "
+                        f"{route.min_context_window} tokens (set providers.{entry.provider}"
+                        f".models.{entry.model}.context_window)",
+                    )
+                )
+                continue
+            if window < route.min_context_window:
+                doc.problems.append(
+                    doc.problem(
+                        path,
+                        f"model {entry.provider}/{entry.model} holds {window} tokens, fewer than "
+                        f"this route's min_context_window of {route.min_context_window}",
+                    )
+                )
+                continue
         regions = [entry.region] if entry.region is not None else list(provider.regions)
         for region_name in regions:
             region = provider.regions[region_name]
+            mismatch = tag_mismatch(route.require_tags, region.tags)
+            if mismatch:
+                key = f"{entry.provider}/{region_name}/{entry.model}"
+                if entry.region is not None:
+                    doc.problems.append(
+                        doc.problem(
+                            path,
+                            f"{key} is outside this route's residency requirement "
+                            f"({format_tags(route.require_tags)}): region {region_name!r} {mismatch}",
+                        )
+                    )
+                else:
+                    excluded.append(Excluded(key, f"residency: region {region_name!r} {mismatch}"))
+                continue
             candidate = Candidate(
                 provider=entry.provider,
                 region=region_name,
@@ -183,6 +360,11 @@ def _resolve_chain(
                 context_window=model.context_window,
                 tags=MappingProxyType(dict(region.tags)),
                 headers=MappingProxyType(headers_by_provider[entry.provider]),
+                price=_price(model.price),
+                tokenizer=model.tokenizer or encoding_for_model(model.upstream_name or entry.model),
+                assistant_prefill=model.assistant_prefill,
+                health_check=provider.health_check.kind,
+                health_check_url=provider.health_check.url,
             )
             if candidate.key in seen:
                 doc.problems.append(
@@ -191,4 +373,66 @@ def _resolve_chain(
                 continue
             seen.add(candidate.key)
             chain.append(candidate)
-    return chain
+    if not chain and len(doc.problems) == invalid_before:
+        doc.problems.append(
+            doc.problem(
+                ("routes", route_name, "chain"),
+                f"no candidate satisfies this route's residency requirement "
+                f"({format_tags(route.require_tags)}): it could never be served",
+            )
+        )
+    return chain, excluded
+
+
+def _price(spec: PriceSpec | None) -> Price | None:
+    if spec is None:
+        return None
+    return Price(spec.input, spec.output, spec.cached_input, spec.cache_write)
+
+
+def _cache(spec: CacheSpec | None) -> CacheSettings:
+    if spec is None:
+        return CacheSettings()
+    return CacheSettings(
+        enabled=spec.enabled, ttl=spec.ttl or 300.0, cacheable=spec.cacheable or "deterministic"
+    )
+
+
+def _hedge(route_name: str, route: RouteSpec, doc: LocatedDocument) -> Hedge | None:
+    spec = route.hedge
+    if spec is None:
+        return None
+    if (spec.delay is None) == (spec.percentile is None):
+        doc.problems.append(
+            doc.problem(
+                ("routes", route_name, "hedge"),
+                "set exactly one of delay (fixed) or percentile (of recent time to first token)",
+            )
+        )
+        return None
+    return Hedge(spec.delay, spec.percentile)
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    """``(did you mean 'x'?)`` for a near miss, else the list of known names."""
+    names = list(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"(did you mean {close[0]!r}?)"
+    return f"(known: {', '.join(names)})"
+
+
+def tag_mismatch(required: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    """Why ``tags`` fails ``required`` in words, or "" when every required tag matches."""
+    wrong = []
+    for name, value in required.items():
+        have = tags.get(name)
+        if have is None:
+            wrong.append(f"has no {name} tag")
+        elif have != value:
+            wrong.append(f"has {name}={have}")
+    return " and ".join(wrong)
+
+
+def format_tags(tags: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in tags.items()) or "none"

@@ -24,17 +24,22 @@ def load_policy(
     missing_secrets: Literal["error", "warn"] = "error",
 ) -> Policy:
     fs_path = FsPath(path)
+    text = read_policy_text(fs_path)
+    return load_policy_text(text, str(fs_path), environ, fs_path.parent, missing_secrets)
+
+
+def read_policy_text(path: FsPath) -> str:
+    """The file's text, or PolicyError saying (without a traceback) why it cannot be read."""
     try:
-        text = fs_path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(
-            [PolicyProblem(str(fs_path), 0, 0, f"cannot read the policy: {exc.strerror or exc}")]
+            [PolicyProblem(str(path), 0, 0, f"cannot read the policy: {exc.strerror or exc}")]
         ) from None
     except UnicodeDecodeError:
         raise PolicyError(
-            [PolicyProblem(str(fs_path), 0, 0, "the policy is not UTF-8 text")]
+            [PolicyProblem(str(path), 0, 0, "the policy is not UTF-8 text")]
         ) from None
-    return load_policy_text(text, str(fs_path), environ, fs_path.parent, missing_secrets)
 
 
 def load_policy_text(

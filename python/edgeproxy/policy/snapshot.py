@@ -8,10 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
+
+from edgeproxy.cache.settings import DEFAULT_MAX_BYTES, CacheSettings
+from edgeproxy.resilience.backoff import BackoffSettings
+from edgeproxy.resilience.breaker import BreakerSettings
+from edgeproxy.resilience.budget import RetryBudgetSettings
+from edgeproxy.resilience.prober import ProbeMode, ProberSettings
+from edgeproxy.resilience.shedding import ShedSettings
+from edgeproxy.telemetry.cost import Price
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_CACHE_MAX_BYTES = DEFAULT_MAX_BYTES
+DEFAULT_CACHE_MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,11 @@ class Candidate:
     tags: Mapping[str, str]
     # Static headers including the provider key: kept out of repr so it can never be printed.
     headers: Mapping[str, str] = field(repr=False)
+    price: Price | None = None  # USD per million tokens
+    tokenizer: str = "cl100k_base"  # an exact encoding, or "estimate"
+    assistant_prefill: bool = False  # can continue a trailing assistant message (resume)
+    health_check: ProbeMode = "models"
+    health_check_url: str | None = None
 
     @property
     def key(self) -> str:
@@ -48,13 +64,63 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Hedge:
+    """A route's hedging: a fixed delay, or a percentile of the first candidate's recent TTFT."""
+
+    delay: float | None = None
+    percentile: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """Process-wide resilience settings (breakers, retries, budget, probes, shedding)."""
+
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+    budget: RetryBudgetSettings = field(default_factory=RetryBudgetSettings)
+    probe: ProberSettings = field(default_factory=ProberSettings)
+    probes_enabled: bool = True
+    shed: ShedSettings = field(default_factory=ShedSettings)
+    max_hedge_ratio: float = 0.1
+    quota_ejection: float = 3600.0  # seconds out after "insufficient_quota"
+
+
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """A candidate a ``*`` region expanded to but the route's constraints ruled out."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     aliases: tuple[str, ...]
+    # Only candidates that satisfy ``require_tags`` and ``min_context_window``: the request path
+    # can try any of them without checking residency again, and when none of them is healthy the
+    # request fails (closed) rather than leaving the allowed set.
     chain: tuple[Candidate, ...]
     timeouts: Timeouts
     max_attempts: int
-    on_midstream_failure: Literal["error"]
+    on_midstream_failure: Literal["error", "resume"]
+    # The residency constraint applied to the chain ({} = none), for decision records and explain.
+    require_tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    min_context_window: int | None = None
+    # What a ``*`` region expanded to but the constraints ruled out (explain shows them).
+    excluded: tuple[Excluded, ...] = ()
+    hedge: Hedge | None = None  # opt-in hedging of slow first tokens
+    cache: CacheSettings = field(default_factory=CacheSettings)  # off unless the policy says
+
+    def constraints(self) -> str:
+        """The route's constraints in words (empty when it has none), e.g. for error messages."""
+        parts = []
+        if self.require_tags:
+            tags = ", ".join(f"{k}={v}" for k, v in self.require_tags.items())
+            parts.append(f"require_tags {tags}")
+        if self.min_context_window is not None:
+            parts.append(f"min_context_window {self.min_context_window}")
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +131,10 @@ class Policy:
     route_names: tuple[str, ...]  # the names /v1/models lists, in policy order
     max_body_bytes: int
     warnings: tuple[str, ...] = ()
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # the cache's bounds (read at start)
+    cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
+    capture_content: bool = False  # prompt/completion text on spans (opt-in)
 
     def route_for(self, model: str) -> Route | None:
         return self.routes.get(model)

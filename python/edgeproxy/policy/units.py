@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -52,8 +52,33 @@ def parse_size(value: Any) -> int:
     return size
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-ByteSize = Annotated[int, BeforeValidator(parse_size)]
+# The JSON Schema (for editors) says what the validators accept: a number or a string with a unit.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _DURATION.pattern},
+            ],
+            "description": "Seconds, or a string with a unit: 250ms, 30s, 5m, 1h.",
+        }
+    ),
+]
+ByteSize = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": _SIZE.pattern},
+            ],
+            "description": "Bytes, or a string with a unit: 512KiB, 4MiB, 1GB.",
+        }
+    ),
+]
 
 
 def format_duration(seconds: float) -> str:

@@ -9,37 +9,39 @@ from __future__ import annotations
 import aiohttp
 
 from edgeproxy.clock import Clock
-from edgeproxy.policy.snapshot import Policy
+from edgeproxy.policy.snapshot import Candidate, EngineSettings, Hedge, Policy
 from edgeproxy.resilience.attempts import Permit
-from edgeproxy.resilience.backoff import Backoff, BackoffSettings
-from edgeproxy.resilience.breaker import BreakerRegistry, BreakerSettings, CarryOver
-from edgeproxy.resilience.budget import RetryBudget, RetryBudgetSettings
+from edgeproxy.resilience.backoff import Backoff
+from edgeproxy.resilience.breaker import BreakerRegistry, CarryOver
+from edgeproxy.resilience.budget import RetryBudget
 from edgeproxy.resilience.hedge import Hedger, HedgeSettings
-from edgeproxy.resilience.prober import Prober, ProberSettings, ProbeTarget, http_probe
-from edgeproxy.resilience.shedding import Shedder, ShedSettings
+from edgeproxy.resilience.prober import Prober, ProbeTarget, http_probe
+from edgeproxy.resilience.shedding import Shedder
 
 
 class ResilienceEngine:
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        breaker: BreakerSettings | None = None,
-        budget: RetryBudgetSettings | None = None,
-        backoff: BackoffSettings | None = None,
-        hedge: HedgeSettings | None = None,
-        shed: ShedSettings | None = None,
-        probe: ProberSettings | None = None,
-    ) -> None:
+    def __init__(self, clock: Clock, settings: EngineSettings | None = None) -> None:
         self.clock = clock
-        self.breaker_settings = breaker or BreakerSettings()
-        self.breakers = BreakerRegistry(lambda _key: self.breaker_settings, clock)
-        self.budget = RetryBudget(budget or RetryBudgetSettings(), clock)
-        self.backoff = Backoff(backoff or BackoffSettings())
-        self.hedger = Hedger(hedge or HedgeSettings(), clock)
-        self.shedder = Shedder(shed or ShedSettings(), clock)
-        self.probe_settings = probe or ProberSettings()
+        self.settings = settings = settings or EngineSettings()
+        self.breakers = BreakerRegistry(lambda _key: self.settings.breaker, clock)
+        self.budget = RetryBudget(settings.budget, clock)
+        self.backoff = Backoff(settings.backoff)
+        self.hedger = Hedger(HedgeSettings(max_ratio=settings.max_hedge_ratio), clock)
+        self.shedder = Shedder(settings.shed, clock)
         self.prober: Prober | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def hedge_delay(self, hedge: Hedge | None, key: str) -> float | None:
+        """Seconds to wait on ``key`` before hedging; None: no hedge (off, or too few samples)."""
+        if hedge is None:
+            return None
+        if hedge.delay is not None:
+            return hedge.delay
+        assert hedge.percentile is not None
+        observed = self.hedger.tracker(key).percentile(hedge.percentile)
+        if observed is None:
+            return None
+        return max(observed, self.hedger.settings.min_delay)
 
     # The attempt loop's Gate: admission per candidate key.
 
@@ -53,19 +55,46 @@ class ResilienceEngine:
         self.breakers.get(key).eject(seconds, reason)
 
     def policy_swapped(self, policy: Policy) -> CarryOver:
-        """Keep breaker state (and probe schedules) for what the new policy still has."""
-        keys = [c.key for name in policy.route_names for c in policy.routes[name].chain]
-        if self.prober is not None:
+        """After a reload: keep breaker state (and probe schedules) for what the new policy still
+        has; settings that changed take effect now (their counters start afresh)."""
+        old, new = self.settings, policy.engine
+        self.settings = new
+        if new.budget != old.budget:
+            self.budget = RetryBudget(new.budget, self.clock)
+        if new.backoff != old.backoff:
+            self.backoff = Backoff(new.backoff)
+        if new.max_hedge_ratio != old.max_hedge_ratio:
+            self.hedger = Hedger(HedgeSettings(max_ratio=new.max_hedge_ratio), self.clock)
+        if new.shed != old.shed:
+            # Requests admitted by the old shedder release their slots to it: harmless.
+            self.shedder = Shedder(new.shed, self.clock)
+        if self._session is not None and (
+            new.probe != old.probe or new.probes_enabled != old.probes_enabled
+        ):
+            self._restart_prober(policy)
+        elif self.prober is not None:
             self.prober.update_targets(probe_targets(policy))
-        return self.breakers.carry_over(keys)
+        keys = [c.key for name in policy.route_names for c in policy.routes[name].chain]
+        return self.breakers.carry_over(keys, lambda _key: new.breaker)
 
     def start_probing(self, policy: Policy, session: aiohttp.ClientSession) -> None:
-        """Health probes over the pooled upstream session: GET <base_url>/models, never billed."""
+        """Health probes over the pooled upstream session: GET <base_url>/models, never billed
+        unless a provider's health_check asks for a completion."""
+        self._session = session
+        self._restart_prober(policy)
+
+    def _restart_prober(self, policy: Policy) -> None:
+        if self.prober is not None:
+            task = self.prober.start()
+            task.cancel()  # stop() is async; the old task ends at its next await
+        self.prober = None
+        if not self.settings.probes_enabled or self._session is None:
+            return
         self.prober = Prober(
             probe_targets(policy),
             self.breakers,
-            http_probe(session),
-            self.probe_settings,
+            http_probe(self._session),
+            self.settings.probe,
             self.clock,
         )
         self.prober.start()
@@ -74,25 +103,25 @@ class ResilienceEngine:
         if self.prober is not None:
             await self.prober.stop()
 
-    def snapshot(self) -> dict[str, object]:
-        """For /admin/status."""
-        return {
-            "breakers": self.breakers.snapshot(),
-            "probes": self.prober.snapshot() if self.prober is not None else [],
-            "retry_budget": self.budget.snapshot(),
-            "hedging": self.hedger.snapshot(),
-            "shedding": self.shedder.snapshot(),
-        }
-
 
 def probe_targets(policy: Policy) -> list[ProbeTarget]:
     """One probe per region base URL, feeding the breakers of every candidate behind it."""
     keys: dict[str, list[str]] = {}
-    headers: dict[str, dict[str, str]] = {}
+    first: dict[str, Candidate] = {}
     for name in policy.route_names:
         for candidate in policy.routes[name].chain:
             keys.setdefault(candidate.base_url, [])
             if candidate.key not in keys[candidate.base_url]:
                 keys[candidate.base_url].append(candidate.key)
-            headers.setdefault(candidate.base_url, dict(candidate.headers))
-    return [ProbeTarget(url, tuple(k), headers=headers[url]) for url, k in keys.items()]
+            first.setdefault(candidate.base_url, candidate)
+    return [
+        ProbeTarget(
+            url,
+            tuple(k),
+            mode=first[url].health_check,
+            url=first[url].health_check_url,
+            model=first[url].upstream_model,
+            headers=dict(first[url].headers),
+        )
+        for url, k in keys.items()
+    ]

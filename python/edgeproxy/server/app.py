@@ -11,6 +11,7 @@ from aiohttp import web
 from edgeproxy import __version__
 from edgeproxy.server.chat import handle_chat_completions
 from edgeproxy.server.context import STATE, ProxyState, request_id
+from edgeproxy.server.metrics import TELEMETRY, handle_metrics
 from edgeproxy.server.openai_wire import IngressError, error_response
 
 log = logging.getLogger("edgeproxy.server")
@@ -83,4 +84,6 @@ def create_app(state: ProxyState) -> web.Application:
     app.router.add_get("/v1/models", handle_models)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
+    app[TELEMETRY] = state.telemetry
+    app.router.add_get("/metrics", handle_metrics)
     return app

@@ -1,66 +1,98 @@
 """POST /v1/chat/completions: route, try candidates in order, answer or relay the stream.
 
-One deadline (``timeouts.total``) and one attempt cap (``max_attempts``) cover the whole request.
-A failure before the first byte reaches the client moves on to the next candidate; a 4xx caused by
-the request itself is returned as the upstream sent it, without failover.
+One deadline (``timeouts.total``) and one attempt cap (``max_attempts``) cover the whole request
+(``resilience.attempts``). A failure before the first byte reaches the client moves on to the
+next candidate; a 4xx caused by the request itself is returned as the upstream sent it. Every
+hop is reported to the request's telemetry (spans, metrics, the access log line).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
-from edgeproxy._core import encode_sse
-from edgeproxy.policy.snapshot import Candidate, Route
-from edgeproxy.resilience.attempts import (
-    AttemptLoop,
-    AttemptRecord,
-    Deadline,
-    Outcome,
-    PassThrough,
-    Permit,
+from edgeproxy import tokens
+from edgeproxy.cache.layer import HEADER as CACHE_HEADER
+from edgeproxy.cache.layer import (
+    HIT,
+    CachedReply,
+    CachePlan,
+    PromptCache,
+    StreamRecorder,
 )
+from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed, StreamBroadcast
+from edgeproxy.policy.snapshot import Candidate, Policy, Route
+from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
 from edgeproxy.resilience.engine import ResilienceEngine
-from edgeproxy.resilience.failure import TIMEOUTS, AttemptFailure, FailureClass
+from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.shedding import Overloaded
+from edgeproxy.server.attempt import attempt_once, attempt_stream
 from edgeproxy.server.body import read_json_body
 from edgeproxy.server.context import STATE, ProxyState, request_id
-from edgeproxy.server.openai_wire import IngressError, error_body, parse_chat_request
-from edgeproxy.server.relay import UpstreamErrorEvent, UpstreamStream, open_stream
+from edgeproxy.server.openai_wire import IngressError, parse_chat_request
+from edgeproxy.server.relay import (
+    Leg,
+    StreamOptions,
+    StreamProgress,
+    UpstreamStream,
+    UsageCounter,
+    add_usage,
+    relay_to_client,
+)
+from edgeproxy.server.responses import all_failed, midstream_error, pass_through, served_headers
+from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 from edgeproxy.upstreams import openai as openai_upstream
 
 log = logging.getLogger("edgeproxy.access")
 
-# A non-stream answer larger than this is refused rather than buffered without bound.
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
 
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    try:
-        slot = await state.engine.shedder.acquire()
-    except Overloaded as overloaded:
-        raise IngressError(
-            503,
-            "The proxy is at its concurrency limit; retry shortly.",
-            type="server_error",
-            code="overloaded",
-            headers={"Retry-After": str(max(1, round(overloaded.retry_after)))},
-        ) from None
-    with slot:
-        return await _serve(request, state)
-
-
-async def _serve(request: web.Request, state: ProxyState) -> web.StreamResponse:
-    policy = state.policy  # this request is served start to end under this one snapshot
     rid = request_id(request)
+    tel = state.telemetry.start_request(
+        request_id=rid, headers=request.headers, capture_content=state.policy.capture_content
+    )
+    try:
+        try:
+            slot = await state.engine.shedder.acquire()
+        except Overloaded as overloaded:
+            tel.shed(overloaded.reason)
+            raise IngressError(
+                503,
+                "The proxy is at its concurrency limit; retry shortly.",
+                type="server_error",
+                code="overloaded",
+                headers={"Retry-After": str(max(1, round(overloaded.retry_after)))},
+            ) from None
+        with slot:
+            response = await _serve(request, state, rid, tel)
+    except IngressError as err:
+        tel.finish(err.status, error_type=err.code or err.type)
+        raise
+    except asyncio.CancelledError:
+        tel.finish(499, outcome="client_gone")
+        raise
+    except BaseException:
+        tel.finish(500, error_type="internal")
+        raise
+    tel.finish(response.status)
+    return response
+
+
+async def _serve(
+    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry
+) -> web.StreamResponse:
+    policy = state.policy  # this request is served start to end under this one snapshot
     raw = await read_json_body(request, policy.max_body_bytes)
     body = parse_chat_request(raw)
+    stream = bool(body.get("stream"))
+    tel.request_parsed(body["model"], stream=stream)
     route = policy.route_for(body["model"])
     if route is None:
         raise IngressError(
@@ -70,51 +102,319 @@ async def _serve(request: web.Request, state: ProxyState) -> web.StreamResponse:
             param="model",
             code="model_not_found",
         )
-    stream = bool(body.get("stream"))
-    engine = state.engine
-    engine.budget.request_started()
-    engine.hedger.request_started()
-    deadline = Deadline(state.clock, route.timeouts.total)
-    loop: AttemptLoop[Any] = AttemptLoop(
-        chain=route.chain,
-        max_attempts=route.max_attempts,
-        deadline=deadline,
-        gate=engine,
-        budget=engine.budget,
-        backoff=engine.backoff,
-        observer=AttemptLog(rid, engine, stream),
-        discard=_discard_stream if stream else None,
-        defer_success=stream,
-    )
+    exchange = ChatExchange(state, policy, route, raw, body, rid, tel)
+    return await exchange.serve(request)
 
-    async def attempt(candidate: Candidate) -> Any:
-        upstream_body = openai_upstream.upstream_body(body, candidate)
-        if stream:
-            return await _attempt_stream(state, route, candidate, upstream_body, deadline, rid)
-        return await _attempt_once(state, route, candidate, upstream_body, deadline, rid)
 
-    try:
-        outcome = await loop.run(attempt)
-    except PassThrough as final:
-        return _pass_through(final.failure, final.candidate, loop.outcome.attempts, policy.version)
-    if outcome.served is None:
-        return _all_failed(route, outcome, rid, policy.version)
-    headers = _served_headers(outcome.served, outcome.attempts, policy.version)
-    if stream:
-        assert outcome.value is not None
-        opened, first = outcome.value
-        assert outcome.permit is not None
-        return await _relay(request, opened, first, headers, route, deadline, rid, outcome.permit)
-    return web.Response(body=outcome.value, content_type="application/json", headers=headers)
+class ChatExchange:
+    """One chat request on its way through the proxy: its route, deadline and attempts."""
+
+    def __init__(
+        self,
+        state: ProxyState,
+        policy: Policy,
+        route: Route,
+        raw: bytes,
+        body: dict[str, Any],
+        rid: str,
+        tel: RequestTelemetry,
+    ) -> None:
+        self.state = state
+        self.engine = state.engine
+        self.policy = policy
+        self.route = route
+        self.raw = raw
+        self.body = body
+        self.rid = rid
+        self.tel = tel
+        self.stream = bool(body.get("stream"))
+        options = body.get("stream_options")
+        self.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.deadline = Deadline(state.clock, route.timeouts.total)
+        self.attempts_used = 0
+        self._prompt_tokens: dict[str, int] = {}
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        route, cache = self.route, self.state.cache
+        plan = cache.plan(self.raw, self.body, route.name, route.cache, request.headers)
+        reply = cache.lookup(plan, self.stream)
+        if reply is not None:
+            self.tel.cache(HIT)
+            return await self._answer_from_cache(request, reply)
+        self.tel.cache(plan.status)
+        if self.stream:
+            return await self._serve_stream(request, plan)
+        with cache.join(plan) as flight:
+            if not flight.leader:
+                # An identical request is already upstream: share its answer.
+                try:
+                    shared = await flight.wait(max(self.deadline.remaining(), 0.0))
+                except (LeaderFailed, FollowerTimeout):
+                    pass  # fall back to an upstream call of its own
+                else:
+                    return self._shared_answer(shared, plan)
+            response = await self._serve_upstream(request, plan)
+            if flight.leader and response.status == 200 and isinstance(response, web.Response):
+                assert isinstance(response.body, bytes)
+                flight.publish(response.body)
+            return response
+
+    async def _serve_stream(self, request: web.Request, plan: CachePlan) -> web.StreamResponse:
+        cache = self.state.cache
+        broadcast, leader = cache.join_stream(plan)
+        if not leader:
+            followed = await self._follow(request, broadcast, plan)
+            if followed is not None:
+                return followed
+        tap = _CacheTap(broadcast if leader else None, plan, cache)
+        try:
+            return await self._serve_upstream(request, plan, tap)
+        finally:
+            tap.end(False, b"")  # no-op when the relay already ended it
+
+    async def _serve_upstream(
+        self, request: web.Request, plan: CachePlan, tap: _CacheTap | None = None
+    ) -> web.StreamResponse:
+        route, engine, policy = self.route, self.engine, self.policy
+        open_now = [
+            (c.key, "circuit breaker open")
+            for c in route.chain
+            if not engine.breakers.get(c.key).allow()
+        ]
+        self.tel.route_decided(
+            route.name, route.chain, skipped=open_now, policy_version=policy.version
+        )
+        engine.budget.request_started()
+        engine.hedger.request_started()
+        hedge = engine.hedge_delay(route.hedge, route.chain[0].key) if self.stream else None
+        loop = self._loop(route.chain, route.max_attempts, hedge_delay=hedge)
+        try:
+            outcome = await loop.run(self._attempt(self.body, StreamOptions()))
+        except PassThrough as final:
+            return pass_through(
+                final.failure, final.candidate, loop.outcome.attempts, policy.version
+            )
+        finally:
+            self.attempts_used = len(loop.outcome.attempts)
+        if outcome.served is None:
+            return all_failed(route, outcome, self.rid, policy.version)
+        headers = served_headers(outcome.served, outcome.attempts, policy.version)
+        headers[CACHE_HEADER] = plan.status
+        if not self.stream:
+            assert isinstance(outcome.value, bytes)
+            self.state.cache.store_completion(plan, outcome.value, _who(headers))
+            return web.Response(
+                body=outcome.value, content_type="application/json", headers=headers
+            )
+        if tap is not None:
+            tap.start(_who(headers))
+        leg = self._leg(outcome)
+        resume = self._resume if route.on_midstream_failure == "resume" else None
+        try:
+            return await relay_to_client(
+                request, leg, headers, route, self.deadline, self.rid, resume, tap
+            )
+        finally:
+            leg.attempt.end()
+
+    # -- the cache -----------------------------------------------------------------------------
+
+    async def _answer_from_cache(
+        self, request: web.Request, reply: CachedReply
+    ) -> web.StreamResponse:
+        headers = {
+            **reply.headers,
+            "x-edgeproxy-attempts": "0",
+            "x-edgeproxy-policy-version": self.policy.version,
+        }
+        if reply.body is not None:
+            return web.Response(body=reply.body, content_type="application/json", headers=headers)
+        assert reply.chunks is not None
+        response = web.StreamResponse(headers={**headers, **_SSE_HEADERS})
+        await response.prepare(request)
+        self.tel.first_token()
+        await response.write(b"".join(reply.chunks))
+        await response.write_eof()
+        return response
+
+    def _shared_answer(self, answer: bytes, plan: CachePlan) -> web.Response:
+        """A coalesced follower's answer: the leader's, as the cache stored it."""
+        stored = self.state.cache.lookup(plan, stream=False)
+        served = stored.served if stored is not None else {}
+        headers = {
+            **served,
+            CACHE_HEADER: HIT,
+            "x-edgeproxy-attempts": "0",
+            "x-edgeproxy-policy-version": self.policy.version,
+        }
+        return web.Response(body=answer, content_type="application/json", headers=headers)
+
+    async def _follow(
+        self, request: web.Request, broadcast: StreamBroadcast, plan: CachePlan
+    ) -> web.StreamResponse | None:
+        """Relay an identical stream already in flight; None when its leader failed before
+        sending anything (then this request makes its own upstream call)."""
+        response: web.StreamResponse | None = None
+        try:
+            async for chunk in broadcast.follow(max(self.deadline.remaining(), 0.0)):
+                if response is None:
+                    headers = {
+                        CACHE_HEADER: HIT,
+                        "x-edgeproxy-attempts": "0",
+                        "x-edgeproxy-policy-version": self.policy.version,
+                        **_SSE_HEADERS,
+                    }
+                    response = web.StreamResponse(headers=headers)
+                    await response.prepare(request)
+                    self.tel.first_token()
+                await response.write(chunk)
+        except LeaderFailed:
+            return None
+        except FollowerTimeout as timeout:
+            if response is None and not timeout.committed:
+                return None
+            if response is not None:
+                failure = AttemptFailure(FailureClass.DEADLINE, "the shared stream outlasted it")
+                await response.write(midstream_error(failure, 0, self.rid))
+        if response is None:
+            return None
+        await response.write_eof()
+        return response
+
+    def _loop(
+        self, chain: tuple[Candidate, ...], max_attempts: int, hedge_delay: float | None = None
+    ) -> AttemptLoop[Any]:
+        engine = self.engine
+        return AttemptLoop(
+            chain=chain,
+            max_attempts=max_attempts,
+            deadline=self.deadline,
+            gate=engine,
+            budget=engine.budget,
+            backoff=engine.backoff,
+            observer=AttemptLog(self.rid, engine, self.stream, self.tel),
+            discard=_discard_stream if self.stream else None,
+            defer_success=self.stream,
+            hedge_delay=hedge_delay,
+            try_hedge=engine.hedger.try_hedge,
+            quota_ejection=self.policy.engine.quota_ejection,
+        )
+
+    def _attempt(
+        self, body: dict[str, Any], options: StreamOptions
+    ) -> Callable[[Candidate], Awaitable[Any]]:
+        async def attempt(candidate: Candidate) -> Any:
+            upstream_body = openai_upstream.upstream_body(body, candidate)
+            att = self.tel.attempt(candidate, price=candidate.price)
+            args = (self.state, self.route, candidate, upstream_body, self.deadline, self.rid)
+            try:
+                if self.stream:
+                    counter = self._usage_counter(candidate)
+                    stream_options = replace(
+                        options, count_usage=counter if self.wants_usage else None
+                    )
+                    opened, first = await attempt_stream(*args, att.headers(), stream_options)
+                    att.first_token()
+                    att.succeed(200, response_model=opened.progress.model)
+                    # The attempt's span stays open through the relay.
+                    return opened, first, att, counter
+                answer, parsed = await attempt_once(*args, att.headers())
+            except AttemptFailure as failure:
+                att.fail(failure)
+                att.end()
+                raise
+            except BaseException:
+                att.abandon()
+                att.end()
+                raise
+            answer = self._with_usage(answer, parsed, candidate, att)
+            model = parsed.get("model")
+            att.succeed(200, response_model=model if isinstance(model, str) else None)
+            att.end()
+            return answer
+
+        return attempt
+
+    def _leg(self, outcome: Outcome[Any]) -> Leg:
+        assert outcome.value is not None and outcome.permit is not None
+        assert outcome.served is not None
+        opened, first, att, counter = outcome.value
+        return Leg(opened, first, outcome.permit, att, outcome.served.key, counter)
+
+    # -- usage -----------------------------------------------------------------------------
+
+    def _usage_counter(self, candidate: Candidate) -> UsageCounter:
+        """The proxy's own usage count for an answer's text, with ``candidate``'s tokenizer."""
+        encoding = candidate.tokenizer
+
+        def count_usage(text: str) -> dict[str, int]:
+            prompt = self._prompt_tokens.get(encoding)
+            if prompt is None:
+                prompt = self._prompt_tokens[encoding] = tokens.count_chat(
+                    self.raw, encoding
+                ).tokens
+            return {"prompt_tokens": prompt, "completion_tokens": tokens.count(text, encoding)}
+
+        return count_usage
+
+    def _with_usage(
+        self, answer: bytes, parsed: dict[str, Any], candidate: Candidate, att: AttemptTelemetry
+    ) -> bytes:
+        """Record the answer's usage; an upstream that sends none gets the proxy's own count."""
+        usage = parsed.get("usage")
+        if isinstance(usage, dict) and usage:
+            att.record_usage(usage)
+            return answer
+        choices = parsed.get("choices") or [{}]
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        counted = add_usage(
+            self._usage_counter(candidate)(content if isinstance(content, str) else ""), {}
+        )
+        att.record_usage(counted, estimated=True)
+        return orjson.dumps({**parsed, "usage": counted})
+
+    # -- resuming a committed stream ----------------------------------------------------------
+
+    async def _resume(self, text: str, original: StreamProgress, failed: str) -> Leg | None:
+        """Continue a cut answer on another candidate that supports an assistant prefill: the
+        text already sent goes to it as a trailing assistant message, and its continuation is
+        relayed into the same stream (same id, usage of both legs)."""
+        chain = tuple(c for c in self.route.chain if c.key != failed and c.assistant_prefill)
+        attempts_left = self.route.max_attempts - self.attempts_used
+        if not chain or attempts_left <= 0 or self.deadline.remaining() <= 0:
+            return None
+        first = next(c for c in self.route.chain if c.key == failed)
+        prior = self._usage_counter(first)(text)
+        body = {
+            **self.body,
+            "messages": [*self.body["messages"], {"role": "assistant", "content": text}],
+        }
+        options = StreamOptions(continues=original, prior_usage=prior)
+        loop = self._loop(chain, attempts_left)
+        try:
+            outcome = await loop.run(self._attempt(body, options))
+        except PassThrough:
+            return None
+        finally:
+            self.attempts_used += len(loop.outcome.attempts)
+        if outcome.served is None:
+            return None
+        self.tel.event("edgeproxy.resumed", {"edgeproxy.candidate": outcome.served.key})
+        return self._leg(outcome)
 
 
 class AttemptLog:
-    """The attempt loop's observer: a log line per failed attempt, TTFT samples for hedging."""
+    """The attempt loop's observer: a log line per failed attempt, TTFT samples for hedging,
+    backoff events on the request's trace."""
 
-    def __init__(self, rid: str, engine: ResilienceEngine, stream: bool) -> None:
+    def __init__(
+        self, rid: str, engine: ResilienceEngine, stream: bool, tel: RequestTelemetry
+    ) -> None:
         self._rid = rid
         self._engine = engine
         self._stream = stream
+        self._tel = tel
 
     def attempt_started(self, candidate: Candidate, number: int, hedge: bool) -> None:
         pass
@@ -137,222 +437,60 @@ class AttemptLog:
         )
 
     def skipped(self, candidate: Candidate, reason: str) -> None:
-        extra = {"request_id": self._rid, "candidate": candidate.key, "reason": reason}
-        log.info("candidate skipped", extra=extra)
+        self._tel.event(
+            "edgeproxy.candidate_skipped", {"edgeproxy.candidate": candidate.key, "reason": reason}
+        )
 
     def backing_off(self, candidate: Candidate, seconds: float) -> None:
-        extra = {"request_id": self._rid, "candidate": candidate.key, "wait_s": round(seconds, 3)}
-        log.info("retrying after backoff", extra=extra)
+        self._tel.backoff(seconds, f"retrying {candidate.key}")
 
 
-def _discard_stream(value: tuple[UpstreamStream, bytes]) -> None:
+def _discard_stream(value: tuple[UpstreamStream, bytes, AttemptTelemetry, UsageCounter]) -> None:
     value[0].close()
+    value[2].abandon("lost the hedge race")
+    value[2].end()
 
 
-async def _attempt_once(
-    state: ProxyState,
-    route: Route,
-    candidate: Candidate,
-    body: bytes,
-    deadline: Deadline,
-    rid: str,
-) -> bytes:
-    limit, by_deadline = deadline.clip(route.timeouts.response)
-    try:
-        async with asyncio.timeout(limit):
-            response = await openai_upstream.send(
-                state.pool.session,
-                candidate,
-                body,
-                stream=False,
-                connect_timeout=route.timeouts.connect,
-                request_id=rid,
-            )
-            try:
-                data = await response.content.read(MAX_RESPONSE_BYTES + 1)
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                raise AttemptFailure(
-                    FailureClass.CUT, f"upstream connection lost mid-body: {type(exc).__name__}"
-                ) from None
-            finally:
-                response.release()
-    except TimeoutError:
-        failure = FailureClass.DEADLINE if by_deadline else FailureClass.RESPONSE_TIMEOUT
-        raise AttemptFailure(failure, f"no complete answer within {limit:.3g}s") from None
-    if len(data) > MAX_RESPONSE_BYTES:
-        raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is larger than 64 MiB")
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is not valid JSON") from None
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
-        raise AttemptFailure(FailureClass.MALFORMED, "upstream answer has no 'choices' array")
-    return data
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
-async def _attempt_stream(
-    state: ProxyState,
-    route: Route,
-    candidate: Candidate,
-    body: bytes,
-    deadline: Deadline,
-    rid: str,
-) -> tuple[UpstreamStream, bytes]:
-    limit, by_deadline = deadline.clip(route.timeouts.first_token)
-    try:
-        async with asyncio.timeout(limit):
-            response = await openai_upstream.send(
-                state.pool.session,
-                candidate,
-                body,
-                stream=True,
-                connect_timeout=route.timeouts.connect,
-                request_id=rid,
-            )
-            if response.content_type != "text/event-stream":
-                response.close()
-                raise AttemptFailure(
-                    FailureClass.MALFORMED,
-                    f"upstream answered a stream request with {response.content_type!r}",
-                )
-            return await open_stream(response, limit)
-    except TimeoutError:
-        failure = FailureClass.DEADLINE if by_deadline else FailureClass.FIRST_TOKEN_TIMEOUT
-        raise AttemptFailure(failure, f"no first event within {limit:.3g}s") from None
+def _who(headers: dict[str, str]) -> dict[str, str]:
+    """The headers naming who served an answer, kept with it in the cache."""
+    return {k: v for k, v in headers.items() if k.startswith("x-edgeproxy-") and k in _WHO}
 
 
-async def _relay(
-    request: web.Request,
-    upstream: UpstreamStream,
-    first: bytes,
-    headers: dict[str, str],
-    route: Route,
-    deadline: Deadline,
-    rid: str,
-    permit: Permit,
-) -> web.StreamResponse:
-    """Relay a committed stream. Its breaker permit is settled here: success only when the answer
-    is complete; a failure after the commit ends the stream with an in-band error and counts
-    against the upstream like any other."""
-    response = web.StreamResponse(
-        status=200,
-        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-    )
-    clean = False
-    try:
-        await response.prepare(request)  # the commit point: from here on, no silent failover
-        await response.write(first)
-        while not upstream.progress.done:
-            idle, by_deadline = deadline.clip(route.timeouts.idle)
-            timeout_class = FailureClass.DEADLINE if by_deadline else FailureClass.IDLE_TIMEOUT
-            try:
-                out = await upstream.read(max(idle, 0.0), timeout_class)
-            except UpstreamErrorEvent as event:
-                # Already an error in OpenAI's format: pass it on, and end without [DONE].
-                await response.write(encode_sse(event.data))
-                break
-            except AttemptFailure as failure:
-                permit.failure(failure.failure)
-                await response.write(_midstream_error(failure, upstream, rid))
-                break
-            if out is None:
-                if upstream.progress.finished:
-                    # Every choice finished but [DONE] never came: the answer is whole, so the
-                    # client gets the terminator it expects.
-                    await response.write(encode_sse("[DONE]"))
-                    clean = True
-                else:
-                    cut = AttemptFailure(
-                        FailureClass.CUT, "upstream closed the stream before it was complete"
-                    )
-                    permit.failure(cut.failure)
-                    await response.write(_midstream_error(cut, upstream, rid))
-                break
-            if out:
-                await response.write(out)
-        else:
-            clean = True
-        await response.write_eof()
-    except (ConnectionError, aiohttp.ClientConnectionResetError):
-        clean = False  # the client went away; the upstream is dropped below
-    finally:
-        if clean:
-            permit.success()
-            upstream.release()
-        else:
-            permit.release()  # settles nothing if already failed; a client leaving is neutral
-            upstream.close()
-    return response
+_WHO = frozenset({"x-edgeproxy-provider", "x-edgeproxy-region", "x-edgeproxy-model"})
 
 
-def _midstream_error(failure: AttemptFailure, upstream: UpstreamStream, rid: str) -> bytes:
-    body = error_body(
-        f"The upstream stream failed after {upstream.progress.events} events ({failure}); "
-        "the answer is incomplete.",
-        type="upstream_error",
-        code="stream_interrupted",
-        request_id=rid,
-    )
-    return encode_sse(orjson.dumps(body).decode())
+class _CacheTap:
+    """Records a leader's stream for the cache and shares it with coalesced followers."""
 
+    def __init__(
+        self, broadcast: StreamBroadcast | None, plan: CachePlan, cache: PromptCache
+    ) -> None:
+        self._broadcast = broadcast
+        self._plan = plan
+        self._cache = cache
+        self._recorder: StreamRecorder | None = None
+        self._ended = False
 
-def _served_headers(
-    candidate: Candidate, attempts: list[AttemptRecord], version: str
-) -> dict[str, str]:
-    return {
-        "x-edgeproxy-provider": candidate.provider,
-        "x-edgeproxy-region": candidate.region,
-        "x-edgeproxy-model": candidate.model,
-        "x-edgeproxy-attempts": str(len(attempts)),
-        "x-edgeproxy-policy-version": version,
-    }
+    def start(self, served: dict[str, str]) -> None:
+        self._recorder = self._cache.recorder(self._plan, served)
 
+    def write(self, data: bytes) -> None:
+        if self._recorder is not None:
+            self._recorder.feed_bytes(data)
+        if self._broadcast is not None:
+            self._broadcast.append(data)
 
-def _pass_through(
-    failure: AttemptFailure, candidate: Candidate, attempts: list[AttemptRecord], version: str
-) -> web.Response:
-    assert failure.status is not None
-    return web.Response(
-        status=failure.status,
-        body=failure.body,
-        headers={
-            **_served_headers(candidate, attempts, version),
-            "Content-Type": failure.content_type,
-        },
-    )
-
-
-def _all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> web.Response:
-    attempts = outcome.attempts
-    failures = [a.failure for a in attempts if a.failure is not None]
-    headers = {
-        "x-edgeproxy-attempts": str(len(attempts)),
-        "x-edgeproxy-policy-version": version,
-        # The proxy already retried across the chain; the SDK retrying too would multiply load.
-        "x-should-retry": "false",
-    }
-    retry_after = outcome.retry_after
-    if not attempts:
-        # Nothing was tried: every breaker is open (fail fast), or no time was left.
-        status, type_, code = 503, "server_error", "upstream_unavailable"
-    elif all(f.failure is FailureClass.RATE_LIMITED for f in failures):
-        status, type_, code = 429, "rate_limit_error", "rate_limit_exceeded"
-        waits = [f.retry_after for f in failures if f.retry_after is not None]
-        retry_after = min(waits) if waits else retry_after
-    elif all(f.failure in TIMEOUTS for f in failures):
-        status, type_, code = 504, "upstream_error", "upstream_timeout"
-    else:
-        status, type_, code = 502, "upstream_error", "upstream_unavailable"
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(retry_after)))
-    tried = "; ".join(f"{a.candidate.key}: {a.failure}" for a in attempts)
-    skipped = "; ".join(f"{c.key}: skipped ({why})" for c, why in outcome.skipped)
-    detail = "; ".join(part for part in (tried, skipped) if part)
-    message = (
-        f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "
-        f"{outcome.stopped_because}): {detail}."
-    )
-    body: dict[str, Any] = error_body(message, type=type_, code=code, request_id=rid)
-    return web.Response(
-        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
-    )
+    def end(self, complete: bool, error: bytes) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._recorder is not None:
+            self._recorder.finish(complete)  # stores only a complete answer
+        if self._broadcast is not None:
+            if complete:
+                self._broadcast.close()
+            else:
+                self._broadcast.fail(error)

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock
 from edgeproxy.policy.snapshot import Policy
 from edgeproxy.resilience.engine import ResilienceEngine
+from edgeproxy.telemetry.request import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
 
 
@@ -23,6 +25,8 @@ class ProxyState:
     pool: UpstreamPool
     clock: Clock
     engine: ResilienceEngine
+    telemetry: Telemetry
+    cache: PromptCache
 
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)

@@ -12,20 +12,27 @@ the OpenAI SDK raises on, never with a ``[DONE]`` that would make a cut answer l
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from edgeproxy._core import SseEvent, SseParser, encode_sse
 from edgeproxy.errors import SseError
+from edgeproxy.policy.snapshot import Route
+from edgeproxy.resilience.attempts import Deadline, Permit
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.server.responses import midstream_error
+from edgeproxy.telemetry.request import AttemptTelemetry
 
 DONE = "[DONE]"
+MAX_HELD_BYTES = 1024 * 1024
 # Delta fields that carry part of the answer. The first chunk usually holds only the role; it is
 # held back with the rest until one of these arrives, so a stream that dies right after its
 # role chunk can still fail over before the client has seen a byte.
-MAX_HELD_BYTES = 1024 * 1024
 _SUBSTANCE = ("content", "tool_calls", "function_call", "refusal", "reasoning_content")
 
 
@@ -35,15 +42,48 @@ class StreamProgress:
     started: bool = False  # an event carried something of the answer (not just the role)
     done: bool = False  # upstream sent [DONE]
     finished: bool = False  # a choice carried a finish_reason: the answer is complete
+    usage: dict[str, Any] | None = None  # the upstream's usage chunk, when it sends one
+    model: str | None = None  # the model the upstream says answered
+    id: str | None = None  # the completion id the client has seen
+    text: list[str] = field(default_factory=list)  # choice 0's content so far (for resume)
+    tool_calls: bool = False  # a tool call started: the answer cannot be resumed as text
+    multiple_choices: bool = False  # n > 1: not resumable either
+
+    @property
+    def resumable(self) -> bool:
+        """A committed answer another candidate could continue: plain text of one choice."""
+        return bool(self.text) and not self.tool_calls and not self.multiple_choices
+
+
+UsageCounter = Callable[[str], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a relayed stream is adjusted on its way to the client (all off by default).
+
+    ``continues``: this stream resumes another one the client is already reading; its chunks
+    carry that stream's id, and its role-only opening chunk is dropped. ``prior_usage``: tokens
+    the earlier leg(s) consumed, added to this stream's usage chunk so the client sees the whole
+    cost. ``count_usage``: when the client asked for usage (``stream_options.include_usage``) and
+    the upstream sends none, the proxy's own count (from the answer's text) is sent instead.
+    """
+
+    continues: StreamProgress | None = None
+    prior_usage: Mapping[str, int] | None = None
+    count_usage: UsageCounter | None = None
 
 
 class UpstreamStream:
     """An open upstream SSE response plus the parser state for it."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, options: StreamOptions | None = None
+    ) -> None:
         self.response = response
         self.parser = SseParser()
         self.progress = StreamProgress()
+        self.options = options or StreamOptions()
 
     async def read(self, within: float, timeout_class: FailureClass) -> bytes | None:
         """Bytes for the client from the next network read; None at end of stream.
@@ -76,6 +116,8 @@ class UpstreamStream:
             return b""  # nothing after [DONE] is part of the answer
         if event.data == DONE:
             progress.done = progress.started = True
+            if progress.usage is None and self.options.count_usage is not None:
+                return self._counted_usage() + encode_sse(DONE)
             return encode_sse(DONE)
         try:
             chunk = orjson.loads(event.data)
@@ -89,20 +131,63 @@ class UpstreamStream:
             )
         if "error" in chunk:
             raise UpstreamErrorEvent(event.data)
+        substance = False
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
                 if not isinstance(choice, dict):
                     continue
+                if choice.get("index", 0) != 0:
+                    progress.multiple_choices = True
                 if choice.get("finish_reason"):
-                    progress.finished = progress.started = True
+                    progress.finished = progress.started = substance = True
                 delta = choice.get("delta")
-                if isinstance(delta, dict) and any(delta.get(k) for k in _SUBSTANCE):
-                    progress.started = True
-        if chunk.get("usage"):
+                if isinstance(delta, dict):
+                    if any(delta.get(k) for k in _SUBSTANCE):
+                        progress.started = substance = True
+                    if delta.get("tool_calls") or delta.get("function_call"):
+                        progress.tool_calls = True
+                    content = delta.get("content")
+                    if isinstance(content, str) and content and choice.get("index", 0) == 0:
+                        progress.text.append(content)
+        usage = chunk.get("usage")
+        rewrite = self.options.continues is not None
+        if isinstance(usage, dict) and usage:
             progress.started = True
+            progress.usage = usage
+            if self.options.prior_usage:
+                chunk["usage"] = add_usage(usage, self.options.prior_usage)
+                rewrite = True
+        if progress.model is None and isinstance(chunk.get("model"), str):
+            progress.model = chunk["model"]
+        if progress.id is None and isinstance(chunk.get("id"), str):
+            progress.id = chunk["id"]
         progress.events += 1
-        return encode_sse(event.data)
+        if not rewrite:
+            return encode_sse(event.data)
+        original = self.options.continues
+        if original is not None:
+            if not (substance or usage):
+                return b""  # the continuation's role chunk: the client already has one
+            if original.id is not None:
+                chunk["id"] = original.id
+        return encode_sse(orjson.dumps(chunk).decode())
+
+    def _counted_usage(self) -> bytes:
+        """A usage chunk from the proxy's own count, shaped like OpenAI's (empty ``choices``)."""
+        assert self.options.count_usage is not None
+        counted = self.options.count_usage("".join(self.progress.text))
+        self.progress.usage = counted  # this leg's own, for telemetry
+        usage = add_usage(counted, self.options.prior_usage or {})
+        original = self.options.continues or self.progress
+        chunk: dict[str, Any] = {
+            "id": original.id,
+            "object": "chat.completion.chunk",
+            "model": original.model,
+            "choices": [],
+            "usage": usage,
+        }
+        return encode_sse(orjson.dumps(chunk).decode())
 
     def close(self) -> None:
         """Drop the connection (it may be mid-body, so it must not go back to the pool)."""
@@ -110,6 +195,16 @@ class UpstreamStream:
 
     def release(self) -> None:
         self.response.release()
+
+
+def add_usage(usage: Mapping[str, Any], prior: Mapping[str, int]) -> dict[str, Any]:
+    """``usage`` plus the prompt and completion tokens of earlier legs."""
+    out = dict(usage)
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = out.get(name)
+        out[name] = (value if isinstance(value, int) else 0) + prior.get(name, 0)
+    out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
+    return out
 
 
 class UpstreamErrorEvent(AttemptFailure):
@@ -132,14 +227,14 @@ def _error_code(data: str) -> str:
 
 
 async def open_stream(
-    response: aiohttp.ClientResponse, within: float
+    response: aiohttp.ClientResponse, within: float, options: StreamOptions | None = None
 ) -> tuple[UpstreamStream, bytes]:
     """Read until the answer's first token; return the stream and the bytes to send first.
 
     Anything that goes wrong here happens before the commit point, so the caller may fail over.
     The caller bounds the whole wait (headers and first event) with its first-token timeout.
     """
-    stream = UpstreamStream(response)
+    stream = UpstreamStream(response, options)
     held: list[bytes] = []
     held_bytes = 0
     try:
@@ -160,3 +255,166 @@ async def open_stream(
     except BaseException:
         stream.close()
         raise
+
+
+@dataclass
+class Leg:
+    """One upstream feeding the client's stream: the first, or a resumption after a failure."""
+
+    stream: UpstreamStream
+    first: bytes
+    permit: Permit
+    attempt: AttemptTelemetry
+    candidate: str  # provider/region/model, for the resume note
+    # The proxy's own count, for telemetry when the upstream reports no usage (e.g. a cut).
+    count_usage: UsageCounter | None = None
+
+
+# Given everything relayed so far, start another candidate that continues the text; None when
+# no candidate can (or may) do it.
+Resume = Callable[[str, StreamProgress, str], Awaitable[Leg | None]]
+
+
+class StreamTap(Protocol):
+    """Sees every byte the client is sent (the cache records and shares the stream with it)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def end(self, complete: bool, error: bytes) -> None: ...
+
+
+class _Writer:
+    """The client's response, with every write also handed to the tap."""
+
+    def __init__(self, response: web.StreamResponse, tap: StreamTap | None) -> None:
+        self.response = response
+        self.tap = tap
+
+    async def write(self, data: bytes) -> None:
+        await self.response.write(data)
+        if self.tap is not None:
+            self.tap.write(data)
+
+
+async def relay_to_client(
+    request: web.Request,
+    leg: Leg,
+    headers: dict[str, str],
+    route: Route,
+    deadline: Deadline,
+    rid: str,
+    resume: Resume | None = None,
+    tap: StreamTap | None = None,
+) -> web.StreamResponse:
+    """Relay a committed stream to the client.
+
+    Each leg's breaker permit is settled here: success only when the answer is complete. A
+    failure after the commit either resumes on another candidate (``on_midstream_failure:
+    resume``, plain text only) or ends the stream with an in-band error — never with ``[DONE]``.
+    """
+    response = web.StreamResponse(
+        status=200,
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+    )
+    original = leg.stream.progress  # the id and first chunks the client saw
+    out = _Writer(response, tap)
+    sent_text: list[str] = []
+    events = 0
+    complete, error = False, b""
+    try:
+        await response.prepare(request)  # the commit point: from here on, no silent failover
+        while True:
+            failure = await _pump(out, leg, route, deadline)
+            sent_text.extend(leg.stream.progress.text)
+            events += leg.stream.progress.events
+            if failure is None:
+                complete = True
+                break
+            if resume is not None and leg.stream.progress.resumable and not _tool_calls(original):
+                resumed = await resume("".join(sent_text), original, leg.candidate)
+                if resumed is not None:
+                    # An SSE comment: invisible to SDKs, visible to anyone reading the wire.
+                    note = f": edgeproxy resumed on {resumed.candidate} after {failure.failure}\n\n"
+                    await out.write(note.encode())
+                    leg = resumed
+                    continue
+            if isinstance(failure, UpstreamErrorEvent):
+                # Already an error in OpenAI's format: pass it on, and end without [DONE].
+                error = encode_sse(failure.data)
+            else:
+                error = midstream_error(failure, events, rid)
+            await out.write(error)
+            break
+        await response.write_eof()
+    except (ConnectionError, aiohttp.ClientConnectionResetError):
+        # The client went away; _pump already dropped the upstream. Anyone sharing this stream
+        # (a coalesced follower) is told it broke.
+        complete = False
+        error = midstream_error(
+            AttemptFailure(FailureClass.CUT, "the shared stream's first client went away"),
+            events,
+            rid,
+        )
+    finally:
+        if tap is not None:
+            tap.end(complete, error)
+    return response
+
+
+def _tool_calls(progress: StreamProgress) -> bool:
+    return progress.tool_calls or progress.multiple_choices
+
+
+async def _pump(out: _Writer, leg: Leg, route: Route, deadline: Deadline) -> AttemptFailure | None:
+    """Copy one leg to the client until it ends. Returns its failure, or None when complete.
+
+    Raises ConnectionError when the client goes away (the leg is dropped, neutrally)."""
+    upstream = leg.stream
+    clean = False
+    with leg.attempt.relay() as relay:
+        try:
+            await out.write(leg.first)
+            relay.chunk(len(leg.first))
+            while not upstream.progress.done:
+                idle, by_deadline = deadline.clip(route.timeouts.idle)
+                timeout_class = FailureClass.DEADLINE if by_deadline else FailureClass.IDLE_TIMEOUT
+                try:
+                    data = await upstream.read(max(idle, 0.0), timeout_class)
+                except AttemptFailure as failure:
+                    leg.permit.failure(failure.failure)
+                    relay.fail(failure)
+                    return failure
+                if data is None:
+                    if not upstream.progress.finished:
+                        cut = AttemptFailure(
+                            FailureClass.CUT, "upstream closed the stream before it was complete"
+                        )
+                        leg.permit.failure(cut.failure)
+                        relay.fail(cut)
+                        return cut
+                    # Every choice finished but [DONE] never came: the answer is whole, so the
+                    # client gets the terminator it expects.
+                    await out.write(encode_sse(DONE))
+                    break
+                if data:
+                    await out.write(data)
+                    relay.chunk(len(data))
+            clean = True
+            relay.complete()
+            return None
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            relay.client_gone()
+            raise
+        finally:
+            if upstream.progress.usage is not None:
+                leg.attempt.record_usage(upstream.progress.usage)
+            elif leg.count_usage is not None:
+                counted = leg.count_usage("".join(upstream.progress.text))
+                leg.attempt.record_usage(counted, estimated=True)
+            if clean:
+                leg.permit.success()
+                upstream.release()
+            else:
+                leg.permit.release()  # settles nothing if already failed; a client leaving is neutral
+                upstream.close()
+            leg.attempt.end()

@@ -6,11 +6,16 @@ import logging
 
 from aiohttp import web
 
+from edgeproxy.cache.layer import PromptCache
+from edgeproxy.cache.settings import CacheSettings
 from edgeproxy.clock import Clock, SystemClock
+from edgeproxy.policy.reload import PolicyReloader, ReloadOptions
 from edgeproxy.policy.snapshot import Policy
 from edgeproxy.resilience.engine import ResilienceEngine
+from edgeproxy.server.admin import AdminConfig, add_admin_routes
 from edgeproxy.server.app import create_app
 from edgeproxy.server.context import ProxyState
+from edgeproxy.telemetry.request import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
 
 log = logging.getLogger("edgeproxy.server")
@@ -25,11 +30,34 @@ class ProxyServer:
         port: int = 8787,
         clock: Clock | None = None,
         shutdown_timeout: float = 10.0,
+        telemetry: Telemetry | None = None,
+        reload: ReloadOptions | None = None,
+        admin_token: str | None = None,
     ) -> None:
         clock = clock or SystemClock()
         self.state = ProxyState(
-            policy=policy, pool=UpstreamPool(), clock=clock, engine=ResilienceEngine(clock)
+            policy=policy,
+            pool=UpstreamPool(),
+            clock=clock,
+            engine=ResilienceEngine(clock, policy.engine),
+            # Traces and metrics as configured by the standard OTEL_* variables (tracing is off
+            # unless an exporter is named); one instance per proxy so tests do not share counters.
+            telemetry=telemetry or Telemetry.from_env(clock=clock),
+            # One store for every route; its bounds are read here (a reload does not resize it).
+            cache=PromptCache(
+                CacheSettings(
+                    max_bytes=policy.cache_max_bytes, max_entries=policy.cache_max_entries
+                ),
+                clock,
+            ),
         )
+        self.state.telemetry.observe_breakers(self.state.engine.breakers.snapshot)
+        # Hot reload of the policy file (watch, SIGHUP via the CLI, POST /admin/reload).
+        self.reloader = PolicyReloader(self.state, reload) if reload is not None else None
+        if self.reloader is not None:
+            # Breaker state and probe schedules carry over for candidates the new policy keeps.
+            self.reloader.add_swap_hook(self._policy_swapped)
+        self.admin_token = admin_token
         self.host = host
         self.port = port
         self._shutdown_timeout = shutdown_timeout
@@ -39,10 +67,22 @@ class ProxyServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def _policy_swapped(self, old: Policy, new: Policy) -> None:
+        carried = self.state.engine.policy_swapped(new)
+        log.info(
+            "breaker state carried over",
+            extra={
+                "kept": len(carried.kept),
+                "reset": len(carried.reset),
+                "dropped": len(carried.dropped),
+            },
+        )
+
     async def start(self) -> None:
         await self.state.pool.start()
         self.state.engine.start_probing(self.state.policy, self.state.pool.session)
         app = create_app(self.state)
+        add_admin_routes(app, AdminConfig(token=self.admin_token, reloader=self.reloader))
         # handler_cancellation: a client that disconnects cancels its handler, and with it the
         # upstream request (no paying for answers nobody will read).
         self._runner = web.AppRunner(
@@ -59,9 +99,14 @@ class ProxyServer:
             ) from None
         if self.port == 0:
             self.port = int(self._runner.addresses[0][1])
+        if self.reloader is not None:
+            await self.reloader.start()
 
     async def stop(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
         await self.state.engine.stop_probing()
+        self.state.telemetry.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

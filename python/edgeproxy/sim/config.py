@@ -22,6 +22,8 @@ class SimConfig:
     seed: int = 0
     # Extra ids for GET /v1/models; models seen in requests are listed as well.
     models: tuple[str, ...] = ()
+    # False: like some self-hosted servers, no usage at all (neither in answers nor streams).
+    reports_usage: bool = True
 
     def __post_init__(self) -> None:
         if not self.name:

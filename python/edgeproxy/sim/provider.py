@@ -257,7 +257,14 @@ class SimProvider:
         interval = self.config.token_interval
         if not chat.stream:
             delay = ttft + interval * completion.completion_tokens
-            return await send_json(request, completion, delay=delay, fault=fault, park=self._park)
+            return await send_json(
+                request,
+                completion,
+                delay=delay,
+                fault=fault,
+                park=self._park,
+                reports_usage=self.config.reports_usage,
+            )
 
         self.stats.streams_started += 1
         response, completed = await send_stream(
@@ -265,7 +272,7 @@ class SimProvider:
             completion,
             ttft=ttft,
             interval=interval,
-            include_usage=chat.include_usage,
+            include_usage=chat.include_usage and self.config.reports_usage,
             fault=fault,
             park=self._park,
         )

@@ -42,21 +42,23 @@ async def send_json(
     delay: float,
     fault: Fault | None,
     park: Park,
+    reports_usage: bool = True,
 ) -> web.StreamResponse:
     """Non-stream answer: the whole body after ``delay`` (first token + generation time)."""
     if delay > 0:
         await asyncio.sleep(delay)
-    body = orjson.dumps(
-        wire.completion_object(
-            completion_id=completion.completion_id,
-            created=completion.created,
-            model=completion.model,
-            content=completion.content,
-            finish_reason=completion.finish_reason,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-        )
+    answer = wire.completion_object(
+        completion_id=completion.completion_id,
+        created=completion.created,
+        model=completion.model,
+        content=completion.content,
+        finish_reason=completion.finish_reason,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
     )
+    if not reports_usage:
+        del answer["usage"]
+    body = orjson.dumps(answer)
     mode = fault.mode if fault is not None else "none"
     if mode == "malformed":
         return web.Response(body=wire.MALFORMED_BODY, content_type="application/json")

@@ -8,6 +8,8 @@ import time
 
 import orjson
 
+from edgeproxy.telemetry.redact import redact
+
 # LogRecord attributes that are not "extra" fields passed by the caller.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -31,7 +33,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return redact(orjson.dumps(line, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -41,7 +43,7 @@ class TextFormatter(logging.Formatter):
         text = f"{base} {extras}" if extras else base
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return redact(text)
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:

@@ -4,6 +4,7 @@ Ollama, LocalAI. Sends one attempt and turns transport errors into classified fa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,7 @@ async def send(
     stream: bool,
     connect_timeout: float,
     request_id: str,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> aiohttp.ClientResponse:
     """POST the body; return a 2xx response whose body is still unread, or raise AttemptFailure."""
     headers = {
@@ -38,6 +40,7 @@ async def send(
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
         "X-Request-Id": request_id,
+        **(extra_headers or {}),  # trace context (traceparent)
     }
     try:
         response = await session.post(

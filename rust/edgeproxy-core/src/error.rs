@@ -18,6 +18,27 @@ pub enum Error {
         /// The limit in bytes that was exceeded.
         limit: usize,
     },
+    /// A request body could not be put in canonical form for the prompt-hash
+    /// cache (not valid JSON, nested too deeply, absurd number). The caller
+    /// bypasses the cache for this request.
+    CacheBadRequest {
+        /// Byte offset in the body where the problem was found.
+        offset: usize,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A token-counting call named an encoding this build does not know
+    /// (see `tokens::Encoding::from_name`).
+    UnknownEncoding {
+        /// The name that was asked for.
+        name: String,
+    },
+    /// A chat request body given to `tokens::count_chat` is not valid JSON
+    /// or not a Chat Completions / Messages request (no `messages` array, ...).
+    TokenizerBadRequest {
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -28,6 +49,21 @@ impl fmt::Display for Error {
                     f,
                     "SSE line or event larger than the limit of {limit} bytes"
                 )
+            }
+            Error::CacheBadRequest { offset, reason } => {
+                write!(
+                    f,
+                    "cannot canonicalise the request body at byte {offset}: {reason}"
+                )
+            }
+            Error::UnknownEncoding { name } => {
+                write!(
+                    f,
+                    "unknown token encoding {name:?} (known: cl100k_base, o200k_base, estimate)"
+                )
+            }
+            Error::TokenizerBadRequest { reason } => {
+                write!(f, "cannot count the tokens of the chat request: {reason}")
             }
         }
     }

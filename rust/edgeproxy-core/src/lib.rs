@@ -3,12 +3,16 @@
 //! This crate has no Python dependency; `edgeproxy-py` wraps it with PyO3.
 //!
 //! - [`sse`]: an incremental Server-Sent Events parser and encoder.
+//! - [`cache`]: canonical request form, prompt-hash keys and the bounded cache store.
+//! - [`tokens`]: exact OpenAI token counts (cl100k_base, o200k_base) and chat-request counts.
 //! - [`Error`]: the one error type of the crate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 mod error;
 pub mod sse;
+pub mod tokens;
 
 pub use error::Error;

@@ -7,7 +7,9 @@ use edgeproxy_core::Error;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
+mod cache;
 mod sse;
+mod tokens;
 
 pyo3::create_exception!(
     edgeproxy._core,
@@ -21,11 +23,28 @@ pyo3::create_exception!(
     EdgeProxyError,
     "A Server-Sent Events stream could not be parsed (e.g. an event over the size limit)."
 );
+pyo3::create_exception!(
+    edgeproxy._core,
+    CacheError,
+    EdgeProxyError,
+    "A request body could not be canonicalised for the prompt-hash cache (not valid JSON)."
+);
+
+pyo3::create_exception!(
+    edgeproxy._core,
+    TokenizerError,
+    EdgeProxyError,
+    "Tokens could not be counted: unknown encoding, or a chat body that is not a chat request."
+);
 
 /// The one place where core errors become Python exceptions.
 pub(crate) fn to_py_err(e: Error) -> PyErr {
     match e {
         Error::SseEventTooLarge { .. } => SseError::new_err(e.to_string()),
+        Error::CacheBadRequest { .. } => CacheError::new_err(e.to_string()),
+        Error::UnknownEncoding { .. } | Error::TokenizerBadRequest { .. } => {
+            TokenizerError::new_err(e.to_string())
+        }
     }
 }
 
@@ -35,10 +54,22 @@ mod core_module {
     use pyo3::prelude::*;
 
     #[pymodule_export]
-    use super::{EdgeProxyError, SseError};
+    use super::{CacheError, EdgeProxyError, SseError};
 
     #[pymodule_export]
     use super::sse::{encode_sse, SseEvent, SseParser};
+
+    #[pymodule_export]
+    use super::TokenizerError;
+
+    #[pymodule_export]
+    use super::tokens::{
+        count_chat_tokens, count_tokens, count_tokens_up_to, preload_encoding, token_table,
+        TokenCount,
+    };
+
+    #[pymodule_export]
+    use super::cache::{cache_key, canonical_request, CacheStore};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,0 +1,267 @@
+"""``edgeproxy policy explain``: a dry run of routing for one request, with the reasons.
+
+It answers the SRE's question "if this request arrived now, with these regions down, where would
+it go, and why not elsewhere?" without sending anything. The rules mirror the request path: the
+route's compiled chain (already limited to the route's residency set), minus what is down, minus
+models whose context window cannot hold the prompt plus the completion asked for; the first
+``max_attempts`` of what remains are tried in order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeproxy.policy.compile import format_tags
+from edgeproxy.policy.snapshot import Candidate, Policy, Route
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str
+    # "try" (with its attempt number), "skip" (ruled out for this request), "reserve" (eligible
+    # but past max_attempts), "excluded" (ruled out by the route's constraints at load time).
+    verdict: str
+    attempt: int | None
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.key,
+            "verdict": self.verdict,
+            "attempt": self.attempt,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    policy_source: str
+    policy_version: str
+    model: str
+    route: str | None
+    served: tuple[str, ...] = ()  # model names the policy serves (for a route miss)
+    constraints: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_method: str = ""
+    max_attempts: int = 0
+    verdicts: tuple[Verdict, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def tried(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.verdict == "try"]
+
+    @property
+    def outcome(self) -> str:
+        if self.route is None:
+            return (
+                f"404 model_not_found: no route serves {self.model!r} "
+                f"(served: {', '.join(self.served)})"
+            )
+        tried = self.tried
+        if not tried:
+            why = f" (route constraints: {self.constraints})" if self.constraints else ""
+            return f"fails closed: no eligible candidate for this request{why}"
+        first = tried[0].key
+        rest = len(tried) - 1
+        return f"served by {first} if it answers ({rest} fallback attempt(s) after it)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": {"source": self.policy_source, "version": self.policy_version},
+            "model": self.model,
+            "route": self.route,
+            "constraints": self.constraints,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "token_method": self.token_method,
+            "max_attempts": self.max_attempts,
+            "candidates": [v.as_dict() for v in self.verdicts],
+            "notes": list(self.notes),
+            "outcome": self.outcome,
+            "served": bool(self.tried),
+        }
+
+
+def matches_down(candidate: Candidate, down: str) -> bool:
+    """``down`` is provider, provider/region or provider/region/model."""
+    parts = down.split("/", 2)
+    mine = (candidate.provider, candidate.region, candidate.model)
+    return tuple(parts) == mine[: len(parts)]
+
+
+def unknown_down(policy: Policy, downs: Iterable[str]) -> list[str]:
+    """The --down values that match no candidate of any route (most likely typos)."""
+    candidates = [c for name in policy.route_names for c in policy.routes[name].chain]
+    return [d for d in downs if not any(matches_down(c, d) for c in candidates)]
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "") if isinstance(part, dict) else str(part) for part in content
+        )
+    return "" if content is None else str(content)
+
+
+def estimate_tokens(messages: Sequence[Any]) -> int:
+    """About four characters a token, plus a few tokens of framing per message."""
+    chars = 0
+    for message in messages:
+        if isinstance(message, dict):
+            chars += len(_text_of(message.get("content"))) + len(str(message.get("name", "")))
+    return math.ceil(chars / 4) + 4 * len(messages) + 3
+
+
+def count_prompt_tokens(body: dict[str, Any], model: str) -> tuple[int, str]:
+    """Prompt tokens for ``model``, and how they were counted.
+
+    ``edgeproxy.tokens`` (exact for OpenAI's encodings, a labelled estimate otherwise) when it is
+    installed; else about four characters a token.
+    """
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0, "no messages"
+    try:
+        tokens = importlib.import_module("edgeproxy.tokens")
+        encoding = tokens.encoding_for_model(model)
+        counted = tokens.count_chat(body, encoding)
+        n, exact = counted.tokens, counted.exact
+    except Exception:  # not installed yet, or a body it cannot count: estimate instead
+        return estimate_tokens(messages), "estimate: 4 characters a token"
+    if not isinstance(n, int):
+        return estimate_tokens(messages), "estimate: 4 characters a token"
+    return n, f"{'exact' if exact else 'estimate'}: {encoding}"
+
+
+def _completion_tokens(body: dict[str, Any]) -> int:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+def explain(policy: Policy, body: dict[str, Any], down: Sequence[str] = ()) -> Explanation:
+    model = str(body.get("model", ""))
+    route = policy.route_for(model)
+    if route is None:
+        served: list[str] = []
+        for name in policy.route_names:
+            served.extend((name, *policy.routes[name].aliases))
+        return Explanation(policy.source, policy.version, model, None, tuple(served))
+    counts: dict[str, tuple[int, str]] = {}
+
+    def prompt_for(candidate: Candidate) -> int:
+        if candidate.upstream_model not in counts:
+            counts[candidate.upstream_model] = count_prompt_tokens(body, candidate.upstream_model)
+        return counts[candidate.upstream_model][0]
+
+    completion = _completion_tokens(body)
+    verdicts = _verdicts(route, lambda c: prompt_for(c) + completion, down)
+    first = route.chain[0] if route.chain else None
+    prompt, method = (
+        counts.get(first.upstream_model, (0, "")) if first else count_prompt_tokens(body, model)
+    )
+    notes = ["budget: this policy sets no budget, so no candidate is skipped for cost"]
+    if completion == 0:
+        notes.append("the request sets no max_tokens: only the prompt is checked against windows")
+    return Explanation(
+        policy_source=policy.source,
+        policy_version=policy.version,
+        model=model,
+        route=route.name,
+        constraints=route.constraints(),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        token_method=method,
+        max_attempts=route.max_attempts,
+        verdicts=tuple(verdicts),
+        notes=tuple(notes),
+    )
+
+
+def _verdicts(
+    route: Route, tokens_for: Callable[[Candidate], int], down: Sequence[str]
+) -> list[Verdict]:
+    out: list[Verdict] = []
+    attempt = 0
+    for candidate in route.chain:
+        reasons: list[str] = []
+        skip = False
+        hit = next((d for d in down if matches_down(candidate, d)), None)
+        if hit is not None:
+            reasons.append(f"down (simulated by --down {hit})")
+            skip = True
+        window = candidate.context_window
+        needed = tokens_for(candidate)
+        if window is not None and needed > window:
+            reasons.append(f"context window: needs ~{needed} tokens, the model holds {window}")
+            skip = True
+        if skip:
+            out.append(Verdict(candidate.key, "skip", None, tuple(reasons)))
+            continue
+        reasons.append("up")
+        if route.require_tags:
+            reasons.append(f"residency ok ({format_tags(route.require_tags)})")
+        if window is None:
+            reasons.append("context window unknown (not checked)")
+        else:
+            reasons.append(f"fits: ~{needed} of {window} tokens")
+        if attempt >= route.max_attempts:
+            reasons.append(f"not reached: max_attempts is {route.max_attempts}")
+            out.append(Verdict(candidate.key, "reserve", None, tuple(reasons)))
+            continue
+        attempt += 1
+        out.append(Verdict(candidate.key, "try", attempt, tuple(reasons)))
+    for excluded in route.excluded:
+        out.append(Verdict(excluded.key, "excluded", None, (excluded.reason,)))
+    return out
+
+
+def render_text(explanation: Explanation) -> str:
+    e = explanation
+    lines = [f"policy: {e.policy_source} (version {e.policy_version})"]
+    if e.route is None:
+        lines.append(f"request: model {e.model!r}")
+        lines.append(f"outcome: {e.outcome}")
+        return "\n".join(lines) + "\n"
+    lines.append(f"request: model {e.model!r} -> route {e.route!r}")
+    lines.append(f"constraints: {e.constraints or 'none'}")
+    about = "" if e.token_method.startswith("exact") else "~"
+    tokens = f"prompt {about}{e.prompt_tokens} ({e.token_method}"
+    tokens += f", for {e.verdicts[0].key})" if e.verdicts else ")"
+    if e.completion_tokens:
+        total = e.prompt_tokens + e.completion_tokens
+        tokens += f" + max_tokens {e.completion_tokens} = {about}{total}"
+    lines.append(f"tokens: {tokens}")
+    lines.append(f"max_attempts: {e.max_attempts}")
+    lines.append("")
+    rows = [("#", "candidate", "verdict", "why")]
+    for v in e.verdicts:
+        label = f"try {v.attempt}" if v.verdict == "try" else v.verdict
+        rows.append((str(len(rows)), v.key, label, "; ".join(v.reasons)))
+    lines.extend(format_table(rows))
+    lines.append("")
+    lines.extend(f"note: {n}" for n in e.notes)
+    lines.append(f"outcome: {e.outcome}")
+    return "\n".join(lines) + "\n"
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns; the last column is not padded."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    out = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        out.append("  ".join([*cells, row[-1]]).rstrip())
+    return out

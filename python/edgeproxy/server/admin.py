@@ -1,0 +1,139 @@
+"""Admin endpoints: ``GET /admin/policy``, ``POST /admin/reload`` and ``GET /admin/status``.
+
+Access: with an admin token configured (``EDGEPROXY_ADMIN_TOKEN``), every admin request must carry
+``Authorization: Bearer <token>`` (or 401), from any address. Without a token, admin endpoints
+answer loopback clients only (403 for anyone else). The proxy binds to loopback by default, so
+out of the box the admin endpoints are reachable from the pod or host only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from edgeproxy.policy.describe import describe_policy
+from edgeproxy.policy.reload import PolicyReloader
+from edgeproxy.server.context import STATE
+from edgeproxy.server.openai_wire import IngressError
+from edgeproxy.telemetry.status import build_status
+
+ADMIN_TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    token: str | None = None
+    reloader: PolicyReloader | None = None
+
+
+ADMIN = web.AppKey("edgeproxy_admin", AdminConfig)
+
+
+def is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def authorize(config: AdminConfig, authorization: str | None, remote: str | None) -> None:
+    """Raise the IngressError to answer with, or return if the caller may use admin endpoints."""
+    if config.token:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), config.token.encode()
+        ):
+            raise IngressError(
+                401,
+                "Admin endpoints need 'Authorization: Bearer <EDGEPROXY_ADMIN_TOKEN>'.",
+                type="authentication_error",
+                code="invalid_admin_token",
+                headers={"WWW-Authenticate": 'Bearer realm="edgeproxy-admin"'},
+            )
+        return
+    if not is_loopback(remote):
+        raise IngressError(
+            403,
+            "Admin endpoints answer loopback clients only unless EDGEPROXY_ADMIN_TOKEN is set.",
+            type="permission_error",
+            code="admin_loopback_only",
+        )
+
+
+def _config(request: web.Request) -> AdminConfig:
+    config = request.app.get(ADMIN)
+    return config if config is not None else AdminConfig()
+
+
+def _json(data: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(data, option=orjson.OPT_INDENT_2),
+        content_type="application/json",
+    )
+
+
+async def handle_admin_policy(request: web.Request) -> web.Response:
+    config = _config(request)
+    authorize(config, request.headers.get("Authorization"), request.remote)
+    policy = request.app[STATE].policy
+    data: dict[str, Any] = describe_policy(policy)
+    data["reload"] = config.reloader.describe() if config.reloader is not None else None
+    response = _json(data)
+    response.headers["x-edgeproxy-policy-version"] = policy.version
+    return response
+
+
+async def handle_admin_reload(request: web.Request) -> web.Response:
+    config = _config(request)
+    authorize(config, request.headers.get("Authorization"), request.remote)
+    if config.reloader is None:
+        raise IngressError(
+            409,
+            "This proxy was started without a policy file to reload.",
+            code="reload_unavailable",
+        )
+    result = await config.reloader.reload("admin")
+    response = _json(result.as_dict(), status=422 if result.outcome == "rejected" else 200)
+    response.headers["x-edgeproxy-policy-version"] = result.version
+    return response
+
+
+async def handle_admin_status(request: web.Request) -> web.Response:
+    """Policy version, every candidate's breaker and probe state, recent error rate and latency,
+    the retry budget, hedging and shedding counters (``edgeproxy status`` renders it)."""
+    authorize(_config(request), request.headers.get("Authorization"), request.remote)
+    state = request.app[STATE]
+    engine = state.engine
+    probes = engine.prober.snapshot() if engine.prober is not None else []
+    data = build_status(
+        state.policy,
+        engine.breakers.snapshot(),
+        # A probe row covers every candidate behind its base URL.
+        {key: row for row in probes for key in row["keys"]},  # type: ignore[attr-defined]
+        state.telemetry.inflight,
+        state.telemetry.recent,
+    )
+    data["resilience"] = {
+        "retry_budget": engine.budget.snapshot(),
+        "hedging": engine.hedger.snapshot(),
+        "shedding": engine.shedder.snapshot(),
+    }
+    return _json(data)
+
+
+def add_admin_routes(app: web.Application, config: AdminConfig) -> None:
+    app[ADMIN] = config
+    app.router.add_get("/admin/policy", handle_admin_policy)
+    app.router.add_post("/admin/reload", handle_admin_reload)
+    app.router.add_get("/admin/status", handle_admin_status)

@@ -1,0 +1,88 @@
+"""The proxy's own answers: who-served-it headers, a client error passed through, and the one
+error a client gets when no candidate could answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from edgeproxy._core import encode_sse
+from edgeproxy.policy.snapshot import Candidate, Route
+from edgeproxy.resilience.attempts import AttemptRecord, Outcome
+from edgeproxy.resilience.failure import TIMEOUTS, AttemptFailure, FailureClass
+from edgeproxy.server.openai_wire import error_body
+
+
+def served_headers(
+    candidate: Candidate, attempts: list[AttemptRecord], version: str
+) -> dict[str, str]:
+    return {
+        "x-edgeproxy-provider": candidate.provider,
+        "x-edgeproxy-region": candidate.region,
+        "x-edgeproxy-model": candidate.model,
+        "x-edgeproxy-attempts": str(len(attempts)),
+        "x-edgeproxy-policy-version": version,
+    }
+
+
+def pass_through(
+    failure: AttemptFailure, candidate: Candidate, attempts: list[AttemptRecord], version: str
+) -> web.Response:
+    assert failure.status is not None
+    return web.Response(
+        status=failure.status,
+        body=failure.body,
+        headers={
+            **served_headers(candidate, attempts, version),
+            "Content-Type": failure.content_type,
+        },
+    )
+
+
+def all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> web.Response:
+    attempts = outcome.attempts
+    failures = [a.failure for a in attempts if a.failure is not None]
+    headers = {
+        "x-edgeproxy-attempts": str(len(attempts)),
+        "x-edgeproxy-policy-version": version,
+        # The proxy already retried across the chain; the SDK retrying too would multiply load.
+        "x-should-retry": "false",
+    }
+    retry_after = outcome.retry_after
+    if not attempts:
+        # Nothing was tried: every breaker is open (fail fast), or no time was left.
+        status, type_, code = 503, "server_error", "upstream_unavailable"
+    elif all(f.failure is FailureClass.RATE_LIMITED for f in failures):
+        status, type_, code = 429, "rate_limit_error", "rate_limit_exceeded"
+        waits = [f.retry_after for f in failures if f.retry_after is not None]
+        retry_after = min(waits) if waits else retry_after
+    elif all(f.failure in TIMEOUTS for f in failures):
+        status, type_, code = 504, "upstream_error", "upstream_timeout"
+    else:
+        status, type_, code = 502, "upstream_error", "upstream_unavailable"
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    tried = "; ".join(f"{a.candidate.key}: {a.failure}" for a in attempts)
+    skipped = "; ".join(f"{c.key}: skipped ({why})" for c, why in outcome.skipped)
+    detail = "; ".join(part for part in (tried, skipped) if part)
+    message = (
+        f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "
+        f"{outcome.stopped_because}): {detail}."
+    )
+    body: dict[str, Any] = error_body(message, type=type_, code=code, request_id=rid)
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def midstream_error(failure: AttemptFailure, events: int, rid: str) -> bytes:
+    """The in-band error that ends a committed stream: the OpenAI SDK raises ``APIError`` on it."""
+    body = error_body(
+        f"The upstream stream failed after {events} events ({failure}); the answer is incomplete.",
+        type="upstream_error",
+        code="stream_interrupted",
+        request_id=rid,
+    )
+    return encode_sse(orjson.dumps(body).decode())

@@ -1,0 +1,760 @@
+//! Prompt-hash cache: the canonical form of a request, its 128-bit key, and a
+//! bounded in-memory store (LRU, per-entry TTL).
+//!
+//! # Canonical form
+//!
+//! [`canonical_request`] turns the raw JSON body into one byte string per JSON
+//! *value*, so two bodies that mean the same thing get the same key:
+//!
+//! - no insignificant whitespace;
+//! - object keys sorted (by their canonical encoding, which for ordinary keys is
+//!   code-point order); a key given twice keeps its last value, as JSON parsers do;
+//! - strings re-encoded the RFC 8785 (JCS) way: `\"`, `\\`, `\b \f \n \r \t`,
+//!   `\u00xx` (lowercase) for the other control characters, everything else as
+//!   raw UTF-8 (so `"\u0041"`, `"A"` and `"\/"`, `"/"` are equal);
+//! - numbers by their exact decimal value, so `1`, `1.0`, `1e0` and `10e-1` are
+//!   equal, while `9007199254740993` and `9007199254740992` stay different (no
+//!   rounding through `f64`). `-0` is `0`. See [`canonical_number`] for the format;
+//! - at the top level only, the fields in [`IGNORED_FIELDS`] are dropped: they
+//!   change how an answer is delivered or billed, not what it says.
+//!
+//! The output is itself valid JSON. Invalid JSON (including lone surrogate
+//! escapes, raw control characters in strings, nesting deeper than
+//! [`MAX_DEPTH`]) is an [`Error::CacheBadRequest`]; the caller then bypasses the
+//! cache.
+//!
+//! # Key
+//!
+//! [`cache_key`] is XXH3-128 over a domain tag, the served model (route name), the
+//! wire format and the tenant scope, each prefixed with its length as a
+//! little-endian `u64`, then the canonical body. Fields cannot run into each other,
+//! so one tenant's key never equals another's for any body.
+//!
+//! # Store
+//!
+//! [`Store`] is bounded by entries and by bytes (each entry costs its value's
+//! length plus [`ENTRY_OVERHEAD`]); when full it drops the least recently used
+//! entry. Every entry has its own expiry time; an expired entry is dropped when it
+//! is next looked up (or when it reaches the LRU end). Time is passed in as `now`
+//! (seconds on any monotonic clock) so tests drive it with a fake clock.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use lru::LruCache;
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::Error;
+
+/// Top-level request fields left out of the canonical form (sorted).
+///
+/// `stream` / `stream_options`: a cached answer is served to stream and non-stream
+/// requests alike. `user`, `metadata`: end-user identifiers and tags for the
+/// provider's logs. `store`: whether the provider keeps the completion.
+/// `service_tier`: latency/price tier, not content.
+pub const IGNORED_FIELDS: &[&str] = &[
+    "metadata",
+    "service_tier",
+    "store",
+    "stream",
+    "stream_options",
+    "user",
+];
+
+/// Deepest nesting of arrays and objects accepted in a body.
+pub const MAX_DEPTH: usize = 128;
+
+/// Bytes every stored entry is charged on top of its value (key, expiry, list and
+/// map bookkeeping), so a flood of tiny entries is bounded by `max_bytes` too.
+pub const ENTRY_OVERHEAD: usize = 64;
+
+/// Domain tag hashed first, so a change of key layout changes every key.
+const KEY_DOMAIN: &[u8] = b"edgeproxy-cache-v1\0";
+
+/// Numbers whose decimal exponent is beyond this are refused (nothing real needs them).
+const MAX_EXPONENT: i128 = 1_000_000_000;
+
+/// A cache key: XXH3-128 of the scoped canonical request, big-endian.
+pub type Key = [u8; 16];
+
+/// The canonical form of a JSON request body (see the module documentation).
+pub fn canonical_request(body: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(body.len());
+    canonicalize_into(body, &mut out)?;
+    Ok(out)
+}
+
+/// The cache key of a request body, scoped by served model, wire format and tenant.
+pub fn cache_key(body: &[u8], model: &str, wire: &str, tenant: &str) -> Result<Key, Error> {
+    let mut buf = Vec::with_capacity(
+        KEY_DOMAIN.len() + 24 + model.len() + wire.len() + tenant.len() + body.len(),
+    );
+    buf.extend_from_slice(KEY_DOMAIN);
+    for field in [model, wire, tenant] {
+        buf.extend_from_slice(&(field.len() as u64).to_le_bytes());
+        buf.extend_from_slice(field.as_bytes());
+    }
+    canonicalize_into(body, &mut buf)?;
+    Ok(xxh3_128(&buf).to_be_bytes())
+}
+
+/// Appends the canonical form of `body` to `out`.
+pub fn canonicalize_into(body: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    // simdutf8 validates at memory speed (std's check is several times slower on
+    // text with some non-ASCII); `compat` only to report where it failed.
+    if simdutf8::basic::from_utf8(body).is_err() {
+        let at = simdutf8::compat::from_utf8(body).map_or_else(|e| e.valid_up_to(), |_| 0);
+        return Err(bad(at, "invalid UTF-8"));
+    }
+    let mut parser = Parser { s: body, i: 0 };
+    parser.skip_ws();
+    let mut root = parser.value(0)?;
+    parser.skip_ws();
+    if parser.i != body.len() {
+        return Err(bad(parser.i, "trailing characters after the JSON value"));
+    }
+    if let Node::Obj(members) = &mut root {
+        members.retain(|(k, _)| !IGNORED_FIELDS.iter().any(|f| f.as_bytes() == k.as_ref()));
+    }
+    emit(&root, out);
+    Ok(())
+}
+
+fn bad(offset: usize, reason: &'static str) -> Error {
+    Error::CacheBadRequest { offset, reason }
+}
+
+/// A parsed JSON value whose scalars are already in canonical encoding; strings
+/// that were canonical in the input borrow it.
+enum Node<'a> {
+    Lit(&'static [u8]),
+    Num(Cow<'a, [u8]>),
+    /// Canonical string content, without the quotes.
+    Str(Cow<'a, [u8]>),
+    Arr(Vec<Node<'a>>),
+    /// Sorted by key, keys unique.
+    Obj(Vec<(Cow<'a, [u8]>, Node<'a>)>),
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<Node<'a>, Error> {
+        if self.s[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(Node::Lit(word))
+        } else {
+            Err(bad(self.i, "invalid literal"))
+        }
+    }
+
+    /// Parses one value; whitespace before it is already skipped.
+    fn value(&mut self, depth: usize) -> Result<Node<'a>, Error> {
+        match self.peek() {
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => Ok(Node::Str(self.string()?)),
+            Some(b'n') => self.literal(b"null"),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'-' | b'0'..=b'9') => Ok(Node::Num(self.number()?)),
+            Some(_) => Err(bad(self.i, "expected a JSON value")),
+            None => Err(bad(self.i, "unexpected end of input")),
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Node<'a>, Error> {
+        if depth > MAX_DEPTH {
+            return Err(bad(self.i, "nested too deeply"));
+        }
+        self.i += 1;
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(Node::Arr(items));
+        }
+        loop {
+            self.skip_ws();
+            items.push(self.value(depth)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Node::Arr(items));
+                }
+                _ => return Err(bad(self.i, "expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Node<'a>, Error> {
+        if depth > MAX_DEPTH {
+            return Err(bad(self.i, "nested too deeply"));
+        }
+        self.i += 1;
+        let mut members = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Node::Obj(members));
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(bad(self.i, "expected a string key"));
+            }
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(bad(self.i, "expected ':'"));
+            }
+            self.i += 1;
+            self.skip_ws();
+            let value = self.value(depth)?;
+            members.push((key, value));
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return Err(bad(self.i, "expected ',' or '}'")),
+            }
+        }
+        if members.len() > 1 {
+            // Last occurrence wins: reverse, stable sort, keep the first of each run.
+            members.reverse();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            members.dedup_by(|later, earlier| later.0 == earlier.0);
+        }
+        Ok(Node::Obj(members))
+    }
+
+    /// Parses a string at `"`; returns its canonical content (borrowed when the
+    /// input already was canonical).
+    fn string(&mut self) -> Result<Cow<'a, [u8]>, Error> {
+        let s = self.s;
+        let start = self.i + 1;
+        let mut canonical = true;
+        // Walk the special bytes of one 64-byte block at a time.
+        let mut base = start;
+        let mut mask = special_mask(s, base);
+        let i = loop {
+            if mask == 0 {
+                base += 64;
+                if base >= s.len() {
+                    return Err(bad(self.i, "unterminated string"));
+                }
+                mask = special_mask(s, base);
+                continue;
+            }
+            let stop = base + mask.trailing_zeros() as usize;
+            let next = match (s[stop], s.get(stop + 1)) {
+                (b'"', _) => break stop,
+                (b'\\', Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')) => stop + 2,
+                (b'\\', Some(b'/')) => {
+                    canonical = false;
+                    stop + 2
+                }
+                (b'\\', Some(b'u')) => {
+                    let hex = s
+                        .get(stop + 2..stop + 6)
+                        .ok_or_else(|| bad(stop, "truncated \\u escape"))?;
+                    let v = hex4(hex).ok_or_else(|| bad(stop, "invalid \\u escape"))?;
+                    // Canonical only for control characters without a short form,
+                    // written with lowercase hex digits.
+                    if !(v < 0x20
+                        && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                        && !hex.iter().any(u8::is_ascii_uppercase))
+                    {
+                        canonical = false;
+                    }
+                    stop + 6
+                }
+                (b'\\', _) => return Err(bad(stop, "invalid escape")),
+                (c, _) if c < 0x20 => return Err(bad(stop, "control character in a string")),
+                _ => stop + 1, // a false positive of the word-at-a-time scan
+            };
+            if next - base < 64 {
+                mask &= !((1u64 << (next - base)) - 1);
+            } else {
+                base = next;
+                mask = special_mask(s, base);
+            }
+        };
+        let raw = &s[start..i];
+        let at = self.i;
+        self.i = i + 1;
+        if canonical {
+            Ok(Cow::Borrowed(raw))
+        } else {
+            recode(raw).map(Cow::Owned).map_err(|r| bad(at, r))
+        }
+    }
+
+    fn number(&mut self) -> Result<Cow<'a, [u8]>, Error> {
+        let s = self.s;
+        let start = self.i;
+        let mut i = start;
+        let neg = s[i] == b'-';
+        if neg {
+            i += 1;
+        }
+        let int_start = i;
+        match s.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(b'0'..=b'9') = s.get(i) {
+                    i += 1;
+                }
+            }
+            _ => return Err(bad(i, "invalid number")),
+        }
+        let int = &s[int_start..i];
+        let mut frac: &[u8] = &[];
+        if s.get(i) == Some(&b'.') {
+            let f = i + 1;
+            i = f;
+            while let Some(b'0'..=b'9') = s.get(i) {
+                i += 1;
+            }
+            if i == f {
+                return Err(bad(i, "invalid number: no digit after '.'"));
+            }
+            frac = &s[f..i];
+        }
+        let mut exp: i128 = 0;
+        let mut has_exp = false;
+        if let Some(b'e' | b'E') = s.get(i) {
+            has_exp = true;
+            i += 1;
+            let exp_neg = match s.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let e = i;
+            while let Some(&d @ b'0'..=b'9') = s.get(i) {
+                exp = exp * 10 + i128::from(d - b'0');
+                if exp > MAX_EXPONENT {
+                    return Err(bad(start, "number exponent out of range"));
+                }
+                i += 1;
+            }
+            if i == e {
+                return Err(bad(i, "invalid number: no digit in the exponent"));
+            }
+            if exp_neg {
+                exp = -exp;
+            }
+        }
+        self.i = i;
+        // Plain integers (the common case) are already canonical, except -0.
+        if frac.is_empty() && !has_exp && int.len() <= 21 && !(neg && int == b"0") {
+            return Ok(Cow::Borrowed(&s[start..i]));
+        }
+        canonical_number(neg, int, frac, exp)
+            .map(Cow::Owned)
+            .ok_or_else(|| bad(start, "number exponent out of range"))
+    }
+}
+
+/// Bytes that end a run of plain string content: `"`, `\` and control characters.
+#[inline(always)]
+fn is_special(c: u8) -> bool {
+    (c == b'"') | (c == b'\\') | (c < 0x20)
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+
+/// One bit per byte of `x` (bit `k` for byte `k`) that is `"`, `\` or below 0x20,
+/// eight bytes at a time (SWAR). The lowest set bit is exact; a higher bit may
+/// be a false positive right after a true one (borrow), so callers re-check the
+/// byte.
+#[inline(always)]
+fn special_bits(x: u64) -> u64 {
+    let q = x ^ (LO * u64::from(b'"'));
+    let b = x ^ (LO * u64::from(b'\\'));
+    let hi =
+        ((q.wrapping_sub(LO) & !q) | (b.wrapping_sub(LO) & !b) | (x.wrapping_sub(LO * 0x20) & !x))
+            & (LO << 7);
+    // Gather the eight high bits into the low byte.
+    (hi >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// Candidate bits for the 64 bytes from `base` (see [`special_bits`]); bytes past
+/// the end of `s` count as plain.
+#[inline]
+fn special_mask(s: &[u8], base: usize) -> u64 {
+    match s.get(base..base + 64) {
+        Some(block) => block.chunks_exact(8).enumerate().fold(0, |m, (k, w)| {
+            m | special_bits(u64::from_le_bytes(w.try_into().unwrap_or_default())) << (8 * k)
+        }),
+        None => s
+            .get(base..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .fold(0, |m, (j, &c)| m | u64::from(is_special(c)) << j),
+    }
+}
+
+fn hex4(h: &[u8]) -> Option<u32> {
+    h.iter().try_fold(0u32, |acc, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(acc * 16 + d)
+    })
+}
+
+/// Decodes the escapes of a raw (valid) string body and re-encodes it canonically.
+fn recode(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(off) = memchr::memchr(b'\\', &raw[i..]) else {
+            out.extend_from_slice(&raw[i..]);
+            break;
+        };
+        out.extend_from_slice(&raw[i..i + off]);
+        i += off;
+        let c = match raw[i + 1] {
+            b'u' => {
+                let hi = hex4(&raw[i + 2..i + 6]).ok_or("invalid \\u escape")?;
+                i += 6;
+                if (0xD800..0xDC00).contains(&hi) {
+                    if raw.get(i..i + 2) != Some(b"\\u") {
+                        return Err("lone surrogate escape");
+                    }
+                    let lo = raw
+                        .get(i + 2..i + 6)
+                        .and_then(hex4)
+                        .ok_or("invalid \\u escape")?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return Err("lone surrogate escape");
+                    }
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                        .ok_or("invalid surrogate pair")?
+                } else {
+                    char::from_u32(hi).ok_or("lone surrogate escape")?
+                }
+            }
+            e => {
+                i += 2;
+                match e {
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    other => other as char, // '"', '\\', '/'
+                }
+            }
+        };
+        push_char(c, &mut out);
+    }
+    Ok(out)
+}
+
+fn push_char(c: char, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match c {
+        '"' => out.extend_from_slice(b"\\\""),
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '\u{8}' => out.extend_from_slice(b"\\b"),
+        '\u{c}' => out.extend_from_slice(b"\\f"),
+        '\n' => out.extend_from_slice(b"\\n"),
+        '\r' => out.extend_from_slice(b"\\r"),
+        '\t' => out.extend_from_slice(b"\\t"),
+        c if (c as u32) < 0x20 => {
+            let v = c as usize;
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[v >> 4]);
+            out.push(HEX[v & 0xf]);
+        }
+        c => {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+}
+
+/// The canonical spelling of the decimal number `-? int.frac × 10^exp`.
+///
+/// With `d` the significant digits (no leading or trailing zeros) and `e` the
+/// exponent so that the value is `d × 10^e`:
+/// - `e >= 0` and at most 21 digits in all: an integer (`100`, `-7`);
+/// - `e < 0` with the point inside or at most 6 zeros after it: a decimal
+///   (`1.5`, `0.007`);
+/// - otherwise `de±e` (`1e30`, `15e-11`).
+///
+/// Zero is `0`. Returns `None` when the exponent is out of range.
+pub fn canonical_number(neg: bool, int: &[u8], frac: &[u8], exp: i128) -> Option<Vec<u8>> {
+    let digits = || int.iter().chain(frac.iter()).copied();
+    let total = int.len() + frac.len();
+    let Some(first) = digits().position(|d| d != b'0') else {
+        return Some(b"0".to_vec());
+    };
+    let trailing = digits().rev().position(|d| d != b'0').unwrap_or(0);
+    let sig: Vec<u8> = digits()
+        .skip(first)
+        .take(total - first - trailing)
+        .collect();
+    let e = exp - frac.len() as i128 + trailing as i128;
+    if e.abs() > 2 * MAX_EXPONENT {
+        return None;
+    }
+    let n = sig.len() as i128;
+    let mut out = Vec::with_capacity(sig.len() + 24);
+    if neg {
+        out.push(b'-');
+    }
+    if e >= 0 && n + e <= 21 {
+        out.extend_from_slice(&sig);
+        out.resize(out.len() + e as usize, b'0');
+    } else if e < 0 && -e < n {
+        let point = (n + e) as usize;
+        out.extend_from_slice(&sig[..point]);
+        out.push(b'.');
+        out.extend_from_slice(&sig[point..]);
+    } else if e < 0 && -e - n < 6 {
+        out.extend_from_slice(b"0.");
+        out.resize(out.len() + (-e - n) as usize, b'0');
+        out.extend_from_slice(&sig);
+    } else {
+        out.extend_from_slice(&sig);
+        out.push(b'e');
+        out.extend_from_slice(e.to_string().as_bytes());
+    }
+    Some(out)
+}
+
+fn emit(node: &Node<'_>, out: &mut Vec<u8>) {
+    match node {
+        Node::Lit(s) => out.extend_from_slice(s),
+        Node::Num(n) => out.extend_from_slice(n),
+        Node::Str(s) => {
+            out.push(b'"');
+            out.extend_from_slice(s);
+            out.push(b'"');
+        }
+        Node::Arr(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                emit(item, out);
+            }
+            out.push(b']');
+        }
+        Node::Obj(members) => {
+            out.push(b'{');
+            for (n, (key, value)) in members.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(key);
+                out.extend_from_slice(b"\":");
+                emit(value, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Counters of a [`Store`] since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Lookups that found a live entry.
+    pub hits: u64,
+    /// Lookups that found nothing, or an expired entry.
+    pub misses: u64,
+    /// Entries stored (including replacements).
+    pub stores: u64,
+    /// `put` calls refused (value larger than the store, zero capacity, bad TTL).
+    pub rejected: u64,
+    /// Live entries dropped to make room (least recently used first).
+    pub evictions: u64,
+    /// Entries dropped because their TTL had passed.
+    pub expirations: u64,
+}
+
+struct Entry {
+    value: Arc<[u8]>,
+    expires: f64,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.value.len() + ENTRY_OVERHEAD
+    }
+}
+
+/// A bounded in-memory cache: LRU by entries and bytes, each entry with a TTL.
+pub struct Store {
+    max_bytes: usize,
+    max_entries: usize,
+    bytes: usize,
+    lru: LruCache<Key, Entry>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("max_bytes", &self.max_bytes)
+            .field("max_entries", &self.max_entries)
+            .field("bytes", &self.bytes)
+            .field("entries", &self.lru.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Store {
+    /// An empty store holding at most `max_entries` entries and `max_bytes` bytes
+    /// (values plus [`ENTRY_OVERHEAD`] each).
+    pub fn new(max_bytes: usize, max_entries: usize) -> Self {
+        Self {
+            max_bytes,
+            max_entries,
+            bytes: 0,
+            lru: LruCache::unbounded(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// The live value for `key`, marking it most recently used; an expired entry
+    /// is dropped and counts as a miss.
+    pub fn get(&mut self, key: &Key, now: f64) -> Option<Arc<[u8]>> {
+        let Some(entry) = self.lru.get(key) else {
+            self.stats.misses += 1;
+            return None;
+        };
+        // `now < expires` is false for NaN too: a broken clock never serves stale data.
+        if now < entry.expires {
+            self.stats.hits += 1;
+            return Some(Arc::clone(&entry.value));
+        }
+        if let Some(old) = self.lru.pop(key) {
+            self.bytes -= old.cost();
+        }
+        self.stats.expirations += 1;
+        self.stats.misses += 1;
+        None
+    }
+
+    /// Stores `value` under `key` for `ttl` seconds from `now`, replacing any
+    /// previous entry and evicting least recently used entries to make room.
+    ///
+    /// Returns false (and stores nothing) when the entry can never fit, or when
+    /// `ttl` is not a positive number or `now` is not finite. Either way the
+    /// previous entry under `key` is gone: a new answer was offered, so the old one
+    /// is no longer the freshest.
+    pub fn put(&mut self, key: Key, value: impl Into<Arc<[u8]>>, ttl: f64, now: f64) -> bool {
+        let entry = Entry {
+            value: value.into(),
+            expires: now + ttl,
+        };
+        let cost = entry.cost();
+        // Any previous value under this key is stale once a new one is offered.
+        if let Some(old) = self.lru.pop(&key) {
+            self.bytes -= old.cost();
+        }
+        let ttl_ok = ttl > 0.0; // false for NaN
+        if !ttl_ok || !now.is_finite() || self.max_entries == 0 || cost > self.max_bytes {
+            self.stats.rejected += 1;
+            return false;
+        }
+        while self.lru.len() >= self.max_entries || self.bytes + cost > self.max_bytes {
+            let Some((_, old)) = self.lru.pop_lru() else {
+                break;
+            };
+            self.bytes -= old.cost();
+            if now >= old.expires {
+                self.stats.expirations += 1;
+            } else {
+                self.stats.evictions += 1;
+            }
+        }
+        self.bytes += cost;
+        self.lru.push(key, entry);
+        self.stats.stores += 1;
+        true
+    }
+
+    /// Drops the entry for `key`; true when there was one.
+    pub fn remove(&mut self, key: &Key) -> bool {
+        match self.lru.pop(key) {
+            Some(old) => {
+                self.bytes -= old.cost();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every entry (the counters are kept).
+    pub fn clear(&mut self) {
+        self.lru.clear();
+        self.bytes = 0;
+    }
+
+    /// Number of entries held (expired ones not yet dropped included).
+    pub fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// True when the store holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.lru.is_empty()
+    }
+
+    /// Bytes charged for the entries held.
+    pub fn bytes_used(&self) -> usize {
+        self.bytes
+    }
+
+    /// The byte bound given at construction.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The entry bound given at construction.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;

@@ -1,0 +1,173 @@
+//! Token counting: exact for OpenAI's `cl100k_base` and `o200k_base`, labelled
+//! estimates for tokenizers that are not public (Anthropic).
+//!
+//! The byte-pair encoding comes from GitHub's `bpe-openai` crate: its rank
+//! data is compiled into the binary (nothing is downloaded at run time), its
+//! pre-tokenizer is a linear-time `regex-automata` DFA, and its backtracking
+//! BPE encoder is linear in the length of each piece. Untrusted prompts such
+//! as 100 KB of one repeated character therefore cannot stall the proxy, while
+//! the counts stay equal to tiktoken's token for token. Why this crate and not
+//! `tiktoken-rs`: docs/tokens.md and docs/benchmarks.md ("Token counting").
+//!
+//! - [`count`] and [`count_up_to`] count a text;
+//! - [`count_chat`] counts a whole Chat Completions request body the way
+//!   OpenAI bills it (the OpenAI cookbook formula), in one call;
+//! - [`Encoding::Estimate`] labels counts for models without a public tokenizer.
+
+use std::sync::OnceLock;
+
+use bpe_openai::Tokenizer;
+
+use crate::Error;
+
+mod chat;
+
+pub use chat::{
+    count_chat, ChatCount, IMAGE_TOKENS_HIGH, IMAGE_TOKENS_LOW, REPLY_PRIMING_TOKENS,
+    TOKENS_PER_MESSAGE, TOKENS_PER_NAME, TOKENS_PER_TOOL_CALL,
+};
+
+/// Estimates are the `cl100k_base` count times `ESTIMATE_NUMERATOR / ESTIMATE_DENOMINATOR`,
+/// rounded up: a deliberately conservative (high) guess, because the estimate feeds
+/// context-window checks where undercounting is the costlier mistake.
+pub const ESTIMATE_NUMERATOR: usize = 6;
+/// See [`ESTIMATE_NUMERATOR`].
+pub const ESTIMATE_DENOMINATOR: usize = 5;
+
+/// A token encoding known to this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// `cl100k_base` (gpt-4, gpt-3.5-turbo, text-embedding-3-*): exact.
+    Cl100kBase,
+    /// `o200k_base` (gpt-4o, gpt-4.1, o1/o3/o4, gpt-5): exact.
+    O200kBase,
+    /// A labelled estimate for models whose tokenizer is not public (Anthropic):
+    /// the `cl100k_base` count scaled by [`ESTIMATE_NUMERATOR`]`/`[`ESTIMATE_DENOMINATOR`].
+    Estimate,
+}
+
+impl Encoding {
+    /// Every encoding, exact ones first.
+    pub const ALL: [Encoding; 3] = [
+        Encoding::Cl100kBase,
+        Encoding::O200kBase,
+        Encoding::Estimate,
+    ];
+
+    /// Parses an encoding name (`"cl100k_base"`, `"o200k_base"`, `"estimate"`).
+    pub fn from_name(name: &str) -> Result<Self, Error> {
+        match name {
+            "cl100k_base" => Ok(Encoding::Cl100kBase),
+            "o200k_base" => Ok(Encoding::O200kBase),
+            "estimate" => Ok(Encoding::Estimate),
+            _ => Err(Error::UnknownEncoding {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// The encoding's name, as accepted by [`Encoding::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Cl100kBase => "cl100k_base",
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Estimate => "estimate",
+        }
+    }
+
+    /// True for the encodings whose counts equal tiktoken's.
+    pub fn is_exact(self) -> bool {
+        !matches!(self, Encoding::Estimate)
+    }
+
+    /// The tokenizer that does the counting (estimates count with `cl100k_base`).
+    fn tokenizer(self) -> &'static Tokenizer {
+        match self {
+            Encoding::Cl100kBase | Encoding::Estimate => bpe_openai::cl100k_base(),
+            Encoding::O200kBase => bpe_openai::o200k_base(),
+        }
+    }
+
+    /// Scales a raw `cl100k_base` count into this encoding's count (only estimates change).
+    fn finish(self, raw: usize) -> usize {
+        match self {
+            Encoding::Estimate => raw
+                .saturating_mul(ESTIMATE_NUMERATOR)
+                .div_ceil(ESTIMATE_DENOMINATOR),
+            _ => raw,
+        }
+    }
+}
+
+/// Loads the encoding's rank data now instead of on first use (deserialising the
+/// compiled-in tables takes tens of milliseconds once per process).
+pub fn preload(encoding: Encoding) {
+    encoding.tokenizer().count("");
+}
+
+/// The number of tokens tiktoken's `encode_ordinary` returns for `text`
+/// (special-token text such as `<|endoftext|>` is counted as ordinary text).
+pub fn count(text: &str, encoding: Encoding) -> usize {
+    encoding.finish(encoding.tokenizer().count(text))
+}
+
+/// Counts the tokens of `text` but stops as soon as the count exceeds `limit`.
+///
+/// Returns the exact count when it is at most `limit`, and `limit + 1` (saturating)
+/// when it is larger: `count_up_to(t, e, l) == min(count(t, e), l + 1)`. The work done
+/// is O(`limit`), whatever the length of the text.
+pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
+    let over = limit.saturating_add(1);
+    // No token is longer than `max_token_len` bytes, so a text needs at least
+    // `len / max_token_len` tokens: a text far over the limit is answered without
+    // reading it, and otherwise it is at most `limit * max_token_len` bytes long.
+    if text.len().div_ceil(max_token_len(encoding)) > limit {
+        return over;
+    }
+    let tokenizer = encoding.tokenizer();
+    let mut total = 0usize;
+    for piece in tokenizer.split(text) {
+        // `total <= limit` holds here: it only grows by counts within the remaining budget.
+        match tokenizer
+            .bpe
+            .count_till_limit(piece.as_bytes(), limit - total)
+        {
+            Some(n) => total += n,
+            None => return over,
+        }
+    }
+    encoding.finish(total).min(over)
+}
+
+/// The length in bytes of the longest token of `encoding` (computed once).
+fn max_token_len(encoding: Encoding) -> usize {
+    static CL100K: OnceLock<usize> = OnceLock::new();
+    static O200K: OnceLock<usize> = OnceLock::new();
+    let cell = match encoding {
+        Encoding::Cl100kBase | Encoding::Estimate => &CL100K,
+        Encoding::O200kBase => &O200K,
+    };
+    *cell.get_or_init(|| {
+        let bpe = &encoding.tokenizer().bpe;
+        (0..bpe.num_tokens())
+            .map(|id| bpe.token_len(id as u32))
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    })
+}
+
+/// The token byte strings of `encoding` in rank order (token id `i` is element `i`).
+///
+/// This is the compiled-in rank data, exposed so tests can check it against
+/// tiktoken's published files (and build a tiktoken reference from it). An
+/// estimate counts with `cl100k_base`, so its table is `cl100k_base`'s.
+pub fn token_table(encoding: Encoding) -> Vec<&'static [u8]> {
+    let bpe = &encoding.tokenizer().bpe;
+    (0..bpe.num_tokens())
+        .map(|id| bpe.token_bytes(id as u32))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

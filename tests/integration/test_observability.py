@@ -1,0 +1,182 @@
+"""Traces, metrics and the access log through the real proxy, with the OpenAI SDK as client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import openai
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from edgeproxy.sim import SimConfig
+from edgeproxy.telemetry.logs import JsonFormatter
+from edgeproxy.telemetry.metrics import metrics_from_env
+from edgeproxy.telemetry.request import Telemetry
+from harness import THREE_WAY, THREE_WAY_SIMS, Stack
+
+MESSAGES = [{"role": "user", "content": "Trace me."}]
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+class Traced:
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.telemetry = Telemetry(tracer_provider=provider, metrics=metrics_from_env({}))
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.name == name]
+
+
+@pytest.fixture
+def traced() -> Traced:
+    return Traced()
+
+
+@pytest.fixture
+def access_log() -> Iterator[list[str]]:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(record))
+
+    handler = Collect()
+    logger = logging.getLogger("edgeproxy")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def test_one_trace_for_a_failover_stream(make_stack: Callable[..., Stack], traced: Traced) -> None:
+    stack = make_stack(THREE_WAY, THREE_WAY_SIMS, telemetry=traced.telemetry)
+    stack.fault("alpha_one", mode="status", status=503)
+    client = stack.client(default_headers={"traceparent": TRACEPARENT})
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        if c.choices
+    )
+    assert text
+    spans = traced.spans()
+    assert {format(s.context.trace_id, "032x") for s in spans} == {TRACE_ID}  # one trace, the app's
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert server.attributes["edgeproxy.route"] == "m"
+    assert server.attributes["edgeproxy.policy_version"] == stack.policy.version
+    assert server.attributes["gen_ai.request.model"] == "m"
+    assert format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
+    attempts = sorted(
+        (s for s in spans if s.kind is SpanKind.CLIENT),
+        key=lambda s: s.attributes["edgeproxy.attempt"],
+    )
+    assert [a.attributes["edgeproxy.candidate"] for a in attempts] == ["alpha/one/m", "alpha/two/m"]
+    assert all(a.parent.span_id == server.context.span_id for a in attempts)
+    assert attempts[0].attributes["error.type"] == "server_error"
+    assert "error.type" not in attempts[1].attributes
+    assert attempts[1].attributes["gen_ai.provider.name"] == "alpha"
+    assert attempts[1].attributes["gen_ai.request.model"] == "upstream-m"
+    (relay,) = traced.named("edgeproxy.relay")
+    assert relay.parent.span_id == attempts[1].context.span_id
+    assert relay.attributes["edgeproxy.outcome"] == "complete"
+    assert relay.attributes["edgeproxy.relay.chunks"] >= 1
+    (route,) = traced.named("edgeproxy.route")
+    assert route.parent.span_id == server.context.span_id
+
+
+def test_a_cut_stream_is_an_error_on_the_relay_span(
+    make_stack: Callable[..., Stack], traced: Traced
+) -> None:
+    sims = [
+        SimConfig(name=n, ttft=0.0, tokens_per_second=200)
+        for n in ("alpha_one", "alpha_two", "beta")
+    ]
+    policy = THREE_WAY.replace("api_key: sk-alpha-secret", "").replace(
+        "api_key: sk-beta-secret", ""
+    )
+    stack = make_stack(policy, sims, telemetry=traced.telemetry)
+    stack.fault("alpha_one", mode="cut", after_tokens=3)
+    with pytest.raises(openai.APIError):
+        list(stack.client().chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    (relay,) = traced.named("edgeproxy.relay")
+    assert relay.attributes["error.type"] == "cut"
+    (server,) = [s for s in traced.spans() if s.kind is SpanKind.SERVER]
+    assert server.attributes["error.type"] == "cut"
+
+
+def test_usage_reaches_the_attempt_span_and_the_access_log(
+    make_stack: Callable[..., Stack], traced: Traced, access_log: list[str]
+) -> None:
+    stack = make_stack(THREE_WAY, THREE_WAY_SIMS, telemetry=traced.telemetry)
+    completion = stack.client().chat.completions.create(model="m", messages=MESSAGES)
+    assert completion.usage is not None
+    (attempt,) = [s for s in traced.spans() if s.kind is SpanKind.CLIENT]
+    assert attempt.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+    assert attempt.attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
+    requests = [line for line in access_log if '"msg":"request"' in line]
+    assert len(requests) == 1
+    line = requests[0]
+    assert f'"output_tokens":{completion.usage.completion_tokens}' in line
+    assert '"candidate":"alpha/one/m"' in line and '"status":200' in line and '"route":"m"' in line
+
+
+def test_metrics_scrape_through_the_proxy(stack: Stack) -> None:
+    stack.fault("alpha_one", mode="status", status=503)
+    for _ in range(3):
+        stack.client().chat.completions.create(model="m", messages=MESSAGES)
+    response = stack.http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    attempts = [s for s in families["edgeproxy_attempts"].samples if s.name.endswith("_total")]
+    by_outcome = {
+        (s.labels["edgeproxy_candidate"], s.labels["edgeproxy_outcome"]): s.value for s in attempts
+    }
+    assert by_outcome[("alpha/one/m", "server_error")] == 3
+    assert by_outcome[("alpha/two/m", "ok")] == 3
+    assert "sk-alpha-secret" not in text
+
+
+def test_canary_provider_key_is_nowhere(
+    make_stack: Callable[..., Stack], traced: Traced, access_log: list[str]
+) -> None:
+    canary = "sk-canary-0123456789abcdef0123456789abcdef"
+    policy = THREE_WAY.replace("sk-alpha-secret", canary)
+    sims = [
+        SimConfig(name=n, ttft=0, tokens_per_second=0, require_api_key=canary)
+        for n in ("alpha_one", "alpha_two")
+    ] + [SimConfig(name="beta", ttft=0, tokens_per_second=0)]
+    stack = make_stack(
+        policy.replace("api_key: sk-beta-secret", ""), sims, telemetry=traced.telemetry
+    )
+    stack.fault("alpha_one", mode="status", status=401)  # an auth failure is the likeliest leak
+    with pytest.raises(openai.AuthenticationError) as info:
+        stack.client().chat.completions.create(model="m", messages=MESSAGES)
+    stack.fault("alpha_one", mode="cut", after_tokens=0)
+    stack.client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    everything = [
+        info.value.response.text,
+        str(dict(info.value.response.headers)),
+        stack.http.get("/metrics").text,
+    ]
+    everything += access_log
+    for span in traced.spans():
+        everything.append(str(dict(span.attributes or {})))
+        everything += [str(e.name) + str(dict(e.attributes or {})) for e in span.events]
+        everything.append(str(span.status.description))
+    assert access_log, "the proxy logged nothing: the check would be empty"
+    assert all(canary not in text for text in everything)
