@@ -17,6 +17,7 @@ import httpx
 import openai
 import uvloop
 
+from edgeproxy.clock import Clock
 from edgeproxy.policy import Policy, load_policy_text
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster, SimConfig
@@ -53,6 +54,7 @@ class Stack:
         sims: Iterable[str | SimConfig],
         environ: Mapping[str, str] | None = None,
         telemetry: Telemetry | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.loop = loop
         configs = [
@@ -64,7 +66,7 @@ class Stack:
         urls = {name: sim.url for name, sim in self.cluster.sims.items()}
         self.policy_text = string.Template(policy_template).substitute(urls)
         self.policy: Policy = load_policy_text(self.policy_text, "test-policy.yaml", environ or {})
-        self.proxy = ProxyServer(self.policy, port=0, telemetry=telemetry)
+        self.proxy = ProxyServer(self.policy, port=0, telemetry=telemetry, clock=clock)
         loop.run(self.proxy.start())
         self.http = httpx.Client(base_url=self.proxy.url, timeout=10)
         self._control = httpx.Client(base_url=self.cluster.control_url, timeout=10)

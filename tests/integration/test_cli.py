@@ -164,3 +164,20 @@ def _wait_for(url: str, seconds: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{url} did not come up within {seconds}s")
         time.sleep(0.05)
+
+
+def test_status_renders_a_running_proxy(stack) -> None:  # type: ignore[no-untyped-def]
+    stack.fault("alpha_one", mode="status", status=503)
+    client = stack.client()
+    for _ in range(5):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    result = run("status", "--url", stack.proxy.url)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert stack.policy.version in out
+    for key in ("alpha/one/m", "alpha/two/m", "beta/main/m-small"):
+        assert key in out
+    assert "open" in out  # alpha_one's breaker
+    as_json = json.loads(run("status", "--url", stack.proxy.url, "--json").stdout)
+    states = {c["key"]: c["breaker"]["state"] for c in as_json["candidates"]}
+    assert states["alpha/one/m"] == "open" and states["alpha/two/m"] == "closed"

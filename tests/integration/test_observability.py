@@ -180,3 +180,54 @@ def test_canary_provider_key_is_nowhere(
         everything.append(str(span.status.description))
     assert access_log, "the proxy logged nothing: the check would be empty"
     assert all(canary not in text for text in everything)
+
+
+CACHED_PRICED = THREE_WAY.replace(
+    "m: {upstream_name: upstream-m}",
+    "m: {upstream_name: upstream-m, price: {input: 2.5, output: 10}}",
+).replace("    aliases: [default]", "    aliases: [default]\n    cache: {ttl: 60s}")
+
+
+def test_a_cache_hit_is_a_server_span_without_attempts(
+    make_stack: Callable[..., Stack], traced: Traced
+) -> None:
+    stack = make_stack(CACHED_PRICED, THREE_WAY_SIMS, telemetry=traced.telemetry)
+    client = stack.client()
+    client.chat.completions.create(model="m", messages=MESSAGES, temperature=0)
+    traced.exporter.clear()
+    client.chat.completions.create(model="m", messages=MESSAGES, temperature=0)
+    spans = traced.spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert server.attributes["edgeproxy.cache.result"] == "hit"
+    assert not [s for s in spans if s.kind is SpanKind.CLIENT]
+
+
+def test_cost_is_on_the_answer_the_span_and_the_log(
+    make_stack: Callable[..., Stack], traced: Traced, access_log: list[str]
+) -> None:
+    stack = make_stack(CACHED_PRICED, THREE_WAY_SIMS, telemetry=traced.telemetry)
+    raw = stack.client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    usage = raw.parse().usage
+    assert usage is not None
+    expected = (usage.prompt_tokens * 2.5 + usage.completion_tokens * 10) / 1_000_000
+    assert float(raw.headers["x-edgeproxy-cost-usd"]) == pytest.approx(expected)
+    (attempt,) = [s for s in traced.spans() if s.kind is SpanKind.CLIENT]
+    assert attempt.attributes["edgeproxy.cost_usd"] == pytest.approx(expected)
+    (line,) = [line for line in access_log if '"msg":"request"' in line]
+    assert f'"cost_usd":{round(expected, 8)}' in line
+
+
+def test_a_failovers_cost_counts_the_failed_attempt(
+    make_stack: Callable[..., Stack], traced: Traced
+) -> None:
+    # beta is priced too: the failed alpha attempt consumed nothing, beta's answer is the cost.
+    policy = CACHED_PRICED.replace("m-small: {}", "m-small: {price: {input: 1, output: 1}}")
+    stack = make_stack(policy, THREE_WAY_SIMS, telemetry=traced.telemetry)
+    stack.fault("alpha_one", mode="status", status=503)
+    stack.fault("alpha_two", mode="status", status=503)
+    raw = stack.client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    usage = raw.parse().usage
+    assert usage is not None and raw.headers["x-edgeproxy-provider"] == "beta"
+    assert float(raw.headers["x-edgeproxy-cost-usd"]) == pytest.approx(
+        usage.total_tokens / 1_000_000
+    )

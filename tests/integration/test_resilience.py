@@ -134,3 +134,103 @@ def test_admin_status_shows_breakers_probes_and_recent_errors(stack: Stack) -> N
     assert by_key["alpha/one/m"]["recent"]["errors"] >= 5
     assert "retry_budget" in status["resilience"]
     assert "sk-alpha-secret" not in stack.http.get("/admin/status").text
+
+
+CONTEXT = THREE_WAY.replace(
+    "m: {upstream_name: upstream-m}", "m: {upstream_name: upstream-m, context_window: 300}"
+).replace("m-small: {}", "m-small: {context_window: 100000}")
+
+
+def test_candidates_whose_window_cannot_hold_the_prompt_are_skipped(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(CONTEXT, THREE_WAY_SIMS)
+    long = [{"role": "user", "content": "word " * 400}]  # ~400 tokens: more than alpha's 300
+    raw = stack.client().chat.completions.with_raw_response.create(model="m", messages=long)
+    assert raw.headers["x-edgeproxy-provider"] == "beta"
+    assert raw.headers["x-edgeproxy-attempts"] == "1"
+    assert (
+        raw.headers["x-edgeproxy-skipped"]
+        == "alpha/one/m=context_window, alpha/two/m=context_window"
+    )
+    assert stack.requests_to("alpha_one") == stack.requests_to("alpha_two") == 0
+    # A short prompt fits alpha's window, but not with max_tokens 500 on top.
+    short = [{"role": "user", "content": "hi"}]
+    assert (
+        stack.client()
+        .chat.completions.with_raw_response.create(model="m", messages=short)
+        .headers["x-edgeproxy-provider"]
+        == "alpha"
+    )
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model="m", messages=short, max_tokens=500
+    )
+    assert raw.headers["x-edgeproxy-provider"] == "beta"
+
+
+def test_a_prompt_no_window_can_hold_is_refused_before_any_attempt(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(
+        CONTEXT.replace("context_window: 100000", "context_window: 200"), THREE_WAY_SIMS
+    )
+    with pytest.raises(openai.BadRequestError) as info:
+        stack.client().chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "word " * 400}]
+        )
+    assert info.value.code == "context_length_exceeded"
+    assert "context window 300 < prompt" in info.value.message
+    assert sum(stack.requests_to(s) for s in ("alpha_one", "alpha_two", "beta")) == 0
+
+
+def test_load_shedding_answers_503_with_retry_after(make_stack: Callable[..., Stack]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgeproxy.sim import SimConfig
+
+    policy = THREE_WAY.replace(
+        "version: 1\n", "version: 1\nlimits: {max_in_flight: 1, max_queued: 0}\n"
+    )
+    slow = [
+        SimConfig(name=n, ttft=0.6, tokens_per_second=0) for n in ("alpha_one", "alpha_two", "beta")
+    ]
+    stack = make_stack(
+        policy.replace("api_key: sk-alpha-secret", "").replace("api_key: sk-beta-secret", ""), slow
+    )
+    body = {"model": "m", "messages": MESSAGES}
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(
+            pool.map(lambda _: stack.http.post("/v1/chat/completions", json=body), range(3))
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 503, 503]
+    shed = [r for r in responses if r.status_code == 503]
+    assert all(
+        r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "overloaded" for r in shed
+    )
+    assert all("x-should-retry" not in r.headers for r in shed)  # the SDK may retry a shed request
+    assert stack.requests_to("alpha_one") == 1
+
+
+def test_traffic_returns_to_the_primary_after_its_ejection(
+    make_stack: Callable[..., Stack],
+) -> None:
+    from edgeproxy.clock import FakeClock
+
+    # The proxy's breakers run on a fake clock: the ejection ends when the test says so.
+    clock = FakeClock()
+    policy = THREE_WAY.replace(
+        "version: 1\n",
+        "version: 1\noutlier_detection: {base_ejection_time: 30s}\nhealth_check: {enabled: false}\n",
+    )
+    stack = make_stack(policy, THREE_WAY_SIMS, clock=clock)
+    stack.fault("alpha_one", mode="status", status=503)
+    for _ in range(5):
+        _ask(stack)
+    assert _ask(stack) == ("two", "1")  # ejected
+    stack.heal("alpha_one")
+    clock.advance(29)
+    assert _ask(stack) == ("two", "1")  # still ejected
+    clock.advance(1)
+    assert _ask(stack) == ("one", "1")  # the half-open trial succeeds and closes the breaker
+    assert _ask(stack) == ("one", "1")

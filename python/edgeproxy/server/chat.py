@@ -176,18 +176,26 @@ class ChatExchange:
         self, request: web.Request, plan: CachePlan, tap: _CacheTap | None = None
     ) -> web.StreamResponse:
         route, engine, policy = self.route, self.engine, self.policy
+        chain, too_small = self._fitting(route.chain)
         open_now = [
-            (c.key, "circuit breaker open")
-            for c in route.chain
-            if not engine.breakers.get(c.key).allow()
+            (c.key, "circuit breaker open") for c in chain if not engine.breakers.get(c.key).allow()
         ]
         self.tel.route_decided(
-            route.name, route.chain, skipped=open_now, policy_version=policy.version
+            route.name, route.chain, skipped=too_small + open_now, policy_version=policy.version
         )
+        if not chain:
+            raise IngressError(
+                400,
+                "The prompt plus max_tokens does not fit the context window of any model this "
+                f"route may use: {'; '.join(why for _, why in too_small)}.",
+                param="messages",
+                code="context_length_exceeded",
+                headers={SKIPPED_HEADER: _skipped_header(too_small)},
+            )
         engine.budget.request_started()
         engine.hedger.request_started()
-        hedge = engine.hedge_delay(route.hedge, route.chain[0].key) if self.stream else None
-        loop = self._loop(route.chain, route.max_attempts, hedge_delay=hedge)
+        hedge = engine.hedge_delay(route.hedge, chain[0].key) if self.stream else None
+        loop = self._loop(chain, route.max_attempts, hedge_delay=hedge)
         try:
             outcome = await loop.run(self._attempt(self.body, StreamOptions()))
         except PassThrough as final:
@@ -200,8 +208,14 @@ class ChatExchange:
             return all_failed(route, outcome, self.rid, policy.version)
         headers = served_headers(outcome.served, outcome.attempts, policy.version)
         headers[CACHE_HEADER] = plan.status
+        if too_small:
+            headers[SKIPPED_HEADER] = _skipped_header(too_small)
         if not self.stream:
             assert isinstance(outcome.value, bytes)
+            if outcome.served.price is not None:
+                # What this answer cost, failed attempts included (a failover's real price).
+                cost = sum(a.cost for a in self.tel.attempts)
+                headers[COST_HEADER] = f"{cost:.8f}"
             self.state.cache.store_completion(plan, outcome.value, _who(headers))
             return web.Response(
                 body=outcome.value, content_type="application/json", headers=headers
@@ -216,6 +230,40 @@ class ChatExchange:
             )
         finally:
             leg.attempt.end()
+
+    def _fitting(
+        self, chain: tuple[Candidate, ...]
+    ) -> tuple[tuple[Candidate, ...], list[tuple[str, str]]]:
+        """The candidates whose context window holds the prompt plus ``max_tokens``, and why the
+        others were skipped. The prompt is only counted when it could matter: a token is at
+        least one byte, so a body shorter than the window always fits."""
+        out = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
+        out = out if isinstance(out, int) and out > 0 else 0
+        kept: list[Candidate] = []
+        skipped: list[tuple[str, str]] = []
+        for candidate in chain:
+            window = candidate.context_window
+            if window is None or len(self.raw) + out <= window:
+                kept.append(candidate)
+                continue
+            prompt = self._prompt_count(candidate.tokenizer)
+            if prompt + out <= window:
+                kept.append(candidate)
+            else:
+                skipped.append(
+                    (
+                        candidate.key,
+                        f"{candidate.key}: context window {window} < prompt {prompt} + "
+                        f"max_tokens {out}",
+                    )
+                )
+        return tuple(kept), skipped
+
+    def _prompt_count(self, encoding: str) -> int:
+        count = self._prompt_tokens.get(encoding)
+        if count is None:
+            count = self._prompt_tokens[encoding] = tokens.count_chat(self.raw, encoding).tokens
+        return count
 
     # -- the cache -----------------------------------------------------------------------------
 
@@ -348,12 +396,10 @@ class ChatExchange:
         encoding = candidate.tokenizer
 
         def count_usage(text: str) -> dict[str, int]:
-            prompt = self._prompt_tokens.get(encoding)
-            if prompt is None:
-                prompt = self._prompt_tokens[encoding] = tokens.count_chat(
-                    self.raw, encoding
-                ).tokens
-            return {"prompt_tokens": prompt, "completion_tokens": tokens.count(text, encoding)}
+            return {
+                "prompt_tokens": self._prompt_count(encoding),
+                "completion_tokens": tokens.count(text, encoding),
+            }
 
         return count_usage
 
@@ -452,6 +498,12 @@ def _discard_stream(value: tuple[UpstreamStream, bytes, AttemptTelemetry, UsageC
 
 
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+SKIPPED_HEADER = "x-edgeproxy-skipped"
+COST_HEADER = "x-edgeproxy-cost-usd"
+
+
+def _skipped_header(skipped: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{key}=context_window" for key, _ in skipped)
 
 
 def _who(headers: dict[str, str]) -> dict[str, str]:
