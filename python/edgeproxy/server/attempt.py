@@ -4,7 +4,9 @@ the first token (stream), within the attempt's time limits clipped to the reques
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -21,39 +23,58 @@ from edgeproxy.upstreams import openai as openai_upstream
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
-async def attempt_once(
-    state: ProxyState,
-    route: Route,
-    candidate: Candidate,
-    body: bytes,
-    deadline: Deadline,
-    rid: str,
-    trace_headers: Mapping[str, str],
-) -> tuple[bytes, dict[str, Any]]:
-    """One non-stream attempt: the whole answer (bytes as received) and its parsed form."""
-    limit, by_deadline = deadline.clip(route.timeouts.response)
+@dataclass(frozen=True)
+class UpstreamCall:
+    """What one attempt sends, and where."""
+
+    state: ProxyState
+    route: Route
+    candidate: Candidate
+    body: bytes
+    deadline: Deadline
+    rid: str
+    trace_headers: Mapping[str, str]
+
+    async def send(self, stream: bool) -> aiohttp.ClientResponse:
+        return await openai_upstream.send(
+            self.state.pool.session,
+            self.candidate,
+            self.body,
+            stream=stream,
+            connect_timeout=self.route.timeouts.connect,
+            request_id=self.rid,
+            extra_headers=self.trace_headers,
+        )
+
+
+@asynccontextmanager
+async def _within(
+    deadline: Deadline, limit: float, on_timeout: FailureClass, what: str
+) -> AsyncIterator[float]:
+    """Bound a step by ``limit`` clipped to the deadline; a timeout becomes an AttemptFailure
+    (classed ``deadline`` when the request's deadline, not the step's own limit, ran out)."""
+    allowed, by_deadline = deadline.clip(limit)
     try:
-        async with asyncio.timeout(limit):
-            response = await openai_upstream.send(
-                state.pool.session,
-                candidate,
-                body,
-                stream=False,
-                connect_timeout=route.timeouts.connect,
-                request_id=rid,
-                extra_headers=trace_headers,
-            )
-            try:
-                data = await response.content.read(MAX_RESPONSE_BYTES + 1)
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                raise AttemptFailure(
-                    FailureClass.CUT, f"upstream connection lost mid-body: {type(exc).__name__}"
-                ) from None
-            finally:
-                response.release()
+        async with asyncio.timeout(allowed):
+            yield allowed
     except TimeoutError:
-        failure = FailureClass.DEADLINE if by_deadline else FailureClass.RESPONSE_TIMEOUT
-        raise AttemptFailure(failure, f"no complete answer within {limit:.3g}s") from None
+        failure = FailureClass.DEADLINE if by_deadline else on_timeout
+        raise AttemptFailure(failure, f"no {what} within {allowed:.3g}s") from None
+
+
+async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
+    """One non-stream attempt: the whole answer (bytes as received) and its parsed form."""
+    limit = call.route.timeouts.response
+    async with _within(call.deadline, limit, FailureClass.RESPONSE_TIMEOUT, "complete answer"):
+        response = await call.send(stream=False)
+        try:
+            data = await response.content.read(MAX_RESPONSE_BYTES + 1)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise AttemptFailure(
+                FailureClass.CUT, f"upstream connection lost mid-body: {type(exc).__name__}"
+            ) from None
+        finally:
+            response.release()
     if len(data) > MAX_RESPONSE_BYTES:
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is larger than 64 MiB")
     try:
@@ -66,35 +87,18 @@ async def attempt_once(
 
 
 async def attempt_stream(
-    state: ProxyState,
-    route: Route,
-    candidate: Candidate,
-    body: bytes,
-    deadline: Deadline,
-    rid: str,
-    trace_headers: Mapping[str, str],
-    options: StreamOptions | None = None,
+    call: UpstreamCall, options: StreamOptions | None = None
 ) -> tuple[UpstreamStream, bytes]:
     """One stream attempt, up to its first token: the open stream and the bytes to send first."""
-    limit, by_deadline = deadline.clip(route.timeouts.first_token)
-    try:
-        async with asyncio.timeout(limit):
-            response = await openai_upstream.send(
-                state.pool.session,
-                candidate,
-                body,
-                stream=True,
-                connect_timeout=route.timeouts.connect,
-                request_id=rid,
-                extra_headers=trace_headers,
+    limit = call.route.timeouts.first_token
+    async with _within(
+        call.deadline, limit, FailureClass.FIRST_TOKEN_TIMEOUT, "first event"
+    ) as allowed:
+        response = await call.send(stream=True)
+        if response.content_type != "text/event-stream":
+            response.close()
+            raise AttemptFailure(
+                FailureClass.MALFORMED,
+                f"upstream answered a stream request with {response.content_type!r}",
             )
-            if response.content_type != "text/event-stream":
-                response.close()
-                raise AttemptFailure(
-                    FailureClass.MALFORMED,
-                    f"upstream answered a stream request with {response.content_type!r}",
-                )
-            return await open_stream(response, limit, options)
-    except TimeoutError:
-        failure = FailureClass.DEADLINE if by_deadline else FailureClass.FIRST_TOKEN_TIMEOUT
-        raise AttemptFailure(failure, f"no first event within {limit:.3g}s") from None
+        return await open_stream(response, allowed, options)

@@ -32,7 +32,7 @@ from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassTh
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.shedding import Overloaded
-from edgeproxy.server.attempt import attempt_once, attempt_stream
+from edgeproxy.server.attempt import UpstreamCall, attempt_once, attempt_stream
 from edgeproxy.server.body import read_json_body
 from edgeproxy.server.context import STATE, ProxyState, request_id
 from edgeproxy.server.openai_wire import IngressError, parse_chat_request
@@ -354,19 +354,27 @@ class ChatExchange:
         async def attempt(candidate: Candidate) -> Any:
             upstream_body = openai_upstream.upstream_body(body, candidate)
             att = self.tel.attempt(candidate, price=candidate.price)
-            args = (self.state, self.route, candidate, upstream_body, self.deadline, self.rid)
+            call = UpstreamCall(
+                self.state,
+                self.route,
+                candidate,
+                upstream_body,
+                self.deadline,
+                self.rid,
+                att.headers(),
+            )
             try:
                 if self.stream:
                     counter = self._usage_counter(candidate)
                     stream_options = replace(
                         options, count_usage=counter if self.wants_usage else None
                     )
-                    opened, first = await attempt_stream(*args, att.headers(), stream_options)
+                    opened, first = await attempt_stream(call, stream_options)
                     att.first_token()
                     att.succeed(200, response_model=opened.progress.model)
                     # The attempt's span stays open through the relay.
                     return opened, first, att, counter
-                answer, parsed = await attempt_once(*args, att.headers())
+                answer, parsed = await attempt_once(call)
             except AttemptFailure as failure:
                 att.fail(failure)
                 att.end()
