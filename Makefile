@@ -8,7 +8,7 @@ PORT ?= 8787
 POLICY ?= policies/default.yaml
 RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml Cargo.lock
 
-.PHONY: setup build demo serve sim test test-rust test-python lint fmt bench loadtest soak clean
+.PHONY: setup build demo serve sim test test-rust test-python lint fmt bench loadtest soak fault-matrix clean
 
 setup: $(VENV)/.deps
 build: $(VENV)/.built
@@ -45,16 +45,16 @@ test-python: build
 	$(BIN)/python -m pytest -q
 
 lint: build
-	$(BIN)/ruff check python tests
-	$(BIN)/ruff format --check python tests
+	$(BIN)/ruff check python tests bench loadtests
+	$(BIN)/ruff format --check python tests bench loadtests
 	$(BIN)/mypy
 	$(BIN)/edgeproxy policy check $$(find policies -name '*.yaml' | sort)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 fmt: build
-	$(BIN)/ruff format python tests
-	$(BIN)/ruff check --fix python tests
+	$(BIN)/ruff format python tests bench loadtests
+	$(BIN)/ruff check --fix python tests bench loadtests
 	cargo fmt --all
 
 # Load tests, benchmarks and the soak (never part of `make test`). They install the `load` extra of
@@ -74,6 +74,10 @@ bench: build $(VENV)/.load
 
 soak: build $(VENV)/.load
 	$(BIN)/python -m loadtests.soak --minutes $(SOAK_MINUTES)
+
+# The failover fault matrix of docs/failover.md (a measurement, minutes long).
+fault-matrix: build
+	$(BIN)/python bench/fault_matrix.py $(FAULT_MATRIX_ARGS)
 
 clean:
 	rm -rf $(VENV) target

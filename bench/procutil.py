@@ -146,6 +146,33 @@ def sample(pid: int, *, tree: bool = False) -> ProcSample:
     return ProcSample(rss, fds, threads, utime + stime, utime, stime)
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """Open fds by kind; TCP sockets by state and remote port (from /proc/PID/net/tcp)."""
+    import collections
+
+    tcp: dict[str, str] = {}
+    states = {"01": "established", "06": "time_wait", "08": "close_wait", "0A": "listen"}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+            f = line.split()
+            remote_port = int(f[2].split(":")[1], 16)
+            tcp[f[9]] = f"tcp {states.get(f[3], f[3])} remote:{remote_port}"
+    kinds: collections.Counter[str] = collections.Counter()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                kinds[tcp.get(target[8:-1], "socket (not tcp/ipv4)")] += 1
+            elif target.startswith("/"):
+                kinds["file " + target.rsplit("/", 1)[-1]] += 1
+            else:
+                kinds["pipe" if target.startswith("pipe:") else target] += 1
+    return dict(kinds)
+
+
 def catches_signal(pid: int, signum: int) -> bool:
     """Whether the process installed a handler for the signal (SigCgt in /proc/PID/status).
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench.procutil import REPO, sample
+from bench.procutil import REPO, fd_kinds, sample
 
 from loadtests.stack import Stack, control, start_stack
 
@@ -136,6 +136,7 @@ async def soak(
         return row
 
     baseline = snap("baseline")
+    fds_before = fd_kinds(pid)
     load = Load(stack.proxy_url, rate)
     runner = asyncio.create_task(load.run())
     duration = minutes * 60
@@ -175,7 +176,15 @@ async def soak(
     while time.monotonic() - stopped < 40:
         await asyncio.sleep(every)
         await asyncio.to_thread(snap, "after")
-    return {"rows": rows, "baseline": baseline, "counts": load.counts, "faults": faults_set}
+    fds_after = fd_kinds(pid)
+    return {
+        "rows": rows,
+        "baseline": baseline,
+        "counts": load.counts,
+        "faults": faults_set,
+        "fds_before": fds_before,
+        "fds_after": fds_after,
+    }
 
 
 def slope_mib_per_hour(rows: list[dict[str, Any]]) -> float:
@@ -239,6 +248,15 @@ def main(argv: list[str] | None = None) -> int:
         f"- open fds: {base['fds']} before load, {max(r['fds'] for r in rows)} peak, "
         f"{final['fds']} 40 s after the load stopped: "
         + ("**back to baseline**" if fds_back else "**NOT back to baseline**"),
+        "- fds that stayed open (kind: before -> after): "
+        + (
+            ", ".join(
+                f"{k}: {result['fds_before'].get(k, 0)} -> {v}"
+                for k, v in sorted(result["fds_after"].items())
+                if v != result["fds_before"].get(k, 0)
+            )
+            or "none"
+        ),
         f"- threads: {base['threads']} -> {final['threads']}",
         "- asyncio tasks: "
         + (

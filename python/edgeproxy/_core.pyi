@@ -3,14 +3,19 @@
 from typing import final
 
 __all__ = [
+    "AnthropicToOpenAIStream",
     "CacheError",
     "CacheStore",
+    "ChatStreamScanner",
+    "ChunkScan",
     "EdgeProxyError",
+    "OpenAIToAnthropicStream",
     "SseError",
     "SseEvent",
     "SseParser",
     "TokenCount",
     "TokenizerError",
+    "TranslationError",
     "__version__",
     "cache_key",
     "canonical_request",
@@ -86,6 +91,84 @@ def encode_sse(data: str, event: str | None = None) -> bytes:
     ``data`` is split on ``\\n``, ``\\r\\n`` and ``\\r``; CR/LF are dropped from ``event``.
     ``SseParser`` parses the result back to the same event (line ends become ``\\n``).
     """
+
+# ---- OpenAI-wire stream relay (rust/edgeproxy-core/src/relay.rs) ----
+
+@final
+class ChunkScan:
+    """What one upstream chunk held (flags are about this chunk's events only)."""
+
+    @property
+    def out(self) -> bytes:
+        """Bytes for the client: the chunk's events re-encoded as ``data: ...``, never ``[DONE]``
+        (and not to be written when the chunk failed)."""
+    @property
+    def done(self) -> bool:
+        """The chunk held ``[DONE]`` (later events are dropped)."""
+    @property
+    def started(self) -> bool:
+        """Something of the answer arrived: delta content, tool/function call, refusal, reasoning,
+        a finish_reason, a non-empty usage object, or ``[DONE]``."""
+    @property
+    def finished(self) -> bool:
+        """A choice carried a finish_reason."""
+    @property
+    def tool_calls(self) -> bool:
+        """A delta carried tool_calls or a function_call."""
+    @property
+    def multiple_choices(self) -> bool:
+        """A choice had an index other than 0."""
+    @property
+    def events(self) -> int:
+        """JSON events checked (a continuation's dropped role chunk included; not ``[DONE]``)."""
+    @property
+    def usage(self) -> str | None:
+        """The last non-empty usage object as the upstream sent it (JSON text), if any."""
+    @property
+    def model(self) -> str | None:
+        """The chunk's first string ``model``."""
+    @property
+    def id(self) -> str | None:
+        """The chunk's first string ``id`` (the upstream's own, before any rewrite)."""
+    @property
+    def text(self) -> str:
+        """Text appended to choice 0's content by this chunk."""
+    @property
+    def malformed(self) -> str | None:
+        """Why the stream is malformed (an event not JSON / not an object), if it is."""
+    @property
+    def error_event(self) -> str | None:
+        """The data of an in-band error event (a JSON object with an ``error`` key), if any."""
+
+@final
+class ChatStreamScanner:
+    """Checks an OpenAI-wire SSE stream, one network chunk per ``feed``.
+
+    Each event's data must be a JSON object; nothing after ``[DONE]`` is relayed; a failure is
+    reported in the scan and again by every later ``feed``. For a continuation, chunks without
+    substance are dropped and every chunk's ``id`` becomes ``continuation_id`` (when given);
+    ``prior_usage`` (prompt, completion tokens) is added to a usage chunk.
+    """
+
+    def __new__(
+        cls,
+        *,
+        continuation: bool = False,
+        continuation_id: str | None = None,
+        prior_usage: tuple[int, int] | None = None,
+        max_event_bytes: int = 16777216,
+    ) -> ChatStreamScanner: ...
+    def feed(self, chunk: bytes) -> ChunkScan:
+        """Scan one chunk (GIL released for chunks >= 64 KiB); ``SseError`` on bad framing."""
+    @property
+    def done(self) -> bool:
+        """``[DONE]`` was seen."""
+    @property
+    def pending(self) -> bool:
+        """True when the stream so far ended mid-event."""
+    @property
+    def max_event_bytes(self) -> int:
+        """The SSE size limit given at construction."""
 
 # --- Token counting (rust/edgeproxy-py/src/tokens.rs; the typed API is edgeproxy.tokens) ---
 
@@ -174,3 +257,85 @@ class CacheStore:
     def max_bytes(self) -> int: ...
     @property
     def max_entries(self) -> int: ...
+
+# ---- stream translation (rust/edgeproxy-core/src/translate.rs; docs/anthropic.md) ----
+
+class TranslationError(EdgeProxyError):
+    """A request, response or stream cannot be translated between the OpenAI and Anthropic wires.
+
+    ``param`` names the field (``"stream"`` for an upstream event that is not what its wire
+    promises); ``message`` says why; ``str(exc)`` is ``"param: message"``.
+    """
+
+    param: str
+    message: str
+
+@final
+class OpenAIToAnthropicStream:
+    """An OpenAI ``chat.completion.chunk`` SSE stream in, Anthropic Messages SSE events out.
+
+    Feed each upstream network chunk (any split gives the same events) and write what ``feed``
+    returns. An upstream in-stream error is never translated: ``error`` is set, ``feed`` returns
+    nothing more, and ``finish`` reports the stream incomplete. ``model`` replaces the upstream's
+    model name in ``message_start``.
+    """
+
+    def __new__(
+        cls, model: str | None = None, max_event_bytes: int = 16777216
+    ) -> OpenAIToAnthropicStream: ...
+    def feed(self, chunk: bytes) -> bytes:
+        """Translate one chunk (GIL released >= 64 KiB); raises ``TranslationError``/``SseError``."""
+    def finish(self) -> tuple[bytes, bool]:
+        """End of the upstream body: (bytes still to write, whether the answer was complete)."""
+    @property
+    def complete(self) -> bool:
+        """``message_stop`` has been produced (``[DONE]`` or a finish reason arrived)."""
+    @property
+    def started(self) -> bool:
+        """Part of the answer (text or a tool call) has been produced."""
+    @property
+    def error(self) -> tuple[str, str] | None:
+        """The upstream's in-stream error as (type, message), if it sent one."""
+    @property
+    def stop_reason(self) -> str | None:
+        """The Anthropic stop reason, once the upstream finished."""
+    @property
+    def usage(self) -> tuple[int, int, int] | None:
+        """(input, output, cached) tokens from the upstream's usage chunk, if it sent one."""
+
+@final
+class AnthropicToOpenAIStream:
+    """An Anthropic Messages SSE stream in, OpenAI ``chat.completion.chunk`` SSE events out.
+
+    ``data: [DONE]`` is written only after ``message_stop``. An ``error`` event (for example
+    ``overloaded_error``) is never forwarded: ``error`` is set and ``finish`` reports the stream
+    incomplete. ``include_usage`` mirrors the client's ``stream_options.include_usage``;
+    ``created`` (Unix seconds, default now) and ``model`` stamp every chunk.
+    """
+
+    def __new__(
+        cls,
+        include_usage: bool = False,
+        created: int | None = None,
+        model: str | None = None,
+        max_event_bytes: int = 16777216,
+    ) -> AnthropicToOpenAIStream: ...
+    def feed(self, chunk: bytes) -> bytes:
+        """Translate one chunk (GIL released >= 64 KiB); raises ``TranslationError``/``SseError``."""
+    def finish(self) -> tuple[bytes, bool]:
+        """End of the upstream body: (bytes still to write, whether the answer was complete)."""
+    @property
+    def complete(self) -> bool:
+        """``message_stop`` arrived with no error before it."""
+    @property
+    def started(self) -> bool:
+        """Part of the answer (text or a tool call) has been produced."""
+    @property
+    def error(self) -> tuple[str, str] | None:
+        """The upstream's in-stream error as (type, message), e.g. ("overloaded_error", ...)."""
+    @property
+    def finish_reason(self) -> str | None:
+        """The OpenAI finish reason, once the upstream sent its stop reason."""
+    @property
+    def usage(self) -> tuple[int, int, int] | None:
+        """(prompt, completion, cached) tokens the upstream reported, if any."""

@@ -16,6 +16,7 @@ class FailureClass(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # 429
     QUOTA_EXHAUSTED = "quota_exhausted"  # 429 insufficient_quota: no retry, eject long
     SERVER_ERROR = "server_error"  # 5xx (and 408/409, which OpenAI's own SDK retries)
+    OVERLOADED = "overloaded"  # 529 / overloaded_error: fail over; breakers count it like 5xx
     MALFORMED = "malformed"  # a 200 whose body or SSE is not what the wire promises
     CUT = "cut"  # a stream that ended before it was complete
     CONTEXT_LENGTH = "context_length"  # the prompt does not fit: only larger windows may help

@@ -1,8 +1,9 @@
 """Relay an OpenAI-wire SSE stream from an upstream to the client, chunk by chunk.
 
-Every network read is handed to the Rust SSE parser in one call; the events it yields are checked
-(valid JSON, in-band errors, ``[DONE]``, ``finish_reason``) and written to the client in one write.
-Nothing is buffered beyond the current read.
+Every network read is handed to the Rust ``ChatStreamScanner`` in one call: it parses the read's
+events, checks them (valid JSON objects, in-band errors, ``[DONE]``, ``finish_reason``) and returns
+the bytes to write to the client in one write plus what they say about the answer. Nothing is
+buffered beyond the current read.
 
 Before the first event reaches the client the stream may still fail over (``open_stream``); once
 it has been written, the response is committed, and a failure ends it with an in-band error event
@@ -20,7 +21,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from edgeproxy._core import SseEvent, SseParser, encode_sse
+from edgeproxy._core import ChatStreamScanner, ChunkScan, encode_sse
 from edgeproxy.errors import SseError
 from edgeproxy.policy.snapshot import Route
 from edgeproxy.resilience.attempts import Deadline, Permit
@@ -30,10 +31,11 @@ from edgeproxy.telemetry.request import AttemptTelemetry
 
 DONE = "[DONE]"
 MAX_HELD_BYTES = 1024 * 1024
-# Delta fields that carry part of the answer. The first chunk usually holds only the role; it is
-# held back with the rest until one of these arrives, so a stream that dies right after its
-# role chunk can still fail over before the client has seen a byte.
-_SUBSTANCE = ("content", "tool_calls", "function_call", "refusal", "reasoning_content")
+_DONE_EVENT = encode_sse(DONE)
+# The first chunk usually holds only the role; the Rust scanner reports ``started`` only once a
+# delta carries content, tool calls, a function call, a refusal or reasoning content (or a
+# finish_reason or usage arrives), so a stream that dies right after its role chunk can still
+# fail over before the client has seen a byte.
 
 
 @dataclass
@@ -75,15 +77,24 @@ class StreamOptions:
 
 
 class UpstreamStream:
-    """An open upstream SSE response plus the parser state for it."""
+    """An open upstream SSE response plus the Rust scanner that checks it chunk by chunk."""
 
     def __init__(
         self, response: aiohttp.ClientResponse, options: StreamOptions | None = None
     ) -> None:
         self.response = response
-        self.parser = SseParser()
         self.progress = StreamProgress()
         self.options = options or StreamOptions()
+        continues, prior = self.options.continues, self.options.prior_usage
+        self.scanner = ChatStreamScanner(
+            continuation=continues is not None,
+            continuation_id=continues.id if continues is not None else None,
+            prior_usage=(
+                (prior.get("prompt_tokens", 0), prior.get("completion_tokens", 0))
+                if prior
+                else None
+            ),
+        )
 
     async def read(self, within: float, timeout_class: FailureClass) -> bytes | None:
         """Bytes for the client from the next network read; None at end of stream.
@@ -105,73 +116,42 @@ class UpstreamStream:
         if not chunk:
             return None
         try:
-            events = self.parser.feed(chunk)
+            scan = self.scanner.feed(chunk)
         except SseError as exc:
             raise AttemptFailure(FailureClass.MALFORMED, f"bad SSE from upstream: {exc}") from None
-        return b"".join(self._check(event) for event in events)
+        return self._check(scan)
 
-    def _check(self, event: SseEvent) -> bytes:
+    def _check(self, scan: ChunkScan) -> bytes:
+        """Fold one chunk's scan into the progress; the bytes to write, or the failure raised.
+
+        A chunk that fails is dropped whole, good events before the failure included: their
+        bytes are never written, so they must not count as sent either (a resume continues
+        exactly the text the client has).
+        """
+        if scan.malformed is not None:
+            raise AttemptFailure(FailureClass.MALFORMED, scan.malformed)
+        if scan.error_event is not None:
+            raise UpstreamErrorEvent(scan.error_event)
         progress = self.progress
-        if progress.done:
-            return b""  # nothing after [DONE] is part of the answer
-        if event.data == DONE:
-            progress.done = progress.started = True
-            if progress.usage is None and self.options.count_usage is not None:
-                return self._counted_usage() + encode_sse(DONE)
-            return encode_sse(DONE)
-        try:
-            chunk = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            raise AttemptFailure(
-                FailureClass.MALFORMED, "upstream sent an event that is not JSON"
-            ) from None
-        if not isinstance(chunk, dict):
-            raise AttemptFailure(
-                FailureClass.MALFORMED, "upstream sent an event that is not an object"
-            )
-        if "error" in chunk:
-            raise UpstreamErrorEvent(event.data)
-        substance = False
-        choices = chunk.get("choices")
-        if isinstance(choices, list):
-            for choice in choices:
-                if not isinstance(choice, dict):
-                    continue
-                if choice.get("index", 0) != 0:
-                    progress.multiple_choices = True
-                if choice.get("finish_reason"):
-                    progress.finished = progress.started = substance = True
-                delta = choice.get("delta")
-                if isinstance(delta, dict):
-                    if any(delta.get(k) for k in _SUBSTANCE):
-                        progress.started = substance = True
-                    if delta.get("tool_calls") or delta.get("function_call"):
-                        progress.tool_calls = True
-                    content = delta.get("content")
-                    if isinstance(content, str) and content and choice.get("index", 0) == 0:
-                        progress.text.append(content)
-        usage = chunk.get("usage")
-        rewrite = self.options.continues is not None
-        if isinstance(usage, dict) and usage:
-            progress.started = True
-            progress.usage = usage
-            if self.options.prior_usage:
-                chunk["usage"] = add_usage(usage, self.options.prior_usage)
-                rewrite = True
-        if progress.model is None and isinstance(chunk.get("model"), str):
-            progress.model = chunk["model"]
-        if progress.id is None and isinstance(chunk.get("id"), str):
-            progress.id = chunk["id"]
-        progress.events += 1
-        if not rewrite:
-            return encode_sse(event.data)
-        original = self.options.continues
-        if original is not None:
-            if not (substance or usage):
-                return b""  # the continuation's role chunk: the client already has one
-            if original.id is not None:
-                chunk["id"] = original.id
-        return encode_sse(orjson.dumps(chunk).decode())
+        progress.events += scan.events
+        progress.started = progress.started or scan.started
+        progress.finished = progress.finished or scan.finished
+        progress.tool_calls = progress.tool_calls or scan.tool_calls
+        progress.multiple_choices = progress.multiple_choices or scan.multiple_choices
+        if scan.text:
+            progress.text.append(scan.text)
+        if scan.usage is not None:
+            progress.usage = orjson.loads(scan.usage)
+        if progress.model is None:
+            progress.model = scan.model
+        if progress.id is None:
+            progress.id = scan.id
+        if not scan.done:
+            return scan.out
+        progress.done = True  # nothing after [DONE] is part of the answer
+        if progress.usage is None and self.options.count_usage is not None:
+            return scan.out + self._counted_usage() + _DONE_EVENT
+        return scan.out + _DONE_EVENT
 
     def _counted_usage(self) -> bytes:
         """A usage chunk from the proxy's own count, shaped like OpenAI's (empty ``choices``)."""

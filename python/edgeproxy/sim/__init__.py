@@ -1,4 +1,4 @@
-"""Simulated OpenAI-compatible LLM providers that fail on command.
+"""Simulated LLM providers (OpenAI-compatible and Anthropic wires) that fail on command.
 
 Used by ``make demo``, the integration tests (the real proxy against simulated providers on
 loopback, with the official ``openai`` SDK as client) and the locust load tests.
@@ -8,6 +8,13 @@ Each simulated provider (``SimProvider``) serves the OpenAI Chat Completions wir
 - ``POST /v1/chat/completions`` with ``stream`` false (``chat.completion``) or true (SSE
   ``chat.completion.chunk`` events, a usage chunk when ``stream_options.include_usage`` is true,
   then ``data: [DONE]``). The text is deterministic for a given seed and request messages.
+- ``POST /v1/messages``: the Anthropic Messages wire on the same port, with the same simulated
+  model and the same faults (``sim/anthropic.py`` documents the shapes): ``x-api-key`` auth,
+  Anthropic error bodies, ``message`` objects and the Messages event stream.
+- Tool use (both wires, ``sim/tools.py``): when the request offers tools and the last user message
+  contains ``SimConfig.tool_trigger`` (default ``"use tool"``), or the tool choice forces a tool,
+  the answer is a tool call with deterministic arguments streamed in pieces (OpenAI
+  ``tool_calls`` / ``finish_reason: tool_calls``; Anthropic ``tool_use`` / ``input_json_delta``).
 - ``GET /v1/models``: configured model ids plus every model requested so far.
 - ``GET /health``: ``200 ok``. ``GET /_sim/stats``: name, url, fault and counters.
 
@@ -22,10 +29,11 @@ A fault is a JSON object; only ``mode`` is required::
      "rate": 1.0, "count": null}
 
 =================  ==========================================================================
-mode               effect on ``/v1/chat/completions``
+mode               effect on ``/v1/chat/completions`` (and ``/v1/messages``)
 =================  ==========================================================================
 none               normal answers
 status             ``status`` (any 4xx/5xx, e.g. 429, 503, 529) with an OpenAI error body
+                   (Anthropic wire: ``{"type": "error", "error": {"type", "message"}}``)
                    ``{"error": {"message", "type", "param", "code"}}``; ``error_code`` sets
                    ``error.code`` (e.g. ``insufficient_quota``, ``context_length_exceeded``);
                    ``retry_after`` adds a ``Retry-After`` header (seconds)
@@ -41,6 +49,10 @@ stall              stream: no more bytes after ``after_tokens`` chunks, connecti
 malformed          stream: an event with invalid JSON after ``after_tokens`` chunks, then the
                    rest of the stream; non-stream: a 200 whose body is not JSON
 no_done            stream: finish chunk but no ``data: [DONE]``, then a clean end of body
+                   (Anthropic wire: no ``message_stop``)
+overloaded         stream: an in-stream error with type ``overloaded_error`` after
+                   ``after_tokens`` chunks (Anthropic: ``event: error``), then the end of the
+                   stream; non-stream: 529 ``overloaded_error``
 =================  ==========================================================================
 
 ``rate`` (0..1) is the probability that a request is affected, drawn from an RNG seeded with

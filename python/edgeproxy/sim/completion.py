@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from .config import SimConfig
 from .request import ChatRequest
 from .text import completion_pieces, estimate_prompt_tokens
+from .tools import ToolCall, last_user_text, plan_tool_call
 from .wire import new_completion_id
 
 
@@ -19,6 +20,8 @@ class Completion:
     pieces: list[str]
     finish_reason: str
     prompt_tokens: int
+    # A tool call instead of text (pieces is empty then; finish_reason "tool_calls").
+    tool_call: ToolCall | None = None
 
     @property
     def content(self) -> str:
@@ -26,7 +29,7 @@ class Completion:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.pieces)
+        return len(self.pieces) + (len(self.tool_call.pieces) if self.tool_call else 0)
 
 
 def plan_completion(config: SimConfig, request: ChatRequest) -> Completion:
@@ -34,11 +37,20 @@ def plan_completion(config: SimConfig, request: ChatRequest) -> Completion:
     finish_reason = "stop"
     if request.max_tokens is not None and request.max_tokens < n_tokens:
         n_tokens, finish_reason = request.max_tokens, "length"
+    tool_call = plan_tool_call(
+        config.seed,
+        request.tools,
+        forced=request.tool_forced,
+        forced_name=request.tool_forced_name,
+        last_user_text=last_user_text(request.messages),
+        trigger=config.tool_trigger,
+    )
     return Completion(
         completion_id=new_completion_id(),
         created=int(time.time()),
         model=request.model,
-        pieces=completion_pieces(config.seed, request.messages, n_tokens),
-        finish_reason=finish_reason,
+        pieces=[] if tool_call else completion_pieces(config.seed, request.messages, n_tokens),
+        finish_reason="tool_calls" if tool_call else finish_reason,
         prompt_tokens=estimate_prompt_tokens(request.messages),
+        tool_call=tool_call,
     )

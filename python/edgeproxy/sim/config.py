@@ -24,6 +24,8 @@ class SimConfig:
     models: tuple[str, ...] = ()
     # False: like some self-hosted servers, no usage at all (neither in answers nor streams).
     reports_usage: bool = True
+    # Text in the last user message that makes the model call a tool (when tools are offered).
+    tool_trigger: str = "use tool"
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -20,6 +20,7 @@ FAULT_MODES: Final = frozenset(
         "stall",
         "malformed",
         "no_done",
+        "overloaded",
     }
 )
 

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from . import netio
+from .anthropic import serve_messages
 from .completion import plan_completion
 from .config import SimConfig
 from .errors import error_response
@@ -166,6 +167,7 @@ class SimProvider:
         app = web.Application()
         app.on_response_prepare.append(self._stamp)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/_sim/stats", self._stats)
@@ -255,6 +257,8 @@ class SimProvider:
         slow = fault is not None and fault.mode == "slow_first_token"
         ttft = fault.ttft if fault is not None and slow else self.config.ttft
         interval = self.config.token_interval
+        if not chat.stream and fault is not None and fault.mode == "overloaded":
+            return error_response(529)  # no stream to break: overloaded before the answer
         if not chat.stream:
             delay = ttft + interval * completion.completion_tokens
             return await send_json(
@@ -279,6 +283,19 @@ class SimProvider:
         if completed:
             self.stats.streams_completed += 1
         return response
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages``: the Anthropic wire (sim/anthropic.py), same faults and stats."""
+        self._track(request)
+        self.stats.requests_total += 1
+        self.stats.in_flight += 1
+        try:
+            return await serve_messages(self, request)
+        except ConnectionResetError:
+            self.stats.client_disconnects += 1
+            return netio.placeholder_response()
+        finally:
+            self.stats.in_flight -= 1
 
     async def _early_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         """Faults that strike before the model answers; None lets the request proceed."""

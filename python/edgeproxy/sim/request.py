@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,6 +25,10 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     max_tokens: int | None
+    # (name, JSON schema) of the offered tools; empty when tool_choice is "none".
+    tools: list[tuple[str, Any]] = field(default_factory=list)
+    tool_forced: bool = False  # tool_choice "required" or a named function
+    tool_forced_name: str | None = None
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
@@ -83,10 +87,38 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise BadRequest(f"Invalid '{param}': expected an integer >= 1.", param=param)
         max_tokens = value
+    tools, forced, forced_name = _tools(data.get("tools"), data.get("tool_choice"))
     return ChatRequest(
         model=model,
         messages=messages,
         stream=stream,
         include_usage=include_usage,
         max_tokens=max_tokens,
+        tools=tools,
+        tool_forced=forced,
+        tool_forced_name=forced_name,
     )
+
+
+def _tools(tools: Any, choice: Any) -> tuple[list[tuple[str, Any]], bool, str | None]:
+    if tools is None or choice == "none":
+        return [], False, None
+    if not isinstance(tools, list):
+        raise BadRequest("Invalid type for 'tools': expected an array of objects.", param="tools")
+    offered: list[tuple[str, Any]] = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise BadRequest(
+                f"Missing required parameter: 'tools[{i}].function.name'.",
+                param=f"tools[{i}].function.name",
+                code="missing_required_parameter",
+            )
+        assert isinstance(function, dict)
+        offered.append((name, function.get("parameters")))
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        return offered, True, name if isinstance(name, str) else None
+    return offered, choice == "required", None

@@ -55,10 +55,36 @@ async def send_json(
         finish_reason=completion.finish_reason,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
+        tool_calls=_tool_calls(completion),
     )
     if not reports_usage:
         del answer["usage"]
-    body = orjson.dumps(answer)
+    return await send_body(request, orjson.dumps(answer), fault=fault, park=park)
+
+
+def _tool_calls(completion: Completion) -> list[dict[str, object]] | None:
+    call = completion.tool_call
+    if call is None:
+        return None
+    return [wire.tool_call_object(call.call_id, call.name, call.arguments)]
+
+
+def _deltas(completion: Completion) -> list[dict[str, object]]:
+    """The content deltas of a stream: text pieces, or a tool call and its argument pieces."""
+    call = completion.tool_call
+    if call is None:
+        return [{"content": piece} for piece in completion.pieces]
+    first = {**wire.tool_call_object(call.call_id, call.name, ""), "index": 0}
+    deltas: list[dict[str, object]] = [{"tool_calls": [first]}]
+    for piece in call.pieces:
+        deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    return deltas
+
+
+async def send_body(
+    request: web.Request, body: bytes, *, fault: Fault | None, park: Park
+) -> web.StreamResponse:
+    """A non-stream JSON body with the body-level faults (malformed, cut, stall) applied."""
     mode = fault.mode if fault is not None else "none"
     if mode == "malformed":
         return web.Response(body=wire.MALFORMED_BODY, content_type="application/json")
@@ -109,7 +135,7 @@ async def send_stream(
         )
 
     await response.write(chunk({"role": "assistant", "content": ""}))
-    pieces = completion.pieces
+    pieces = _deltas(completion)
     # A fault "after N tokens" on a shorter answer fires before the finish chunk.
     fault_at = min(fault.after_tokens, len(pieces)) if fault is not None else -1
     mode = fault.mode if fault is not None else "none"
@@ -125,10 +151,14 @@ async def send_stream(
                 return response, False
             if mode == "malformed":
                 await response.write(wire.SSE_MALFORMED)
+            if mode == "overloaded":
+                await response.write(wire.SSE_OVERLOADED)
+                netio.drop_connection(request)
+                return response, False
         if index == len(pieces):
             break
         await pacer.wait_for(index)
-        await response.write(chunk({"content": pieces[index]}))
+        await response.write(chunk(pieces[index]))
 
     await response.write(chunk({}, completion.finish_reason))
     if include_usage:

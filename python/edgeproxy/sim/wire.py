@@ -11,6 +11,11 @@ SYSTEM_FINGERPRINT: Final = "fp_edgeproxy_sim"
 SSE_DONE: Final = b"data: [DONE]\n\n"
 # What a garbled upstream event looks like: the SSE framing is fine, the JSON is not.
 SSE_MALFORMED: Final = b'data: {"choices": [ broken\n\n'
+# An in-stream error as OpenAI-compatible servers send it (fault mode "overloaded").
+SSE_OVERLOADED: Final = (
+    b'data: {"error": {"message": "Overloaded", "type": "overloaded_error", "param": null, '
+    b'"code": null}}\n\n'
+)
 MALFORMED_BODY: Final = b'{"id": "chatcmpl-broken", "choices": [ broken'
 
 
@@ -46,7 +51,12 @@ def completion_object(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    tool_calls: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
+    message: dict[str, object] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["content"] = None
+        message["tool_calls"] = tool_calls
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -55,7 +65,7 @@ def completion_object(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
@@ -102,4 +112,12 @@ def usage_chunk(
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [],
         "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def tool_call_object(call_id: str, name: str, arguments: str) -> dict[str, object]:
+    return {
+        "id": "call_" + call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
     }

@@ -39,6 +39,14 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A request, response or stream could not be translated between the OpenAI and Anthropic
+    /// wires: a field one side lacks, or an upstream event that is not what its wire promises.
+    Translation {
+        /// The field (or `stream` for a bad upstream event) that could not be translated.
+        param: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -65,6 +73,7 @@ impl fmt::Display for Error {
             Error::TokenizerBadRequest { reason } => {
                 write!(f, "cannot count the tokens of the chat request: {reason}")
             }
+            Error::Translation { param, message } => write!(f, "{param}: {message}"),
         }
     }
 }

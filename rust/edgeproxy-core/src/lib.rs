@@ -3,8 +3,10 @@
 //! This crate has no Python dependency; `edgeproxy-py` wraps it with PyO3.
 //!
 //! - [`sse`]: an incremental Server-Sent Events parser and encoder.
+//! - [`relay`]: per-chunk checking of an OpenAI-wire stream relayed to the client.
 //! - [`cache`]: canonical request form, prompt-hash keys and the bounded cache store.
 //! - [`tokens`]: exact OpenAI token counts (cl100k_base, o200k_base) and chat-request counts.
+//! - [`translate`]: stream translation between OpenAI Chat Completions and Anthropic Messages SSE.
 //! - [`Error`]: the one error type of the crate.
 
 #![forbid(unsafe_code)]
@@ -12,7 +14,9 @@
 
 pub mod cache;
 mod error;
+pub mod relay;
 pub mod sse;
 pub mod tokens;
+pub mod translate;
 
 pub use error::Error;

@@ -8,8 +8,10 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
 mod cache;
+mod relay;
 mod sse;
 mod tokens;
+mod translate;
 
 pyo3::create_exception!(
     edgeproxy._core,
@@ -37,6 +39,14 @@ pyo3::create_exception!(
     "Tokens could not be counted: unknown encoding, or a chat body that is not a chat request."
 );
 
+pyo3::create_exception!(
+    edgeproxy._core,
+    TranslationError,
+    EdgeProxyError,
+    "A request, response or stream cannot be translated between the OpenAI and Anthropic wires; \
+     `param` names the field, `message` says why."
+);
+
 /// The one place where core errors become Python exceptions.
 pub(crate) fn to_py_err(e: Error) -> PyErr {
     match e {
@@ -44,6 +54,17 @@ pub(crate) fn to_py_err(e: Error) -> PyErr {
         Error::CacheBadRequest { .. } => CacheError::new_err(e.to_string()),
         Error::UnknownEncoding { .. } | Error::TokenizerBadRequest { .. } => {
             TokenizerError::new_err(e.to_string())
+        }
+        Error::Translation { param, message } => {
+            let text = format!("{param}: {message}");
+            Python::attach(|py| {
+                let err = TranslationError::new_err(text);
+                let value = err.value(py);
+                // Plain attributes on a fresh exception instance: setting them cannot fail.
+                let _ = value.setattr("param", param);
+                let _ = value.setattr("message", message);
+                err
+            })
         }
     }
 }
@@ -60,6 +81,9 @@ mod core_module {
     use super::sse::{encode_sse, SseEvent, SseParser};
 
     #[pymodule_export]
+    use super::relay::{ChatStreamScanner, ChunkScan};
+
+    #[pymodule_export]
     use super::TokenizerError;
 
     #[pymodule_export]
@@ -70,6 +94,12 @@ mod core_module {
 
     #[pymodule_export]
     use super::cache::{cache_key, canonical_request, CacheStore};
+
+    #[pymodule_export]
+    use super::translate::{AnthropicToOpenAIStream, OpenAIToAnthropicStream};
+
+    #[pymodule_export]
+    use super::TranslationError;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

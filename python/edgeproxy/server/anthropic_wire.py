@@ -1,0 +1,219 @@
+"""Anthropic's Messages wire at the ingress: request validation, error bodies, the in-stream error
+event, and ``POST /v1/messages/count_tokens`` answered locally.
+
+Errors are shaped exactly like Anthropic's (``{"type": "error", "error": {"type", "message"},
+"request_id"}``, https://docs.anthropic.com/en/api/errors) so the official SDK raises its usual
+exception classes; the ``request-id`` header carries the id too (the SDK's ``exc.request_id``).
+Validation messages follow Anthropic's ``field.path: problem`` style.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from edgeproxy._core import encode_sse
+from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.tokens import ESTIMATE, TokenizerError, count_chat
+from edgeproxy.translate.responses import anthropic_error_type
+
+VALID_ROLES: Final = frozenset({"user", "assistant"})
+# Header on count_tokens answers: Anthropic's tokenizer is not public, so the count is estimated.
+TOKEN_COUNT_HEADER: Final = "x-edgeproxy-token-count"
+
+
+class AnthropicIngressError(Exception):
+    """A request the proxy refuses before routing; rendered as an Anthropic-style error."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type if type is not None else anthropic_error_type(status)
+        self.headers = headers or {}
+
+
+def anthropic_error_body(type: str, message: str, request_id: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "error", "error": {"type": type, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def anthropic_error_response(
+    status: int,
+    type: str,
+    message: str,
+    request_id: str | None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """An Anthropic-style error answer (``request-id`` header included when known)."""
+    out = dict(headers or {})
+    if request_id is not None:
+        out.setdefault("request-id", request_id)
+    return web.Response(
+        status=status,
+        body=orjson.dumps(anthropic_error_body(type, message, request_id)),
+        content_type="application/json",
+        headers=out,
+    )
+
+
+def error_response(err: AnthropicIngressError, request_id: str | None) -> web.Response:
+    return anthropic_error_response(err.status, err.type, err.message, request_id, err.headers)
+
+
+def stream_error_event(type: str, message: str, request_id: str | None = None) -> bytes:
+    """The ``event: error`` that ends a committed Anthropic stream (the SDK raises on it)."""
+    return encode_sse(
+        orjson.dumps(anthropic_error_body(type, message, request_id)).decode(), event="error"
+    )
+
+
+def midstream_error(failure: AttemptFailure, events: int, request_id: str) -> bytes:
+    """The in-band error ending a committed stream after an upstream failure, in Anthropic's wire:
+    ``overloaded_error`` when the upstream was overloaded, else ``api_error``."""
+    kind = "overloaded_error" if failure.failure is FailureClass.OVERLOADED else "api_error"
+    return stream_error_event(
+        kind,
+        f"The upstream stream failed after {events} events ({failure}); the answer is incomplete.",
+        request_id,
+    )
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def _bad(message: str) -> AnthropicIngressError:
+    return AnthropicIngressError(400, message, type="invalid_request_error")
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _bad(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _bad("The request body must be a JSON object.")
+    return body
+
+
+def _check_model(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if model is None:
+        raise _bad("model: Field required")
+    if not isinstance(model, str) or not model:
+        raise _bad("model: Input should be a non-empty string")
+
+
+def _check_messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if messages is None:
+        raise _bad("messages: Field required")
+    if not isinstance(messages, list):
+        raise _bad("messages: Input should be a valid list")
+    if not messages:
+        raise _bad("messages: at least one message is required")
+    for i, message in enumerate(messages):
+        where = f"messages.{i}"
+        if not isinstance(message, dict):
+            raise _bad(f"{where}: Input should be a valid dictionary")
+        role = message.get("role")
+        if role is None:
+            raise _bad(f"{where}.role: Field required")
+        if role not in VALID_ROLES:
+            raise _bad(f"{where}.role: Input should be 'user' or 'assistant'")
+        if "content" not in message:
+            raise _bad(f"{where}.content: Field required")
+        _check_content(message["content"], f"{where}.content")
+
+
+def _check_content(content: Any, where: str) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _bad(f"{where}: Input should be a valid string or a list of content blocks")
+    for j, block in enumerate(content):
+        if not isinstance(block, dict):
+            raise _bad(f"{where}.{j}: Input should be a valid dictionary")
+        kind = block.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise _bad(f"{where}.{j}.type: Field required")
+        if kind == "text" and not isinstance(block.get("text"), str):
+            raise _bad(f"{where}.{j}.text: Input should be a valid string")
+
+
+def _check_system(body: dict[str, Any]) -> None:
+    system = body.get("system")
+    if system is None or isinstance(system, str):
+        return
+    if not isinstance(system, list):
+        raise _bad("system: Input should be a valid string or a list of text blocks")
+    for j, block in enumerate(system):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise _bad(f"system.{j}: Input should be a text block")
+        if not isinstance(block.get("text"), str):
+            raise _bad(f"system.{j}.text: Input should be a valid string")
+
+
+def parse_messages_request(raw: bytes) -> dict[str, Any]:
+    """Decode and check a Messages body just enough to route it safely.
+
+    Checks ``model``, ``max_tokens`` (required, integer >= 1), ``messages`` (roles ``user`` /
+    ``assistant``, content a string or content blocks), ``system`` (string or text blocks) and
+    ``stream`` (boolean); the upstream validates the rest. Raises ``AnthropicIngressError`` (400).
+    """
+    body = _decode(raw)
+    _check_model(body)
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise _bad("max_tokens: Field required")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise _bad("max_tokens: Input should be an integer greater than or equal to 1")
+    _check_messages(body)
+    _check_system(body)
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise _bad("stream: Input should be a valid boolean")
+    return body
+
+
+def parse_count_tokens_request(raw: bytes) -> dict[str, Any]:
+    """Check a ``count_tokens`` body: a Messages body without ``max_tokens``."""
+    body = _decode(raw)
+    _check_model(body)
+    _check_messages(body)
+    _check_system(body)
+    return body
+
+
+def count_tokens_response(raw: bytes, request_id: str | None) -> web.Response:
+    """The whole ``POST /v1/messages/count_tokens`` answer, computed locally.
+
+    ``{"input_tokens": N}`` from ``edgeproxy.tokens.count_chat`` with the ``estimate`` encoding
+    (system, messages, tools); the ``x-edgeproxy-token-count: estimate`` header says it is one.
+    """
+    try:
+        parse_count_tokens_request(raw)
+        count = count_chat(raw, ESTIMATE)
+    except AnthropicIngressError as err:
+        return error_response(err, request_id)
+    except TokenizerError as exc:
+        return anthropic_error_response(400, "invalid_request_error", str(exc), request_id)
+    headers = {TOKEN_COUNT_HEADER: "estimate"}
+    if request_id is not None:
+        headers["request-id"] = request_id
+    return web.Response(
+        body=orjson.dumps({"input_tokens": count.tokens}),
+        content_type="application/json",
+        headers=headers,
+    )

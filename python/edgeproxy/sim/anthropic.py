@@ -1,0 +1,231 @@
+"""The simulated provider's Anthropic Messages wire: ``POST /v1/messages``.
+
+Served on the same port as the OpenAI wire, with the same simulated model (text, tool use,
+``max_tokens``), the same faults and the same stats:
+
+- non-stream: a ``message`` object (``text`` or ``tool_use`` content, ``stop_reason``
+  ``end_turn`` / ``max_tokens`` / ``tool_use``, ``usage``);
+- stream: ``message_start``, ``content_block_start``, ``ping``, ``content_block_delta``
+  (``text_delta`` or ``input_json_delta``), ``content_block_stop``, ``message_delta``,
+  ``message_stop``;
+- auth: with ``require_api_key``, ``x-api-key`` (or ``Authorization: Bearer``) must match, else
+  401 ``authentication_error``; ``anthropic-version`` is required (400 without it);
+- errors: ``{"type": "error", "error": {"type", "message"}}``; fault ``status`` uses the
+  status's Anthropic type (429 ``rate_limit_error``, 500 ``api_error``, 529
+  ``overloaded_error``; ``error_code`` may name a type or an OpenAI code such as
+  ``context_length_exceeded`` -> "prompt is too long");
+- fault ``overloaded``: an ``event: error`` with ``overloaded_error`` after ``after_tokens``
+  deltas, then the end of the body (non-stream: 529); ``no_done``: no ``message_stop``;
+  ``malformed``: an event whose JSON is broken; ``cut``, ``stall``, ``slow_first_token``,
+  ``reset``, ``hang``, ``refuse`` as on the OpenAI wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from edgeproxy.server.anthropic_wire import AnthropicIngressError, parse_messages_request
+
+from . import anthropic_wire as aw
+from . import netio
+from .completion import Completion, plan_completion
+from .faults import Fault
+from .request import ChatRequest
+from .respond import Pacer, send_body
+
+if TYPE_CHECKING:
+    from .provider import SimProvider
+
+
+def authorized(sim: SimProvider, request: web.Request) -> bool:
+    expected = sim.config.require_api_key
+    if expected is None:
+        return True
+    if hmac.compare_digest(request.headers.get("x-api-key", ""), expected):
+        return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), expected)
+
+
+def to_chat_request(body: dict[str, Any]) -> ChatRequest:
+    """The simulated model's view of a Messages request (it plans answers for both wires)."""
+    choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
+    assert isinstance(choice, dict)
+    kind = choice.get("type", "auto")
+    tools: list[tuple[str, Any]] = []
+    if kind != "none":
+        for tool in body.get("tools") or []:
+            if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+                tools.append((tool["name"], tool.get("input_schema")))
+    name = choice.get("name")
+    messages = list(body["messages"])
+    return ChatRequest(
+        model=body["model"],
+        messages=messages,
+        stream=bool(body.get("stream")),
+        include_usage=True,
+        max_tokens=body["max_tokens"],
+        tools=tools,
+        tool_forced=kind in ("any", "tool"),
+        tool_forced_name=name if kind == "tool" and isinstance(name, str) else None,
+    )
+
+
+async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    if sim._gate.fault.mode == "refuse" or sim._stopping.is_set():
+        sim.stats.record("refuse")
+        netio.reset_connection(request)
+        return netio.placeholder_response()
+
+    fault = sim._gate.draw()
+    if fault is not None:
+        sim.stats.record(fault.mode)
+        if fault.mode == "status":
+            return aw.error_response(
+                fault.status, code=fault.error_code, retry_after=fault.retry_after
+            )
+        early = await sim._early_fault(request, fault)
+        if early is not None:
+            return early
+
+    if not authorized(sim, request):
+        sim.stats.record("unauthorized")
+        return aw.error_response(401)
+    if not request.headers.get("anthropic-version"):
+        sim.stats.record("bad_request")
+        return aw.error_response(400, message="anthropic-version: header is required")
+    try:
+        parsed = parse_messages_request(body)
+    except AnthropicIngressError as exc:
+        sim.stats.record("bad_request")
+        return aw.error_response(exc.status, code=exc.type, message=exc.message)
+    if fault is None:
+        sim.stats.record("ok")
+
+    chat = to_chat_request(parsed)
+    sim._models.setdefault(chat.model, None)
+    completion = plan_completion(sim.config, chat)
+    slow = fault is not None and fault.mode == "slow_first_token"
+    ttft = fault.ttft if fault is not None and slow else sim.config.ttft
+    interval = sim.config.token_interval
+    if not chat.stream:
+        if fault is not None and fault.mode == "overloaded":
+            return aw.error_response(529)
+        delay = ttft + interval * completion.completion_tokens
+        if delay > 0:
+            await asyncio.sleep(delay)
+        answer = aw.message_object(
+            message_id=message_id(completion),
+            model=completion.model,
+            content=content_blocks(completion),
+            stop_reason=aw.STOP_REASONS[completion.finish_reason],
+            input_tokens=completion.prompt_tokens,
+            output_tokens=completion.completion_tokens,
+        )
+        return await send_body(request, orjson.dumps(answer), fault=fault, park=sim._park)
+
+    sim.stats.streams_started += 1
+    response, completed = await send_stream(
+        request, completion, ttft=ttft, interval=interval, fault=fault, park=sim._park
+    )
+    if completed:
+        sim.stats.streams_completed += 1
+    return response
+
+
+def message_id(completion: Completion) -> str:
+    return "msg_" + completion.completion_id.removeprefix("chatcmpl-")
+
+
+def content_blocks(completion: Completion) -> list[dict[str, Any]]:
+    call = completion.tool_call
+    if call is None:
+        return [{"type": "text", "text": completion.content}]
+    return [
+        {
+            "type": "tool_use",
+            "id": "toolu_" + call.call_id,
+            "name": call.name,
+            "input": orjson.loads(call.arguments),
+        }
+    ]
+
+
+async def send_stream(
+    request: web.Request,
+    completion: Completion,
+    *,
+    ttft: float,
+    interval: float,
+    fault: Fault | None,
+    park: Any,
+) -> tuple[web.StreamResponse, bool]:
+    """The SSE answer; returns the response and whether it reached its final ``message_delta``."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "request-id": aw.new_request_id(),
+        }
+    )
+    await response.prepare(request)
+    if ttft > 0:
+        await asyncio.sleep(ttft)
+    start = aw.message_object(
+        message_id=message_id(completion),
+        model=completion.model,
+        content=[],
+        stop_reason=None,
+        input_tokens=completion.prompt_tokens,
+        output_tokens=1,
+    )
+    call = completion.tool_call
+    if call is None:
+        block: dict[str, Any] = {"type": "text", "text": ""}
+        deltas = [aw.text_delta(0, piece) for piece in completion.pieces]
+    else:
+        block = {"type": "tool_use", "id": "toolu_" + call.call_id, "name": call.name, "input": {}}
+        deltas = [aw.input_json_delta(0, "")] + [
+            aw.input_json_delta(0, piece) for piece in call.pieces
+        ]
+    await response.write(
+        aw.event("message_start", {"type": "message_start", "message": start})
+        + aw.block_start(0, block)
+        + aw.PING
+    )
+    fault_at = min(fault.after_tokens, len(deltas)) if fault is not None else -1
+    mode = fault.mode if fault is not None else "none"
+    pacer = Pacer(interval)
+    for index in range(len(deltas) + 1):
+        if index == fault_at:
+            if mode == "cut":
+                netio.drop_connection(request)
+                return response, False
+            if mode == "stall":
+                await park()
+                netio.abort_transport(request.transport)
+                return response, False
+            if mode == "malformed":
+                await response.write(aw.SSE_MALFORMED)
+            if mode == "overloaded":
+                await response.write(aw.OVERLOADED_EVENT)
+                await response.write_eof()
+                return response, False
+        if index == len(deltas):
+            break
+        await pacer.wait_for(index)
+        await response.write(deltas[index])
+    tail = aw.block_stop(0) + aw.message_delta(
+        aw.STOP_REASONS[completion.finish_reason], completion.completion_tokens
+    )
+    if mode != "no_done":
+        tail += aw.MESSAGE_STOP
+    await response.write(tail)
+    await response.write_eof()
+    return response, True
