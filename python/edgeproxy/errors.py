@@ -8,9 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeproxy._core import EdgeProxyError, SseError
+from edgeproxy._core import (
+    CacheError,
+    EdgeProxyError,
+    SseError,
+    TokenizerError,
+    TranslationError,
+)
 
-__all__ = ["EdgeProxyError", "PolicyError", "PolicyProblem", "SseError"]
+__all__ = [
+    "CacheError",
+    "EdgeProxyError",
+    "PolicyError",
+    "PolicyProblem",
+    "SseError",
+    "TokenizerError",
+    "TranslationError",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from edgeproxy.resilience.prober import ProberSettings
 from edgeproxy.resilience.shedding import ShedSettings
 from edgeproxy.telemetry.cost import Price
 from edgeproxy.tokens import encoding_for_model
+from edgeproxy.upstreams.anthropic import messages_url
 
 
 def content_version(text: str) -> str:
@@ -356,13 +357,18 @@ def _resolve_chain(
                 upstream_model=model.upstream_name or entry.model,
                 kind=provider.kind,
                 base_url=region.base_url,
-                chat_url=_chat_url(region.base_url, provider.query),
+                chat_url=(
+                    _chat_url(region.base_url, provider.query)
+                    if provider.kind == "openai"
+                    else messages_url(region.base_url)
+                ),
                 context_window=model.context_window,
                 tags=MappingProxyType(dict(region.tags)),
                 headers=MappingProxyType(headers_by_provider[entry.provider]),
                 price=_price(model.price),
                 tokenizer=model.tokenizer or encoding_for_model(model.upstream_name or entry.model),
                 assistant_prefill=model.assistant_prefill,
+                max_output_tokens=model.max_output_tokens or 4096,
                 health_check=provider.health_check.kind,
                 health_check_url=provider.health_check.url,
             )

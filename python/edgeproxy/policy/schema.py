@@ -208,6 +208,12 @@ class ModelSpec(_Spec):
     tokenizer: Literal["cl100k_base", "o200k_base", "estimate"] | None = Field(
         None, description="How the proxy counts this model's tokens (default: from the name)."
     )
+    max_output_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="max_tokens sent to an Anthropic-wire model when the client gave none "
+        "(Anthropic requires it; default 4096).",
+    )
     assistant_prefill: bool = Field(
         False,
         description="The model continues a trailing assistant message (vLLM, Anthropic): "
@@ -216,9 +222,10 @@ class ModelSpec(_Spec):
 
 
 class ProviderSpec(_Spec):
-    kind: Literal["openai"] = Field(
+    kind: Literal["openai", "anthropic"] = Field(
         description="The wire the provider speaks. 'openai' covers OpenAI, Azure OpenAI, "
-        "Gemini's OpenAI-compatible endpoint, vLLM, Ollama and LocalAI."
+        "Gemini's OpenAI-compatible endpoint, vLLM, Ollama and LocalAI; 'anthropic' is "
+        "Anthropic's Messages API (requests and streams are translated as needed)."
     )
     api_key: str | None = Field(
         None, description="The provider key, usually written as ${ENV_VAR}. Never logged."

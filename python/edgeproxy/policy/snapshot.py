@@ -45,7 +45,7 @@ class Candidate:
     region: str
     model: str  # the name in the policy
     upstream_model: str  # the name sent to the provider
-    kind: Literal["openai"]
+    kind: Literal["openai", "anthropic"]
     base_url: str
     chat_url: str
     context_window: int | None
@@ -55,6 +55,9 @@ class Candidate:
     price: Price | None = None  # USD per million tokens
     tokenizer: str = "cl100k_base"  # an exact encoding, or "estimate"
     assistant_prefill: bool = False  # can continue a trailing assistant message (resume)
+    max_output_tokens: int = (
+        4096  # max_tokens for an Anthropic-wire model when the client gave none
+    )
     health_check: ProbeMode = "models"
     health_check_url: str | None = None
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from edgeproxy import __version__
 from edgeproxy.server.chat import handle_chat_completions
 from edgeproxy.server.context import STATE, ProxyState, request_id
+from edgeproxy.server.messages import handle_count_tokens, handle_messages
 from edgeproxy.server.metrics import TELEMETRY, handle_metrics
 from edgeproxy.server.openai_wire import IngressError, error_response
 
@@ -81,6 +82,8 @@ def create_app(state: ProxyState) -> web.Application:
     app[STATE] = state
     app.on_response_prepare.append(_stamp_request_id)
     app.router.add_post("/v1/chat/completions", handle_chat_completions)
+    app.router.add_post("/v1/messages", handle_messages)
+    app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
     app.router.add_get("/v1/models", handle_models)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

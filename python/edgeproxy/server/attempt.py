@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 import orjson
 
+from edgeproxy._core import TranslationError
 from edgeproxy.policy.snapshot import Candidate, Route
 from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.server.context import ProxyState
 from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream
+from edgeproxy.translate import anthropic_to_openai_response
+from edgeproxy.upstreams import anthropic as anthropic_upstream
 from edgeproxy.upstreams import openai as openai_upstream
 
 # A non-stream answer larger than this is refused rather than buffered without bound.
@@ -36,7 +39,10 @@ class UpstreamCall:
     trace_headers: Mapping[str, str]
 
     async def send(self, stream: bool) -> aiohttp.ClientResponse:
-        return await openai_upstream.send(
+        send = (
+            anthropic_upstream.send if self.candidate.kind == "anthropic" else openai_upstream.send
+        )
+        return await send(
             self.state.pool.session,
             self.candidate,
             self.body,
@@ -81,6 +87,14 @@ async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is not valid JSON") from None
+    if call.candidate.kind == "anthropic":
+        # An Anthropic message, answered to an OpenAI-shaped exchange as a chat.completion.
+        message = anthropic_upstream.check_message(parsed)
+        try:
+            parsed = anthropic_to_openai_response(message)
+        except TranslationError as exc:
+            raise AttemptFailure(FailureClass.MALFORMED, f"untranslatable answer: {exc}") from None
+        return orjson.dumps(parsed), parsed
     if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer has no 'choices' array")
     return data, parsed
@@ -101,4 +115,6 @@ async def attempt_stream(
                 FailureClass.MALFORMED,
                 f"upstream answered a stream request with {response.content_type!r}",
             )
+        if call.candidate.kind == "anthropic":
+            options = replace(options or StreamOptions(), translate_from_anthropic=True)
         return await open_stream(response, allowed, options)

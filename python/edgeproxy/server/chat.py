@@ -34,6 +34,7 @@ from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.shedding import Overloaded
 from edgeproxy.server.attempt import UpstreamCall, attempt_once, attempt_stream
 from edgeproxy.server.body import read_json_body
+from edgeproxy.server.client_wire import ClientWire, OpenAIClient
 from edgeproxy.server.context import STATE, ProxyState, request_id
 from edgeproxy.server.openai_wire import IngressError, parse_chat_request
 from edgeproxy.server.relay import (
@@ -45,18 +46,32 @@ from edgeproxy.server.relay import (
     add_usage,
     relay_to_client,
 )
-from edgeproxy.server.responses import all_failed, midstream_error, pass_through, served_headers
+from edgeproxy.server.responses import all_failed, pass_through, served_headers
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
+from edgeproxy.translate import TranslationError, error_to_openai, openai_to_anthropic_request
 from edgeproxy.upstreams import openai as openai_upstream
 
 log = logging.getLogger("edgeproxy.access")
 
 
+Serve = Callable[[web.Request, ProxyState, str, RequestTelemetry], Awaitable[web.StreamResponse]]
+
+
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
+    return await run_exchange(request, _serve, "/v1/chat/completions")
+
+
+async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.StreamResponse:
+    """What every ingress shares: the request's telemetry, load shedding, and the request's
+    outcome recorded however it ends. Errors are raised as ``IngressError`` (the ingress renders
+    them in its own wire)."""
     state = request.app[STATE]
     rid = request_id(request)
     tel = state.telemetry.start_request(
-        request_id=rid, headers=request.headers, capture_content=state.policy.capture_content
+        request_id=rid,
+        headers=request.headers,
+        path=path,
+        capture_content=state.policy.capture_content,
     )
     try:
         try:
@@ -71,7 +86,7 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
                 headers={"Retry-After": str(max(1, round(overloaded.retry_after)))},
             ) from None
         with slot:
-            response = await _serve(request, state, rid, tel)
+            response = await serve(request, state, rid, tel)
     except IngressError as err:
         tel.finish(err.status, error_type=err.code or err.type)
         raise
@@ -118,7 +133,9 @@ class ChatExchange:
         body: dict[str, Any],
         rid: str,
         tel: RequestTelemetry,
+        client: ClientWire | None = None,
     ) -> None:
+        self.client: ClientWire = client or OpenAIClient()
         self.state = state
         self.engine = state.engine
         self.policy = policy
@@ -133,10 +150,19 @@ class ChatExchange:
         self.deadline = Deadline(state.clock, route.timeouts.total)
         self.attempts_used = 0
         self._prompt_tokens: dict[str, int] = {}
+        self._untranslatable_param: str | None = None
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
+        response = await self._serve(request)
+        if isinstance(response, web.Response):
+            return self.client.answer(response, self.rid)  # streams were encoded as they went
+        return response
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         route, cache = self.route, self.state.cache
-        plan = cache.plan(self.raw, self.body, route.name, route.cache, request.headers)
+        plan = cache.plan(
+            self.raw, self.body, route.name, route.cache, request.headers, wire=self.client.name
+        )
         reply = cache.lookup(plan, self.stream)
         if reply is not None:
             self.tel.cache(HIT)
@@ -176,21 +202,32 @@ class ChatExchange:
         self, request: web.Request, plan: CachePlan, tap: _CacheTap | None = None
     ) -> web.StreamResponse:
         route, engine, policy = self.route, self.engine, self.policy
-        chain, too_small = self._fitting(route.chain)
+        chain, untranslatable = self._translatable(route.chain)
+        chain, too_small = self._fitting(chain)
         open_now = [
             (c.key, "circuit breaker open") for c in chain if not engine.breakers.get(c.key).allow()
         ]
+        skipped = untranslatable + too_small
         self.tel.route_decided(
-            route.name, route.chain, skipped=too_small + open_now, policy_version=policy.version
+            route.name, route.chain, skipped=skipped + open_now, policy_version=policy.version
         )
         if not chain:
+            if too_small:
+                raise IngressError(
+                    400,
+                    "The prompt plus max_tokens does not fit the context window of any model "
+                    f"this route may use: {'; '.join(why for _, why in too_small)}.",
+                    param="messages",
+                    code="context_length_exceeded",
+                    headers={SKIPPED_HEADER: _skipped_header(skipped)},
+                )
             raise IngressError(
                 400,
-                "The prompt plus max_tokens does not fit the context window of any model this "
-                f"route may use: {'; '.join(why for _, why in too_small)}.",
-                param="messages",
-                code="context_length_exceeded",
-                headers={SKIPPED_HEADER: _skipped_header(too_small)},
+                "No model this route may use can take this request: "
+                f"{'; '.join(why for _, why in untranslatable)}.",
+                param=self._untranslatable_param,
+                code="unsupported_parameter",
+                headers={SKIPPED_HEADER: _skipped_header(skipped)},
             )
         engine.budget.request_started()
         engine.hedger.request_started()
@@ -199,17 +236,21 @@ class ChatExchange:
         try:
             outcome = await loop.run(self._attempt(self.body, StreamOptions()))
         except PassThrough as final:
-            return pass_through(
-                final.failure, final.candidate, loop.outcome.attempts, policy.version
-            )
+            failure = final.failure
+            if final.candidate.kind == "anthropic" and failure.status is not None:
+                # The upstream's own error, in OpenAI's shape (the client wire re-shapes it
+                # again if the client speaks Anthropic).
+                failure.body = error_to_openai(failure.status, failure.body, self.rid)
+                failure.content_type = "application/json"
+            return pass_through(failure, final.candidate, loop.outcome.attempts, policy.version)
         finally:
             self.attempts_used = len(loop.outcome.attempts)
         if outcome.served is None:
             return all_failed(route, outcome, self.rid, policy.version)
         headers = served_headers(outcome.served, outcome.attempts, policy.version)
         headers[CACHE_HEADER] = plan.status
-        if too_small:
-            headers[SKIPPED_HEADER] = _skipped_header(too_small)
+        if skipped:
+            headers[SKIPPED_HEADER] = _skipped_header(skipped)
         if not self.stream:
             assert isinstance(outcome.value, bytes)
             if outcome.served.price is not None:
@@ -226,10 +267,35 @@ class ChatExchange:
         resume = self._resume if route.on_midstream_failure == "resume" else None
         try:
             return await relay_to_client(
-                request, leg, headers, route, self.deadline, self.rid, resume, tap
+                request,
+                leg,
+                headers,
+                route,
+                self.deadline,
+                self.rid,
+                resume,
+                tap,
+                self.client.stream(),
             )
         finally:
             leg.attempt.end()
+
+    def _translatable(
+        self, chain: tuple[Candidate, ...]
+    ) -> tuple[tuple[Candidate, ...], list[tuple[str, str]]]:
+        """The candidates whose wire can carry this request. An OpenAI request that uses a
+        feature Anthropic lacks (n > 1, logprobs, ...) skips Anthropic-wire candidates, with the
+        field named, rather than being silently changed."""
+        if all(c.kind == "openai" for c in chain):
+            return chain, []
+        try:
+            openai_to_anthropic_request(self.body, default_max_tokens=1)
+        except TranslationError as exc:
+            self._untranslatable_param = exc.param
+            reason = f"the Anthropic wire cannot take it ({exc})"
+            kept = tuple(c for c in chain if c.kind == "openai")
+            return kept, [(c.key, f"{c.key}: {reason}") for c in chain if c.kind == "anthropic"]
+        return chain, []
 
     def _fitting(
         self, chain: tuple[Candidate, ...]
@@ -281,7 +347,8 @@ class ChatExchange:
         response = web.StreamResponse(headers={**headers, **_SSE_HEADERS})
         await response.prepare(request)
         self.tel.first_token()
-        await response.write(b"".join(reply.chunks))
+        encoder = self.client.stream()
+        await response.write(encoder.encode(b"".join(reply.chunks)) + encoder.close())
         await response.write_eof()
         return response
 
@@ -303,6 +370,8 @@ class ChatExchange:
         """Relay an identical stream already in flight; None when its leader failed before
         sending anything (then this request makes its own upstream call)."""
         response: web.StreamResponse | None = None
+        encoder = self.client.stream()
+        failure: AttemptFailure | None = None
         try:
             async for chunk in broadcast.follow(max(self.deadline.remaining(), 0.0)):
                 if response is None:
@@ -315,17 +384,24 @@ class ChatExchange:
                     response = web.StreamResponse(headers=headers)
                     await response.prepare(request)
                     self.tel.first_token()
-                await response.write(chunk)
+                try:
+                    await response.write(encoder.encode(chunk))
+                except TranslationError:
+                    # The leader's stream ended in an error event (OpenAI's shape).
+                    failure = AttemptFailure(FailureClass.CUT, "the shared stream failed")
+                    break
         except LeaderFailed:
             return None
         except FollowerTimeout as timeout:
             if response is None and not timeout.committed:
                 return None
-            if response is not None:
-                failure = AttemptFailure(FailureClass.DEADLINE, "the shared stream outlasted it")
-                await response.write(midstream_error(failure, 0, self.rid))
+            failure = AttemptFailure(FailureClass.DEADLINE, "the shared stream outlasted it")
         if response is None:
             return None
+        if failure is not None:
+            await response.write(encoder.error(failure, 0, self.rid, None))
+        else:
+            await response.write(encoder.close())
         await response.write_eof()
         return response
 
@@ -352,7 +428,7 @@ class ChatExchange:
         self, body: dict[str, Any], options: StreamOptions
     ) -> Callable[[Candidate], Awaitable[Any]]:
         async def attempt(candidate: Candidate) -> Any:
-            upstream_body = openai_upstream.upstream_body(body, candidate)
+            upstream_body = _upstream_body(body, candidate)
             att = self.tel.attempt(candidate, price=candidate.price)
             call = UpstreamCall(
                 self.state,
@@ -511,7 +587,19 @@ COST_HEADER = "x-edgeproxy-cost-usd"
 
 
 def _skipped_header(skipped: list[tuple[str, str]]) -> str:
-    return ", ".join(f"{key}=context_window" for key, _ in skipped)
+    return ", ".join(
+        f"{key}={'context_window' if 'context window' in why else 'wire'}" for key, why in skipped
+    )
+
+
+def _upstream_body(body: dict[str, Any], candidate: Candidate) -> bytes:
+    """The request as this candidate's wire and model name want it."""
+    if candidate.kind == "anthropic":
+        translated = openai_to_anthropic_request(
+            body, default_max_tokens=candidate.max_output_tokens, model=candidate.upstream_model
+        )
+        return orjson.dumps(translated)
+    return openai_upstream.upstream_body(body, candidate)
 
 
 def _who(headers: dict[str, str]) -> dict[str, str]:

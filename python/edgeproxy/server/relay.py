@@ -21,13 +21,21 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from edgeproxy._core import ChatStreamScanner, ChunkScan, encode_sse
+from edgeproxy._core import (
+    AnthropicToOpenAIStream,
+    ChatStreamScanner,
+    ChunkScan,
+    TranslationError,
+    encode_sse,
+)
 from edgeproxy.errors import SseError
 from edgeproxy.policy.snapshot import Route
 from edgeproxy.resilience.attempts import Deadline, Permit
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.server.client_wire import OpenAIStream, StreamEncoder
 from edgeproxy.server.responses import midstream_error
 from edgeproxy.telemetry.request import AttemptTelemetry
+from edgeproxy.upstreams import anthropic as anthropic_upstream
 
 DONE = "[DONE]"
 MAX_HELD_BYTES = 1024 * 1024
@@ -74,6 +82,8 @@ class StreamOptions:
     continues: StreamProgress | None = None
     prior_usage: Mapping[str, int] | None = None
     count_usage: UsageCounter | None = None
+    # An upstream of another wire (kind ``anthropic``): its bytes become OpenAI SSE first.
+    translate_from_anthropic: bool = False
 
 
 class UpstreamStream:
@@ -95,6 +105,24 @@ class UpstreamStream:
                 else None
             ),
         )
+        self.translator = (
+            AnthropicToOpenAIStream(include_usage=self.options.count_usage is not None)
+            if self.options.translate_from_anthropic
+            else None
+        )
+        self._tail = False  # the translator's last bytes were handed out: the next read is EOF
+
+    def _translated(self, chunk: bytes) -> bytes:
+        """An Anthropic upstream's bytes as OpenAI SSE (one Rust call per network chunk); an
+        in-stream error (e.g. ``overloaded_error``) becomes the AttemptFailure it stands for."""
+        assert self.translator is not None
+        try:
+            out = self.translator.feed(chunk) if chunk else self.translator.finish()[0]
+        except TranslationError as exc:
+            raise AttemptFailure(FailureClass.MALFORMED, f"bad Anthropic stream: {exc}") from None
+        if self.translator.error is not None:
+            raise anthropic_upstream.stream_failure(*self.translator.error)
+        return out
 
     async def read(self, within: float, timeout_class: FailureClass) -> bytes | None:
         """Bytes for the client from the next network read; None at end of stream.
@@ -102,6 +130,8 @@ class UpstreamStream:
         Raises AttemptFailure when the upstream stalls, drops the connection, or sends something
         that is not a valid event of this wire.
         """
+        if self._tail:
+            return None
         try:
             async with asyncio.timeout(within):
                 chunk = await self.response.content.readany()
@@ -113,13 +143,27 @@ class UpstreamStream:
             raise AttemptFailure(
                 FailureClass.CUT, f"upstream connection lost: {type(exc).__name__}"
             ) from None
-        if not chunk:
+        if self.translator is not None:
+            ended = not chunk
+            chunk = self._translated(chunk)
+            if ended:
+                self._tail = True
+                usage = self.translator.usage
+                if self.progress.usage is None and usage is not None:
+                    # The client asked for no usage chunk; telemetry still gets the real one.
+                    self.progress.usage = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
+                return self._check(self._scan(chunk)) if chunk else None
+            if not chunk:
+                return b""
+        elif not chunk:
             return None
+        return self._check(self._scan(chunk))
+
+    def _scan(self, chunk: bytes) -> ChunkScan:
         try:
-            scan = self.scanner.feed(chunk)
+            return self.scanner.feed(chunk)
         except SseError as exc:
             raise AttemptFailure(FailureClass.MALFORMED, f"bad SSE from upstream: {exc}") from None
-        return self._check(scan)
 
     def _check(self, scan: ChunkScan) -> bytes:
         """Fold one chunk's scan into the progress; the bytes to write, or the failure raised.
@@ -264,14 +308,18 @@ class StreamTap(Protocol):
 
 
 class _Writer:
-    """The client's response, with every write also handed to the tap."""
+    """The client's response in the client's wire (``encoder``), with every write also handed,
+    in the relay's own OpenAI form, to the tap."""
 
-    def __init__(self, response: web.StreamResponse, tap: StreamTap | None) -> None:
+    def __init__(
+        self, response: web.StreamResponse, tap: StreamTap | None, encoder: StreamEncoder
+    ) -> None:
         self.response = response
         self.tap = tap
+        self.encoder = encoder
 
     async def write(self, data: bytes) -> None:
-        await self.response.write(data)
+        await self.response.write(self.encoder.encode(data))
         if self.tap is not None:
             self.tap.write(data)
 
@@ -285,6 +333,7 @@ async def relay_to_client(
     rid: str,
     resume: Resume | None = None,
     tap: StreamTap | None = None,
+    encoder: StreamEncoder | None = None,
 ) -> web.StreamResponse:
     """Relay a committed stream to the client.
 
@@ -297,7 +346,8 @@ async def relay_to_client(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
     )
     original = leg.stream.progress  # the id and first chunks the client saw
-    out = _Writer(response, tap)
+    encoder = encoder or OpenAIStream()
+    out = _Writer(response, tap, encoder)
     sent_text: list[str] = []
     events = 0
     complete, error = False, b""
@@ -318,13 +368,17 @@ async def relay_to_client(
                     await out.write(note.encode())
                     leg = resumed
                     continue
-            if isinstance(failure, UpstreamErrorEvent):
-                # Already an error in OpenAI's format: pass it on, and end without [DONE].
-                error = encode_sse(failure.data)
-            else:
-                error = midstream_error(failure, events, rid)
-            await out.write(error)
+            upstream = failure.data if isinstance(failure, UpstreamErrorEvent) else None
+            # The error, in the client's wire, ends the stream: never a [DONE] after a cut.
+            await response.write(encoder.error(failure, events, rid, upstream))
+            error = (
+                encode_sse(upstream)
+                if upstream is not None
+                else midstream_error(failure, events, rid)
+            )
             break
+        if complete:
+            await response.write(encoder.close())
         await response.write_eof()
     except (ConnectionError, aiohttp.ClientConnectionResetError):
         # The client went away; _pump already dropped the upstream. Anyone sharing this stream
