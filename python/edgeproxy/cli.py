@@ -89,7 +89,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level, "text")
+    # The tour is the demo's output; the per-request access log would drown it (--log-level info
+    # shows it).
+    configure_logging(args.log_level if args.log_level != "info" else "warning", "text")
     policy = _load_or_explain(args.policy)
     if policy is None:
         return 2

@@ -80,6 +80,22 @@ def _print_intro(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> Non
         f'  client.chat.completions.create(model="{route.name}", '
         'messages=[{"role": "user", "content": "Hello"}])'
     )
+    claude = next(
+        (
+            policy.routes[n]
+            for n in policy.route_names
+            if policy.routes[n].chain[0].kind == "anthropic"
+        ),
+        None,
+    )
+    if claude is not None:
+        _say("Or with the Anthropic SDK (its own wire; OpenAI models take over if Claude fails):")
+        _say(
+            "  from anthropic import Anthropic\n"
+            f'  client = Anthropic(base_url="{proxy.url}", api_key="unused-by-the-proxy")\n'
+            f'  client.messages.create(model="{claude.name}", max_tokens=256, '
+            'messages=[{"role": "user", "content": "Hello"}])'
+        )
     first = sim_name(route.chain[0])
     _say("Break a provider live, and heal it:")
     _say(
@@ -90,28 +106,44 @@ def _print_intro(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> Non
 
 
 async def _tour(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> bool:
-    """Show failover happening: one request, break the primary, another, heal."""
+    """Show failover happening: one request, break the primary, another, heal — then the same
+    across wires when the policy has an Anthropic-first route."""
     route = policy.routes[policy.route_names[0]]
-    primary = sim_name(route.chain[0])
     ok = True
-    _say("A short tour (the same request each time):")
+    _say("A short tour (an OpenAI-SDK-style streamed request each time):")
+    tours = [(route.name, sim_name(route.chain[0]), {"mode": "status", "status": 503})]
+    claude = next(
+        (
+            policy.routes[n]
+            for n in policy.route_names
+            if policy.routes[n].chain[0].kind == "anthropic"
+        ),
+        None,
+    )
+    if claude is not None:
+        tours.append((claude.name, sim_name(claude.chain[0]), {"mode": "status", "status": 529}))
     async with aiohttp.ClientSession() as session:
-        steps = [
-            ("all providers healthy", None),
-            (f"{primary} answering 503", {"mode": "status", "status": 503}),
-            (f"{primary} refusing connections", {"mode": "refuse"}),
-            (f"{primary} healed", "heal"),
-        ]
-        for label, fault in steps:
-            if fault == "heal":
-                await session.delete(f"{cluster.control_url}/sims/{primary}/fault")
-            elif fault is not None:
-                await session.put(
-                    f"{cluster.control_url}/sims/{primary}/fault", data=orjson.dumps(fault)
-                )
-            line, good = await _one_request(session, proxy, route.name)
-            ok &= good
-            _say(f"  {label:<36} {line}")
+
+        async def fault(sim: str, spec: object) -> None:
+            url = f"{cluster.control_url}/sims/{sim}/fault"
+            if spec is None:
+                await session.delete(url)
+            else:
+                await session.put(url, data=orjson.dumps(spec))
+
+        for model, primary, failure in tours:
+            steps: list[tuple[str, object]] = [
+                (f"{model}: all providers healthy", None),
+                (f"{model}: {primary} answering {failure['status']}", failure),
+            ]
+            if model == route.name:
+                steps.append((f"{model}: {primary} refusing connections", {"mode": "refuse"}))
+            steps.append((f"{model}: {primary} healed", None))
+            for label, spec in steps:
+                await fault(primary, spec)
+                line, good = await _one_request(session, proxy, model)
+                ok &= good
+                _say(f"  {label:<48} {line}")
     _say()
     return ok
 

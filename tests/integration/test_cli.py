@@ -84,12 +84,16 @@ def test_demo_check_runs_the_tour() -> None:
     out = result.stdout
     assert "curl -s http://127.0.0.1:" in out and "from openai import OpenAI" in out
     lines = [line for line in out.splitlines() if "->" in line]
-    assert len(lines) == 4
+    assert len(lines) == 7
     assert "alpha/us-east/gpt-4o-mini after 1 attempt(s)" in lines[0]
     assert "alpha/eu-west/gpt-4o-mini after 2 attempt(s)" in lines[1]  # primary answering 503
     assert "alpha/eu-west/gpt-4o-mini after 2 attempt(s)" in lines[2]  # primary refusing
     assert "alpha/us-east/gpt-4o-mini after 1 attempt(s)" in lines[3]  # healed
+    assert "gamma/us/claude-sonnet after 1 attempt(s)" in lines[4]  # Anthropic wire, translated
+    assert "alpha/us-east/gpt-4o after 2 attempt(s)" in lines[5]  # Claude 529: OpenAI takes over
+    assert "gamma/us/claude-sonnet after 1 attempt(s)" in lines[6]
     assert all("streamed, complete" in line for line in lines)
+    assert "from anthropic import Anthropic" in out
 
 
 def test_serve_and_sim_processes_work_together(tmp_path: Path) -> None:

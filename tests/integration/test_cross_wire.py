@@ -158,3 +158,14 @@ def test_a_request_anthropic_cannot_carry_skips_it_with_the_field_named(stack: S
         )
     assert info.value.param == "n"
     assert stack.requests_to("claude") == 0
+
+
+def test_an_anthropic_client_error_reaches_the_openai_sdk_in_its_shape(stack: Stack) -> None:
+    stack.fault("claude", mode="status", status=400)
+    with pytest.raises(openai.BadRequestError) as info:
+        stack.client().chat.completions.create(
+            model="claude-only", messages=[{"role": "user", "content": "Hi"}]
+        )
+    body = info.value.response.json()
+    assert set(body["error"]) >= {"message", "type", "code"}  # OpenAI's error shape
+    assert info.value.response.headers["x-edgeproxy-attempts"] == "1"

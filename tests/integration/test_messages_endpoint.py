@@ -151,3 +151,13 @@ def test_count_tokens_is_a_labelled_local_estimate(stack: Stack) -> None:
     assert raw.parse().input_tokens > 0
     assert raw.headers["x-edgeproxy-token-count"] == "estimate"
     assert stack.requests_to("claude") == 0
+
+
+def test_an_openai_client_error_reaches_the_anthropic_sdk_in_its_shape(stack: Stack) -> None:
+    stack.fault("oai", mode="status", status=400)
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client(stack).messages.create(
+            model="via-openai", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert info.value.body["type"] == "error"  # type: ignore[index]
+    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]

@@ -140,6 +140,14 @@ def compile_policy(
                 )
             else:
                 routes[name] = route
+        if len({c.kind for c in chain}) > 1:
+            line, _ = doc.locate(("routes", route_name, "chain"))
+            warnings.append(
+                f"{doc.source}:{line}: routes.{route_name}.chain: mixes OpenAI- and "
+                "Anthropic-wire candidates: requests using a feature the other wire lacks (n > 1, "
+                "logprobs, response_format json_schema, extended thinking, ...) skip the "
+                "candidates that cannot carry them (docs/anthropic.md)"
+            )
         if chain and len({c.provider for c in chain}) == 1:
             line, _ = doc.locate(("routes", route_name, "chain"))
             warnings.append(
