@@ -27,6 +27,9 @@ class UpstreamPool:
             # The client's headers are never forwarded, and neither is aiohttp's User-Agent.
             skip_auto_headers=("User-Agent",),
             trust_env=False,
+            # Never store an upstream's Set-Cookie: it would be replayed on later requests, of
+            # other tenants too (and the jar costs time on every request).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     @property
