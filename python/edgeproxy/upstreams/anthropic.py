@@ -34,8 +34,8 @@ import orjson
 
 from edgeproxy.policy.snapshot import Candidate
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.upstreams import openai as openai_upstream
 from edgeproxy.upstreams.openai import MAX_ERROR_BODY, parse_retry_after
-from edgeproxy.upstreams.openai import _os_reason as os_reason
 
 DEFAULT_VERSION: Final = "2023-06-01"
 
@@ -116,24 +116,8 @@ async def send(
 ) -> aiohttp.ClientResponse:
     """POST to ``{base_url}/messages``; a 2xx response with its body unread, or AttemptFailure."""
     headers = request_headers(candidate, stream=stream, request_id=request_id, extra=extra_headers)
-    try:
-        response = await session.post(
-            messages_url(candidate.base_url),
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
-            allow_redirects=False,
-        )
-    except aiohttp.ConnectionTimeoutError:
-        raise AttemptFailure(
-            FailureClass.CONNECT_TIMEOUT, f"no connection within {connect_timeout:g}s"
-        ) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise AttemptFailure(FailureClass.CONNECT_ERROR, os_reason(exc)) from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
-        raise AttemptFailure(
-            FailureClass.RESET, f"connection lost before the response: {os_reason(exc)}"
-        ) from None
+    url = messages_url(candidate.base_url)
+    response = await openai_upstream.post(session, url, body, headers, connect_timeout)
     if 200 <= response.status < 300:
         return response
     raise await failure_from_response(response)

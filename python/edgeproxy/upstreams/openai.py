@@ -42,9 +42,24 @@ async def send(
         "X-Request-Id": request_id,
         **(extra_headers or {}),  # trace context (traceparent)
     }
+    response = await post(session, candidate.chat_url, body, headers, connect_timeout)
+    if 200 <= response.status < 300:
+        return response
+    raise await _failure_from_response(response)
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    connect_timeout: float,
+) -> aiohttp.ClientResponse:
+    """POST over the pool; a transport failure before the response becomes an AttemptFailure
+    (shared by every upstream wire)."""
     try:
-        response = await session.post(
-            candidate.chat_url,
+        return await session.post(
+            url,
             data=body,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
@@ -60,9 +75,6 @@ async def send(
         raise AttemptFailure(
             FailureClass.RESET, f"connection lost before the response: {_os_reason(exc)}"
         ) from None
-    if 200 <= response.status < 300:
-        return response
-    raise await _failure_from_response(response)
 
 
 async def _failure_from_response(response: aiohttp.ClientResponse) -> AttemptFailure:
