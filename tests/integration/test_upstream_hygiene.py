@@ -40,7 +40,9 @@ class RecordingUpstream:
         app.router.add_post("/v1/chat/completions", chat)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        # A host name, not an IP: aiohttp's default cookie jar ignores cookies from IP hosts,
+        # so only a name shows whether the proxy would store and replay them.
+        site = web.TCPSite(self.runner, "localhost", 0)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
 
@@ -56,7 +58,7 @@ def test_no_cookie_and_no_client_header_reaches_the_upstream(loop_thread: LoopTh
     loop_thread.run(upstream.start())
     policy = load_policy_text(
         "version: 1\nproviders:\n  p:\n    kind: openai\n    api_key: sk-provider\n"
-        f"    regions: {{r: {{base_url: 'http://127.0.0.1:{upstream.port}/v1'}}}}\n"
+        f"    regions: {{r: {{base_url: 'http://localhost:{upstream.port}/v1'}}}}\n"
         "    models: {m: {}}\nroutes:\n  m: {chain: [p/r/m]}\n",
         "t.yaml",
         {},
