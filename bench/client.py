@@ -92,11 +92,12 @@ class Conn:
 
 
 def interleaved(
-    targets: list[Target], body: bytes, n: int
+    targets: list[Target], body: bytes, n: int, bodies: dict[str, bytes] | None = None
 ) -> dict[str, tuple[list[int], list[int], int]]:
-    """n requests per target, one target after another; per target (ttft ns, total ns, errors)."""
+    """n requests per target, one target after another; per target (ttft ns, total ns, errors).
+    ``bodies`` overrides ``body`` per target name."""
     conns = {t.name: Conn(t) for t in targets}
-    raws = {t.name: t.request(body) for t in targets}
+    raws = {t.name: t.request((bodies or {}).get(t.name, body)) for t in targets}
     out: dict[str, tuple[list[int], list[int], int]] = {t.name: ([], [], 0) for t in targets}
     try:
         for i in range(n):

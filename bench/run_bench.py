@@ -45,6 +45,24 @@ JSON_BODY = json.dumps(
 ).encode()
 
 
+# Cache hit vs miss: the same deterministic request (temperature 0) to a route with a cache
+# (every request after the first is a hit) and to the plain bench-json route (always a miss).
+CACHE_HIT_BODY = json.dumps(
+    {
+        "model": "bench-cached",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "temperature": 0,
+    }
+).encode()
+CACHE_MISS_BODY = json.dumps(
+    {
+        "model": "bench-json",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "temperature": 0,
+    }
+).encode()
+
+
 def stream_body(model: str) -> bytes:
     return json.dumps(
         {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "stream": True}
@@ -150,6 +168,7 @@ def proxy_policy(path: Path, upstream_port: int, *, limits: bool = True) -> None
       {model}: {{context_window: 128000}}"""
         )
         routes.append(f"  {model}:\n    chain: [up-{prefix}/local/{model}]")
+    routes.append("  bench-cached:\n    chain: [up-json/local/bench-json]\n    cache: {ttl: 60s}")
     path.write_text(
         "version: 1\n"
         + ("limits: {max_in_flight: 4096, max_queued: 1024}\n" if limits else "")
@@ -329,6 +348,29 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         )
         procs.append(edgeproxy)
         wait_port(pport, 30, edgeproxy.popen)
+        # The same proxy with tracing on: the real OTLP/HTTP exporter behind the
+        # BatchSpanProcessor, exporting to nginx's /v1/traces sink (reads the body, answers 200).
+        tport = free_port()
+        traced = Proc(
+            "proxy-traced",
+            [
+                str(Path(sys.executable).parent / "edgeproxy"),
+                "serve",
+                "--policy",
+                str(policy),
+                "--port",
+                str(tport),
+                "--log-level",
+                "warning",
+            ],
+            out / "proxy-traced.log",
+            env={
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{up_port}",
+            },
+        )
+        procs.append(traced)
+        wait_port(tport, 30, traced.popen)
         proxy = Server(
             "edgeproxy",
             pport,
@@ -339,6 +381,23 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             edgeproxy,
         )
         servers = [direct, proxy]
+        # Pairs measured in the same rounds: (label, base, variant, base body, variant body).
+        pairs: list[tuple[str, Server, Server, bytes, bytes]] = [
+            (
+                "tracing",
+                proxy,
+                Server("edgeproxy-traced", tport, *[proxy.json_path] * 3, proxy.headers, traced),
+                JSON_BODY,
+                JSON_BODY,
+            ),
+            (
+                "cache",
+                Server("cache-miss", pport, *[proxy.json_path] * 3, proxy.headers, edgeproxy),
+                Server("cache-hit", pport, *[proxy.json_path] * 3, proxy.headers, edgeproxy),
+                CACHE_MISS_BODY,
+                CACHE_HIT_BODY,
+            ),
+        ]
         results["edgeproxy_version"] = subprocess.run(
             [str(Path(sys.executable).parent / "edgeproxy"), "--version"],
             capture_output=True,
@@ -400,7 +459,7 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                     litellm = None
             else:
                 results["litellm"]["failed"] = version
-        return run_measurements(args, results, servers, nginx, wrk_bin, tmp, out)
+        return run_measurements(args, results, servers, nginx, wrk_bin, tmp, out, pairs)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -438,8 +497,10 @@ def run_measurements(
     wrk_bin: str,
     tmp: Path,
     out: Path,
+    pairs: list[tuple[str, Server, Server, bytes, bytes]] | None = None,
 ) -> dict[str, Any]:
     wrk = Wrk(wrk_bin, tmp)
+    pairs = pairs or []
     secs = args.seconds
     by_name = {s.name: s for s in servers}
     direct_server = by_name["direct"]
@@ -459,6 +520,9 @@ def run_measurements(
     for s in servers:
         wrk.run(s, s.json_path, JSON_BODY, 32, max(1.0, secs / 2))
         wrk.run(s, s.sse_path, stream_body("bench-sse"), 8, 1)
+    for _, base_srv, var_srv, base_body, var_body in pairs:
+        wrk.run(base_srv, base_srv.json_path, base_body, 32, max(1.0, secs / 2))
+        wrk.run(var_srv, var_srv.json_path, var_body, 32, max(1.0, secs / 2))
 
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
@@ -512,6 +576,31 @@ def run_measurements(
                         "n": len(totals),
                         "errors": errs,
                     }
+        # Tracing on vs off, cache hit vs miss: c=32 throughput and CPU, then c=1 latency with
+        # the two sides interleaved request by request; same nginx, same round.
+        for label, base_srv, var_srv, base_body, var_body in pairs:
+            sides = [("base", base_srv, base_body), ("variant", var_srv, var_body)]
+            for side, srv, body in sides if r % 2 == 0 else sides[::-1]:
+                assert srv.proc is not None
+                before = sample(srv.proc.pid).cpu_seconds
+                res = wrk.run(srv, srv.json_path, body, 32, secs)
+                after = sample(srv.proc.pid).cpu_seconds
+                res["cpu_s_per_1000"] = (after - before) / max(res["requests"], 1) * 1000
+                row[f"{label}:{side}/c32"] = res
+            got = client.interleaved(
+                targets("json_path", [base_srv, var_srv]),
+                base_body,
+                n,
+                bodies={var_srv.name: var_body},
+            )
+            for side, srv, _ in sides:
+                _, totals, errs = got[srv.name]
+                row[f"{label}:{side}/c1"] = {
+                    "p50": pct(totals, 50),
+                    "p99": pct(totals, 99),
+                    "n": len(totals),
+                    "errors": errs,
+                }
         rounds.append(row)
     results["rounds"] = rounds
 
@@ -656,6 +745,21 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         for bound in (5, 50):
             ok = [p["rps"] for p in points if p["p99_ms"] < bound and p["errors"] == 0]
             s[n][f"max_rps_p99_under_{bound}ms"] = max(ok) if ok else 0.0
+    pairs: dict[str, dict[str, dict[str, float]]] = {}
+    for label in sorted({k.split(":")[0] for r in rounds for k in r if ":" in k}):
+        pairs[label] = {
+            side: {
+                "rps_c32": m(f"{label}:{side}", "c32", "rps"),
+                "c32_errors": sum(
+                    r[f"{label}:{side}/c32"]["errors"] for r in rounds if f"{label}:{side}/c32" in r
+                ),
+                "cpu_s_per_1000": m(f"{label}:{side}", "c32", "cpu_s_per_1000"),
+                "c1_p50_ms": m(f"{label}:{side}", "c1", "p50"),
+                "c1_p99_ms": m(f"{label}:{side}", "c1", "p99"),
+            }
+            for side in ("base", "variant")
+        }
+    s["pairs"] = pairs
     return s
 
 
@@ -752,12 +856,44 @@ def report(results: dict[str, Any], s: dict[str, Any], img_prefix: str) -> str:
         f"{held['cpu_s']:.1f} CPU-seconds."
     )
     a("")
-    a(
-        "Tracing on/off and cache hit/miss rows: **placeholder** — they land with the "
-        "observability and cache issues (the harness has a slot for each: a second policy/flag per "
-        "row, same rounds)."
-    )
-    a("")
+    pair_rows = {
+        "tracing": (
+            "tracing off (default)",
+            "tracing on (OTLP/HTTP, batch processor, to a loopback sink)",
+            "on / off",
+        ),
+        "cache": (
+            "cache miss (route without cache)",
+            "cache hit (`cache: {ttl: 60s}`, temperature 0)",
+            "hit / miss",
+        ),
+    }
+    if s.get("pairs"):
+        a(
+            "Tracing on vs off (a second proxy process with `OTEL_TRACES_EXPORTER=otlp` exporting "
+            "every span through the SDK's BatchSpanProcessor and OTLP/HTTP exporter to an nginx "
+            "location that reads the body and answers 200) and cache hit vs miss (the same proxy, "
+            "a cached route vs the plain one, both on nginx's JSON location), non-stream, in the "
+            "same rounds; c=1 latency interleaves the two sides request by request:"
+        )
+        a("")
+        a("| comparison | req/s, c=32 | CPU-s per 1,000 req | p50 ms, c=1 | p99 ms, c=1 |")
+        a("|---|---:|---:|---:|---:|")
+        for label, sides in s["pairs"].items():
+            names_ = pair_rows.get(label, (f"{label} base", f"{label} variant", "variant / base"))
+            b, v = sides["base"], sides["variant"]
+            for name_, x in ((names_[0], b), (names_[1], v)):
+                errs = f" ({x['c32_errors']} errors)" if x["c32_errors"] else ""
+                a(
+                    f"| {name_} | {fmt(x['rps_c32'], 0)}{errs} | {fmt(x['cpu_s_per_1000'], 3)} "
+                    f"| {fmt(x['c1_p50_ms'], 3)} | {fmt(x['c1_p99_ms'], 3)} |"
+                )
+            ratios = [
+                v[k] / b[k] if b[k] == b[k] and v[k] == v[k] and b[k] else float("nan")
+                for k in ("rps_c32", "cpu_s_per_1000", "c1_p50_ms", "c1_p99_ms")
+            ]
+            a(f"| *{names_[2]}* | " + " | ".join(f"{fmt(x, 2)}x" for x in ratios) + " |")
+        a("")
     if li is None:
         a(
             f"LiteLLM: not measured: {results.get('litellm', {}).get('failed', 'disabled (--no-litellm)')}"

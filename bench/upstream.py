@@ -134,6 +134,8 @@ http {{
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     {"".join(locations)}
+    # OTLP/HTTP trace sink for the tracing-on proxy: reads and drops the body, answers 200.
+    location = /v1/traces {{ return 200; }}
     location / {{ return 404; }}
   }}
 }}

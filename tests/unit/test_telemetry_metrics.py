@@ -138,3 +138,33 @@ def test_metrics_off() -> None:
     assert t.render_prometheus().startswith(b"#")
     drive(t)  # still works, records nothing
     parse(t.render_prometheus().decode())
+
+
+def test_pushed_readers_get_the_same_instruments() -> None:
+    """Counters (observable) and histograms (collect hook) reach a non-Prometheus reader too,
+    with the SDK's bucket rule: a value equal to a boundary falls in that boundary's bucket."""
+    from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+
+    from edgeproxy.telemetry.metrics import ProxyMetrics
+
+    reader = InMemoryMetricReader()
+    metrics = ProxyMetrics([reader], prometheus=False)
+    drive(Telemetry(metrics=metrics, access_log_enabled=False))
+    metrics.time_to_first_token.record(0.01, ("r", "chat"))
+    data = reader.get_metrics_data()
+    assert data is not None
+    found = {
+        m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    assert {"edgeproxy.requests", "edgeproxy.attempts", "gen_ai.client.token.usage"} <= set(found)
+    ttft = {
+        p.attributes["edgeproxy.route"]: p
+        for p in found["gen_ai.server.time_to_first_token"].data.data_points
+        if isinstance(p, HistogramDataPoint) and p.attributes is not None
+    }["r"]
+    assert ttft.count == 1 and ttft.bucket_counts[2] == 1  # (0.005, 0.01]
+    duration = found["gen_ai.client.operation.duration"].data.data_points
+    assert sorted(str((p.attributes or {}).get("error.type")) for p in duration) == [
+        "None",
+        "server_error",
+    ]

@@ -313,9 +313,7 @@ class RequestTelemetry:
         self.cache_status = result
         metrics = self._t.metrics
         if metrics is not None:
-            metrics.cache_lookups.add(
-                1, {"edgeproxy.route": self.route or NO_ROUTE, "edgeproxy.cache.result": result}
-            )
+            metrics.cache_lookups.add(1, (self.route or NO_ROUTE, result))
         span = self.span
         if span is not None and self._t.tracer is not None and span.is_recording():
             span.set_attribute("edgeproxy.cache.result", result)
@@ -345,7 +343,7 @@ class RequestTelemetry:
         if hedge:
             self.event("edgeproxy.hedge", {"edgeproxy.candidate": candidate.key})
             if self._t.metrics is not None:
-                self._t.metrics.hedges.add(1, {"edgeproxy.route": self.route or NO_ROUTE})
+                self._t.metrics.hedges.add(1, (self.route or NO_ROUTE,))
         att = AttemptTelemetry(self, candidate, n, price, hedge)
         self.attempts.append(att)
         return att
@@ -363,9 +361,7 @@ class RequestTelemetry:
             },
         )
         if self._t.metrics is not None and not same:
-            self._t.metrics.failovers.add(
-                1, {"edgeproxy.route": self.route or NO_ROUTE, "error.type": error_type}
-            )
+            self._t.metrics.failovers.add(1, (self.route or NO_ROUTE, error_type))
 
     def backoff(self, seconds: float, reason: str = "") -> None:
         """A retry waits ``seconds`` (jittered backoff, Retry-After)."""
@@ -385,9 +381,7 @@ class RequestTelemetry:
             },
         )
         if self._t.metrics is not None:
-            self._t.metrics.breaker_transitions.add(
-                1, {"edgeproxy.candidate": key, "edgeproxy.breaker.to": new}
-            )
+            self._t.metrics.breaker_transitions.add(1, (key, new))
 
     def event(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
         """A span event on the SERVER span (no-op with tracing off)."""
@@ -405,7 +399,7 @@ class RequestTelemetry:
         self.outcome = "shed"
         self.error_type = reason
         if self._t.metrics is not None:
-            self._t.metrics.shed.add(1, {"edgeproxy.reason": reason})
+            self._t.metrics.shed.add(1, (reason,))
 
     # -- the end ---------------------------------------------------------------------------
 
@@ -495,23 +489,11 @@ class RequestTelemetry:
         t.inflight -= 1
         metrics = t.metrics
         if metrics is not None:
-            labels: dict[str, AttributeValue] = {
-                "edgeproxy.route": route,
-                "edgeproxy.candidate": candidate or "none",
-                "edgeproxy.outcome": outcome,
-            }
-            metrics.requests.add(1, labels)
-            duration_labels: dict[str, AttributeValue] = {
-                "edgeproxy.route": route,
-                "gen_ai.operation.name": self.operation,
-            }
-            if error_type is not None:
-                duration_labels["error.type"] = error_type
-            metrics.request_duration.record(latency, duration_labels)
+            # Label tuples in the order of each instrument's keys (see telemetry/metrics.py).
+            metrics.requests.add(1, (route, candidate or "none", outcome))
+            metrics.request_duration.record(latency, (route, self.operation, error_type))
             if self.ttft is not None:
-                metrics.time_to_first_token.record(
-                    self.ttft, {"edgeproxy.route": route, "gen_ai.operation.name": self.operation}
-                )
+                metrics.time_to_first_token.record(self.ttft, (route, self.operation))
         if t.access_log_enabled and access_log.isEnabledFor(logging.INFO):
             self._log(summary, error_type)
         return summary
@@ -596,6 +578,8 @@ class AttemptTelemetry:
         self.n = n
         self.price = price
         self.hedge = hedge
+        # The metric label values of ATTEMPT_KEYS (operation, provider, upstream model, key).
+        self._labels = (request.operation, self.provider, self.upstream_model, self.key)
         self.started = self._t.clock.monotonic()
         self.outcome: str | None = None  # "ok", a failure class, or "abandoned"
         self.status: int | None = None
@@ -649,7 +633,7 @@ class AttemptTelemetry:
         if self.span is not None:
             self.span.set_attribute("gen_ai.response.time_to_first_chunk", self.ttfc)
         if self._t.metrics is not None:
-            self._t.metrics.time_to_first_chunk.record(self.ttfc, self._labels())
+            self._t.metrics.time_to_first_chunk.record(self.ttfc, self._labels)
 
     def succeed(self, status: int = 200, *, response_model: str | None = None) -> None:
         """The upstream answered: a whole JSON answer, or a stream up to its first token."""
@@ -680,23 +664,13 @@ class AttemptTelemetry:
         self.cost += cost
         metrics = self._t.metrics
         if metrics is not None:
-            labels = self._labels()
+            labels = self._labels
             if u.total_input_tokens:
-                metrics.token_usage.record(
-                    u.total_input_tokens, {**labels, "gen_ai.token.type": "input"}
-                )
+                metrics.token_usage.record(u.total_input_tokens, (*labels, "input"))
             if u.output_tokens:
-                metrics.token_usage.record(
-                    u.output_tokens, {**labels, "gen_ai.token.type": "output"}
-                )
+                metrics.token_usage.record(u.output_tokens, (*labels, "output"))
             if cost:
-                metrics.cost.add(
-                    cost,
-                    {
-                        "edgeproxy.route": self._req.route or NO_ROUTE,
-                        "edgeproxy.candidate": self.key,
-                    },
-                )
+                metrics.cost.add(cost, (self._req.route or NO_ROUTE, self.key))
 
     def relay(self) -> RelayTelemetry:
         """At the commit point: the stream relay from this attempt to the client."""
@@ -706,14 +680,6 @@ class AttemptTelemetry:
         relay = RelayTelemetry(self)
         self.relays.append(relay)
         return relay
-
-    def _labels(self) -> dict[str, AttributeValue]:
-        return {
-            "gen_ai.operation.name": self._req.operation,
-            "gen_ai.provider.name": self.provider,
-            "gen_ai.request.model": self.upstream_model,
-            "edgeproxy.candidate": self.key,
-        }
 
     def end(self) -> None:
         """Ends the span and records the attempt (idempotent; leaving ``with`` calls it)."""
@@ -730,18 +696,10 @@ class AttemptTelemetry:
         self._t.recent.record(self.key, ok, seconds, "" if ok else self.outcome)
         metrics = self._t.metrics
         if metrics is not None:
-            labels = self._labels()
-            metrics.attempts.add(
-                1,
-                {
-                    "edgeproxy.route": self._req.route or NO_ROUTE,
-                    "edgeproxy.candidate": self.key,
-                    "edgeproxy.outcome": self.outcome,
-                },
+            metrics.attempts.add(1, (self._req.route or NO_ROUTE, self.key, self.outcome))
+            metrics.operation_duration.record(
+                seconds, (*self._labels, None if ok else self.outcome)
             )
-            if not ok:
-                labels["error.type"] = self.outcome
-            metrics.operation_duration.record(seconds, labels)
         span = self.span
         if span is None:
             return
