@@ -84,11 +84,18 @@ def test_last_candidate_is_retried_after_retry_after(make_stack: Callable[..., S
     single = THREE_WAY.replace(
         "chain: [alpha/one/m, alpha/two/m, beta/main/m-small]", "chain: [alpha/one/m]"
     )
-    stack = make_stack(single, THREE_WAY_SIMS)
+    from edgeproxy.clock import FakeClock
+
+    # The backoff waits on the proxy's clock: a fake one, so the test does not sleep.
+    clock = FakeClock()
+    single = single.replace("version: 1\n", "version: 1\nhealth_check: {enabled: false}\n")
+    stack = make_stack(single, THREE_WAY_SIMS, clock=clock)
+    started = clock.monotonic()
     # One 429 with Retry-After: 1, then healthy: the proxy waits it out and succeeds.
     stack.fault("alpha_one", mode="status", status=429, retry_after=1, count=1)
     assert _ask(stack) == ("one", "2")
     assert stack.requests_to("alpha_one") == 2
+    assert clock.monotonic() - started >= 1.0  # Retry-After was the floor of the wait
 
 
 def test_retry_after_keeps_other_requests_away_while_failing_over(stack: Stack) -> None:
