@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from types import MappingProxyType
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
@@ -26,6 +25,7 @@ from edgeproxy.server.anthropic_wire import (
 )
 from edgeproxy.sim import Fault, SimConfig, SimProvider
 from edgeproxy.upstreams import anthropic as upstream
+from edgeproxy.upstreams.http1 import Http1Pool
 
 KEY = "sk-ant-secret-0123456789"
 GOOD: dict[str, Any] = {
@@ -254,44 +254,43 @@ async def test_send_against_the_sim(sim: SimProvider) -> None:
     body = upstream.upstream_body(
         {"model": "claude", "max_tokens": 8, "messages": GOOD["messages"]}, target
     )
-    async with aiohttp.ClientSession() as session:
+    pool = Http1Pool()
+    try:
         response = await upstream.send(
-            session, target, body, stream=False, connect_timeout=1, request_id="r"
+            pool, target, body, stream=False, connect_timeout=1, request_id="r"
         )
-        message = upstream.check_message(await response.json())
+        message = upstream.check_message(orjson.loads(await response.read(1 << 20)))
+        response.release()
         assert message["model"] == "claude-upstream"
 
         sim.set_fault(Fault(mode="status", status=529))
         with pytest.raises(AttemptFailure) as info:
-            await upstream.send(
-                session, target, body, stream=False, connect_timeout=1, request_id="r"
-            )
+            await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
         assert info.value.failure is FailureClass.OVERLOADED
         assert info.value.code == "overloaded_error"
 
         sim.set_fault(Fault(mode="status", status=429, retry_after=7))
         with pytest.raises(AttemptFailure) as info:
-            await upstream.send(
-                session, target, body, stream=False, connect_timeout=1, request_id="r"
-            )
+            await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
         assert (info.value.failure, info.value.retry_after) == (FailureClass.RATE_LIMITED, 7.0)
 
         sim.clear_fault()
         wrong = candidate(sim.port, upstream.anthropic_headers("wrong"))
         with pytest.raises(AttemptFailure) as info:
-            await upstream.send(
-                session, wrong, body, stream=False, connect_timeout=1, request_id="r"
-            )
+            await upstream.send(pool, wrong, body, stream=False, connect_timeout=1, request_id="r")
         assert info.value.failure is FailureClass.CLIENT_ERROR
         assert KEY not in str(info.value)
+    finally:
+        await pool.close()
 
     sim.set_fault(Fault(mode="refuse"))
-    async with aiohttp.ClientSession() as session:  # a fresh pool: no kept-alive connection
+    pool = Http1Pool()  # a fresh pool: no kept-alive connection
+    try:
         with pytest.raises(AttemptFailure) as info:
-            await upstream.send(
-                session, target, body, stream=False, connect_timeout=1, request_id="r"
-            )
+            await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
         assert info.value.failure is FailureClass.CONNECT_ERROR
+    finally:
+        await pool.close()
 
     with pytest.raises(AttemptFailure) as info:
         upstream.check_message({"choices": []})

@@ -132,17 +132,14 @@ class LegacyStream:
         return encode_sse(orjson.dumps(chunk).decode())
 
 
-class _Content:
+class _Response:
+    """The network chunks of an upstream response, as UpstreamResponse.readany hands them out."""
+
     def __init__(self, chunks: list[bytes]) -> None:
         self._chunks = list(chunks)
 
     async def readany(self) -> bytes:
         return self._chunks.pop(0) if self._chunks else b""
-
-
-class _Response:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.content = _Content(chunks)
 
 
 Outcome = tuple[bytes, StreamProgress, tuple[str, str, str] | None]

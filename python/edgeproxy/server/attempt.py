@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
 import orjson
 
 from edgeproxy._core import TranslationError
@@ -21,6 +20,7 @@ from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream
 from edgeproxy.translate import anthropic_to_openai_response
 from edgeproxy.upstreams import anthropic as anthropic_upstream
 from edgeproxy.upstreams import openai as openai_upstream
+from edgeproxy.upstreams.http1 import UpstreamResponse
 
 # A non-stream answer larger than this is refused rather than buffered without bound.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -38,12 +38,12 @@ class UpstreamCall:
     rid: str
     trace_headers: Mapping[str, str]
 
-    async def send(self, stream: bool) -> aiohttp.ClientResponse:
+    async def send(self, stream: bool) -> UpstreamResponse:
         send = (
             anthropic_upstream.send if self.candidate.kind == "anthropic" else openai_upstream.send
         )
         return await send(
-            self.state.pool.session,
+            self.state.pool.http,
             self.candidate,
             self.body,
             stream=stream,
@@ -74,8 +74,8 @@ async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
     async with _within(call.deadline, limit, FailureClass.RESPONSE_TIMEOUT, "complete answer"):
         response = await call.send(stream=False)
         try:
-            data = await response.content.read(MAX_RESPONSE_BYTES + 1)
-        except (aiohttp.ClientError, ConnectionError) as exc:
+            data = await response.read(MAX_RESPONSE_BYTES)
+        except ConnectionError as exc:
             raise AttemptFailure(
                 FailureClass.CUT, f"upstream connection lost mid-body: {type(exc).__name__}"
             ) from None

@@ -36,6 +36,7 @@ from edgeproxy.server.client_wire import OpenAIStream, StreamEncoder
 from edgeproxy.server.responses import midstream_error
 from edgeproxy.telemetry.request import AttemptTelemetry
 from edgeproxy.upstreams import anthropic as anthropic_upstream
+from edgeproxy.upstreams.http1 import UpstreamResponse
 
 DONE = "[DONE]"
 MAX_HELD_BYTES = 1024 * 1024
@@ -89,9 +90,7 @@ class StreamOptions:
 class UpstreamStream:
     """An open upstream SSE response plus the Rust scanner that checks it chunk by chunk."""
 
-    def __init__(
-        self, response: aiohttp.ClientResponse, options: StreamOptions | None = None
-    ) -> None:
+    def __init__(self, response: UpstreamResponse, options: StreamOptions | None = None) -> None:
         self.response = response
         self.progress = StreamProgress()
         self.options = options or StreamOptions()
@@ -134,12 +133,12 @@ class UpstreamStream:
             return None
         try:
             async with asyncio.timeout(within):
-                chunk = await self.response.content.readany()
+                chunk = await self.response.readany()
         except TimeoutError:
             raise AttemptFailure(
                 timeout_class, f"no data from upstream for {within:.3g}s"
             ) from None
-        except (aiohttp.ClientError, ConnectionError) as exc:
+        except ConnectionError as exc:
             raise AttemptFailure(
                 FailureClass.CUT, f"upstream connection lost: {type(exc).__name__}"
             ) from None
@@ -251,7 +250,7 @@ def _error_code(data: str) -> str:
 
 
 async def open_stream(
-    response: aiohttp.ClientResponse, within: float, options: StreamOptions | None = None
+    response: UpstreamResponse, within: float, options: StreamOptions | None = None
 ) -> tuple[UpstreamStream, bytes]:
     """Read until the answer's first token; return the stream and the bytes to send first.
 

@@ -25,16 +25,15 @@ maps those (the Rust stream translator reports them as ``(type, message)``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, Final
 
-import aiohttp
 import orjson
 
 from edgeproxy.policy.snapshot import Candidate
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
 from edgeproxy.upstreams import openai as openai_upstream
+from edgeproxy.upstreams.http1 import Http1Pool, UpstreamResponse
 from edgeproxy.upstreams.openai import MAX_ERROR_BODY, parse_retry_after
 
 DEFAULT_VERSION: Final = "2023-06-01"
@@ -105,7 +104,7 @@ def upstream_body(request_body: Mapping[str, Any], candidate: Candidate) -> byte
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    pool: Http1Pool,
     candidate: Candidate,
     body: bytes,
     *,
@@ -113,28 +112,23 @@ async def send(
     connect_timeout: float,
     request_id: str,
     extra_headers: Mapping[str, str] | None = None,
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """POST to ``{base_url}/messages``; a 2xx response with its body unread, or AttemptFailure."""
     headers = request_headers(candidate, stream=stream, request_id=request_id, extra=extra_headers)
     url = messages_url(candidate.base_url)
-    response = await openai_upstream.post(session, url, body, headers, connect_timeout)
+    response = await openai_upstream.post(pool, url, body, headers, connect_timeout)
     if 200 <= response.status < 300:
         return response
     raise await failure_from_response(response)
 
 
-async def failure_from_response(response: aiohttp.ClientResponse) -> AttemptFailure:
+async def failure_from_response(response: UpstreamResponse) -> AttemptFailure:
     """Read (at most 64 KiB of) an error response and classify it."""
-    try:
-        body = await asyncio.wait_for(response.content.read(MAX_ERROR_BODY), timeout=5.0)
-    except (aiohttp.ClientError, TimeoutError, ConnectionError):
-        body = b""
-    finally:
-        response.close()
+    body = (await openai_upstream.read_error_body(response))[:MAX_ERROR_BODY]
     return failure_from_status(
         response.status,
         body,
-        retry_after=response.headers.get("Retry-After"),
+        retry_after=response.headers.get("retry-after"),
         content_type=response.content_type or "application/json",
     )
 

@@ -7,11 +7,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from edgeproxy.policy.snapshot import Candidate
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamResponse
 
 # Error bodies are read for pass-through and messages; a hostile upstream cannot make us buffer more.
 MAX_ERROR_BODY = 64 * 1024
@@ -25,7 +25,7 @@ def upstream_body(request_body: dict[str, Any], candidate: Candidate) -> bytes:
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    pool: Http1Pool,
     candidate: Candidate,
     body: bytes,
     *,
@@ -33,7 +33,7 @@ async def send(
     connect_timeout: float,
     request_id: str,
     extra_headers: Mapping[str, str] | None = None,
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """POST the body; return a 2xx response whose body is still unread, or raise AttemptFailure."""
     headers = {
         **candidate.headers,
@@ -42,48 +42,48 @@ async def send(
         "X-Request-Id": request_id,
         **(extra_headers or {}),  # trace context (traceparent)
     }
-    response = await post(session, candidate.chat_url, body, headers, connect_timeout)
+    response = await post(pool, candidate.chat_url, body, headers, connect_timeout)
     if 200 <= response.status < 300:
         return response
     raise await _failure_from_response(response)
 
 
 async def post(
-    session: aiohttp.ClientSession,
+    pool: Http1Pool,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
     connect_timeout: float,
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """POST over the pool; a transport failure before the response becomes an AttemptFailure
     (shared by every upstream wire)."""
     try:
-        return await session.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
-            allow_redirects=False,
-        )
-    except aiohttp.ConnectionTimeoutError:
+        return await pool.post(url, body, headers, connect_timeout=connect_timeout)
+    except TimeoutError:
         raise AttemptFailure(
             FailureClass.CONNECT_TIMEOUT, f"no connection within {connect_timeout:g}s"
         ) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise AttemptFailure(FailureClass.CONNECT_ERROR, _os_reason(exc)) from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError) as exc:
+    except ConnectFailed as exc:
+        raise AttemptFailure(FailureClass.CONNECT_ERROR, str(exc)) from None
+    except ConnectionError as exc:
         raise AttemptFailure(
-            FailureClass.RESET, f"connection lost before the response: {_os_reason(exc)}"
+            FailureClass.RESET, f"connection lost before the response: {_reason(exc)}"
         ) from None
 
 
-async def _failure_from_response(response: aiohttp.ClientResponse) -> AttemptFailure:
+async def read_error_body(response: UpstreamResponse) -> bytes:
+    """At most 64 KiB of an error response (for pass-through and messages), then drop it."""
     try:
-        body = await asyncio.wait_for(response.content.read(MAX_ERROR_BODY), timeout=5.0)
-    except (aiohttp.ClientError, TimeoutError, ConnectionError):
-        body = b""
+        async with asyncio.timeout(5.0):
+            return await response.read(MAX_ERROR_BODY)
+    except (TimeoutError, ConnectionError):
+        return b""
     finally:
         response.close()
+
+
+async def _failure_from_response(response: UpstreamResponse) -> AttemptFailure:
+    body = await read_error_body(response)
     code = error_code(body)
     failure = classify_status(response.status, code)
     assert failure is not None
@@ -91,9 +91,9 @@ async def _failure_from_response(response: aiohttp.ClientResponse) -> AttemptFai
         failure,
         f"HTTP {response.status} from upstream" + (f" ({code})" if code else ""),
         status=response.status,
-        body=body,
+        body=body[:MAX_ERROR_BODY],
         content_type=response.content_type or "application/json",
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
         code=code,
     )
 
@@ -121,9 +121,7 @@ def parse_retry_after(value: str | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def _os_reason(exc: BaseException) -> str:
-    os_error = getattr(exc, "os_error", None)
-    if isinstance(os_error, OSError) and os_error.strerror:
-        return os_error.strerror.lower()
-    text = str(exc) or type(exc).__name__
-    return text
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

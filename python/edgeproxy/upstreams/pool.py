@@ -1,19 +1,23 @@
-"""One pooled aiohttp client session shared by every upstream attempt.
+"""The proxy's upstream clients: the lean keep-alive pool every attempt goes through, and one
+aiohttp session for the health prober.
 
 Keep-alive connections are reused across requests (a TLS handshake per request would dominate
-the proxy's overhead). aiohttp sets TCP_NODELAY on every connection it opens (see
-``aiohttp.base_protocol``), so small SSE chunks are not held back by Nagle's algorithm.
+the proxy's overhead). Both set TCP_NODELAY on every connection they open, so small SSE chunks
+are not held back by Nagle's algorithm.
 """
 
 from __future__ import annotations
 
 import aiohttp
 
+from edgeproxy.upstreams.http1 import Http1Pool
+
 
 class UpstreamPool:
     def __init__(self, *, keepalive_timeout: float = 30.0) -> None:
         self._keepalive_timeout = keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
+        self.http = Http1Pool(keepalive_timeout=keepalive_timeout)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -34,11 +38,13 @@ class UpstreamPool:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """The prober's session (probes are rare; attempts use ``http``)."""
         if self._session is None:
             raise RuntimeError("UpstreamPool.start() was not awaited")
         return self._session
 
     async def close(self) -> None:
+        await self.http.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -1,0 +1,492 @@
+"""A lean HTTP/1.1 keep-alive client for upstream calls: one asyncio Protocol per connection,
+responses parsed by httptools (llhttp).
+
+Why not aiohttp's client: the proxy is CPU-bound in Python, and aiohttp's client machinery
+(request/response objects, traces, cookie and redirect handling, per-request timers and tasks)
+was the largest block of a request's profile. An upstream call needs much less: POST a body on
+a pooled connection, read the status and a few headers, then either the whole body or its chunks
+as they arrive. Everything else (timeouts, retries, failover) belongs to the resilience engine.
+
+What it does: connections pooled per (scheme, host, port), reused newest first, closed after
+``keepalive_timeout`` idle or when the upstream says ``Connection: close``; TCP_NODELAY so small
+SSE chunks are not held back; TLS through the ``ssl`` module with the system's trust store; flow
+control (a slow client pauses reading from the upstream); a request on a reused connection that
+the upstream closed while it sat idle is sent again once on a fresh connection (the upstream
+never saw it). Never: redirects, cookies, proxies from the environment, the client's headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+# A stream's reader may lag its upstream; past this many buffered bytes reading pauses.
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+# Bounds the idle sockets kept per upstream (each is an open file descriptor).
+_MAX_IDLE_PER_ORIGIN = 128
+
+
+class UpstreamConnectionError(ConnectionError):
+    """The connection failed or was lost before or while reading a response."""
+
+
+class ConnectFailed(UpstreamConnectionError):
+    """No connection could be made (refused, unreachable, DNS, TLS handshake)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a URL's requests go, parsed once per URL."""
+
+    key: tuple[str, str, int]  # scheme, host, port: the pool a connection belongs to
+    host_header: bytes
+    path: bytes
+    tls: bool
+
+
+class UpstreamResponse:
+    """Status, headers and the body of one upstream response, read as it arrives.
+
+    ``release()`` hands a fully read response's connection back to the pool; ``close()`` drops
+    the connection (a body read only in part must never be reused).
+    """
+
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_complete",
+        "_conn",
+        "_done",
+        "_error",
+        "_waiter",
+        "content_type",
+        "headers",
+        "status",
+    )
+
+    def __init__(self, conn: _Connection) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}  # names in lower case
+        self.content_type = ""
+        self._conn: _Connection | None = conn
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._complete = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False  # released or closed
+
+    # -- fed by the connection --------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER and self._conn is not None:
+            self._conn.pause()
+        self._wake()
+
+    def _finish(self) -> None:
+        self._complete = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._complete:
+            self._error = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    # -- read by the proxy ------------------------------------------------------------------
+
+    async def readany(self) -> bytes:
+        """The next bytes of the body as they arrived; ``b""`` at its end. Raises
+        UpstreamConnectionError when the connection is lost before the body is complete."""
+        while not self._chunks:
+            if self._complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        data = self._chunks.popleft()
+        if len(self._chunks) > 0:  # several network reads queued: hand them out together
+            data = b"".join((data, *self._chunks))
+            self._chunks.clear()
+        self._buffered = 0
+        if self._conn is not None:
+            self._conn.resume()
+        return data
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body, or its first ``limit`` bytes and more when it is longer (so the
+        caller can tell it was over the limit); the connection is dropped in that case."""
+        parts: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = await self.readany()
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            self.close()
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Done with the response: a complete one returns its connection to the pool."""
+        if self._done:
+            return
+        self._done = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self._complete and not self._chunks and self._error is None:
+                conn.reusable_after(self)
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream connection; at most one response in flight."""
+
+    def __init__(self, pool: Http1Pool, key: tuple[str, str, int]) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: UpstreamResponse | None = None
+        self.head: asyncio.Future[None] | None = None
+        self.closed = False
+        self.used = 0  # responses read on it: a reused connection may have gone stale
+        self.received = False  # any byte of the current response arrived
+        self.idle_since = 0.0
+        self.paused = False
+        self.keep_alive = False
+        self._length_known = False  # Content-Length or chunked: EOF does not end the body
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._lost(UpstreamConnectionError(f"invalid HTTP from upstream: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return False  # close the transport; connection_lost does the rest
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        response = self.response
+        head_done = self.head is not None and self.head.done()
+        eof_ends_body = exc is None and head_done and not self._length_known
+        if response is not None and not response._complete and eof_ends_body:
+            response._finish()  # a body delimited by the end of the connection
+            return
+        reason = exc or UpstreamConnectionError("upstream closed the connection")
+        if not isinstance(reason, UpstreamConnectionError):
+            reason = UpstreamConnectionError(f"connection lost: {reason}")
+        self._lost(reason)
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        response = self.response
+        if response is None:
+            return
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key in response.headers:  # repeated header: keep all values, comma-joined
+            text = f"{response.headers[key]}, {text}"
+        response.headers[key] = text
+        if key == "content-length" or key == "transfer-encoding":
+            self._length_known = True
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        if response is None:
+            return
+        response.status = self.parser.get_status_code()
+        content_type = response.headers.get("content-type", "")
+        response.content_type = content_type.split(";", 1)[0].strip().lower()
+        if 100 <= response.status < 200:  # an interim response: wait for the real one
+            response.headers.clear()
+            self._length_known = False
+            return
+        head = self.head
+        if head is not None and not head.done():
+            head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self.response is not None:
+            self.response._feed(body)
+
+    def on_message_complete(self) -> None:
+        response = self.response
+        if response is None or response.status < 200:
+            return
+        # Asked here: llhttp forgets the answer once the message is over.
+        self.keep_alive = self.parser.should_keep_alive()
+        response._finish()
+
+    # -- used by the pool and the response --------------------------------------------------
+
+    def _lost(self, exc: BaseException) -> None:
+        head = self.head
+        if head is not None and not head.done():
+            head.set_exception(exc)
+        if self.response is not None:
+            self.response._fail(exc)
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+
+    async def request(self, head: bytes, body: bytes) -> UpstreamResponse:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        response = UpstreamResponse(self)
+        self.response = response
+        self.head = loop.create_future()
+        self.received = False
+        self.keep_alive = False
+        self._length_known = False
+        self.transport.write(head + body if len(body) < 65536 else head)
+        if len(body) >= 65536:
+            self.transport.write(body)
+        try:
+            await self.head
+        except BaseException:
+            self.close()  # cancelled or failed mid-request: the connection state is unknown
+            raise
+        return response
+
+    def reusable_after(self, response: UpstreamResponse) -> None:
+        if self.response is not response or self.closed or not self.keep_alive:
+            self.close()
+            return
+        self.response = None
+        self.head = None
+        self.used += 1
+        self.resume()
+        self.pool.park(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.close()
+
+
+class Http1Pool:
+    """Keep-alive connections to every upstream, and ``post()`` over them."""
+
+    def __init__(
+        self,
+        *,
+        keepalive_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.keepalive_timeout = keepalive_timeout
+        self._clock = clock
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._targets: dict[str, Target] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._reaper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def target(self, url: str) -> Target:
+        target = self._targets.get(url)
+        if target is None:
+            target = _parse_target(url)
+            if len(self._targets) > 4096:  # URLs come from policies; bound it anyway
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    @property
+    def idle_connections(self) -> int:
+        return sum(len(conns) for conns in self._idle.values())
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        connect_timeout: float,
+    ) -> UpstreamResponse:
+        """POST ``body``; the response once its status and headers are in.
+
+        Raises ConnectFailed (no connection), TimeoutError (none within ``connect_timeout``) or
+        UpstreamConnectionError (lost before the response head).
+        """
+        target = self.target(url)
+        head = _request_head(target, headers, len(body))
+        conn = self._idle_connection(target.key)
+        if conn is not None:
+            try:
+                return await conn.request(head, body)
+            except UpstreamConnectionError:
+                if conn.received:
+                    raise
+                # The upstream closed it while it sat idle and never saw the request: once more
+                # on a fresh connection (Go's net/http and urllib3 do the same).
+        conn = await self._connect(target, connect_timeout)
+        return await conn.request(head, body)
+
+    def _idle_connection(self, key: tuple[str, str, int]) -> _Connection | None:
+        conns = self._idle.get(key)
+        if not conns:
+            return None
+        oldest_ok = self._clock() - self.keepalive_timeout
+        while conns:
+            conn = conns.pop()  # newest first: the one least likely to have been closed
+            if not conn.closed and conn.idle_since >= oldest_ok:
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self, target: Target, connect_timeout: float) -> _Connection:
+        _, host, port = target.key
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self, target.key)
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await loop.create_connection(
+                    lambda: conn,
+                    host,
+                    port,
+                    ssl=self._tls_context() if target.tls else None,
+                    server_hostname=host if target.tls else None,
+                )
+        except TimeoutError:
+            conn.close()
+            raise
+        except (OSError, ssl.SSLError) as exc:
+            conn.close()
+            raise ConnectFailed(_reason(exc)) from None
+        return conn
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    def park(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            return
+        conns = self._idle.setdefault(conn.key, [])
+        if len(conns) >= _MAX_IDLE_PER_ORIGIN:
+            conn.close()
+            return
+        conn.idle_since = self._clock()
+        conns.append(conn)
+        if self._reaper is None:
+            loop = asyncio.get_running_loop()
+            self._reaper = loop.call_later(self.keepalive_timeout, self._reap)
+
+    def forget(self, conn: _Connection) -> None:
+        conns = self._idle.get(conn.key)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def _reap(self) -> None:
+        """Close connections idle for longer than the keep-alive timeout (each holds an fd)."""
+        self._reaper = None
+        oldest_ok = self._clock() - self.keepalive_timeout
+        for conns in list(self._idle.values()):
+            for conn in [c for c in conns if c.idle_since < oldest_ok]:
+                conn.close()
+        if self.idle_connections:
+            loop = asyncio.get_running_loop()
+            self._reaper = loop.call_later(self.keepalive_timeout, self._reap)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for conns in list(self._idle.values()):
+            for conn in list(conns):
+                conn.close()
+        self._idle.clear()
+
+
+def _parse_target(url: str) -> Target:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    tls = scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    host = parts.hostname
+    default_port = port == (443 if tls else 80)
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if default_port else f"{shown}:{port}"
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return Target((scheme, host, port), host_header.encode("idna"), path.encode("ascii"), tls)
+
+
+def _request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
+    lines = [b"POST ", target.path, b" HTTP/1.1\r\nHost: ", target.host_header, b"\r\n"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            # A line break would let a header value write headers of its own.
+            raise ValueError(f"header {name.strip()!r} contains a line break or colon")
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    lines.append(b"Content-Length: %d\r\n\r\n" % length)
+    return b"".join(lines)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,355 @@
+"""The lean upstream HTTP/1.1 client against scripted servers on loopback: keep-alive reuse,
+body framing (length, chunked, end of connection), cuts, stale idle connections, flow control,
+header injection and the idle reaper (on a fake clock)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamConnectionError
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+@dataclass
+class Scripted:
+    """A raw TCP server: each connection is handed to ``handler`` with its ordinal."""
+
+    handler: Handler
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer, self.connections)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await reader.readexactly(length)
+        self.requests.append(head + body)
+        return body
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Scripted]]]:
+    servers: list[Scripted] = []
+
+    async def start(handler: Handler) -> Scripted:
+        scripted = Scripted(handler)
+        scripted.server = await asyncio.start_server(scripted._serve, "127.0.0.1", 0)
+        servers.append(scripted)
+        return scripted
+
+    yield start
+    for scripted in servers:
+        assert scripted.server is not None
+        scripted.server.close()
+
+
+def ok(body: bytes, *extra: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+    return head + b"".join(extra) + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(serve) -> None:
+    async def handler(reader, writer, n):
+        while True:
+            body = await server.read_request(reader)
+            writer.write(ok(b'{"echo": %d}' % len(body), b"Retry-After: 3\r\n"))
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        for size in (5, 7, 11):
+            response = await pool.post(
+                server.url, b"x" * size, {"Authorization": "Bearer k"}, connect_timeout=1
+            )
+            assert response.status == 200
+            assert response.content_type == "application/json"
+            assert response.headers["retry-after"] == "3"
+            assert await response.read(1024) == b'{"echo": %d}' % size
+            response.release()
+        assert server.connections == 1
+        first = server.requests[0]
+        assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+        assert b"\r\nAuthorization: Bearer k\r\n" in first
+        assert first.endswith(b"Content-Length: 5\r\n\r\nxxxxx")
+    finally:
+        await pool.close()
+
+
+async def test_chunked_body_arrives_piece_by_piece_then_ends(serve) -> None:
+    go = asyncio.Event()
+
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n")
+        writer.write(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await go.wait()
+        writer.write(b"6\r\n world\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert response.content_type == "text/event-stream"
+        assert await response.readany() == b"hello"
+        go.set()
+        assert await response.readany() == b" world"
+        assert await response.readany() == b""
+        response.release()
+        assert pool.idle_connections == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_body_ended_by_the_connection_is_complete_and_not_reused(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+        await writer.drain()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert await response.read(1024) == b"until the end"
+        response.release()
+        assert pool.idle_connections == 0
+    finally:
+        await pool.close()
+
+
+async def test_a_cut_body_raises_instead_of_ending(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+        await writer.drain()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        with pytest.raises(UpstreamConnectionError):
+            await response.read(1024)
+        response.release()
+        assert pool.idle_connections == 0
+    finally:
+        await pool.close()
+
+
+async def test_a_body_over_the_limit_is_reported_longer_and_the_connection_dropped(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(ok(b"y" * 5000))
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert len(await response.read(100)) > 100
+        response.release()
+        assert pool.idle_connections == 0
+    finally:
+        await pool.close()
+
+
+async def test_an_idle_connection_the_upstream_closed_is_replaced_once(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(ok(b"{}"))
+        await writer.drain()
+        # keep-alive was promised, but the upstream closes the idle connection
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        for _ in range(3):
+            response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+            assert await response.read(100) == b"{}"
+            response.release()
+        assert len(server.requests) == 3
+    finally:
+        await pool.close()
+
+
+async def test_a_fresh_connection_closed_before_the_answer_is_an_error(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        with pytest.raises(UpstreamConnectionError):
+            await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert server.connections == 1  # never sent twice on a fresh connection
+    finally:
+        await pool.close()
+
+
+async def test_an_interim_100_response_is_skipped(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done"))
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert (response.status, await response.read(100)) == (200, b"done")
+        response.release()
+    finally:
+        await pool.close()
+
+
+async def test_a_slow_reader_pauses_the_upstream_and_loses_nothing(serve) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB
+
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(ok(payload))
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        conn = response._conn
+        assert conn is not None
+        received = bytearray()
+        paused_seen = False
+        while chunk := await response.readany():
+            received += chunk
+            for _ in range(20):  # let the upstream fill the buffer before the next read
+                await asyncio.sleep(0)
+            paused_seen = paused_seen or conn.paused
+        assert bytes(received) == payload
+        assert paused_seen
+        response.release()
+        assert pool.idle_connections == 1
+    finally:
+        await pool.close()
+
+
+async def test_cancelled_while_waiting_drops_the_connection(serve) -> None:
+    received = asyncio.Event()
+
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        received.set()
+        await reader.read()  # never answers
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        task = asyncio.ensure_future(pool.post(server.url, b"{}", {}, connect_timeout=1))
+        await received.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pool.idle_connections == 0
+    finally:
+        await pool.close()
+
+
+async def test_a_header_with_a_line_break_is_never_sent(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        with pytest.raises(ValueError, match="line break"):
+            await pool.post(server.url, b"{}", {"X-Evil": "a\r\nX-Injected: 1"}, connect_timeout=1)
+        assert server.connections == 0
+    finally:
+        await pool.close()
+
+
+async def test_refused_is_a_connect_failure() -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    pool = Http1Pool()
+    with pytest.raises(ConnectFailed):
+        await pool.post(f"http://127.0.0.1:{port}/x", b"{}", {}, connect_timeout=1)
+    await pool.close()
+
+
+async def test_idle_connections_expire_on_the_pool_clock(serve) -> None:
+    async def handler(reader, writer, n):
+        while True:
+            await server.read_request(reader)
+            writer.write(ok(b"{}"))
+
+    now = [1000.0]
+    server = await serve(handler)
+    pool = Http1Pool(keepalive_timeout=30, clock=lambda: now[0])
+    try:
+
+        async def call() -> None:
+            response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+            await response.read(10)
+            response.release()
+
+        await call()
+        now[0] += 29
+        await call()
+        assert server.connections == 1  # within the keep-alive timeout: reused
+        now[0] += 31
+        await call()
+        assert server.connections == 2  # idle too long: a new connection
+        now[0] += 31
+        pool._reap()
+        assert pool.idle_connections == 0  # the reaper closes what sat idle too long
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "path"),
+    [
+        ("http://h.example/v1/x", b"h.example", b"/v1/x"),
+        ("https://h.example:8443/v1?api-version=1", b"h.example:8443", b"/v1?api-version=1"),
+        ("http://[::1]:9000", b"[::1]:9000", b"/"),
+    ],
+)
+def test_targets_are_parsed_once_per_url(url: str, host: bytes, path: bytes) -> None:
+    pool = Http1Pool()
+    target = pool.target(url)
+    assert (target.host_header, target.path) == (host, path)
+    assert pool.target(url) is target
+
+
+def test_a_non_http_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        Http1Pool().target("ftp://h.example/x")
