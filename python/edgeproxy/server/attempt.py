@@ -4,9 +4,9 @@ the first token (stream), within the attempt's time limits clipped to the reques
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -53,25 +53,40 @@ class UpstreamCall:
         )
 
 
-@asynccontextmanager
-async def _within(
-    deadline: Deadline, limit: float, on_timeout: FailureClass, what: str
-) -> AsyncIterator[float]:
+class _Within:
     """Bound a step by ``limit`` clipped to the deadline; a timeout becomes an AttemptFailure
-    (classed ``deadline`` when the request's deadline, not the step's own limit, ran out)."""
-    allowed, by_deadline = deadline.clip(limit)
-    try:
-        async with asyncio.timeout(allowed):
-            yield allowed
-    except TimeoutError:
-        failure = FailureClass.DEADLINE if by_deadline else on_timeout
-        raise AttemptFailure(failure, f"no {what} within {allowed:.3g}s") from None
+    (classed ``deadline`` when the request's deadline, not the step's own limit, ran out).
+
+    A class rather than an ``@asynccontextmanager``: it runs on every attempt, and the generator
+    machinery costs more than the timeout itself.
+    """
+
+    __slots__ = ("allowed", "by_deadline", "on_timeout", "timeout", "what")
+
+    def __init__(self, deadline: Deadline, limit: float, on_timeout: FailureClass, what: str):
+        self.allowed, self.by_deadline = deadline.clip(limit)
+        self.on_timeout = on_timeout
+        self.what = what
+        self.timeout = asyncio.timeout(self.allowed)
+
+    async def __aenter__(self) -> float:
+        await self.timeout.__aenter__()
+        return self.allowed
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.timeout.__aexit__(kind, exc, tb)
+        except TimeoutError:
+            failure = FailureClass.DEADLINE if self.by_deadline else self.on_timeout
+            raise AttemptFailure(failure, f"no {self.what} within {self.allowed:.3g}s") from None
 
 
 async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
     """One non-stream attempt: the whole answer (bytes as received) and its parsed form."""
     limit = call.route.timeouts.response
-    async with _within(call.deadline, limit, FailureClass.RESPONSE_TIMEOUT, "complete answer"):
+    async with _Within(call.deadline, limit, FailureClass.RESPONSE_TIMEOUT, "complete answer"):
         response = await call.send(stream=False)
         try:
             data = await response.read(MAX_RESPONSE_BYTES)
@@ -105,7 +120,7 @@ async def attempt_stream(
 ) -> tuple[UpstreamStream, bytes]:
     """One stream attempt, up to its first token: the open stream and the bytes to send first."""
     limit = call.route.timeouts.first_token
-    async with _within(
+    async with _Within(
         call.deadline, limit, FailureClass.FIRST_TOKEN_TIMEOUT, "first event"
     ) as allowed:
         response = await call.send(stream=True)

@@ -20,6 +20,12 @@ async def read_json_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
+    if declared is not None:
+        # The usual case: the length is declared and within the limit, so one read is bounded.
+        body = await request.read()
+        if not body:
+            raise IngressError(400, "The request body is empty: send a JSON object.")
+        return body
     chunks: list[bytes] = []
     size = 0
     # Read in pieces so a body without Content-Length (chunked) is stopped at the limit too.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -39,7 +39,7 @@ def new_request_id(client_value: str | None) -> str:
     """Keep a sane client-supplied id (so app and proxy logs join up); otherwise make one."""
     if client_value and _CLIENT_REQUEST_ID.match(client_value):
         return client_value
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{os.urandom(16).hex()}"  # 128 random bits, as uuid4 without the object
 
 
 def request_id(request: web.Request) -> str:
