@@ -39,6 +39,7 @@ from edgeproxy.server.context import STATE, ProxyState, request_id
 from edgeproxy.server.openai_wire import IngressError, parse_chat_request
 from edgeproxy.server.relay import (
     Leg,
+    SseResponse,
     StreamOptions,
     StreamProgress,
     UpstreamStream,
@@ -344,12 +345,12 @@ class ChatExchange:
         if reply.body is not None:
             return web.Response(body=reply.body, content_type="application/json", headers=headers)
         assert reply.chunks is not None
-        response = web.StreamResponse(headers={**headers, **_SSE_HEADERS})
+        response = SseResponse(headers={**headers, **_SSE_HEADERS})
         await response.prepare(request)
         self.tel.first_token()
         encoder = self.client.stream()
-        await response.write(encoder.encode(b"".join(reply.chunks)) + encoder.close())
-        await response.write_eof()
+        # The whole recorded stream, its headers and the end of the body in one write.
+        await response.write_eof(encoder.encode(b"".join(reply.chunks)) + encoder.close())
         return response
 
     def _shared_answer(self, answer: bytes, plan: CachePlan) -> web.Response:

@@ -87,6 +87,17 @@ class StreamOptions:
     translate_from_anthropic: bool = False
 
 
+class SseResponse(web.StreamResponse):
+    """A stream response whose headers leave with its first bytes, not in a write of their own.
+
+    The relay always writes the first event right after ``prepare()`` (the commit point), so
+    sending the headers alone would cost a system call per stream (aiohttp's ``Response`` does
+    the same for whole bodies; the attribute is aiohttp's switch for it).
+    """
+
+    _send_headers_immediately = False
+
+
 class UpstreamStream:
     """An open upstream SSE response plus the Rust scanner that checks it chunk by chunk."""
 
@@ -340,7 +351,7 @@ async def relay_to_client(
     failure after the commit either resumes on another candidate (``on_midstream_failure:
     resume``, plain text only) or ends the stream with an in-band error — never with ``[DONE]``.
     """
-    response = web.StreamResponse(
+    response = SseResponse(
         status=200,
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
     )
@@ -376,9 +387,8 @@ async def relay_to_client(
                 else midstream_error(failure, events, rid)
             )
             break
-        if complete:
-            await response.write(encoder.close())
-        await response.write_eof()
+        # The closing bytes and the end of the chunked body in one write.
+        await response.write_eof(encoder.close() if complete else b"")
     except (ConnectionError, aiohttp.ClientConnectionResetError):
         # The client went away; _pump already dropped the upstream. Anyone sharing this stream
         # (a coalesced follower) is told it broke.
