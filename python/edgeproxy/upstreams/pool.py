@@ -33,6 +33,10 @@ class UpstreamPool:
         )
 
     @property
+    def started(self) -> bool:
+        return self._session is not None
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("UpstreamPool.start() was not awaited")
