@@ -56,6 +56,7 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
     proxy: Proc | None = None
     sims: Proc | None = None
+    proxy_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def proxy_url(self) -> str:
@@ -100,6 +101,7 @@ class Stack:
                 "warning",
             ],
             self.out / "proxy.log",
+            env=self.proxy_env,
         )
         self.procs.append(self.proxy)
         wait_port(self.proxy_port, 30, self.proxy.popen)
@@ -111,7 +113,12 @@ class Stack:
 
 
 def start_stack(
-    out: Path, *, ttft: float = 0.05, tps: float = 200.0, overrides: dict[str, Any] | None = None
+    out: Path,
+    *,
+    ttft: float = 0.05,
+    tps: float = 200.0,
+    overrides: dict[str, Any] | None = None,
+    proxy_env: dict[str, str] | None = None,
 ) -> Stack:
     out.mkdir(parents=True, exist_ok=True)
     control = free_port()
@@ -122,7 +129,13 @@ def start_stack(
         REPO / "policies" / "default.yaml", policy, port_base=base - 1, overrides=overrides
     )
     stack = Stack(
-        out=out, policy=policy, proxy_port=free_port(), control_port=control, ttft=ttft, tps=tps
+        out=out,
+        policy=policy,
+        proxy_port=free_port(),
+        control_port=control,
+        ttft=ttft,
+        tps=tps,
+        proxy_env=dict(proxy_env or {}),
     )
     try:
         stack.start(sorted(mapping.values()))

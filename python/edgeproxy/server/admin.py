@@ -1,4 +1,5 @@
-"""Admin endpoints: ``GET /admin/policy``, ``POST /admin/reload`` and ``GET /admin/status``.
+"""Admin endpoints: ``GET /admin/policy``, ``POST /admin/reload``, ``GET /admin/status`` and
+``GET /admin/debug/runtime`` (asyncio tasks, open fds, RSS, gc, upstream pool: for leak hunts).
 
 Access: with an admin token configured (``EDGEPROXY_ADMIN_TOKEN``), every admin request must carry
 ``Authorization: Bearer <token>`` (or 401), from any address. Without a token, admin endpoints
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -20,6 +22,7 @@ from edgeproxy.policy.describe import describe_policy
 from edgeproxy.policy.reload import PolicyReloader
 from edgeproxy.server.context import STATE
 from edgeproxy.server.openai_wire import IngressError
+from edgeproxy.telemetry.runtime import runtime_facts
 from edgeproxy.telemetry.status import build_status
 
 ADMIN_TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
@@ -29,6 +32,8 @@ ADMIN_TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
 class AdminConfig:
     token: str | None = None
     reloader: PolicyReloader | None = None
+    # When the admin routes were installed (the proxy started): the runtime endpoint's uptime.
+    started: float = field(default_factory=time.monotonic)
 
 
 ADMIN = web.AppKey("edgeproxy_admin", AdminConfig)
@@ -132,8 +137,26 @@ async def handle_admin_status(request: web.Request) -> web.Response:
     return _json(data)
 
 
+async def handle_admin_debug_runtime(request: web.Request) -> web.Response:
+    """Runtime facts for leak hunting (``asyncio_tasks``, ``open_fds``, ``rss_bytes``, gc, the
+    upstream pool's idle connections, uptime); schema in ``telemetry/runtime.py``."""
+    config = _config(request)
+    authorize(config, request.headers.get("Authorization"), request.remote)
+    state = request.app[STATE]
+    pool = state.pool
+    data = runtime_facts(
+        started=config.started,
+        session=pool.session if pool.started else None,
+        cache=state.cache.stats(),
+        inflight=state.telemetry.inflight,
+        tracemalloc_top=15 if request.query.get("tracemalloc") == "top" else 0,
+    )
+    return _json(data)
+
+
 def add_admin_routes(app: web.Application, config: AdminConfig) -> None:
     app[ADMIN] = config
     app.router.add_get("/admin/policy", handle_admin_policy)
     app.router.add_post("/admin/reload", handle_admin_reload)
     app.router.add_get("/admin/status", handle_admin_status)
+    app.router.add_get("/admin/debug/runtime", handle_admin_debug_runtime)

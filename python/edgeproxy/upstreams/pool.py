@@ -37,6 +37,10 @@ class UpstreamPool:
         )
 
     @property
+    def started(self) -> bool:
+        return self._session is not None
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         """The prober's session (probes are rare; attempts use ``http``)."""
         if self._session is None:
