@@ -115,6 +115,7 @@ async def test_chunked_body_arrives_piece_by_piece_then_ends(serve) -> None:
     pool = Http1Pool()
     try:
         response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert pool.stats() == {"idle_by_host": {}, "in_use": 1}
         assert response.content_type == "text/event-stream"
         assert await response.readany() == b"hello"
         go.set()
@@ -122,6 +123,8 @@ async def test_chunked_body_arrives_piece_by_piece_then_ends(serve) -> None:
         assert await response.readany() == b""
         response.release()
         assert pool.idle_connections == 1
+        port = server.url.split(":")[2].split("/")[0]
+        assert pool.stats() == {"idle_by_host": {f"127.0.0.1:{port}": 1}, "in_use": 0}
     finally:
         await pool.close()
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import aiohttp
 
+from edgeproxy.upstreams.http1 import Http1Pool
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _TOP_TASK_KINDS = 15
 
@@ -71,17 +73,37 @@ def max_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def pool_connections(session: aiohttp.ClientSession | None) -> dict[str, Any] | None:
-    """Idle keep-alive and in-use connections of the upstream pool.
+def pool_connections(
+    http: Http1Pool | None, prober: aiohttp.ClientSession | None = None
+) -> dict[str, Any] | None:
+    """Idle keep-alive and in-use connections of the upstream clients: the attempts' pool and
+    the health prober's aiohttp session, added up (the soak's fd check allows that many)."""
+    if http is None:
+        return None
+    stats = http.stats()
+    idle_by_host: dict[str, int] = dict(stats["idle_by_host"])
+    in_use: int | None = stats["in_use"]
+    probing = _session_connections(prober)
+    if probing is None:
+        in_use = None
+    else:
+        for host, n in probing[0].items():
+            idle_by_host[host] = idle_by_host.get(host, 0) + n
+        in_use = (in_use or 0) + probing[1]
+    return {"idle": sum(idle_by_host.values()), "in_use": in_use, "idle_by_host": idle_by_host}
+
+
+def _session_connections(
+    session: aiohttp.ClientSession | None,
+) -> tuple[dict[str, int], int] | None:
+    """The prober session's idle connections by host and its in-use count.
 
     aiohttp has no public counter for these; the connector's ``_conns`` (idle, per host) and
-    ``_acquired`` (in use) are read defensively and reported as null if their shape changes.
+    ``_acquired`` (in use) are read defensively (None if their shape changes).
     """
-    if session is None or session.closed:
-        return None
+    if session is None or session.closed or session.connector is None:
+        return {}, 0
     connector = session.connector
-    if connector is None:
-        return None
     try:
         idle_by_host = {
             f"{key.host}:{key.port}": len(conns)
@@ -90,8 +112,8 @@ def pool_connections(session: aiohttp.ClientSession | None) -> dict[str, Any] | 
         }
         acquired = len(getattr(connector, "_acquired"))  # noqa: B009
     except (AttributeError, TypeError):
-        return {"idle": None, "in_use": None, "idle_by_host": None}
-    return {"idle": sum(idle_by_host.values()), "in_use": acquired, "idle_by_host": idle_by_host}
+        return None
+    return idle_by_host, acquired
 
 
 _last_snapshot: list[tracemalloc.Snapshot] = []
@@ -133,7 +155,8 @@ def tracemalloc_facts(top: int = 0) -> dict[str, Any] | None:
 def runtime_facts(
     *,
     started: float,
-    session: aiohttp.ClientSession | None = None,
+    http: Http1Pool | None = None,
+    prober: aiohttp.ClientSession | None = None,
     cache: dict[str, int] | None = None,
     inflight: int | None = None,
     tracemalloc_top: int = 0,
@@ -159,7 +182,7 @@ def runtime_facts(
             "uncollectable": [s["uncollectable"] for s in gc.get_stats()],
             "garbage": len(gc.garbage),
         },
-        "upstream_pool": pool_connections(session),
+        "upstream_pool": pool_connections(http, prober),
         "requests_in_flight": inflight,
         "cache": cache,
         "tracemalloc": tracemalloc_facts(tracemalloc_top),

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -338,6 +338,7 @@ class Http1Pool:
         self._tls: ssl.SSLContext | None = None
         self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._open: set[_Connection] = set()  # every connection not yet closed
 
     def target(self, url: str) -> Target:
         target = self._targets.get(url)
@@ -351,6 +352,14 @@ class Http1Pool:
     @property
     def idle_connections(self) -> int:
         return sum(len(conns) for conns in self._idle.values())
+
+    def stats(self) -> dict[str, Any]:
+        """Open connections: idle (by ``host:port``) and in use (a response in flight)."""
+        idle_by_host = {
+            f"{key[1]}:{key[2]}": len(conns) for key, conns in self._idle.items() if conns
+        }
+        idle = sum(idle_by_host.values())
+        return {"idle_by_host": idle_by_host, "in_use": len(self._open) - idle}
 
     async def post(
         self,
@@ -410,6 +419,8 @@ class Http1Pool:
         except (OSError, ssl.SSLError) as exc:
             conn.close()
             raise ConnectFailed(_reason(exc)) from None
+        if not conn.closed:
+            self._open.add(conn)
         return conn
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -432,6 +443,8 @@ class Http1Pool:
             self._reaper = loop.call_later(self.keepalive_timeout, self._reap)
 
     def forget(self, conn: _Connection) -> None:
+        """``conn`` is closed: out of the idle list and the open set."""
+        self._open.discard(conn)
         conns = self._idle.get(conn.key)
         if conns and conn in conns:
             conns.remove(conn)
