@@ -93,6 +93,7 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(s
         first = server.requests[0]
         assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
         assert b"\r\nAuthorization: Bearer k\r\n" in first
+        assert b"\r\nAccept-Encoding: identity\r\n" in first  # never a compressed answer
         assert first.endswith(b"Content-Length: 5\r\n\r\nxxxxx")
     finally:
         await pool.close()

@@ -489,7 +489,15 @@ def _parse_target(url: str) -> Target:
 
 
 def _request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
-    lines = [b"POST ", target.path, b" HTTP/1.1\r\nHost: ", target.host_header, b"\r\n"]
+    # identity: without the header an upstream may compress as it likes (RFC 9110), and the
+    # relay forwards bytes as they come.
+    lines = [
+        b"POST ",
+        target.path,
+        b" HTTP/1.1\r\nHost: ",
+        target.host_header,
+        b"\r\nAccept-Encoding: identity\r\n",
+    ]
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             # A line break would let a header value write headers of its own.
