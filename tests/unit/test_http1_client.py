@@ -5,10 +5,12 @@ header injection and the idle reaper (on a fake clock)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+import trustme
 
 from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamConnectionError
 
@@ -357,3 +359,42 @@ def test_targets_are_parsed_once_per_url(url: str, host: bytes, path: bytes) -> 
 def test_a_non_http_url_is_refused() -> None:
     with pytest.raises(ValueError, match="not an http"):
         Http1Pool().target("ftp://h.example/x")
+
+
+async def test_https_with_verified_certificates_and_keep_alive() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert b"\r\nHost: localhost:" in head
+                await reader.readexactly(2)
+                writer.write(ok(b'{"tls": true}'))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    url = f"https://localhost:{port}/v1/chat/completions"
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    pool = Http1Pool(tls=client_ctx)
+    try:
+        for _ in range(2):
+            response = await pool.post(url, b"{}", {}, connect_timeout=5)
+            assert (response.status, await response.read(100)) == (200, b'{"tls": true}')
+            response.release()
+        assert connections == 1
+        untrusted = Http1Pool()  # the system store does not know the test CA
+        with pytest.raises(ConnectFailed):
+            await untrusted.post(url, b"{}", {}, connect_timeout=5)
+        await untrusted.close()
+    finally:
+        await pool.close()
+        server.close()

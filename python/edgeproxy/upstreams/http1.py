@@ -330,12 +330,15 @@ class Http1Pool:
         *,
         keepalive_timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: the context for https upstreams (default: the system's trust store, made
+        on first use)."""
         self.keepalive_timeout = keepalive_timeout
         self._clock = clock
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._targets: dict[str, Target] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls
         self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
         self._open: set[_Connection] = set()  # every connection not yet closed
