@@ -9,7 +9,6 @@ hop is reported to the request's telemetry (spans, metrics, the access log line)
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -21,28 +20,30 @@ from edgeproxy import tokens
 from edgeproxy.cache.layer import HEADER as CACHE_HEADER
 from edgeproxy.cache.layer import (
     HIT,
-    CachedReply,
     CachePlan,
-    PromptCache,
-    StreamRecorder,
 )
-from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed, StreamBroadcast
+from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
 from edgeproxy.policy.snapshot import Candidate, Policy, Route
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
-from edgeproxy.resilience.engine import ResilienceEngine
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.resilience.failure import AttemptFailure
 from edgeproxy.resilience.shedding import Overloaded
 from edgeproxy.server.attempt import UpstreamCall, attempt_once, attempt_stream
+from edgeproxy.server.attempt_log import AttemptLog, discard_stream
 from edgeproxy.server.body import read_json_body
+from edgeproxy.server.cached_answers import (
+    CacheTap,
+    answer_from_cache,
+    follow_stream,
+    shared_answer,
+    who_served,
+)
 from edgeproxy.server.client_wire import ClientWire, OpenAIClient
 from edgeproxy.server.context import STATE, ProxyState, request_id
 from edgeproxy.server.openai_wire import IngressError, parse_chat_request
 from edgeproxy.server.relay import (
     Leg,
-    SseResponse,
     StreamOptions,
     StreamProgress,
-    UpstreamStream,
     UsageCounter,
     add_usage,
     relay_to_client,
@@ -51,9 +52,6 @@ from edgeproxy.server.responses import all_failed, pass_through, served_headers
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 from edgeproxy.translate import TranslationError, error_to_openai, openai_to_anthropic_request
 from edgeproxy.upstreams import openai as openai_upstream
-
-log = logging.getLogger("edgeproxy.access")
-
 
 Serve = Callable[[web.Request, ProxyState, str, RequestTelemetry], Awaitable[web.StreamResponse]]
 
@@ -167,7 +165,7 @@ class ChatExchange:
         reply = cache.lookup(plan, self.stream)
         if reply is not None:
             self.tel.cache(HIT)
-            return await self._answer_from_cache(request, reply)
+            return await answer_from_cache(request, reply, self.client, self.tel, self.policy)
         self.tel.cache(plan.status)
         if self.stream:
             return await self._serve_stream(request, plan)
@@ -179,7 +177,7 @@ class ChatExchange:
                 except (LeaderFailed, FollowerTimeout):
                     pass  # fall back to an upstream call of its own
                 else:
-                    return self._shared_answer(shared, plan)
+                    return shared_answer(shared, plan, self.state.cache, self.policy)
             response = await self._serve_upstream(request, plan)
             if flight.leader and response.status == 200 and isinstance(response, web.Response):
                 assert isinstance(response.body, bytes)
@@ -190,17 +188,17 @@ class ChatExchange:
         cache = self.state.cache
         broadcast, leader = cache.join_stream(plan)
         if not leader:
-            followed = await self._follow(request, broadcast, plan)
+            followed = await follow_stream(request, broadcast, self)
             if followed is not None:
                 return followed
-        tap = _CacheTap(broadcast if leader else None, plan, cache)
+        tap = CacheTap(broadcast if leader else None, plan, cache)
         try:
             return await self._serve_upstream(request, plan, tap)
         finally:
             tap.end(False, b"")  # no-op when the relay already ended it
 
     async def _serve_upstream(
-        self, request: web.Request, plan: CachePlan, tap: _CacheTap | None = None
+        self, request: web.Request, plan: CachePlan, tap: CacheTap | None = None
     ) -> web.StreamResponse:
         route, engine, policy = self.route, self.engine, self.policy
         chain, untranslatable = self._translatable(route.chain)
@@ -258,12 +256,12 @@ class ChatExchange:
                 # What this answer cost, failed attempts included (a failover's real price).
                 cost = sum(a.cost for a in self.tel.attempts)
                 headers[COST_HEADER] = f"{cost:.8f}"
-            self.state.cache.store_completion(plan, outcome.value, _who(headers))
+            self.state.cache.store_completion(plan, outcome.value, who_served(headers))
             return web.Response(
                 body=outcome.value, content_type="application/json", headers=headers
             )
         if tap is not None:
-            tap.start(_who(headers))
+            tap.start(who_served(headers))
         leg = self._leg(outcome)
         resume = self._resume if route.on_midstream_failure == "resume" else None
         try:
@@ -332,80 +330,6 @@ class ChatExchange:
             count = self._prompt_tokens[encoding] = tokens.count_chat(self.raw, encoding).tokens
         return count
 
-    # -- the cache -----------------------------------------------------------------------------
-
-    async def _answer_from_cache(
-        self, request: web.Request, reply: CachedReply
-    ) -> web.StreamResponse:
-        headers = {
-            **reply.headers,
-            "x-edgeproxy-attempts": "0",
-            "x-edgeproxy-policy-version": self.policy.version,
-        }
-        if reply.body is not None:
-            return web.Response(body=reply.body, content_type="application/json", headers=headers)
-        assert reply.chunks is not None
-        response = SseResponse(headers={**headers, **_SSE_HEADERS})
-        await response.prepare(request)
-        self.tel.first_token()
-        encoder = self.client.stream()
-        # The whole recorded stream, its headers and the end of the body in one write.
-        await response.write_eof(encoder.encode(b"".join(reply.chunks)) + encoder.close())
-        return response
-
-    def _shared_answer(self, answer: bytes, plan: CachePlan) -> web.Response:
-        """A coalesced follower's answer: the leader's, as the cache stored it."""
-        stored = self.state.cache.lookup(plan, stream=False)
-        served = stored.served if stored is not None else {}
-        headers = {
-            **served,
-            CACHE_HEADER: HIT,
-            "x-edgeproxy-attempts": "0",
-            "x-edgeproxy-policy-version": self.policy.version,
-        }
-        return web.Response(body=answer, content_type="application/json", headers=headers)
-
-    async def _follow(
-        self, request: web.Request, broadcast: StreamBroadcast, plan: CachePlan
-    ) -> web.StreamResponse | None:
-        """Relay an identical stream already in flight; None when its leader failed before
-        sending anything (then this request makes its own upstream call)."""
-        response: web.StreamResponse | None = None
-        encoder = self.client.stream()
-        failure: AttemptFailure | None = None
-        try:
-            async for chunk in broadcast.follow(max(self.deadline.remaining(), 0.0)):
-                if response is None:
-                    headers = {
-                        CACHE_HEADER: HIT,
-                        "x-edgeproxy-attempts": "0",
-                        "x-edgeproxy-policy-version": self.policy.version,
-                        **_SSE_HEADERS,
-                    }
-                    response = web.StreamResponse(headers=headers)
-                    await response.prepare(request)
-                    self.tel.first_token()
-                try:
-                    await response.write(encoder.encode(chunk))
-                except TranslationError:
-                    # The leader's stream ended in an error event (OpenAI's shape).
-                    failure = AttemptFailure(FailureClass.CUT, "the shared stream failed")
-                    break
-        except LeaderFailed:
-            return None
-        except FollowerTimeout as timeout:
-            if response is None and not timeout.committed:
-                return None
-            failure = AttemptFailure(FailureClass.DEADLINE, "the shared stream outlasted it")
-        if response is None:
-            return None
-        if failure is not None:
-            await response.write(encoder.error(failure, 0, self.rid, None))
-        else:
-            await response.write(encoder.close())
-        await response.write_eof()
-        return response
-
     def _loop(
         self, chain: tuple[Candidate, ...], max_attempts: int, hedge_delay: float | None = None
     ) -> AttemptLoop[Any]:
@@ -418,7 +342,7 @@ class ChatExchange:
             budget=engine.budget,
             backoff=engine.backoff,
             observer=AttemptLog(self.rid, engine, self.stream, self.tel),
-            discard=_discard_stream if self.stream else None,
+            discard=discard_stream if self.stream else None,
             defer_success=self.stream,
             hedge_delay=hedge_delay,
             try_hedge=engine.hedger.try_hedge,
@@ -535,54 +459,6 @@ class ChatExchange:
         return self._leg(outcome)
 
 
-class AttemptLog:
-    """The attempt loop's observer: a log line per failed attempt, TTFT samples for hedging,
-    backoff events on the request's trace."""
-
-    def __init__(
-        self, rid: str, engine: ResilienceEngine, stream: bool, tel: RequestTelemetry
-    ) -> None:
-        self._rid = rid
-        self._engine = engine
-        self._stream = stream
-        self._tel = tel
-
-    def attempt_started(self, candidate: Candidate, number: int, hedge: bool) -> None:
-        pass
-
-    def attempt_finished(
-        self, candidate: Candidate, number: int, failure: AttemptFailure | None, seconds: float
-    ) -> None:
-        if failure is None:
-            if self._stream:
-                self._engine.hedger.observe_ttft(candidate.key, seconds)
-            return
-        log.info(
-            "attempt failed",
-            extra={
-                "request_id": self._rid,
-                "candidate": candidate.key,
-                "attempt": number,
-                "failure": str(failure),
-            },
-        )
-
-    def skipped(self, candidate: Candidate, reason: str) -> None:
-        self._tel.event(
-            "edgeproxy.candidate_skipped", {"edgeproxy.candidate": candidate.key, "reason": reason}
-        )
-
-    def backing_off(self, candidate: Candidate, seconds: float) -> None:
-        self._tel.backoff(seconds, f"retrying {candidate.key}")
-
-
-def _discard_stream(value: tuple[UpstreamStream, bytes, AttemptTelemetry, UsageCounter]) -> None:
-    value[0].close()
-    value[2].abandon("lost the hedge race")
-    value[2].end()
-
-
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 SKIPPED_HEADER = "x-edgeproxy-skipped"
 COST_HEADER = "x-edgeproxy-cost-usd"
 
@@ -601,45 +477,3 @@ def _upstream_body(body: dict[str, Any], candidate: Candidate) -> bytes:
         )
         return orjson.dumps(translated)
     return openai_upstream.upstream_body(body, candidate)
-
-
-def _who(headers: dict[str, str]) -> dict[str, str]:
-    """The headers naming who served an answer, kept with it in the cache."""
-    return {k: v for k, v in headers.items() if k.startswith("x-edgeproxy-") and k in _WHO}
-
-
-_WHO = frozenset({"x-edgeproxy-provider", "x-edgeproxy-region", "x-edgeproxy-model"})
-
-
-class _CacheTap:
-    """Records a leader's stream for the cache and shares it with coalesced followers."""
-
-    def __init__(
-        self, broadcast: StreamBroadcast | None, plan: CachePlan, cache: PromptCache
-    ) -> None:
-        self._broadcast = broadcast
-        self._plan = plan
-        self._cache = cache
-        self._recorder: StreamRecorder | None = None
-        self._ended = False
-
-    def start(self, served: dict[str, str]) -> None:
-        self._recorder = self._cache.recorder(self._plan, served)
-
-    def write(self, data: bytes) -> None:
-        if self._recorder is not None:
-            self._recorder.feed_bytes(data)
-        if self._broadcast is not None:
-            self._broadcast.append(data)
-
-    def end(self, complete: bool, error: bytes) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if self._recorder is not None:
-            self._recorder.finish(complete)  # stores only a complete answer
-        if self._broadcast is not None:
-            if complete:
-                self._broadcast.close()
-            else:
-                self._broadcast.fail(error)

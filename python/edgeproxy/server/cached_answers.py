@@ -1,0 +1,156 @@
+"""Answers that do not come from this request's own upstream call: cache hits (JSON, or a stored
+stream replayed in the client's wire), a coalesced follower's share of an identical request in
+flight (single-flight), and the tap that records a leader's stream for both."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from edgeproxy.cache.layer import HEADER as CACHE_HEADER
+from edgeproxy.cache.layer import HIT, CachedReply, CachePlan, PromptCache, StreamRecorder
+from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed, StreamBroadcast
+from edgeproxy.policy.snapshot import Policy
+from edgeproxy.resilience.attempts import Deadline
+from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.server.client_wire import ClientWire
+from edgeproxy.server.relay import SseResponse
+from edgeproxy.telemetry.request import RequestTelemetry
+from edgeproxy.translate import TranslationError
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+class Following(Protocol):
+    """What a coalesced follower needs of its own exchange."""
+
+    client: ClientWire
+    tel: RequestTelemetry
+    policy: Policy
+    deadline: Deadline
+    rid: str
+
+
+async def answer_from_cache(
+    request: web.Request,
+    reply: CachedReply,
+    client: ClientWire,
+    tel: RequestTelemetry,
+    policy: Policy,
+) -> web.StreamResponse:
+    """A cache hit: the stored JSON, or the stored stream replayed in the client's wire."""
+    headers = {
+        **reply.headers,
+        "x-edgeproxy-attempts": "0",
+        "x-edgeproxy-policy-version": policy.version,
+    }
+    if reply.body is not None:
+        return web.Response(body=reply.body, content_type="application/json", headers=headers)
+    assert reply.chunks is not None
+    response = SseResponse(headers={**headers, **SSE_HEADERS})
+    await response.prepare(request)
+    tel.first_token()
+    encoder = client.stream()
+    # The whole recorded stream, its headers and the end of the body in one write.
+    await response.write_eof(encoder.encode(b"".join(reply.chunks)) + encoder.close())
+    return response
+
+
+def shared_answer(
+    answer: bytes, plan: CachePlan, cache: PromptCache, policy: Policy
+) -> web.Response:
+    """A coalesced follower's answer: the leader's, as the cache stored it."""
+    stored = cache.lookup(plan, stream=False)
+    served = stored.served if stored is not None else {}
+    headers = {
+        **served,
+        CACHE_HEADER: HIT,
+        "x-edgeproxy-attempts": "0",
+        "x-edgeproxy-policy-version": policy.version,
+    }
+    return web.Response(body=answer, content_type="application/json", headers=headers)
+
+
+async def follow_stream(
+    request: web.Request, broadcast: StreamBroadcast, exchange: Following
+) -> web.StreamResponse | None:
+    """Relay an identical stream already in flight; None when its leader failed before
+    sending anything (then this request makes its own upstream call)."""
+    response: web.StreamResponse | None = None
+    encoder = exchange.client.stream()
+    failure: AttemptFailure | None = None
+    try:
+        async for chunk in broadcast.follow(max(exchange.deadline.remaining(), 0.0)):
+            if response is None:
+                headers = {
+                    CACHE_HEADER: HIT,
+                    "x-edgeproxy-attempts": "0",
+                    "x-edgeproxy-policy-version": exchange.policy.version,
+                    **SSE_HEADERS,
+                }
+                response = web.StreamResponse(headers=headers)
+                await response.prepare(request)
+                exchange.tel.first_token()
+            try:
+                await response.write(encoder.encode(chunk))
+            except TranslationError:
+                # The leader's stream ended in an error event (OpenAI's shape).
+                failure = AttemptFailure(FailureClass.CUT, "the shared stream failed")
+                break
+    except LeaderFailed:
+        return None
+    except FollowerTimeout as timeout:
+        if response is None and not timeout.committed:
+            return None
+        failure = AttemptFailure(FailureClass.DEADLINE, "the shared stream outlasted it")
+    if response is None:
+        return None
+    if failure is not None:
+        await response.write(encoder.error(failure, 0, exchange.rid, None))
+    else:
+        await response.write(encoder.close())
+    await response.write_eof()
+    return response
+
+
+def who_served(headers: dict[str, str]) -> dict[str, str]:
+    """The headers naming who served an answer, kept with it in the cache."""
+    return {k: v for k, v in headers.items() if k in _WHO}
+
+
+_WHO = frozenset({"x-edgeproxy-provider", "x-edgeproxy-region", "x-edgeproxy-model"})
+
+
+class CacheTap:
+    """Records a leader's stream for the cache and shares it with coalesced followers."""
+
+    def __init__(
+        self, broadcast: StreamBroadcast | None, plan: CachePlan, cache: PromptCache
+    ) -> None:
+        self._broadcast = broadcast
+        self._plan = plan
+        self._cache = cache
+        self._recorder: StreamRecorder | None = None
+        self._ended = False
+
+    def start(self, served: dict[str, str]) -> None:
+        self._recorder = self._cache.recorder(self._plan, served)
+
+    def write(self, data: bytes) -> None:
+        if self._recorder is not None:
+            self._recorder.feed_bytes(data)
+        if self._broadcast is not None:
+            self._broadcast.append(data)
+
+    def end(self, complete: bool, error: bytes) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._recorder is not None:
+            self._recorder.finish(complete)  # stores only a complete answer
+        if self._broadcast is not None:
+            if complete:
+                self._broadcast.close()
+            else:
+                self._broadcast.fail(error)
