@@ -398,3 +398,33 @@ async def test_https_with_verified_certificates_and_keep_alive() -> None:
     finally:
         await pool.close()
         server.close()
+
+
+async def test_addresses_are_resolved_once_per_ttl(serve, monkeypatch) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    server = await serve(handler)
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    real = loop.getaddrinfo
+
+    async def counting(host, port, **kwargs):
+        lookups.append(host)
+        return await real(host, port, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting)
+    now = [0.0]
+    pool = Http1Pool(clock=lambda: now[0])
+    try:
+        for step in (0, 10, 400):  # Connection: close, so each call opens a new connection
+            now[0] += step
+            response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+            await response.read(10)
+            response.release()
+        assert server.connections == 3
+        assert lookups == ["127.0.0.1", "127.0.0.1"]  # the cached addresses expired once
+    finally:
+        await pool.close()

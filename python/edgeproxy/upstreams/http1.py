@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 # A stream's reader may lag its upstream; past this many buffered bytes reading pauses.
@@ -34,6 +35,10 @@ _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 # Bounds the idle sockets kept per upstream (each is an open file descriptor).
 _MAX_IDLE_PER_ORIGIN = 128
+# How long a host's resolved addresses are reused for new connections.
+_DNS_TTL = 300.0
+
+AddrInfo = tuple[Any, Any, int, str, tuple[Any, ...]]
 
 
 class UpstreamConnectionError(ConnectionError):
@@ -342,6 +347,7 @@ class Http1Pool:
         self._reaper: asyncio.TimerHandle | None = None
         self._closed = False
         self._open: set[_Connection] = set()  # every connection not yet closed
+        self._dns: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
 
     def target(self, url: str) -> Target:
         target = self._targets.get(url)
@@ -407,24 +413,50 @@ class Http1Pool:
         _, host, port = target.key
         loop = asyncio.get_running_loop()
         conn = _Connection(self, target.key)
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(connect_timeout):
+                addresses = await self._resolve(host, port)
+                # Happy eyeballs (RFC 8305): a host whose IPv6 route is broken still connects
+                # over IPv4 after 250 ms instead of after the whole connect timeout.
+                sock = await aiohappyeyeballs.start_connection(
+                    addresses, happy_eyeballs_delay=0.25, interleave=1
+                )
                 await loop.create_connection(
                     lambda: conn,
-                    host,
-                    port,
+                    sock=sock,
                     ssl=self._tls_context() if target.tls else None,
                     server_hostname=host if target.tls else None,
                 )
         except TimeoutError:
             conn.close()
+            if sock is not None and conn.transport is None:
+                sock.close()
             raise
         except (OSError, ssl.SSLError) as exc:
             conn.close()
+            if sock is not None and conn.transport is None:
+                sock.close()
             raise ConnectFailed(_reason(exc)) from None
         if not conn.closed:
             self._open.add(conn)
         return conn
+
+    async def _resolve(self, host: str, port: int) -> list[AddrInfo]:
+        """The host's addresses, kept for ``_DNS_TTL`` seconds (new connections come in bursts:
+        one lookup serves them all)."""
+        now = self._clock()
+        cached = self._dns.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"no address for {host}")
+        if len(self._dns) > 1024:
+            self._dns.clear()
+        self._dns[(host, port)] = (now + _DNS_TTL, infos)
+        return infos
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls is None:
