@@ -29,8 +29,8 @@ Every ``--every`` seconds it samples the proxy process: RSS, threads and CPU tim
 (/proc/PID/stat), open fds (/proc/PID/fd), and from ``GET /admin/debug/runtime`` the asyncio task
 count (``asyncio_tasks``), ``allocated_blocks`` (Python's live memory blocks: a leak of Python
 objects climbs there too, without the allocator's fragmentation noise) and the pool's idle
-connections. With ``--tracemalloc`` the proxy runs with ``PYTHONTRACEMALLOC=25`` and the summary
-lists the allocation sites that grew most between the end of the warm-up and the end of the load
+connections. With ``--tracemalloc`` the proxy runs with ``PYTHONTRACEMALLOC=1`` and the summary
+lists the allocation sites that grew most between the end of the warm-up and the end of the drain
 (the RSS then includes tracemalloc's own bookkeeping: use it to find a leak, not to measure one).
 Exit status: 1 if a check fails, else 0 (also when the slope is inconclusive). Not part of
 `make test`.
@@ -157,13 +157,13 @@ def _error_code(data: bytes) -> str:
         return "?"
 
 
-def runtime(url: str, query: str = "") -> dict[str, Any] | None:
+def runtime(url: str, query: str = "", timeout: float = 10.0) -> dict[str, Any] | None:
     req = urllib.request.Request(url + "/admin/debug/runtime" + query)
     token = os.environ.get("EDGEPROXY_ADMIN_TOKEN")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             data = json.loads(resp.read())
             return data if isinstance(data, dict) else None
     except (OSError, ValueError, urllib.error.URLError):
@@ -242,7 +242,8 @@ async def soak(
         phase = "warmup" if now < warmup else "load"
         if tracemalloc and phase == "load" and not marked:
             # Reference snapshot at the end of the warm-up; compared with at the end of the load.
-            await asyncio.to_thread(runtime, url, "?tracemalloc=top")
+            # (A snapshot of a traced heap takes seconds: a long timeout.)
+            await asyncio.to_thread(runtime, url, "?tracemalloc=top", 120.0)
             marked = True
         row = await asyncio.to_thread(snap, phase)
         print(
@@ -252,13 +253,8 @@ async def soak(
             flush=True,
         )
         await asyncio.sleep(every)
-    if tracemalloc and marked:
-        growth = (
-            ((await asyncio.to_thread(runtime, url, "?tracemalloc=top")) or {})
-            .get("tracemalloc", {})
-            .get("top_growth")
-        )
     load.stop.set()
+    load_seconds = time.monotonic() - started
     await runner
     for target in TARGETS:
         await asyncio.to_thread(control, stack.control_url, "DELETE", f"/sims/{target}/fault")
@@ -277,9 +273,17 @@ async def soak(
             drained_after = time.monotonic() - stopped
             break
     fds_after = fd_kinds(pid)
+    if tracemalloc and marked:
+        # After the drain, so objects of requests in flight do not count as growth.
+        growth = (
+            ((await asyncio.to_thread(runtime, url, "?tracemalloc=top", 120.0)) or {})
+            .get("tracemalloc", {})
+            .get("top_growth")
+        )
     return {
         "rows": rows,
         "idle": idle,
+        "load_seconds": load_seconds,
         "counts": load.counts,
         "errors": dict(load.errors.most_common()),
         "faults": faults_set,
@@ -347,12 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tracemalloc",
         action="store_true",
-        help="run the proxy with PYTHONTRACEMALLOC=25 and report the top allocation growth",
+        help="run the proxy with PYTHONTRACEMALLOC=1 and report the top allocation growth",
     )
     args = parser.parse_args(argv)
     warmup = args.warmup if args.warmup is not None else min(300.0, max(60.0, args.minutes * 6))
     out = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}"
-    proxy_env = {"PYTHONTRACEMALLOC": "25"} if args.tracemalloc else {}
+    proxy_env = {"PYTHONTRACEMALLOC": "1"} if args.tracemalloc else {}
     stack = start_stack(out, ttft=0.05, tps=100.0, overrides=OVERRIDES, proxy_env=proxy_env)
     print(
         f"soak: {args.minutes:g} min at {args.rate:g} req/s, {warmup:g} s warm-up; "
@@ -422,24 +426,24 @@ def summarize(
     counts = result["counts"]
     total = sum(counts.values())
     failed = counts["failed"] + counts["stream_failed"]
-    seconds = (steady or warm or rows)[-1]["t"] - idle["t"]
+    seconds = result["load_seconds"]
     drained = result["drained_after"]
 
     def peak(field: str, rs: list[dict[str, Any]]) -> Any:
         vals = [r[field] for r in rs if r[field] is not None]
         return max(vals) if vals else None
 
-    if not conclusive and not slope_ok:
-        slope_check = " ~ "
+    if conclusive:
+        slope_check, slope_note = ("x" if slope_ok else " "), ""
+    else:
+        # Neither a pass nor a fail: the window is too short to tell either way.
+        slope_check = "~"
         slope_note = (
             f" — inconclusive: {window:.0f} s of post-warm-up samples cannot resolve "
             f"{SLOPE_TARGET:g} MiB/h ({SLOPE_TARGET * window / 3600:.2f} MiB over the window) "
             "from allocator noise; run at least "
             f"{(MIN_SLOPE_WINDOW + warmup) / 60:.0f} minutes"
         )
-    else:
-        slope_check = "x" if slope_ok else " "
-        slope_note = "" if conclusive else f" (only {window:.0f} s of samples: indicative)"
     lines = [
         f"# Soak — {started}",
         "",
@@ -480,7 +484,12 @@ def summarize(
         f"- threads: {idle['threads']} -> {final['threads']}",
     ]
     if result["tracemalloc_growth"]:
-        lines += ["", "Allocation sites that grew most over the slope window (tracemalloc):", ""]
+        lines += [
+            "",
+            "Allocation sites that grew most from the end of the warm-up to the end of the drain "
+            "(tracemalloc):",
+            "",
+        ]
         lines += [
             f"- {g['site']}: {g['size_diff'] / 1024:+.1f} KiB ({g['count_diff']:+d} blocks)"
             for g in result["tracemalloc_growth"]

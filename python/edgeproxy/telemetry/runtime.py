@@ -7,7 +7,7 @@ uptime. Fields that cannot be read on this platform are ``null``.
 
 ``allocated_blocks`` (``sys.getallocatedblocks()``) counts the Python objects' memory blocks
 alive: unlike RSS it does not move with allocator fragmentation, so a steady climb of it under a
-steady load is a Python-level leak. With tracemalloc on (``PYTHONTRACEMALLOC=25`` in the proxy's
+steady load is a Python-level leak. With tracemalloc on (``PYTHONTRACEMALLOC=1`` in the proxy's
 environment; ``python -m loadtests.soak --tracemalloc`` does that), ``?tracemalloc=top`` adds the
 allocation sites that grew most since the previous such call (the first call compares with the
 start of tracing).
