@@ -16,7 +16,7 @@ Models whose tokenizer is not public (Anthropic's) map to the ``"estimate"`` enc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -39,6 +39,7 @@ __all__ = [
     "count_chat",
     "count_up_to",
     "encoding_for_model",
+    "encodings_for",
     "preload",
 ]
 
@@ -132,6 +133,12 @@ def encoding_for_model(model: str) -> str:
     if name.startswith("claude"):
         return ESTIMATE
     return "cl100k_base"
+
+
+def encodings_for(tokenizers: Iterable[str]) -> tuple[str, ...]:
+    """The rank tables that counting with ``tokenizers`` loads (an estimate counts cl100k)."""
+    wanted = {"cl100k_base" if t == ESTIMATE else t for t in tokenizers}
+    return tuple(e for e in ENCODINGS if e in wanted)
 
 
 def preload(*encodings: str) -> None:

@@ -426,3 +426,18 @@ def test_preload_and_encodings() -> None:
     tokens.preload()
     tokens.preload("estimate")
     assert tokens.ENCODINGS == ("cl100k_base", "o200k_base")
+
+
+@pytest.mark.parametrize(
+    ("tokenizers", "expected"),
+    [
+        (["o200k_base", "o200k_base"], ("o200k_base",)),
+        (["estimate"], ("cl100k_base",)),  # an estimate counts with cl100k
+        (["estimate", "o200k_base", "cl100k_base"], ("cl100k_base", "o200k_base")),
+        ([], ()),
+    ],
+)
+def test_the_encodings_a_policy_needs_loaded_at_start(
+    tokenizers: list[str], expected: tuple[str, ...]
+) -> None:
+    assert tokens.encodings_for(tokenizers) == expected

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
+from edgeproxy import tokens
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.cache.settings import CacheSettings
 from edgeproxy.clock import Clock, SystemClock
@@ -62,6 +64,7 @@ class ProxyServer:
         self.port = port
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
+        self._preload: asyncio.Future[None] | None = None
 
     @property
     def url(self) -> str:
@@ -79,6 +82,14 @@ class ProxyServer:
         )
 
     async def start(self) -> None:
+        # The rank tables of the policy's encodings (~30-60 MiB each) load in a thread (the
+        # Rust side releases the GIL) while the proxy starts: the first request does not pay.
+        policy = self.state.policy
+        tokenizers = (c.tokenizer for route in policy.routes.values() for c in route.chain)
+        encodings = tokens.encodings_for(tokenizers)
+        if encodings:
+            loop = asyncio.get_running_loop()
+            self._preload = loop.run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
         self.state.engine.start_probing(self.state.policy, self.state.pool.session)
         app = create_app(self.state)
