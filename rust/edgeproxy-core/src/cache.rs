@@ -352,63 +352,76 @@ impl<'a> Parser<'a> {
 
     /// Parses a string at `"`; returns its canonical content (borrowed when the
     /// input already was canonical).
+    ///
+    /// 64 bytes at a time: bit masks of quotes, backslashes and control bytes, and
+    /// which bytes are escaped (the odd-backslash-run carry trick of simdjson), so
+    /// `\"` and `\\` cost no work of their own. Only escapes by a letter (`\n`,
+    /// `\u…`, `\/`, invalid ones) are looked at one by one.
     fn string(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
         let s = self.s;
-        let start = self.i + 1;
+        let open = self.i;
+        let start = open + 1;
         let mut canonical = true;
-        // Walk the special bytes of one 64-byte block at a time.
         let mut base = start;
-        let mut mask = special_mask(s, base);
-        let i = loop {
-            if mask == 0 {
-                base += 64;
-                if base >= s.len() {
-                    return Err(Bad::at(self.i, "unterminated string"));
-                }
-                mask = special_mask(s, base);
-                continue;
+        // 1 when the first byte of the block at `base` is escaped.
+        let mut carry = 0u64;
+        let end = loop {
+            if base >= s.len() {
+                return Err(Bad::at(open, "unterminated string"));
             }
-            let stop = base + mask.trailing_zeros() as usize;
-            let next = match (s[stop], s.get(stop + 1)) {
-                (b'"', _) => break stop,
-                (b'\\', Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')) => stop + 2,
-                (b'\\', Some(b'/')) => {
-                    canonical = false;
-                    stop + 2
-                }
-                (b'\\', Some(b'u')) => {
-                    let hex = s
-                        .get(stop + 2..stop + 6)
-                        .ok_or_else(|| Bad::at(stop, "truncated \\u escape"))?;
-                    let v = hex4(hex).ok_or_else(|| Bad::at(stop, "invalid \\u escape"))?;
-                    // Canonical only for control characters without a short form,
-                    // written with lowercase hex digits.
-                    if !(v < 0x20
-                        && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
-                        && !hex.iter().any(u8::is_ascii_uppercase))
-                    {
-                        canonical = false;
-                    }
-                    stop + 6
-                }
-                (b'\\', _) => return Err(Bad::at(stop, "invalid escape")),
-                (c, _) if c < 0x20 => return Err(Bad::at(stop, "control character in a string")),
-                _ => stop + 1, // not reached: the block mask has no false positives
-            };
-            if next - base < 64 {
-                mask &= !((1u64 << (next - base)) - 1);
+            let m = block_masks(s, base);
+            let (escaped, next_carry) = if m.backslash | carry == 0 {
+                (0, 0)
             } else {
-                base = next;
-                mask = special_mask(s, base);
+                escaped_bytes(m.backslash, carry)
+            };
+            let closing = m.quote & !escaped;
+            // Bits of the bytes before the closing quote (all of them if none).
+            let inside = if closing == 0 {
+                u64::MAX
+            } else {
+                (closing & closing.wrapping_neg()) - 1
+            };
+            if m.control & inside != 0 {
+                let at = base + (m.control & inside).trailing_zeros() as usize;
+                return Err(Bad::at(at, "control character in a string"));
             }
+            let mut letters = escaped & !(m.quote | m.backslash) & inside;
+            while letters != 0 {
+                let at = base + letters.trailing_zeros() as usize;
+                letters &= letters - 1;
+                match s[at] {
+                    b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'/' => canonical = false,
+                    b'u' => {
+                        let hex = s
+                            .get(at + 1..at + 5)
+                            .ok_or_else(|| Bad::at(at - 1, "truncated \\u escape"))?;
+                        let v = hex4(hex).ok_or_else(|| Bad::at(at - 1, "invalid \\u escape"))?;
+                        // Canonical only for control characters without a short
+                        // form, written with lowercase hex digits.
+                        if !(v < 0x20
+                            && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                            && !hex.iter().any(u8::is_ascii_uppercase))
+                        {
+                            canonical = false;
+                        }
+                    }
+                    _ => return Err(Bad::at(at - 1, "invalid escape")),
+                }
+            }
+            if closing != 0 {
+                break base + closing.trailing_zeros() as usize;
+            }
+            carry = next_carry;
+            base += 64;
         };
-        let raw = &s[start..i];
-        let at = self.i;
-        self.i = i + 1;
+        let raw = &s[start..end];
+        self.i = end + 1;
         if canonical {
             Ok(Cow::Borrowed(raw))
         } else {
-            recode(raw).map(Cow::Owned).map_err(|r| Bad::at(at, r))
+            recode(raw).map(Cow::Owned).map_err(|r| Bad::at(open, r))
         }
     }
 
@@ -485,37 +498,73 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Bits of one 64-byte block (bit `k` for byte `k`) that are `"`, `\\` or a
-/// control character (below 0x20): the bytes that end a run of plain string
-/// content. 16 bytes per compare (SSE2 / NEON through `wide`, scalar elsewhere).
-#[inline(always)]
-fn block_mask(block: &[u8; 64]) -> u64 {
-    let quote = u8x16::splat(b'"');
-    let backslash = u8x16::splat(b'\\');
-    let control = u8x16::splat(0x1f);
-    let mut mask = 0;
-    for (k, lane) in block.chunks_exact(16).enumerate() {
-        let v = u8x16::new(lane.try_into().unwrap_or_default());
-        // min(v, 0x1f) == v exactly when v <= 0x1f.
-        let special = v.cmp_eq(quote) | v.cmp_eq(backslash) | v.min(control).cmp_eq(v);
-        mask |= u64::from(special.move_mask() as u16) << (16 * k);
-    }
-    mask
+/// Bit masks of one 64-byte block (bit `k` for byte `k`).
+struct Masks {
+    quote: u64,
+    backslash: u64,
+    /// Bytes below 0x20.
+    control: u64,
 }
 
-/// Special bits (see [`block_mask`]) for the 64 bytes from `base`; bytes past the
-/// end of `s` count as plain.
+/// The masks of the 64 bytes from `base`; bytes past the end of `s` count as
+/// plain. 16 bytes per compare (SSE2 / NEON through `wide`, scalar elsewhere).
 #[inline]
-fn special_mask(s: &[u8], base: usize) -> u64 {
+fn block_masks(s: &[u8], base: usize) -> Masks {
     match s.get(base..base + 64) {
-        Some(block) => block_mask(block.try_into().unwrap_or(&[0; 64])),
+        Some(block) => masks_of(block),
         None => {
             let tail = s.get(base..).unwrap_or_default();
             let mut block = [b' '; 64];
             block[..tail.len()].copy_from_slice(tail);
-            block_mask(&block)
+            masks_of(&block)
         }
     }
+}
+
+#[inline(always)]
+fn masks_of(block: &[u8]) -> Masks {
+    let quote = u8x16::splat(b'"');
+    let backslash = u8x16::splat(b'\\');
+    let below_space = u8x16::splat(0x1f);
+    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
+    let v = [lane(0), lane(1), lane(2), lane(3)];
+    let q = v.map(|v| v.cmp_eq(quote));
+    let b = v.map(|v| v.cmp_eq(backslash));
+    // min(v, 0x1f) == v exactly when v <= 0x1f.
+    let c = v.map(|v| v.min(below_space).cmp_eq(v));
+    let any_control = (c[0] | c[1]) | (c[2] | c[3]);
+    let any = ((q[0] | q[1]) | (q[2] | q[3])) | ((b[0] | b[1]) | (b[2] | b[3])) | any_control;
+    // Plain text: one test for the whole block.
+    if !any.any() {
+        return Masks {
+            quote: 0,
+            backslash: 0,
+            control: 0,
+        };
+    }
+    let bits = |x: [u8x16; 4]| {
+        x.iter().enumerate().fold(0u64, |m, (k, x)| {
+            m | u64::from(x.move_mask() as u16) << (16 * k)
+        })
+    };
+    Masks {
+        quote: bits(q),
+        backslash: bits(b),
+        control: if any_control.any() { bits(c) } else { 0 },
+    }
+}
+
+/// Which bytes of a block are escaped (follow an odd run of backslashes), given
+/// its backslash mask and whether its first byte is escaped (`carry`, 0 or 1);
+/// also the carry into the next block. simdjson's branch-free method: subtracting
+/// the backslash runs from the odd bit positions tells odd runs from even ones.
+#[inline(always)]
+fn escaped_bytes(backslash: u64, carry: u64) -> (u64, u64) {
+    const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+    let potential = backslash & !carry;
+    let code = (((potential << 1) | ODD).wrapping_sub(potential)) ^ ODD;
+    let escaped = code ^ (backslash | carry);
+    (escaped, (code & backslash) >> 63)
 }
 
 fn hex4(h: &[u8]) -> Option<u32> {
