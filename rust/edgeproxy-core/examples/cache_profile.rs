@@ -55,6 +55,7 @@ fn main() {
         ("100 KB few escapes", body(100 * 1024, FEW, 60, "\\n")),
         ("100 KB escape-dense", body(100 * 1024, DENSE, 60, "")),
         ("few, 180 turns", body(100 * 1024, FEW, 10, "\\n")),
+        ("3000 tiny turns", body(100 * 1024, "hi", 1, "")),
         (
             "one 100 KB dense string",
             format!("\"{}\"", DENSE.repeat(1500)).into_bytes(),
