@@ -104,3 +104,60 @@ def test_canonical_forms_equal_iff_json_equal(a: dict[str, Any], b: dict[str, An
 def test_keys_are_scoped_by_tenant(request: dict[str, Any], t1: str, t2: str) -> None:
     body = json.dumps(request, default=str).encode()
     assert (cache_key(body, "m", "openai", t1) == cache_key(body, "m", "openai", t2)) == (t1 == t2)
+
+
+# Long strings (crossing the 64-byte blocks of the Rust scan) biased to escapes, backslash runs,
+# quotes, control characters, non-ASCII and astral characters.
+long_text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from('"\\/\n\t\r\b\f\x00\x1f\x7fé€😀\u2028 uUn0'),
+        st.characters(codec="utf-8", exclude_categories=("Cs",)),
+    ),
+    max_size=300,
+)
+SHORT = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def spell_str(s: str, rng: random.Random) -> str:
+    """A JSON string token for ``s``, each character spelled raw, by its short escape, or as
+    ``\\uXXXX`` in either case (a surrogate pair for astral characters); ``/`` maybe as ``\\/``."""
+    out = ['"']
+    for c in s:
+        short = "\\/" if c == "/" else SHORT.get(c)
+        must_escape = c in '"\\' or ord(c) < 0x20
+        r = rng.randrange(3)
+        if short and r == 0:
+            out.append(short)
+        elif not must_escape and r == 1:
+            out.append(c)
+        else:
+            units = c.encode("utf-16-be")
+            for i in range(0, len(units), 2):
+                h = units[i : i + 2].hex()
+                out.append("\\u" + (h.upper() if rng.random() < 0.5 else h))
+    out.append('"')
+    return "".join(out)
+
+
+@SETTINGS
+@given(long_text, st.integers(), st.integers(), st.integers(min_value=0, max_value=70))
+def test_string_spellings_collide_across_blocks(s: str, s1: int, s2: int, pad: int) -> None:
+    def body(seed: int) -> bytes:
+        rng = random.Random(seed)
+        first, second = spell_str(s, rng), spell_str(s * 3, rng)
+        return (" " * pad + '{"messages":[' + first + "," + second + "]}").encode()
+
+    # The canonical string is what json.dumps writes without ensure_ascii (RFC 8785 escaping).
+    want = '{"messages":[' + json.dumps(s, ensure_ascii=False) + ","
+    want += json.dumps(s * 3, ensure_ascii=False) + "]}"
+    assert canonical_request(body(s1)) == want.encode()
+    assert canonical_request(body(s2)) == want.encode()
+    assert cache_key(body(s1), "m", "openai", "t") == cache_key(body(s2), "m", "openai", "t")
+
+
+@SETTINGS
+@given(long_text, long_text)
+def test_different_long_strings_never_collide(a: str, b: str) -> None:
+    ka = cache_key(json.dumps({"messages": [a]}).encode(), "m", "openai", "t")
+    kb = cache_key(json.dumps({"messages": [b]}, ensure_ascii=False).encode(), "m", "openai", "t")
+    assert (ka == kb) == (a == b)

@@ -42,7 +42,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use lru::LruCache;
-use xxhash_rust::xxh3::xxh3_128;
+use wide::u8x16;
 
 use crate::Error;
 
@@ -85,21 +85,31 @@ pub fn canonical_request(body: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// The cache key of a request body, scoped by served model, wire format and tenant.
+///
+/// Equal to XXH3-128 over the scope prefix followed by [`canonical_request`], but the
+/// canonical form is streamed into the hash: long strings are hashed straight from
+/// the body, never copied.
 pub fn cache_key(body: &[u8], model: &str, wire: &str, tenant: &str) -> Result<Key, Error> {
-    let mut buf = Vec::with_capacity(
-        KEY_DOMAIN.len() + 24 + model.len() + wire.len() + tenant.len() + body.len(),
-    );
-    buf.extend_from_slice(KEY_DOMAIN);
+    let root = parse(body)?;
+    let mut sink = HashSink::new();
+    sink.put(KEY_DOMAIN);
     for field in [model, wire, tenant] {
-        buf.extend_from_slice(&(field.len() as u64).to_le_bytes());
-        buf.extend_from_slice(field.as_bytes());
+        sink.put(&(field.len() as u64).to_le_bytes());
+        sink.put(field.as_bytes());
     }
-    canonicalize_into(body, &mut buf)?;
-    Ok(xxh3_128(&buf).to_be_bytes())
+    emit(&root, &mut sink);
+    Ok(sink.finish().to_be_bytes())
 }
 
 /// Appends the canonical form of `body` to `out`.
 pub fn canonicalize_into(body: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    let root = parse(body)?;
+    emit(&root, out);
+    Ok(())
+}
+
+/// Parses a body into its canonical tree, top-level ignored fields dropped.
+fn parse(body: &[u8]) -> Result<Node<'_>, Error> {
     // simdutf8 validates at memory speed (std's check is several times slower on
     // text with some non-ASCII); `compat` only to report where it failed.
     if simdutf8::basic::from_utf8(body).is_err() {
@@ -108,7 +118,7 @@ pub fn canonicalize_into(body: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     }
     let mut parser = Parser { s: body, i: 0 };
     parser.skip_ws();
-    let mut root = parser.value(0)?;
+    let mut root = parser.value(0).map_err(Error::from)?;
     parser.skip_ws();
     if parser.i != body.len() {
         return Err(bad(parser.i, "trailing characters after the JSON value"));
@@ -116,12 +126,106 @@ pub fn canonicalize_into(body: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     if let Node::Obj(members) = &mut root {
         members.retain(|(k, _)| !IGNORED_FIELDS.iter().any(|f| f.as_bytes() == k.as_ref()));
     }
-    emit(&root, out);
-    Ok(())
+    Ok(root)
+}
+
+/// Where the canonical form goes: a buffer, or straight into the hash.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn put_byte(&mut self, byte: u8);
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        self.push(byte);
+    }
+}
+
+/// Pieces at least this long skip [`HashSink`]'s buffer and go to the hash directly.
+const HASH_DIRECT: usize = 512;
+
+/// Streams bytes into XXH3-128. Short pieces (punctuation, keys, numbers, short
+/// strings) gather in a buffer first, since each streaming write has a fixed cost;
+/// a body whose canonical form fits the buffer is hashed in one shot.
+struct HashSink {
+    buf: Vec<u8>,
+    hasher: Option<twox_hash::xxhash3_128::Hasher>,
+}
+
+impl HashSink {
+    const CAPACITY: usize = 4096;
+
+    fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(Self::CAPACITY),
+            hasher: None,
+        }
+    }
+
+    fn flush(&mut self) -> &mut twox_hash::xxhash3_128::Hasher {
+        let hasher = self
+            .hasher
+            .get_or_insert_with(twox_hash::xxhash3_128::Hasher::new);
+        hasher.write(&self.buf);
+        self.buf.clear();
+        hasher
+    }
+
+    fn finish(mut self) -> u128 {
+        if self.hasher.is_none() {
+            return twox_hash::xxhash3_128::Hasher::oneshot(&self.buf);
+        }
+        self.flush().finish_128()
+    }
+}
+
+impl Sink for HashSink {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        if bytes.len() >= HASH_DIRECT {
+            self.flush().write(bytes);
+        } else {
+            if self.buf.len() + bytes.len() > Self::CAPACITY {
+                self.flush();
+            }
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        if self.buf.len() == Self::CAPACITY {
+            self.flush();
+        }
+        self.buf.push(byte);
+    }
 }
 
 fn bad(offset: usize, reason: &'static str) -> Error {
     Error::CacheBadRequest { offset, reason }
+}
+
+/// The parser's own error: small, so results move cheaply through the recursion.
+struct Bad {
+    offset: usize,
+    reason: &'static str,
+}
+
+impl Bad {
+    #[cold]
+    fn at(offset: usize, reason: &'static str) -> Self {
+        Self { offset, reason }
+    }
+}
+
+impl From<Bad> for Error {
+    fn from(b: Bad) -> Self {
+        bad(b.offset, b.reason)
+    }
 }
 
 /// A parsed JSON value whose scalars are already in canonical encoding; strings
@@ -152,17 +256,17 @@ impl<'a> Parser<'a> {
         self.s.get(self.i).copied()
     }
 
-    fn literal(&mut self, word: &'static [u8]) -> Result<Node<'a>, Error> {
+    fn literal(&mut self, word: &'static [u8]) -> Result<Node<'a>, Bad> {
         if self.s[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(Node::Lit(word))
         } else {
-            Err(bad(self.i, "invalid literal"))
+            Err(Bad::at(self.i, "invalid literal"))
         }
     }
 
     /// Parses one value; whitespace before it is already skipped.
-    fn value(&mut self, depth: usize) -> Result<Node<'a>, Error> {
+    fn value(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
         match self.peek() {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
@@ -171,14 +275,14 @@ impl<'a> Parser<'a> {
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'-' | b'0'..=b'9') => Ok(Node::Num(self.number()?)),
-            Some(_) => Err(bad(self.i, "expected a JSON value")),
-            None => Err(bad(self.i, "unexpected end of input")),
+            Some(_) => Err(Bad::at(self.i, "expected a JSON value")),
+            None => Err(Bad::at(self.i, "unexpected end of input")),
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Node<'a>, Error> {
+    fn array(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
         if depth > MAX_DEPTH {
-            return Err(bad(self.i, "nested too deeply"));
+            return Err(Bad::at(self.i, "nested too deeply"));
         }
         self.i += 1;
         let mut items = Vec::new();
@@ -197,14 +301,14 @@ impl<'a> Parser<'a> {
                     self.i += 1;
                     return Ok(Node::Arr(items));
                 }
-                _ => return Err(bad(self.i, "expected ',' or ']'")),
+                _ => return Err(Bad::at(self.i, "expected ',' or ']'")),
             }
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Node<'a>, Error> {
+    fn object(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
         if depth > MAX_DEPTH {
-            return Err(bad(self.i, "nested too deeply"));
+            return Err(Bad::at(self.i, "nested too deeply"));
         }
         self.i += 1;
         let mut members = Vec::new();
@@ -216,12 +320,12 @@ impl<'a> Parser<'a> {
         loop {
             self.skip_ws();
             if self.peek() != Some(b'"') {
-                return Err(bad(self.i, "expected a string key"));
+                return Err(Bad::at(self.i, "expected a string key"));
             }
             let key = self.string()?;
             self.skip_ws();
             if self.peek() != Some(b':') {
-                return Err(bad(self.i, "expected ':'"));
+                return Err(Bad::at(self.i, "expected ':'"));
             }
             self.i += 1;
             self.skip_ws();
@@ -234,7 +338,7 @@ impl<'a> Parser<'a> {
                     self.i += 1;
                     break;
                 }
-                _ => return Err(bad(self.i, "expected ',' or '}'")),
+                _ => return Err(Bad::at(self.i, "expected ',' or '}'")),
             }
         }
         if members.len() > 1 {
@@ -248,67 +352,80 @@ impl<'a> Parser<'a> {
 
     /// Parses a string at `"`; returns its canonical content (borrowed when the
     /// input already was canonical).
-    fn string(&mut self) -> Result<Cow<'a, [u8]>, Error> {
+    ///
+    /// 64 bytes at a time: bit masks of quotes, backslashes and control bytes, and
+    /// which bytes are escaped (the odd-backslash-run carry trick of simdjson), so
+    /// `\"` and `\\` cost no work of their own. Only escapes by a letter (`\n`,
+    /// `\u…`, `\/`, invalid ones) are looked at one by one.
+    fn string(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
         let s = self.s;
-        let start = self.i + 1;
+        let open = self.i;
+        let start = open + 1;
         let mut canonical = true;
-        // Walk the special bytes of one 64-byte block at a time.
         let mut base = start;
-        let mut mask = special_mask(s, base);
-        let i = loop {
-            if mask == 0 {
-                base += 64;
-                if base >= s.len() {
-                    return Err(bad(self.i, "unterminated string"));
-                }
-                mask = special_mask(s, base);
-                continue;
+        // 1 when the first byte of the block at `base` is escaped.
+        let mut carry = 0u64;
+        let end = loop {
+            if base >= s.len() {
+                return Err(Bad::at(open, "unterminated string"));
             }
-            let stop = base + mask.trailing_zeros() as usize;
-            let next = match (s[stop], s.get(stop + 1)) {
-                (b'"', _) => break stop,
-                (b'\\', Some(b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't')) => stop + 2,
-                (b'\\', Some(b'/')) => {
-                    canonical = false;
-                    stop + 2
-                }
-                (b'\\', Some(b'u')) => {
-                    let hex = s
-                        .get(stop + 2..stop + 6)
-                        .ok_or_else(|| bad(stop, "truncated \\u escape"))?;
-                    let v = hex4(hex).ok_or_else(|| bad(stop, "invalid \\u escape"))?;
-                    // Canonical only for control characters without a short form,
-                    // written with lowercase hex digits.
-                    if !(v < 0x20
-                        && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
-                        && !hex.iter().any(u8::is_ascii_uppercase))
-                    {
-                        canonical = false;
-                    }
-                    stop + 6
-                }
-                (b'\\', _) => return Err(bad(stop, "invalid escape")),
-                (c, _) if c < 0x20 => return Err(bad(stop, "control character in a string")),
-                _ => stop + 1, // a false positive of the word-at-a-time scan
-            };
-            if next - base < 64 {
-                mask &= !((1u64 << (next - base)) - 1);
+            let m = block_masks(s, base);
+            let (escaped, next_carry) = if m.backslash | carry == 0 {
+                (0, 0)
             } else {
-                base = next;
-                mask = special_mask(s, base);
+                escaped_bytes(m.backslash, carry)
+            };
+            let closing = m.quote & !escaped;
+            // Bits of the bytes before the closing quote (all of them if none).
+            let inside = if closing == 0 {
+                u64::MAX
+            } else {
+                (closing & closing.wrapping_neg()) - 1
+            };
+            if m.control & inside != 0 {
+                let at = base + (m.control & inside).trailing_zeros() as usize;
+                return Err(Bad::at(at, "control character in a string"));
             }
+            let mut letters = escaped & !(m.quote | m.backslash) & inside;
+            while letters != 0 {
+                let at = base + letters.trailing_zeros() as usize;
+                letters &= letters - 1;
+                match s[at] {
+                    b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'/' => canonical = false,
+                    b'u' => {
+                        let hex = s
+                            .get(at + 1..at + 5)
+                            .ok_or_else(|| Bad::at(at - 1, "truncated \\u escape"))?;
+                        let v = hex4(hex).ok_or_else(|| Bad::at(at - 1, "invalid \\u escape"))?;
+                        // Canonical only for control characters without a short
+                        // form, written with lowercase hex digits.
+                        if !(v < 0x20
+                            && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                            && !hex.iter().any(u8::is_ascii_uppercase))
+                        {
+                            canonical = false;
+                        }
+                    }
+                    _ => return Err(Bad::at(at - 1, "invalid escape")),
+                }
+            }
+            if closing != 0 {
+                break base + closing.trailing_zeros() as usize;
+            }
+            carry = next_carry;
+            base += 64;
         };
-        let raw = &s[start..i];
-        let at = self.i;
-        self.i = i + 1;
+        let raw = &s[start..end];
+        self.i = end + 1;
         if canonical {
             Ok(Cow::Borrowed(raw))
         } else {
-            recode(raw).map(Cow::Owned).map_err(|r| bad(at, r))
+            recode(raw).map(Cow::Owned).map_err(|r| Bad::at(open, r))
         }
     }
 
-    fn number(&mut self) -> Result<Cow<'a, [u8]>, Error> {
+    fn number(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
         let s = self.s;
         let start = self.i;
         let mut i = start;
@@ -324,7 +441,7 @@ impl<'a> Parser<'a> {
                     i += 1;
                 }
             }
-            _ => return Err(bad(i, "invalid number")),
+            _ => return Err(Bad::at(i, "invalid number")),
         }
         let int = &s[int_start..i];
         let mut frac: &[u8] = &[];
@@ -335,7 +452,7 @@ impl<'a> Parser<'a> {
                 i += 1;
             }
             if i == f {
-                return Err(bad(i, "invalid number: no digit after '.'"));
+                return Err(Bad::at(i, "invalid number: no digit after '.'"));
             }
             frac = &s[f..i];
         }
@@ -359,12 +476,12 @@ impl<'a> Parser<'a> {
             while let Some(&d @ b'0'..=b'9') = s.get(i) {
                 exp = exp * 10 + i128::from(d - b'0');
                 if exp > MAX_EXPONENT {
-                    return Err(bad(start, "number exponent out of range"));
+                    return Err(Bad::at(start, "number exponent out of range"));
                 }
                 i += 1;
             }
             if i == e {
-                return Err(bad(i, "invalid number: no digit in the exponent"));
+                return Err(Bad::at(i, "invalid number: no digit in the exponent"));
             }
             if exp_neg {
                 exp = -exp;
@@ -377,48 +494,77 @@ impl<'a> Parser<'a> {
         }
         canonical_number(neg, int, frac, exp)
             .map(Cow::Owned)
-            .ok_or_else(|| bad(start, "number exponent out of range"))
+            .ok_or_else(|| Bad::at(start, "number exponent out of range"))
     }
 }
 
-/// Bytes that end a run of plain string content: `"`, `\` and control characters.
-#[inline(always)]
-fn is_special(c: u8) -> bool {
-    (c == b'"') | (c == b'\\') | (c < 0x20)
+/// Bit masks of one 64-byte block (bit `k` for byte `k`).
+struct Masks {
+    quote: u64,
+    backslash: u64,
+    /// Bytes below 0x20.
+    control: u64,
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-
-/// One bit per byte of `x` (bit `k` for byte `k`) that is `"`, `\` or below 0x20,
-/// eight bytes at a time (SWAR). The lowest set bit is exact; a higher bit may
-/// be a false positive right after a true one (borrow), so callers re-check the
-/// byte.
-#[inline(always)]
-fn special_bits(x: u64) -> u64 {
-    let q = x ^ (LO * u64::from(b'"'));
-    let b = x ^ (LO * u64::from(b'\\'));
-    let hi =
-        ((q.wrapping_sub(LO) & !q) | (b.wrapping_sub(LO) & !b) | (x.wrapping_sub(LO * 0x20) & !x))
-            & (LO << 7);
-    // Gather the eight high bits into the low byte.
-    (hi >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
-}
-
-/// Candidate bits for the 64 bytes from `base` (see [`special_bits`]); bytes past
-/// the end of `s` count as plain.
+/// The masks of the 64 bytes from `base`; bytes past the end of `s` count as
+/// plain. 16 bytes per compare (SSE2 / NEON through `wide`, scalar elsewhere).
 #[inline]
-fn special_mask(s: &[u8], base: usize) -> u64 {
+fn block_masks(s: &[u8], base: usize) -> Masks {
     match s.get(base..base + 64) {
-        Some(block) => block.chunks_exact(8).enumerate().fold(0, |m, (k, w)| {
-            m | special_bits(u64::from_le_bytes(w.try_into().unwrap_or_default())) << (8 * k)
-        }),
-        None => s
-            .get(base..)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .fold(0, |m, (j, &c)| m | u64::from(is_special(c)) << j),
+        Some(block) => masks_of(block),
+        None => {
+            let tail = s.get(base..).unwrap_or_default();
+            let mut block = [b' '; 64];
+            block[..tail.len()].copy_from_slice(tail);
+            masks_of(&block)
+        }
     }
+}
+
+#[inline(always)]
+fn masks_of(block: &[u8]) -> Masks {
+    let quote = u8x16::splat(b'"');
+    let backslash = u8x16::splat(b'\\');
+    let below_space = u8x16::splat(0x1f);
+    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
+    let v = [lane(0), lane(1), lane(2), lane(3)];
+    let q = v.map(|v| v.cmp_eq(quote));
+    let b = v.map(|v| v.cmp_eq(backslash));
+    // min(v, 0x1f) == v exactly when v <= 0x1f.
+    let c = v.map(|v| v.min(below_space).cmp_eq(v));
+    let any_control = (c[0] | c[1]) | (c[2] | c[3]);
+    let any = ((q[0] | q[1]) | (q[2] | q[3])) | ((b[0] | b[1]) | (b[2] | b[3])) | any_control;
+    // Plain text: one test for the whole block.
+    if !any.any() {
+        return Masks {
+            quote: 0,
+            backslash: 0,
+            control: 0,
+        };
+    }
+    let bits = |x: [u8x16; 4]| {
+        x.iter().enumerate().fold(0u64, |m, (k, x)| {
+            m | u64::from(x.move_mask() as u16) << (16 * k)
+        })
+    };
+    Masks {
+        quote: bits(q),
+        backslash: bits(b),
+        control: if any_control.any() { bits(c) } else { 0 },
+    }
+}
+
+/// Which bytes of a block are escaped (follow an odd run of backslashes), given
+/// its backslash mask and whether its first byte is escaped (`carry`, 0 or 1);
+/// also the carry into the next block. simdjson's branch-free method: subtracting
+/// the backslash runs from the odd bit positions tells odd runs from even ones.
+#[inline(always)]
+fn escaped_bytes(backslash: u64, carry: u64) -> (u64, u64) {
+    const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+    let potential = backslash & !carry;
+    let code = (((potential << 1) | ODD).wrapping_sub(potential)) ^ ODD;
+    let escaped = code ^ (backslash | carry);
+    (escaped, (code & backslash) >> 63)
 }
 
 fn hex4(h: &[u8]) -> Option<u32> {
@@ -551,37 +697,37 @@ pub fn canonical_number(neg: bool, int: &[u8], frac: &[u8], exp: i128) -> Option
     Some(out)
 }
 
-fn emit(node: &Node<'_>, out: &mut Vec<u8>) {
+fn emit(node: &Node<'_>, out: &mut impl Sink) {
     match node {
-        Node::Lit(s) => out.extend_from_slice(s),
-        Node::Num(n) => out.extend_from_slice(n),
+        Node::Lit(s) => out.put(s),
+        Node::Num(n) => out.put(n),
         Node::Str(s) => {
-            out.push(b'"');
-            out.extend_from_slice(s);
-            out.push(b'"');
+            out.put_byte(b'"');
+            out.put(s);
+            out.put_byte(b'"');
         }
         Node::Arr(items) => {
-            out.push(b'[');
+            out.put_byte(b'[');
             for (n, item) in items.iter().enumerate() {
                 if n > 0 {
-                    out.push(b',');
+                    out.put_byte(b',');
                 }
                 emit(item, out);
             }
-            out.push(b']');
+            out.put_byte(b']');
         }
         Node::Obj(members) => {
-            out.push(b'{');
+            out.put_byte(b'{');
             for (n, (key, value)) in members.iter().enumerate() {
                 if n > 0 {
-                    out.push(b',');
+                    out.put_byte(b',');
                 }
-                out.push(b'"');
-                out.extend_from_slice(key);
-                out.extend_from_slice(b"\":");
+                out.put_byte(b'"');
+                out.put(key);
+                out.put(b"\":");
                 emit(value, out);
             }
-            out.push(b'}');
+            out.put_byte(b'}');
         }
     }
 }

@@ -153,6 +153,38 @@ fn key_is_scoped_by_model_wire_and_tenant() {
     assert!(cache_key(b"{", "chat", "openai", "t").is_err());
 }
 
+/// XXH3-128 over the scope prefix and the canonical form, in one shot: what
+/// `cache_key` streams.
+fn key_by_definition(body: &[u8], model: &str, wire: &str, tenant: &str) -> Key {
+    let mut buf = KEY_DOMAIN.to_vec();
+    for field in [model, wire, tenant] {
+        buf.extend_from_slice(&(field.len() as u64).to_le_bytes());
+        buf.extend_from_slice(field.as_bytes());
+    }
+    buf.extend_from_slice(&canonical_request(body).unwrap());
+    twox_hash::xxhash3_128::Hasher::oneshot(&buf).to_be_bytes()
+}
+
+#[test]
+fn keys_did_not_change_with_the_streamed_hash() {
+    // Values from the previous implementation (canonical form built in full, then
+    // xxhash-rust's one-shot XXH3-128): the streamed hash gives the same keys.
+    let mut body = br#"{"model":"m","messages":[{"role":"user","content":""#.to_vec();
+    for _ in 0..400 {
+        body.extend_from_slice("caf\u{e9} \\\"q\\\" \\n".as_bytes());
+    }
+    body.extend_from_slice(br#""}],"temperature":0}"#);
+    assert_eq!(body.len(), 5671);
+    let hex = |k: Key| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let key = cache_key(&body, "chat", "openai", "tenant").unwrap();
+    assert_eq!(hex(key), "b5be8c831ad604a5e60db1a7517afb8d");
+    assert_eq!(key, key_by_definition(&body, "chat", "openai", "tenant"));
+    assert_eq!(
+        hex(cache_key(br#"{"a":1}"#, "chat", "openai", "tenant").unwrap()),
+        "244ab58cd361997b20347703ce05514e"
+    );
+}
+
 // ---------------------------------------------------------------- store
 
 fn key(n: u8) -> Key {
@@ -510,5 +542,163 @@ proptest! {
         prop_assert_eq!(k(&m, "openai", &t1) == k(&m, "openai", &t2), t1 == t2);
         prop_assert_ne!(k(&m, "openai", &t1), k(&m, "anthropic", &t1));
         prop_assert_ne!(k(&m, "openai", &t1), k(&format!("{m}x"), "openai", &t1));
+    }
+}
+
+// ------------------------------------------- long strings (64-byte block scan)
+
+fn arb_long_string() -> impl Strategy<Value = String> {
+    let ch = prop_oneof![
+        6 => proptest::char::range('a', 'z'),
+        1 => proptest::sample::select(vec![
+            '"', '\\', '/', '\n', '\r', '\t', '\u{8}', '\u{c}', '\u{0}', '\u{1f}', 'é', '€',
+            '😀', ' ', 'u', 'n',
+        ]),
+    ];
+    proptest::collection::vec(ch, 0..400).prop_map(|v| v.into_iter().collect())
+}
+
+/// A request whose strings cross many 64-byte blocks (and the hash buffer).
+fn long_doc(a: &str, b: &str) -> V {
+    V::Obj(BTreeMap::from([
+        ("model".to_owned(), V::Str("m".repeat(700))),
+        (
+            "messages".to_owned(),
+            V::Arr(vec![
+                V::Str(a.to_owned()),
+                V::Obj(BTreeMap::from([(b.to_owned(), V::Str(b.repeat(12)))])),
+                V::Str(a.repeat(20)),
+            ]),
+        ),
+    ]))
+}
+
+/// The canonical form of a JSON string token at the start of `body`, one byte at
+/// a time: the reference for the block scan. `None` where the body is invalid.
+fn reference_string(body: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let b = text.as_bytes();
+    if b.first() != Some(&b'"') {
+        return None;
+    }
+    let mut out = vec![b'"'];
+    let mut i = 1;
+    let hex = |at: usize| -> Option<u32> {
+        let h = text.get(at..at + 4)?;
+        if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(h, 16).ok()
+    };
+    loop {
+        let c = *b.get(i)?;
+        match c {
+            b'"' => {
+                if i + 1 != b.len() {
+                    return None;
+                }
+                out.push(b'"');
+                return Some(out);
+            }
+            b'\\' => {
+                let ch = match *b.get(i + 1)? {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    b'u' => {
+                        let hi = hex(i + 2)?;
+                        if (0xD800..0xDC00).contains(&hi) {
+                            if b.get(i + 6..i + 8) != Some(b"\\u") {
+                                return None;
+                            }
+                            let lo = hex(i + 8)?;
+                            if !(0xDC00..0xE000).contains(&lo) {
+                                return None;
+                            }
+                            i += 6;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                        } else {
+                            char::from_u32(hi)?
+                        }
+                    }
+                    _ => return None,
+                };
+                i += if b[i + 1] == b'u' { 6 } else { 2 };
+                push_char(ch, &mut out);
+            }
+            0..=0x1f => return None,
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Bytes of a string token, biased to escapes, backslash runs, `\u` and hex digits.
+fn arb_string_token() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        4 => proptest::sample::select(vec![
+            "a", "b", "x", " ", "\\", "\\\\", "\\\\\\", "\"", "\\\"", "\\n", "\\/", "\\u", "00",
+            "0a", "1F", "d83d", "de00", "DC00", "\\ud83d", "\\ude00", "é", "\n", "\u{1}",
+        ])
+        .prop_map(str::to_owned),
+        1 => "[a-z]{16,80}",
+    ];
+    proptest::collection::vec(piece, 0..60).prop_map(|v| {
+        let mut out = b"\"".to_vec();
+        for p in v {
+            out.extend_from_slice(p.as_bytes());
+        }
+        out.push(b'"');
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn long_strings_have_one_canonical_form_and_stream_to_the_same_key(
+        a in arb_long_string(), b in arb_long_string(), s1: u64, s2: u64
+    ) {
+        let x = rendered(&long_doc(&a, &b), s1);
+        let y = rendered(&long_doc(&a, &b), s2);
+        let cx = canonical_request(&x).unwrap();
+        prop_assert_eq!(&cx, &canonical_request(&y).unwrap());
+        prop_assert_eq!(canonical_request(&cx).unwrap(), cx);
+        let k = cache_key(&x, "chat", "openai", "t").unwrap();
+        prop_assert_eq!(k, cache_key(&y, "chat", "openai", "t").unwrap());
+        prop_assert_eq!(k, key_by_definition(&x, "chat", "openai", "t"));
+    }
+
+    #[test]
+    fn long_strings_collide_exactly_when_equal(
+        a in arb_long_string(), at in any::<prop::sample::Index>(), c in "[a-z\"\\\\é\n]", s: u64
+    ) {
+        let mut chars: Vec<char> = a.chars().collect();
+        chars.push('z');
+        let i = at.index(chars.len());
+        let before = chars[i];
+        chars[i] = c.chars().next().unwrap();
+        let b: String = chars.iter().collect();
+        let a = format!("{a}z");
+        let ka = cache_key(&rendered(&long_doc(&a, "k"), s), "chat", "openai", "t").unwrap();
+        let kb = cache_key(&rendered(&long_doc(&b, "k"), s), "chat", "openai", "t").unwrap();
+        prop_assert_eq!(ka == kb, before == chars[i]);
+    }
+
+    #[test]
+    fn string_scan_matches_a_byte_at_a_time_reference(token in arb_string_token(), pad in 0usize..70) {
+        // Padding shifts where the 64-byte blocks fall.
+        let mut body = vec![b' '; pad];
+        body.extend_from_slice(&token);
+        let got = canonical_request(&body).ok();
+        prop_assert_eq!(got, reference_string(&token));
     }
 }
