@@ -313,3 +313,75 @@ proptest! {
         }
     }
 }
+
+/// The fast per-piece count against `bpe`'s backtracking encoder (itself checked against
+/// tiktoken by `bpe-openai`'s tests, and ours against Python tiktoken in tests/).
+fn check_piece(piece: &[u8]) -> Result<(), TestCaseError> {
+    for encoding in [CL, O2] {
+        let expected = encoding.tokenizer().bpe.count(piece);
+        prop_assert_eq!(encoding.ranks().count(piece), expected, "{:?}", piece);
+    }
+    Ok(())
+}
+
+#[test]
+fn fast_piece_count_equals_bpe_on_every_token_and_on_pairs_of_tokens() {
+    for encoding in [CL, O2] {
+        let bpe = &encoding.tokenizer().bpe;
+        let ranks = encoding.ranks();
+        let n = bpe.num_tokens() as u32;
+        for id in 0..n {
+            let bytes = bpe.token_bytes(id);
+            assert_eq!(ranks.count(bytes), 1, "{bytes:?}");
+            // A token followed by another (a pseudo-random one): often several merges apart.
+            let other = bpe.token_bytes(id.wrapping_mul(2_654_435_761) % n);
+            let pair = [bytes, other].concat();
+            assert_eq!(ranks.count(&pair), bpe.count(&pair), "{pair:?}");
+        }
+    }
+}
+
+#[test]
+fn fast_count_equals_bpe_openai_on_long_mixed_text() {
+    let text = [
+        include_str!("../../../../docs/tokens.md"),
+        include_str!("../../../../docs/benchmarks.md"),
+        include_str!("chat.rs"),
+        include_str!("../relay.rs"),
+    ]
+    .concat();
+    let squeezed: String = text.split_whitespace().collect();
+    for text in [&text, &squeezed] {
+        for encoding in [CL, O2] {
+            assert_eq!(
+                count(text, encoding),
+                encoding.tokenizer().count(text.as_str())
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fast_piece_count_equals_bpe_on_bytes(piece in prop::collection::vec(any::<u8>(), 0..80)) {
+        check_piece(&piece)?;
+    }
+
+    #[test]
+    fn fast_piece_count_equals_bpe_on_words(
+        piece in "[^ ]?([a-zA-Z]{1,12}|[a-z]{1,6}'[a-z]{1,3}|[0-9]{1,3}|[!-/:-@]{1,3}|\\PC{1,3}){1,12}",
+    ) {
+        check_piece(piece.as_bytes())?;
+    }
+
+    #[test]
+    fn fast_piece_count_equals_bpe_on_token_runs(ids in prop::collection::vec(0u32..100_256, 1..12)) {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| CL.tokenizer().bpe.token_bytes(id).iter().copied())
+            .collect();
+        check_piece(&bytes)?;
+    }
+}

@@ -1,0 +1,245 @@
+//! Fast exact counting of one pre-token ("piece").
+//!
+//! `bpe`'s backtracking encoder is linear in the piece length, but every call
+//! allocates two buffers and walks a 200k-state Aho-Corasick automaton; for
+//! the short pieces of ordinary text (a word, a number, a run of punctuation)
+//! that fixed cost dominates. Here a piece is counted with:
+//!
+//! 1. a lookup of the whole piece in a hash table of the vocabulary: a piece
+//!    that is itself a token is one token (tiktoken takes the same shortcut,
+//!    and `bpe` checks when it builds its tables that every token encodes to
+//!    itself);
+//! 2. otherwise, for pieces up to [`MERGE_MAX`] bytes, tiktoken's own merge
+//!    loop (`byte_pair_merge`: repeatedly merge the adjacent pair of lowest
+//!    rank, leftmost first), on a stack buffer, with the same rank table;
+//! 3. longer pieces go to `bpe`'s linear backtracking encoder, so adversarial
+//!    input (thousands of letters without a break) stays linear.
+//!
+//! Ranks are token ids: `bpe` keeps tiktoken's rank order (`token_table`).
+
+use bpe_openai::byte_pair_encoding::BytePairEncoding;
+
+/// Longest piece counted with the quadratic merge loop; longer pieces use the
+/// linear backtracking encoder. The merge loop does at most `MERGE_MAX²`
+/// steps per piece, so the work stays O(`MERGE_MAX` × text length).
+pub(super) const MERGE_MAX: usize = 64;
+
+/// Entries of a [`Memo`] (direct-mapped: a new piece replaces the one in its slot).
+const MEMO_SLOTS: usize = 4096;
+
+/// Piece → token count for the pieces of one text (96 KB; worth it above a few KB of text).
+pub(super) struct Memo<'a> {
+    /// An empty piece marks an empty slot (empty pieces are never stored).
+    slots: Vec<(&'a [u8], u32)>,
+}
+
+impl Memo<'_> {
+    pub(super) fn new() -> Self {
+        Memo {
+            slots: vec![(&[][..], 0); MEMO_SLOTS],
+        }
+    }
+}
+
+/// No rank (the byte string is not a token).
+const NONE: u32 = u32::MAX;
+
+/// One entry of the vocabulary table: the token's first (up to) 8 bytes packed into
+/// `key`, its length and its rank. Tokens of at most 8 bytes are matched on `key` and
+/// `len` alone (exact, no second memory access); longer ones are checked byte for byte.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    key: u64,
+    /// 0 marks an empty slot (no token is empty).
+    len: u32,
+    rank: u32,
+}
+
+/// The first (up to) 8 bytes of `bytes`, little-endian, zero-padded.
+#[inline]
+fn head(bytes: &[u8]) -> u64 {
+    match bytes.first_chunk::<8>() {
+        Some(first) => u64::from_le_bytes(*first),
+        None => {
+            let mut buf = [0u8; 8];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// Where `bytes` (with `key = head(bytes)`) starts probing; any mixing of the bytes works,
+/// collisions only cost probes.
+#[inline]
+fn hash(bytes: &[u8], key: u64) -> u64 {
+    let mut h = key ^ (bytes.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    if let Some(last) = bytes.last_chunk::<8>() {
+        if bytes.len() > 8 {
+            h = h.rotate_left(29) ^ u64::from_le_bytes(*last).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        }
+    }
+    h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^ (h >> 32)
+}
+
+/// The vocabulary of one encoding as a byte string → rank table.
+pub(super) struct Ranks {
+    bpe: &'static BytePairEncoding,
+    /// Open addressing with linear probing, at most half full.
+    slots: Vec<Slot>,
+    mask: usize,
+    /// Rank of every two-byte string (`NONE` when it is not a token), indexed by
+    /// `(b0 << 8) | b1`: the merge loop starts with one such lookup per byte.
+    pairs: Vec<u32>,
+}
+
+impl Ranks {
+    /// Builds the table for `bpe` (a few milliseconds for 200k tokens).
+    pub(super) fn new(bpe: &'static BytePairEncoding) -> Self {
+        let n = bpe.num_tokens();
+        let size = (2 * n).next_power_of_two().max(16);
+        let mask = size - 1;
+        let mut slots = vec![Slot::default(); size];
+        let mut pairs = vec![NONE; 1 << 16];
+        for rank in 0..n {
+            let id = rank as u32;
+            let bytes = bpe.token_bytes(id);
+            if let [a, b] = bytes {
+                pairs[(usize::from(*a) << 8) | usize::from(*b)] = id;
+            }
+            let key = head(bytes);
+            let mut i = (hash(bytes, key) as usize) & mask;
+            while slots[i].len != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = Slot {
+                key,
+                len: bytes.len() as u32,
+                rank: id,
+            };
+        }
+        Ranks {
+            bpe,
+            slots,
+            mask,
+            pairs,
+        }
+    }
+
+    /// The rank of `bytes` (not empty) if it is a token, else `NONE`.
+    #[inline]
+    fn rank(&self, bytes: &[u8]) -> u32 {
+        if let [a, b] = bytes {
+            return self.pairs[(usize::from(*a) << 8) | usize::from(*b)];
+        }
+        let key = head(bytes);
+        let len = bytes.len() as u32;
+        let mut i = (hash(bytes, key) as usize) & self.mask;
+        loop {
+            let slot = self.slots[i];
+            if slot.len == 0 {
+                return NONE;
+            }
+            if slot.len == len
+                && slot.key == key
+                && (len <= 8 || self.bpe.token_bytes(slot.rank) == bytes)
+            {
+                return slot.rank;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// The number of tokens tiktoken encodes `piece` into.
+    #[inline]
+    pub(super) fn count(&self, piece: &[u8]) -> usize {
+        match piece.len() {
+            0 => 0,
+            1 => 1,
+            n if n <= MERGE_MAX => self.short_count(piece),
+            _ => self.bpe.count(piece),
+        }
+    }
+
+    /// [`Ranks::count`] of a piece of 2..=`MERGE_MAX` bytes.
+    #[inline]
+    fn short_count(&self, piece: &[u8]) -> usize {
+        if self.rank(piece) != NONE {
+            1
+        } else {
+            self.merge_count(piece)
+        }
+    }
+
+    /// [`Ranks::count`], remembering the counts of short pieces in `memo`: ordinary text
+    /// repeats most of its words, and a hit costs one probe of a small table.
+    #[inline]
+    pub(super) fn count_memo<'a>(&self, piece: &'a [u8], memo: &mut Memo<'a>) -> usize {
+        match piece.len() {
+            0 => 0,
+            1 => 1,
+            n if n <= MERGE_MAX => {
+                let i = (hash(piece, head(piece)) as usize) & (MEMO_SLOTS - 1);
+                let (seen, count) = memo.slots[i];
+                if seen == piece {
+                    return count as usize;
+                }
+                let count = self.short_count(piece);
+                memo.slots[i] = (piece, count as u32);
+                count
+            }
+            _ => self.bpe.count(piece),
+        }
+    }
+
+    /// tiktoken's `byte_pair_merge`, counting the parts left at the end.
+    /// `piece` has 2..=`MERGE_MAX` bytes.
+    fn merge_count(&self, piece: &[u8]) -> usize {
+        // parts[i] = (start of part i, rank of the merge of parts i and i+1);
+        // the last entry is the end sentinel. Same layout as tiktoken's.
+        let mut start = [0u8; MERGE_MAX + 1];
+        let mut rank = [NONE; MERGE_MAX + 1];
+        let n = piece.len();
+        let mut len = n + 1; // entries, including the end sentinel
+        let mut min = (NONE, 0usize);
+        for i in 0..n - 1 {
+            let r = self.rank(&piece[i..i + 2]);
+            start[i] = i as u8;
+            rank[i] = r;
+            if r < min.0 {
+                min = (r, i);
+            }
+        }
+        start[n - 1] = (n - 1) as u8;
+        start[n] = n as u8;
+        // rank[n - 1] and rank[n] stay NONE.
+
+        // Rank of merging parts i and i+1 once part i+1 is merged with part i+2
+        // (`start[i + 3]` is the end of the merged pair, before part i+1 is removed).
+        let merged_rank = |start: &[u8], len: usize, i: usize| -> u32 {
+            if i + 3 < len {
+                self.rank(&piece[usize::from(start[i])..usize::from(start[i + 3])])
+            } else {
+                NONE
+            }
+        };
+        while min.0 != NONE {
+            let i = min.1;
+            if i > 0 {
+                rank[i - 1] = merged_rank(&start, len, i - 1);
+            }
+            rank[i] = merged_rank(&start, len, i);
+            // Remove entry i + 1.
+            start.copy_within(i + 2..len, i + 1);
+            rank.copy_within(i + 2..len, i + 1);
+            len -= 1;
+            min = (NONE, 0);
+            for (j, &r) in rank[..len - 1].iter().enumerate() {
+                if r < min.0 {
+                    min = (r, j);
+                }
+            }
+        }
+        len - 1
+    }
+}
