@@ -22,8 +22,10 @@ use crate::Error;
 
 mod chat;
 mod merge;
+mod split;
 
 use merge::{Memo, Ranks};
+use split::Pieces;
 
 /// Texts from this length on remember the counts of their pieces while counting
 /// (below it, setting up the memo costs more than it saves).
@@ -106,6 +108,11 @@ impl Encoding {
         cell.get_or_init(|| Ranks::new(&self.tokenizer().bpe))
     }
 
+    /// The pre-tokens of `text` (tiktoken's split, by `split::Pieces`).
+    fn pieces(self, text: &str) -> Pieces<'_> {
+        Pieces::new(text, self == Encoding::O200kBase, self.tokenizer())
+    }
+
     /// Scales a raw `cl100k_base` count into this encoding's count (only estimates change).
     fn finish(self, raw: usize) -> usize {
         match self {
@@ -127,7 +134,7 @@ pub fn preload(encoding: Encoding) {
 /// (special-token text such as `<|endoftext|>` is counted as ordinary text).
 pub fn count(text: &str, encoding: Encoding) -> usize {
     let ranks = encoding.ranks();
-    let pieces = encoding.tokenizer().split(text);
+    let pieces = encoding.pieces(text);
     let raw = if text.len() < MEMO_MIN_LEN {
         pieces.map(|piece| ranks.count(piece.as_bytes())).sum()
     } else {
@@ -155,7 +162,7 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
     let tokenizer = encoding.tokenizer();
     let ranks = encoding.ranks();
     let mut total = 0usize;
-    for piece in tokenizer.split(text) {
+    for piece in encoding.pieces(text) {
         let piece = piece.as_bytes();
         // `total <= limit` holds here: it only grows by counts within the remaining budget.
         if piece.len() <= merge::MERGE_MAX {

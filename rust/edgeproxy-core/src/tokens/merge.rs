@@ -194,52 +194,54 @@ impl Ranks {
 
     /// tiktoken's `byte_pair_merge`, counting the parts left at the end.
     /// `piece` has 2..=`MERGE_MAX` bytes.
+    ///
+    /// A part is named by the index of its first byte. `rank[i]` is the rank of the
+    /// merge of part `i` with the part after it (`NONE` if that is not a token, or `i`
+    /// is not a part any more); `next[i]` is where the part after `i` starts (`n` for
+    /// the last), `prev[i]` where the part before starts. tiktoken keeps the same
+    /// ranks in a vector and removes merged entries; the lowest rank, leftmost on ties,
+    /// is merged first in both.
     fn merge_count(&self, piece: &[u8]) -> usize {
-        // parts[i] = (start of part i, rank of the merge of parts i and i+1);
-        // the last entry is the end sentinel. Same layout as tiktoken's.
-        let mut start = [0u8; MERGE_MAX + 1];
-        let mut rank = [NONE; MERGE_MAX + 1];
         let n = piece.len();
-        let mut len = n + 1; // entries, including the end sentinel
-        let mut min = (NONE, 0usize);
+        let mut rank = [NONE; MERGE_MAX];
+        let mut next = [0u8; MERGE_MAX];
+        let mut prev = [0u8; MERGE_MAX];
         for i in 0..n - 1 {
-            let r = self.rank(&piece[i..i + 2]);
-            start[i] = i as u8;
-            rank[i] = r;
-            if r < min.0 {
-                min = (r, i);
-            }
+            rank[i] = self.rank(&piece[i..i + 2]);
+            next[i] = (i + 1) as u8;
+            prev[i + 1] = i as u8;
         }
-        start[n - 1] = (n - 1) as u8;
-        start[n] = n as u8;
-        // rank[n - 1] and rank[n] stay NONE.
-
-        // Rank of merging parts i and i+1 once part i+1 is merged with part i+2
-        // (`start[i + 3]` is the end of the merged pair, before part i+1 is removed).
-        let merged_rank = |start: &[u8], len: usize, i: usize| -> u32 {
-            if i + 3 < len {
-                self.rank(&piece[usize::from(start[i])..usize::from(start[i + 3])])
-            } else {
-                NONE
-            }
-        };
-        while min.0 != NONE {
-            let i = min.1;
-            if i > 0 {
-                rank[i - 1] = merged_rank(&start, len, i - 1);
-            }
-            rank[i] = merged_rank(&start, len, i);
-            // Remove entry i + 1.
-            start.copy_within(i + 2..len, i + 1);
-            rank.copy_within(i + 2..len, i + 1);
-            len -= 1;
-            min = (NONE, 0);
-            for (j, &r) in rank[..len - 1].iter().enumerate() {
-                if r < min.0 {
-                    min = (r, j);
+        next[n - 1] = n as u8;
+        let mut parts = n;
+        loop {
+            // The leftmost lowest rank.
+            let (mut best, mut i) = (NONE, 0);
+            for (j, &r) in rank[..n - 1].iter().enumerate() {
+                if r < best {
+                    (best, i) = (r, j);
                 }
             }
+            if best == NONE {
+                return parts;
+            }
+            // Merge part i with the part j after it.
+            let j = usize::from(next[i]);
+            let after = usize::from(next[j]); // start of the part after the merged one, or n
+            rank[i] = if after < n {
+                self.rank(&piece[i..usize::from(next[after])])
+            } else {
+                NONE
+            };
+            if i > 0 {
+                let p = usize::from(prev[i]);
+                rank[p] = self.rank(&piece[p..after]);
+            }
+            rank[j] = NONE;
+            next[i] = after as u8;
+            if after < n {
+                prev[after] = i as u8;
+            }
+            parts -= 1;
         }
-        len - 1
     }
 }

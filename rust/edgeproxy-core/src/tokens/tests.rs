@@ -385,3 +385,64 @@ proptest! {
         check_piece(&bytes)?;
     }
 }
+
+fn check_split(text: &str) -> Result<(), TestCaseError> {
+    for encoding in [CL, O2] {
+        let ours: Vec<&str> = encoding.pieces(text).collect();
+        let regex: Vec<&str> = encoding.tokenizer().split(text).collect();
+        prop_assert_eq!(ours, regex, "{:?} {:?}", encoding, text);
+    }
+    Ok(())
+}
+
+#[test]
+fn split_equals_the_regex_on_known_texts() {
+    let docs = [
+        include_str!("../../../../docs/tokens.md"),
+        include_str!("chat.rs"),
+    ]
+    .concat();
+    let squeezed: String = docs.split_whitespace().collect();
+    for text in [
+        docs.as_str(),
+        squeezed.as_str(),
+        "",
+        " ",
+        "  ",
+        "a  ",
+        "a \n ",
+        "x\r\n\r\n  y",
+        "don't DON'T we'RE I'Ll 'ſ 's ' '",
+        "HTTPServer iPhone ABC abc Abc aBC",
+        "$1 .x (.x ./\n/ a/b //\n\n",
+        "\t\x0b\x0c x\x1f\x7fy",
+        "123456 1234 12é ١٢٣ 12٣",
+        "a\u{a0}b a \u{a0} \u{85}x \u{2028}",
+        "é É ǅx ʰx 中文 x\u{301} Straße",
+    ] {
+        check_split(text).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn split_equals_the_regex_on_ascii(text in "[\\x00-\\x7f]{0,40}") {
+        check_split(&text)?;
+    }
+
+    #[test]
+    fn split_equals_the_regex_on_word_like_ascii(
+        text in "([A-Za-z]{1,6}|[0-9]{1,4}|[ \\t\\r\\n\\x0b\\x0c]{1,3}|[!-/:-@\\[-`{-~]{1,3}|'[a-zA-Z]{1,2}){0,12}",
+    ) {
+        check_split(&text)?;
+    }
+
+    #[test]
+    fn split_equals_the_regex_on_tricky_alphabets(
+        text in "([aZs'rReEvlLdDtTmM0-9 \\t\\r\\n\\x0b\\x0c.!/_-]|é|É|ſ|K|ǅ|ʰ|中|\u{301}|\u{a0}|\u{85}|\u{2028}|٣|—|😀){0,40}",
+    ) {
+        check_split(&text)?;
+    }
+}
