@@ -61,9 +61,13 @@ fn head(bytes: &[u8]) -> u64 {
     match bytes.first_chunk::<8>() {
         Some(first) => u64::from_le_bytes(*first),
         None => {
-            let mut buf = [0u8; 8];
-            buf[..bytes.len()].copy_from_slice(bytes);
-            u64::from_le_bytes(buf)
+            // Shorter than 8 bytes: assemble by hand (a `copy_from_slice` of a
+            // variable length is a `memmove` call).
+            let mut key = 0u64;
+            for (i, &b) in bytes.iter().enumerate() {
+                key |= u64::from(b) << (8 * i);
+            }
+            key
         }
     }
 }
