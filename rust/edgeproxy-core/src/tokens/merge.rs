@@ -41,6 +41,10 @@ impl Memo<'_> {
     }
 }
 
+/// The filter takes its bit index from the hash bits above this shift (the slot
+/// index comes from the low bits).
+const FILTER_SHIFT: u32 = 40;
+
 /// No rank (the byte string is not a token).
 const NONE: u32 = u32::MAX;
 
@@ -95,6 +99,11 @@ pub(super) struct Ranks {
     /// Rank of every two-byte string (`NONE` when it is not a token), indexed by
     /// `(b0 << 8) | b1`: the merge loop starts with one such lookup per byte.
     pairs: Vec<u32>,
+    /// One bit per hash value (high bits of [`hash`]), set for every token: most
+    /// strings that are not tokens are turned away here, in a table small enough to
+    /// stay in cache, instead of in `slots`.
+    filter: Vec<u64>,
+    filter_mask: u64,
 }
 
 impl Ranks {
@@ -105,6 +114,10 @@ impl Ranks {
         let mask = size - 1;
         let mut slots = vec![Slot::default(); size];
         let mut pairs = vec![NONE; 1 << 16];
+        // About 10% of the bits set: 8 bits per token, rounded up to a power of two.
+        let filter_bits = (8 * n).next_power_of_two().max(64);
+        let filter_mask = (filter_bits - 1) as u64;
+        let mut filter = vec![0u64; filter_bits / 64];
         for rank in 0..n {
             let id = rank as u32;
             let bytes = bpe.token_bytes(id);
@@ -112,7 +125,10 @@ impl Ranks {
                 pairs[(usize::from(*a) << 8) | usize::from(*b)] = id;
             }
             let key = head(bytes);
-            let mut i = (hash(bytes, key) as usize) & mask;
+            let h = hash(bytes, key);
+            let bit = (h >> FILTER_SHIFT) & filter_mask;
+            filter[(bit >> 6) as usize] |= 1 << (bit & 63);
+            let mut i = (h as usize) & mask;
             while slots[i].len != 0 {
                 i = (i + 1) & mask;
             }
@@ -127,6 +143,8 @@ impl Ranks {
             slots,
             mask,
             pairs,
+            filter,
+            filter_mask,
         }
     }
 
@@ -138,7 +156,12 @@ impl Ranks {
         }
         let key = head(bytes);
         let len = bytes.len() as u32;
-        let mut i = (hash(bytes, key) as usize) & self.mask;
+        let h = hash(bytes, key);
+        let bit = (h >> FILTER_SHIFT) & self.filter_mask;
+        if self.filter[(bit >> 6) as usize] & (1 << (bit & 63)) == 0 {
+            return NONE;
+        }
+        let mut i = (h as usize) & self.mask;
         loop {
             let slot = self.slots[i];
             if slot.len == 0 {
