@@ -93,7 +93,8 @@ fn hash(bytes: &[u8], key: u64) -> u64 {
 /// The vocabulary of one encoding as a byte string → rank table.
 pub(super) struct Ranks {
     bpe: &'static BytePairEncoding,
-    /// Open addressing with linear probing, at most half full.
+    /// Open addressing with linear probing, at most ~77% full (2 MB for cl100k, 4 MB
+    /// for o200k; a bigger, emptier table measured slower: fewer of its lines stay cached).
     slots: Vec<Slot>,
     mask: usize,
     /// Rank of every two-byte string (`NONE` when it is not a token), indexed by
@@ -107,10 +108,10 @@ pub(super) struct Ranks {
 }
 
 impl Ranks {
-    /// Builds the table for `bpe` (a few milliseconds for 200k tokens).
+    /// Builds the tables for `bpe` (once per process, at `preload` or first use).
     pub(super) fn new(bpe: &'static BytePairEncoding) -> Self {
         let n = bpe.num_tokens();
-        let size = (2 * n).next_power_of_two().max(16);
+        let size = n.next_power_of_two().max(16);
         let mask = size - 1;
         let mut slots = vec![Slot::default(); size];
         let mut pairs = vec![NONE; 1 << 16];
