@@ -138,7 +138,7 @@ pub fn count(text: &str, encoding: Encoding) -> usize {
     let raw = if text.len() < MEMO_MIN_LEN {
         pieces.map(|piece| ranks.count(piece.as_bytes())).sum()
     } else {
-        let mut memo = Memo::new();
+        let mut memo = Memo::new(text.len());
         pieces
             .map(|piece| ranks.count_memo(piece.as_bytes(), &mut memo))
             .sum()

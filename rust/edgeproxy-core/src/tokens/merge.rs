@@ -24,19 +24,22 @@ use bpe_openai::byte_pair_encoding::BytePairEncoding;
 /// steps per piece, so the work stays O(`MERGE_MAX` × text length).
 pub(super) const MERGE_MAX: usize = 64;
 
-/// Entries of a [`Memo`] (direct-mapped: a new piece replaces the one in its slot).
-const MEMO_SLOTS: usize = 4096;
+/// Most entries of a [`Memo`] (direct-mapped: a new piece replaces the one in its slot).
+const MEMO_MAX_SLOTS: usize = 16384;
 
-/// Piece → token count for the pieces of one text (96 KB; worth it above a few KB of text).
+/// Piece → token count for the pieces of one text (worth it above a few KB of text).
 pub(super) struct Memo<'a> {
     /// An empty piece marks an empty slot (empty pieces are never stored).
     slots: Vec<(&'a [u8], u32)>,
 }
 
 impl Memo<'_> {
-    pub(super) fn new() -> Self {
+    /// A memo sized for a text of `len` bytes: one slot per 8 bytes, a power of two
+    /// from 512 to [`MEMO_MAX_SLOTS`] (384 KB).
+    pub(super) fn new(len: usize) -> Self {
+        let size = (len / 8).next_power_of_two().clamp(512, MEMO_MAX_SLOTS);
         Memo {
-            slots: vec![(&[][..], 0); MEMO_SLOTS],
+            slots: vec![(&[][..], 0); size],
         }
     }
 }
@@ -207,7 +210,7 @@ impl Ranks {
             0 => 0,
             1 => 1,
             n if n <= MERGE_MAX => {
-                let i = (hash(piece, head(piece)) as usize) & (MEMO_SLOTS - 1);
+                let i = (hash(piece, head(piece)) as usize) & (memo.slots.len() - 1);
                 let (seen, count) = memo.slots[i];
                 if seen == piece {
                     return count as usize;
