@@ -1,13 +1,19 @@
 //! Token counting: exact for OpenAI's `cl100k_base` and `o200k_base`, labelled
 //! estimates for tokenizers that are not public (Anthropic).
 //!
-//! The byte-pair encoding comes from GitHub's `bpe-openai` crate: its rank
-//! data is compiled into the binary (nothing is downloaded at run time), its
-//! pre-tokenizer is a linear-time `regex-automata` DFA, and its backtracking
-//! BPE encoder is linear in the length of each piece. Untrusted prompts such
-//! as 100 KB of one repeated character therefore cannot stall the proxy, while
-//! the counts stay equal to tiktoken's token for token. Why this crate and not
-//! `tiktoken-rs`: docs/tokens.md and docs/benchmarks.md ("Token counting").
+//! The rank data, the pre-tokenizer regex and the encoder for long pieces come
+//! from GitHub's `bpe-openai` crate: its rank data is compiled into the binary
+//! (nothing is downloaded at run time), its pre-tokenizer is a linear-time
+//! `regex-automata` DFA, and its backtracking BPE encoder is linear in the
+//! length of each piece. Untrusted prompts such as 100 KB of one repeated
+//! character therefore cannot stall the proxy, while the counts stay equal to
+//! tiktoken's token for token. Why this crate and not `tiktoken-rs`:
+//! docs/tokens.md and docs/benchmarks.md ("Token counting").
+//!
+//! Ordinary text takes faster paths (docs/tokens.md, "How a count is computed"):
+//! `split` cuts ASCII pieces by hand (the regex cuts the rest), and `merge`
+//! counts a piece that is one token with one table lookup, other short pieces
+//! with tiktoken's own merge loop, and remembers piece counts within a long text.
 //!
 //! - [`count`] and [`count_up_to`] count a text;
 //! - [`count_chat`] counts a whole Chat Completions request body the way

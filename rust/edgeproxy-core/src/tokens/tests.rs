@@ -63,6 +63,11 @@ fn adversarial_inputs_finish() {
         "😀".repeat(25_000),
         "ab".repeat(50_000),
         "\u{0300}".repeat(50_000),
+        // Runs the ASCII splitter reads to the end, then hands to the regex.
+        " ".repeat(100_000) + "é",
+        "a".repeat(100_000) + "é",
+        " \n".repeat(50_000) + "\u{a0}",
+        "Ab".repeat(50_000),
     ] {
         for encoding in [CL, O2] {
             let n = count(&text, encoding);
