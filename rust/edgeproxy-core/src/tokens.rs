@@ -1,13 +1,19 @@
 //! Token counting: exact for OpenAI's `cl100k_base` and `o200k_base`, labelled
 //! estimates for tokenizers that are not public (Anthropic).
 //!
-//! The byte-pair encoding comes from GitHub's `bpe-openai` crate: its rank
-//! data is compiled into the binary (nothing is downloaded at run time), its
-//! pre-tokenizer is a linear-time `regex-automata` DFA, and its backtracking
-//! BPE encoder is linear in the length of each piece. Untrusted prompts such
-//! as 100 KB of one repeated character therefore cannot stall the proxy, while
-//! the counts stay equal to tiktoken's token for token. Why this crate and not
-//! `tiktoken-rs`: docs/tokens.md and docs/benchmarks.md ("Token counting").
+//! The rank data, the pre-tokenizer regex and the encoder for long pieces come
+//! from GitHub's `bpe-openai` crate: its rank data is compiled into the binary
+//! (nothing is downloaded at run time), its pre-tokenizer is a linear-time
+//! `regex-automata` DFA, and its backtracking BPE encoder is linear in the
+//! length of each piece. Untrusted prompts such as 100 KB of one repeated
+//! character therefore cannot stall the proxy, while the counts stay equal to
+//! tiktoken's token for token. Why this crate and not `tiktoken-rs`:
+//! docs/tokens.md and docs/benchmarks.md ("Token counting").
+//!
+//! Ordinary text takes faster paths (docs/tokens.md, "How a count is computed"):
+//! `split` cuts ASCII pieces by hand (the regex cuts the rest), and `merge`
+//! counts a piece that is one token with one table lookup, other short pieces
+//! with tiktoken's own merge loop, and remembers piece counts within a long text.
 //!
 //! - [`count`] and [`count_up_to`] count a text;
 //! - [`count_chat`] counts a whole Chat Completions request body the way
@@ -21,6 +27,15 @@ use bpe_openai::Tokenizer;
 use crate::Error;
 
 mod chat;
+mod merge;
+mod split;
+
+use merge::{Memo, Ranks};
+use split::Pieces;
+
+/// Texts from this length on remember the counts of their pieces while counting
+/// (below it, setting up the memo costs more than it saves).
+const MEMO_MIN_LEN: usize = 4096;
 
 pub use chat::{
     count_chat, ChatCount, IMAGE_TOKENS_HIGH, IMAGE_TOKENS_LOW, REPLY_PRIMING_TOKENS,
@@ -88,6 +103,22 @@ impl Encoding {
         }
     }
 
+    /// The byte string → rank table for the fast per-piece count (built once).
+    fn ranks(self) -> &'static Ranks {
+        static CL100K: OnceLock<Ranks> = OnceLock::new();
+        static O200K: OnceLock<Ranks> = OnceLock::new();
+        let cell = match self {
+            Encoding::Cl100kBase | Encoding::Estimate => &CL100K,
+            Encoding::O200kBase => &O200K,
+        };
+        cell.get_or_init(|| Ranks::new(&self.tokenizer().bpe))
+    }
+
+    /// The pre-tokens of `text` (tiktoken's split, by `split::Pieces`).
+    fn pieces(self, text: &str) -> Pieces<'_> {
+        Pieces::new(text, self == Encoding::O200kBase, self.tokenizer())
+    }
+
     /// Scales a raw `cl100k_base` count into this encoding's count (only estimates change).
     fn finish(self, raw: usize) -> usize {
         match self {
@@ -102,13 +133,23 @@ impl Encoding {
 /// Loads the encoding's rank data now instead of on first use (deserialising the
 /// compiled-in tables takes tens of milliseconds once per process).
 pub fn preload(encoding: Encoding) {
-    encoding.tokenizer().count("");
+    encoding.ranks();
 }
 
 /// The number of tokens tiktoken's `encode_ordinary` returns for `text`
 /// (special-token text such as `<|endoftext|>` is counted as ordinary text).
 pub fn count(text: &str, encoding: Encoding) -> usize {
-    encoding.finish(encoding.tokenizer().count(text))
+    let ranks = encoding.ranks();
+    let pieces = encoding.pieces(text);
+    let raw = if text.len() < MEMO_MIN_LEN {
+        pieces.map(|piece| ranks.count(piece.as_bytes())).sum()
+    } else {
+        let mut memo = Memo::new(text.len());
+        pieces
+            .map(|piece| ranks.count_memo(piece.as_bytes(), &mut memo))
+            .sum()
+    };
+    encoding.finish(raw)
 }
 
 /// Counts the tokens of `text` but stops as soon as the count exceeds `limit`.
@@ -125,15 +166,22 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
         return over;
     }
     let tokenizer = encoding.tokenizer();
+    let ranks = encoding.ranks();
     let mut total = 0usize;
-    for piece in tokenizer.split(text) {
+    for piece in encoding.pieces(text) {
+        let piece = piece.as_bytes();
         // `total <= limit` holds here: it only grows by counts within the remaining budget.
-        match tokenizer
-            .bpe
-            .count_till_limit(piece.as_bytes(), limit - total)
-        {
-            Some(n) => total += n,
-            None => return over,
+        if piece.len() <= merge::MERGE_MAX {
+            // At most MERGE_MAX tokens: counted in full, then checked.
+            total += ranks.count(piece);
+            if total > limit {
+                return over;
+            }
+        } else {
+            match tokenizer.bpe.count_till_limit(piece, limit - total) {
+                Some(n) => total += n,
+                None => return over,
+            }
         }
     }
     encoding.finish(total).min(over)

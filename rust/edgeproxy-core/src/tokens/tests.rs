@@ -63,6 +63,11 @@ fn adversarial_inputs_finish() {
         "😀".repeat(25_000),
         "ab".repeat(50_000),
         "\u{0300}".repeat(50_000),
+        // Runs the ASCII splitter reads to the end, then hands to the regex.
+        " ".repeat(100_000) + "é",
+        "a".repeat(100_000) + "é",
+        " \n".repeat(50_000) + "\u{a0}",
+        "Ab".repeat(50_000),
     ] {
         for encoding in [CL, O2] {
             let n = count(&text, encoding);
@@ -311,5 +316,138 @@ proptest! {
             prop_assert!(c.exact);
             prop_assert_eq!(c.tokens, expected);
         }
+    }
+}
+
+/// The fast per-piece count against `bpe`'s backtracking encoder (itself checked against
+/// tiktoken by `bpe-openai`'s tests, and ours against Python tiktoken in tests/).
+fn check_piece(piece: &[u8]) -> Result<(), TestCaseError> {
+    for encoding in [CL, O2] {
+        let expected = encoding.tokenizer().bpe.count(piece);
+        prop_assert_eq!(encoding.ranks().count(piece), expected, "{:?}", piece);
+    }
+    Ok(())
+}
+
+#[test]
+fn fast_piece_count_equals_bpe_on_every_token_and_on_pairs_of_tokens() {
+    for encoding in [CL, O2] {
+        let bpe = &encoding.tokenizer().bpe;
+        let ranks = encoding.ranks();
+        let n = bpe.num_tokens() as u32;
+        for id in 0..n {
+            let bytes = bpe.token_bytes(id);
+            assert_eq!(ranks.count(bytes), 1, "{bytes:?}");
+            // A token followed by another (a pseudo-random one): often several merges apart.
+            let other = bpe.token_bytes(id.wrapping_mul(2_654_435_761) % n);
+            let pair = [bytes, other].concat();
+            assert_eq!(ranks.count(&pair), bpe.count(&pair), "{pair:?}");
+        }
+    }
+}
+
+#[test]
+fn fast_count_equals_bpe_openai_on_long_mixed_text() {
+    let text = [
+        include_str!("../../../../docs/tokens.md"),
+        include_str!("../../../../docs/benchmarks.md"),
+        include_str!("chat.rs"),
+        include_str!("../relay.rs"),
+    ]
+    .concat();
+    let squeezed: String = text.split_whitespace().collect();
+    for text in [&text, &squeezed] {
+        for encoding in [CL, O2] {
+            assert_eq!(
+                count(text, encoding),
+                encoding.tokenizer().count(text.as_str())
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fast_piece_count_equals_bpe_on_bytes(piece in prop::collection::vec(any::<u8>(), 0..80)) {
+        check_piece(&piece)?;
+    }
+
+    #[test]
+    fn fast_piece_count_equals_bpe_on_words(
+        piece in "[^ ]?([a-zA-Z]{1,12}|[a-z]{1,6}'[a-z]{1,3}|[0-9]{1,3}|[!-/:-@]{1,3}|\\PC{1,3}){1,12}",
+    ) {
+        check_piece(piece.as_bytes())?;
+    }
+
+    #[test]
+    fn fast_piece_count_equals_bpe_on_token_runs(ids in prop::collection::vec(0u32..100_256, 1..12)) {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| CL.tokenizer().bpe.token_bytes(id).iter().copied())
+            .collect();
+        check_piece(&bytes)?;
+    }
+}
+
+fn check_split(text: &str) -> Result<(), TestCaseError> {
+    for encoding in [CL, O2] {
+        let ours: Vec<&str> = encoding.pieces(text).collect();
+        let regex: Vec<&str> = encoding.tokenizer().split(text).collect();
+        prop_assert_eq!(ours, regex, "{:?} {:?}", encoding, text);
+    }
+    Ok(())
+}
+
+#[test]
+fn split_equals_the_regex_on_known_texts() {
+    let docs = [
+        include_str!("../../../../docs/tokens.md"),
+        include_str!("chat.rs"),
+    ]
+    .concat();
+    let squeezed: String = docs.split_whitespace().collect();
+    for text in [
+        docs.as_str(),
+        squeezed.as_str(),
+        "",
+        " ",
+        "  ",
+        "a  ",
+        "a \n ",
+        "x\r\n\r\n  y",
+        "don't DON'T we'RE I'Ll 'ſ 's ' '",
+        "HTTPServer iPhone ABC abc Abc aBC",
+        "$1 .x (.x ./\n/ a/b //\n\n",
+        "\t\x0b\x0c x\x1f\x7fy",
+        "123456 1234 12é ١٢٣ 12٣",
+        "a\u{a0}b a \u{a0} \u{85}x \u{2028}",
+        "é É ǅx ʰx 中文 x\u{301} Straße",
+    ] {
+        check_split(text).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn split_equals_the_regex_on_ascii(text in "[\\x00-\\x7f]{0,40}") {
+        check_split(&text)?;
+    }
+
+    #[test]
+    fn split_equals_the_regex_on_word_like_ascii(
+        text in "([A-Za-z]{1,6}|[0-9]{1,4}|[ \\t\\r\\n\\x0b\\x0c]{1,3}|[!-/:-@\\[-`{-~]{1,3}|'[a-zA-Z]{1,2}){0,12}",
+    ) {
+        check_split(&text)?;
+    }
+
+    #[test]
+    fn split_equals_the_regex_on_tricky_alphabets(
+        text in "([aZs'rReEvlLdDtTmM0-9 \\t\\r\\n\\x0b\\x0c.!/_-]|é|É|ſ|K|ǅ|ʰ|中|\u{301}|\u{a0}|\u{85}|\u{2028}|٣|—|😀){0,40}",
+    ) {
+        check_split(&text)?;
     }
 }

@@ -1,0 +1,76 @@
+//! Where the time of `tokens::count` goes: pre-tokenizer vs BPE, per text file.
+//!
+//! `cargo run --release -p edgeproxy-core --example tokens_profile -- FILE...`
+//! (prints the best of 21 runs per stage and encoding: the least disturbed on a
+//! shared machine; bpe-openai's count and ours are timed interleaved).
+
+use std::time::Instant;
+
+use edgeproxy_core::tokens::{self, Encoding};
+
+fn median_us(mut f: impl FnMut() -> usize) -> (f64, usize) {
+    let mut times = Vec::new();
+    let mut out = 0;
+    for _ in 0..21 {
+        let t = Instant::now();
+        out = std::hint::black_box(f());
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    (times[0], out)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `--loop old|ours cl100k|o200k N FILE`: just count N times (for `perf record`).
+    if args.first().map(String::as_str) == Some("--loop") {
+        let text = std::fs::read_to_string(&args[4]).expect("readable UTF-8 file");
+        let (enc, tok) = match args[2].as_str() {
+            "o200k" => (Encoding::O200kBase, bpe_openai::o200k_base()),
+            _ => (Encoding::Cl100kBase, bpe_openai::cl100k_base()),
+        };
+        tokens::preload(enc);
+        let n: usize = args[3].parse().expect("a number of runs");
+        let mut total = 0;
+        for _ in 0..n {
+            total += match args[1].as_str() {
+                "old" => tok.count(text.as_str()),
+                _ => tokens::count(&text, enc),
+            };
+        }
+        println!("{total}");
+        return;
+    }
+    for path in args {
+        let text = std::fs::read_to_string(&path).expect("readable UTF-8 file");
+        for (name, enc, tok) in [
+            ("cl100k", Encoding::Cl100kBase, bpe_openai::cl100k_base()),
+            ("o200k", Encoding::O200kBase, bpe_openai::o200k_base()),
+        ] {
+            tokens::preload(enc);
+            let pieces: Vec<&str> = tok.split(&text).collect();
+            let (split, n) = median_us(|| tok.split(&text).count());
+            let (bpe, _) = median_us(|| pieces.iter().map(|p| tok.bpe.count(p.as_bytes())).sum());
+            // bpe-openai's own count and ours, interleaved run by run (noisy machines).
+            let (mut olds, mut news) = (Vec::new(), Vec::new());
+            let (mut old_count, mut count) = (0, 0);
+            for _ in 0..21 {
+                let t = Instant::now();
+                old_count = std::hint::black_box(tok.count(text.as_str()));
+                olds.push(t.elapsed().as_secs_f64() * 1e6);
+                let t = Instant::now();
+                count = std::hint::black_box(tokens::count(&text, enc));
+                news.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            olds.sort_by(f64::total_cmp);
+            news.sort_by(f64::total_cmp);
+            let (old, total) = (olds[0], news[0]); // best of 21: least disturbed
+            assert_eq!(count, old_count, "{path} {name}");
+            let longest = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
+            let file = path.rsplit('/').next().unwrap_or(&path);
+            println!(
+                "{file:<12} {name:<7} pieces {n:>6} longest {longest:>6} B  split {split:>6.0} us  bpe {bpe:>6.0} us  bpe-openai count {old:>6.0} us  ours {total:>6.0} us  tokens {count}"
+            );
+        }
+    }
+}
