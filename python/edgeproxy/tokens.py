@@ -16,6 +16,7 @@ Models whose tokenizer is not public (Anthropic's) map to the ``"estimate"`` enc
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ __all__ = [
     "TokenizerError",
     "count",
     "count_chat",
+    "count_chat_async",
     "count_up_to",
     "encoding_for_model",
     "encodings_for",
@@ -116,6 +118,20 @@ def count_chat(request: bytes | Mapping[str, Any], encoding: str) -> TokenCount:
     else:
         body = bytes(request)
     return count_chat_tokens(body, encoding)
+
+
+OFF_LOOP_BYTES: Final = 64 * 1024
+"""Requests at least this large are counted in a worker thread by ``count_chat_async``."""
+
+
+async def count_chat_async(request: bytes, encoding: str) -> TokenCount:
+    """``count_chat`` for asyncio code: a request of ``OFF_LOOP_BYTES`` or more is counted in
+    a worker thread (the Rust side releases the GIL), so a huge or adversarial prompt never
+    holds the event loop; a small one is counted inline (a thread hop would cost more)."""
+    if len(request) < OFF_LOOP_BYTES:
+        return count_chat_tokens(request, encoding)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, count_chat_tokens, request, encoding)
 
 
 def encoding_for_model(model: str) -> str:

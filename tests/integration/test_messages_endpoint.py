@@ -153,6 +153,17 @@ def test_count_tokens_is_a_labelled_local_estimate(stack: Stack) -> None:
     assert stack.requests_to("claude") == 0
 
 
+def test_count_tokens_keeps_the_body_limit_and_answers_in_anthropic_shape(stack: Stack) -> None:
+    big = "x" * (5 * 1024 * 1024)  # the default limit is 4 MiB
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client(stack).messages.count_tokens(
+            model="claude-sonnet", messages=[{"role": "user", "content": big}]
+        )
+    assert info.value.status_code == 413
+    assert info.value.body["type"] == "error"  # type: ignore[index]
+    assert "max_body_bytes" in info.value.body["error"]["message"]  # type: ignore[index]
+
+
 def test_an_openai_client_error_reaches_the_anthropic_sdk_in_its_shape(stack: Stack) -> None:
     stack.fault("oai", mode="status", status=400)
     with pytest.raises(anthropic.BadRequestError) as info:

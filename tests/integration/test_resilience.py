@@ -175,6 +175,20 @@ def test_candidates_whose_window_cannot_hold_the_prompt_are_skipped(
     assert raw.headers["x-edgeproxy-provider"] == "beta"
 
 
+def test_a_large_prompt_is_counted_off_the_loop_and_routed_by_its_tokens(
+    make_stack: Callable[..., Stack],
+) -> None:
+    # ~80 KB: over tokens.OFF_LOOP_BYTES, so the prompt is counted in a worker thread; its
+    # ~16,000 tokens fit neither alpha's 300 nor a 12,000 window, but fit beta's 100,000.
+    policy = CONTEXT.replace("context_window: 300", "context_window: 12000")
+    stack = make_stack(policy, THREE_WAY_SIMS)
+    big = [{"role": "user", "content": "word " * 16_000}]
+    raw = stack.client().chat.completions.with_raw_response.create(model="m", messages=big)
+    assert raw.headers["x-edgeproxy-provider"] == "beta"
+    assert "alpha/one/m=context_window" in raw.headers["x-edgeproxy-skipped"]
+    assert stack.requests_to("alpha_one") == stack.requests_to("alpha_two") == 0
+
+
 def test_a_prompt_no_window_can_hold_is_refused_before_any_attempt(
     make_stack: Callable[..., Stack],
 ) -> None:

@@ -133,7 +133,7 @@ def test_stream_error_events() -> None:
     assert orjson.loads(event.data)["error"]["type"] == "api_error"
 
 
-def test_count_tokens_is_a_labelled_estimate() -> None:
+async def test_count_tokens_is_a_labelled_estimate() -> None:
     body = orjson.dumps(
         {
             "model": "claude-x",
@@ -142,18 +142,18 @@ def test_count_tokens_is_a_labelled_estimate() -> None:
             "tools": [{"name": "w", "input_schema": {"type": "object"}}],
         }
     )
-    response = count_tokens_response(body, "req-3")
+    response = await count_tokens_response(body, "req-3")
     assert response.status == 200
     assert response.headers[TOKEN_COUNT_HEADER] == "estimate"
     assert response.body is not None
     count = orjson.loads(response.body)  # type: ignore[arg-type]
     assert set(count) == {"input_tokens"} and count["input_tokens"] > 10
-    short = count_tokens_response(
+    short = await count_tokens_response(
         orjson.dumps({"model": "c", "messages": [GOOD["messages"][0]]}), None
     )
     assert short.body is not None
     assert orjson.loads(short.body)["input_tokens"] < count["input_tokens"]  # type: ignore[arg-type]
-    bad = count_tokens_response(b'{"model": "c"}', "req-4")
+    bad = await count_tokens_response(b'{"model": "c"}', "req-4")
     assert bad.status == 400 and bad.body is not None
     assert orjson.loads(bad.body)["error"]["message"] == "messages: Field required"  # type: ignore[arg-type]
 

@@ -9,6 +9,7 @@ table against the SHA-256 that tiktoken publishes for ``o200k_base.tiktoken``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -441,3 +442,36 @@ def test_the_encodings_a_policy_needs_loaded_at_start(
     tokenizers: list[str], expected: tuple[str, ...]
 ) -> None:
     assert tokens.encodings_for(tokenizers) == expected
+
+
+async def test_a_large_count_leaves_the_event_loop_free() -> None:
+    content = "ab" * (tokens.OFF_LOOP_BYTES // 2 + 1000)  # one long adversarial piece
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": content}]}).encode()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(ticker())
+    counted = await tokens.count_chat_async(body, "cl100k_base")
+    task.cancel()
+    assert ticks > 0  # the loop ran other work while the count was in progress
+    assert counted == tokens.count_chat(body, "cl100k_base")
+
+
+async def test_a_small_count_is_inline() -> None:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "hello"}]}'
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        ticks += 1
+
+    task = asyncio.ensure_future(ticker())
+    counted = await tokens.count_chat_async(body, "o200k_base")
+    assert ticks == 0  # no thread hop: nothing else ran in between
+    await task
+    assert counted == tokens.count_chat(body, "o200k_base")

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from edgeproxy._core import encode_sse
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass
-from edgeproxy.tokens import ESTIMATE, TokenizerError, count_chat
+from edgeproxy.tokens import ESTIMATE, TokenizerError, count_chat_async
 from edgeproxy.translate.responses import anthropic_error_type
 
 VALID_ROLES: Final = frozenset({"user", "assistant"})
@@ -196,15 +196,15 @@ def parse_count_tokens_request(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def count_tokens_response(raw: bytes, request_id: str | None) -> web.Response:
+async def count_tokens_response(raw: bytes, request_id: str | None) -> web.Response:
     """The whole ``POST /v1/messages/count_tokens`` answer, computed locally.
 
-    ``{"input_tokens": N}`` from ``edgeproxy.tokens.count_chat`` with the ``estimate`` encoding
+    ``{"input_tokens": N}`` from ``edgeproxy.tokens.count_chat_async`` with the ``estimate`` encoding
     (system, messages, tools); the ``x-edgeproxy-token-count: estimate`` header says it is one.
     """
     try:
         parse_count_tokens_request(raw)
-        count = count_chat(raw, ESTIMATE)
+        count = await count_chat_async(raw, ESTIMATE)
     except AnthropicIngressError as err:
         return error_response(err, request_id)
     except TokenizerError as exc:

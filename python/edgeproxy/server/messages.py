@@ -22,7 +22,7 @@ from edgeproxy.server.anthropic_wire import (
 from edgeproxy.server.body import read_json_body
 from edgeproxy.server.chat import ChatExchange, run_exchange
 from edgeproxy.server.client_wire import AnthropicClient
-from edgeproxy.server.context import ProxyState, request_id
+from edgeproxy.server.context import STATE, ProxyState, request_id
 from edgeproxy.server.openai_wire import IngressError
 from edgeproxy.telemetry.request import RequestTelemetry
 from edgeproxy.translate import TranslationError, anthropic_error_type, anthropic_to_openai_request
@@ -72,4 +72,12 @@ async def _serve(
 async def handle_count_tokens(request: web.Request) -> web.Response:
     """POST /v1/messages/count_tokens, answered locally (a labelled estimate: Anthropic's
     tokenizer is not public)."""
-    return count_tokens_response(await request.read(), request_id(request))
+    rid = request_id(request)
+    try:
+        # The same body rules as every other endpoint: a size limit, JSON content type.
+        raw = await read_json_body(request, request.app[STATE].policy.max_body_bytes)
+    except IngressError as err:
+        return anthropic_error_response(
+            err.status, anthropic_error_type(err.status), err.message, rid, err.headers
+        )
+    return await count_tokens_response(raw, rid)
