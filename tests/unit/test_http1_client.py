@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 import trustme
 
+from edgeproxy.upstreams import http1
 from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamConnectionError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -308,6 +309,7 @@ async def test_refused_is_a_connect_failure() -> None:
     pool = Http1Pool()
     with pytest.raises(ConnectFailed):
         await pool.post(f"http://127.0.0.1:{port}/x", b"{}", {}, connect_timeout=1)
+    assert pool._dns == {}  # a failed address is looked up again next time
     await pool.close()
 
 
@@ -426,5 +428,156 @@ async def test_addresses_are_resolved_once_per_ttl(serve, monkeypatch) -> None:
             response.release()
         assert server.connections == 3
         assert lookups == ["127.0.0.1", "127.0.0.1"]  # the cached addresses expired once
+    finally:
+        await pool.close()
+
+
+async def test_a_reused_connection_lost_after_the_stale_window_is_not_sent_twice(
+    serve, monkeypatch
+) -> None:
+    # The upstream read the request and then the connection died: it may have been working on
+    # it, so the failure goes to the resilience engine instead of a silent second POST.
+    monkeypatch.setattr(http1, "_STALE_WINDOW", 0.0)  # every loss counts as "not at once"
+
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(ok(b"{}"))
+        await writer.drain()
+        await server.read_request(reader)  # the second request arrives, then the upstream dies
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        await response.read(10)
+        response.release()
+        with pytest.raises(UpstreamConnectionError):
+            await pool.post(server.url, b'{"n": 2}', {}, connect_timeout=1)
+        assert [r.endswith(b'{"n": 2}') for r in server.requests] == [False, True]
+        assert server.connections == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_second_unsolicited_response_cannot_replace_the_answer(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        if n == 1:
+            stray = b"HTTP/1.1 503 Nope\r\nX-Stray: yes\r\nContent-Length: 2\r\n\r\n{}"
+            writer.write(ok(b'{"answer": 1}') + stray)
+        else:
+            writer.write(ok(b'{"answer": 2}'))
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert (response.status, await response.read(100)) == (200, b'{"answer": 1}')
+        assert "x-stray" not in response.headers
+        response.release()
+        assert pool.idle_connections == 0  # out of step: never reused
+        again = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert (again.status, await again.read(100)) == (200, b'{"answer": 2}')
+        assert server.connections == 2
+    finally:
+        await pool.close()
+
+
+async def test_a_stream_released_before_its_end_marker_is_reused_once_it_arrives(serve) -> None:
+    go = asyncio.Event()
+
+    async def handler(reader, writer, n):
+        while True:
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"e\r\ndata: [DONE]\n\n\r\n")
+            await writer.drain()
+            await go.wait()
+            writer.write(b"0\r\n\r\n")  # the end of the body, after the client moved on
+            await writer.drain()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert await response.readany() == b"data: [DONE]\n\n"
+        response.release()  # the relay stops at [DONE]
+        assert pool.stats()["in_use"] == 1  # draining, not closed
+        go.set()
+        for _ in range(1000):
+            if pool.idle_connections:
+                break
+            await asyncio.sleep(0)
+        assert pool.idle_connections == 1
+        again = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        again.close()
+        assert server.connections == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_stream_whose_end_marker_never_comes_is_closed(serve, monkeypatch) -> None:
+    monkeypatch.setattr(http1, "_DRAIN_SECONDS", 0.0)
+
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert await response.readany() == b"hello"
+        response.release()
+        for _ in range(100):
+            if not pool.stats()["in_use"]:
+                break
+            await asyncio.sleep(0)
+        assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
+    finally:
+        await pool.close()
+
+
+async def test_an_oversized_or_upgrade_response_is_an_error_not_a_crash(serve) -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"y" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    ]
+
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(answers[n - 1])
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        for _ in answers:
+            with pytest.raises(UpstreamConnectionError):
+                response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+                await response.read(10)
+        assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
+    finally:
+        await pool.close()
+
+
+async def test_repeated_headers_are_joined_in_order(serve) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(ok(b"{}", b"Warning: a\r\n", b"Warning: b\r\n", b"Warning: c\r\n"))
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    pool = Http1Pool()
+    try:
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert response.headers["warning"] == "a, b, c"
+        response.close()
     finally:
         await pool.close()

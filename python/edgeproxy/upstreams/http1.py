@@ -11,8 +11,8 @@ What it does: connections pooled per (scheme, host, port), reused newest first, 
 ``keepalive_timeout`` idle or when the upstream says ``Connection: close``; TCP_NODELAY so small
 SSE chunks are not held back; TLS through the ``ssl`` module with the system's trust store; flow
 control (a slow client pauses reading from the upstream); a request on a reused connection that
-the upstream closed while it sat idle is sent again once on a fresh connection (the upstream
-never saw it). Never: redirects, cookies, proxies from the environment, the client's headers.
+the upstream closed while it sat idle (lost at once, nothing answered) is sent again once on a
+fresh connection; any later loss goes to the resilience engine, never a hidden second POST. Never: redirects, cookies, proxies from the environment, the client's headers.
 """
 
 from __future__ import annotations
@@ -35,8 +35,20 @@ _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 # Bounds the idle sockets kept per upstream (each is an open file descriptor).
 _MAX_IDLE_PER_ORIGIN = 128
-# How long a host's resolved addresses are reused for new connections.
-_DNS_TTL = 300.0
+# How long a host's resolved addresses are reused for new connections (dropped at once when a
+# connection to them fails, so a moved upstream is found again on the next attempt).
+_DNS_TTL = 60.0
+# A request on a reused connection that fails this soon, with no byte of an answer, met a
+# connection the upstream had closed while it sat idle (one round trip at most): it is sent
+# again on a fresh connection. A later failure may mean the upstream was working on it, so it
+# goes to the resilience engine like any reset (never a hidden second POST).
+_STALE_WINDOW = 0.25
+# A response head larger than this is refused (a hostile upstream cannot make us buffer more).
+_MAX_HEAD_BYTES = 64 * 1024
+# After [DONE] a stream's end-of-body marker may still be in flight: wait this long (and at
+# most this many bytes) for it before giving up on reusing the connection.
+_DRAIN_SECONDS = 1.0
+_DRAIN_BYTES = 64 * 1024
 
 AddrInfo = tuple[Any, Any, int, str, tuple[Any, ...]]
 
@@ -163,11 +175,16 @@ class UpstreamResponse:
             return
         self._done = True
         conn, self._conn = self._conn, None
-        if conn is not None:
-            if self._complete and not self._chunks and self._error is None:
-                conn.reusable_after(self)
-            else:
-                conn.close()
+        if conn is None:
+            return
+        if self._error is not None:
+            conn.close()
+        elif self._complete and not self._chunks:
+            conn.reusable_after(self)
+        elif self.status >= 200 and conn.head is not None and conn.head.done():
+            conn.drain(self)  # e.g. a stream released at [DONE]: its body's end may follow
+        else:
+            conn.close()
 
     def close(self) -> None:
         if self._done:
@@ -189,12 +206,16 @@ class _Connection(asyncio.Protocol):
         self.response: UpstreamResponse | None = None
         self.head: asyncio.Future[None] | None = None
         self.closed = False
-        self.used = 0  # responses read on it: a reused connection may have gone stale
         self.received = False  # any byte of the current response arrived
+        self.sent_at = 0.0  # loop time the current request was written
         self.idle_since = 0.0
         self.paused = False
         self.keep_alive = False
+        self.draining = False  # released after [DONE]: waiting for the end of the body
+        self._drained = 0
         self._length_known = False  # Content-Length or chunked: EOF does not end the body
+        self._head_bytes = 0
+        self._repeated: dict[str, list[str]] = {}
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -206,10 +227,13 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self.response is None and not self.draining:
+            self.close()  # bytes nobody asked for: the connection is out of step
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._lost(UpstreamConnectionError(f"invalid HTTP from upstream: {exc}"))
             self.close()
 
@@ -232,22 +256,36 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        response = self.response
+        if response is None or response._complete:
+            # A second response to one request (or one to none): refuse it rather than let it
+            # overwrite the answer (httptools turns this into HttpParserCallbackError).
+            raise UpstreamConnectionError("upstream sent an unsolicited response")
+        self._head_bytes = 0
+        self._repeated.clear()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         response = self.response
         if response is None:
             return
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > _MAX_HEAD_BYTES:
+            raise UpstreamConnectionError("upstream response head is larger than 64 KiB")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        if key in response.headers:  # repeated header: keep all values, comma-joined
-            text = f"{response.headers[key]}, {text}"
+        if key in response.headers:  # repeated: all values, comma-joined once at the end
+            self._repeated.setdefault(key, [response.headers[key]]).append(text)
         response.headers[key] = text
-        if key == "content-length" or key == "transfer-encoding":
+        if key == "content-length" or (key == "transfer-encoding" and "chunked" in text.lower()):
             self._length_known = True
 
     def on_headers_complete(self) -> None:
         response = self.response
         if response is None:
             return
+        for key, values in self._repeated.items():
+            response.headers[key] = ", ".join(values)
         response.status = self.parser.get_status_code()
         content_type = response.headers.get("content-type", "")
         response.content_type = content_type.split(";", 1)[0].strip().lower()
@@ -260,6 +298,11 @@ class _Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self.draining:
+            self._drained += len(body)
+            if self._drained > _DRAIN_BYTES:
+                raise UpstreamConnectionError("too much after the end of the stream")
+            return
         if self.response is not None:
             self.response._feed(body)
 
@@ -269,6 +312,10 @@ class _Connection(asyncio.Protocol):
             return
         # Asked here: llhttp forgets the answer once the message is over.
         self.keep_alive = self.parser.should_keep_alive()
+        if self.draining:
+            self.draining = False
+            self.reusable_after(response)
+            return
         response._finish()
 
     # -- used by the pool and the response --------------------------------------------------
@@ -299,6 +346,7 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.keep_alive = False
         self._length_known = False
+        self.sent_at = loop.time()
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.transport.write(body)
@@ -315,9 +363,25 @@ class _Connection(asyncio.Protocol):
             return
         self.response = None
         self.head = None
-        self.used += 1
         self.resume()
         self.pool.park(self)
+
+    def drain(self, response: UpstreamResponse) -> None:
+        """A stream read to its end ([DONE]) but not to the end of its body: the terminating
+        chunk is usually in flight. Wait briefly for it, then reuse the connection; close it if
+        it does not come (or more than a few KiB would have to be read)."""
+        if self.response is not response or self.closed:
+            self.close()
+            return
+        self.draining = True
+        self._drained = 0
+        self.resume()
+
+        def give_up() -> None:
+            if self.draining and self.response is response:
+                self.close()
+
+        asyncio.get_running_loop().call_later(_DRAIN_SECONDS, give_up)
 
     def close(self) -> None:
         if not self.closed:
@@ -390,10 +454,11 @@ class Http1Pool:
             try:
                 return await conn.request(head, body)
             except UpstreamConnectionError:
-                if conn.received:
+                quick = asyncio.get_running_loop().time() - conn.sent_at < _STALE_WINDOW
+                if conn.received or not quick:
                     raise
-                # The upstream closed it while it sat idle and never saw the request: once more
-                # on a fresh connection (Go's net/http and urllib3 do the same).
+                # Lost at once, answering nothing: the upstream had closed the idle connection
+                # (its close crossed our request on the wire), so it never saw the request.
         conn = await self._connect(target, connect_timeout)
         return await conn.request(head, body)
 
@@ -430,11 +495,13 @@ class Http1Pool:
                 )
         except TimeoutError:
             conn.close()
+            self._dns.pop((host, port), None)
             if sock is not None and conn.transport is None:
                 sock.close()
             raise
         except (OSError, ssl.SSLError) as exc:
             conn.close()
+            self._dns.pop((host, port), None)
             if sock is not None and conn.transport is None:
                 sock.close()
             raise ConnectFailed(_reason(exc)) from None
@@ -537,7 +604,10 @@ def _request_head(target: Target, headers: Mapping[str, str], length: int) -> by
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             # A line break would let a header value write headers of its own.
             raise ValueError(f"header {name.strip()!r} contains a line break or colon")
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        try:
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        except UnicodeEncodeError:
+            raise ValueError(f"header {name!r} is not latin-1 text") from None
     lines.append(b"Content-Length: %d\r\n\r\n" % length)
     return b"".join(lines)
 
