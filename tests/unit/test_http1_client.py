@@ -54,6 +54,14 @@ class Scripted:
 
 
 @pytest.fixture
+async def pool() -> AsyncIterator[Http1Pool]:
+    """A pool with the defaults, closed after the test."""
+    created = Http1Pool()
+    yield created
+    await created.close()
+
+
+@pytest.fixture
 async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Scripted]]]:
     servers: list[Scripted] = []
 
@@ -74,35 +82,31 @@ def ok(body: bytes, *extra: bytes) -> bytes:
     return head + b"".join(extra) + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(serve) -> None:
+async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(serve, pool) -> None:
     async def handler(reader, writer, n):
         while True:
             body = await server.read_request(reader)
             writer.write(ok(b'{"echo": %d}' % len(body), b"Retry-After: 3\r\n"))
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        for size in (5, 7, 11):
-            response = await pool.post(
-                server.url, b"x" * size, {"Authorization": "Bearer k"}, connect_timeout=1
-            )
-            assert response.status == 200
-            assert response.content_type == "application/json"
-            assert response.headers["retry-after"] == "3"
-            assert await response.read(1024) == b'{"echo": %d}' % size
-            response.release()
-        assert server.connections == 1
-        first = server.requests[0]
-        assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
-        assert b"\r\nAuthorization: Bearer k\r\n" in first
-        assert b"\r\nAccept-Encoding: identity\r\n" in first  # never a compressed answer
-        assert first.endswith(b"Content-Length: 5\r\n\r\nxxxxx")
-    finally:
-        await pool.close()
+    for size in (5, 7, 11):
+        response = await pool.post(
+            server.url, b"x" * size, {"Authorization": "Bearer k"}, connect_timeout=1
+        )
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        assert response.headers["retry-after"] == "3"
+        assert await response.read(1024) == b'{"echo": %d}' % size
+        response.release()
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nAuthorization: Bearer k\r\n" in first
+    assert b"\r\nAccept-Encoding: identity\r\n" in first  # never a compressed answer
+    assert first.endswith(b"Content-Length: 5\r\n\r\nxxxxx")
 
 
-async def test_chunked_body_arrives_piece_by_piece_then_ends(serve) -> None:
+async def test_chunked_body_arrives_piece_by_piece_then_ends(serve, pool) -> None:
     go = asyncio.Event()
 
     async def handler(reader, writer, n):
@@ -116,59 +120,49 @@ async def test_chunked_body_arrives_piece_by_piece_then_ends(serve) -> None:
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert pool.stats() == {"idle_by_host": {}, "in_use": 1}
-        assert response.content_type == "text/event-stream"
-        assert await response.readany() == b"hello"
-        go.set()
-        assert await response.readany() == b" world"
-        assert await response.readany() == b""
-        response.release()
-        assert pool.idle_connections == 1
-        port = server.url.split(":")[2].split("/")[0]
-        assert pool.stats() == {"idle_by_host": {f"127.0.0.1:{port}": 1}, "in_use": 0}
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert pool.stats() == {"idle_by_host": {}, "in_use": 1}
+    assert response.content_type == "text/event-stream"
+    assert await response.readany() == b"hello"
+    go.set()
+    assert await response.readany() == b" world"
+    assert await response.readany() == b""
+    response.release()
+    assert pool.idle_connections == 1
+    port = server.url.split(":")[2].split("/")[0]
+    assert pool.stats() == {"idle_by_host": {f"127.0.0.1:{port}": 1}, "in_use": 0}
 
 
-async def test_a_body_ended_by_the_connection_is_complete_and_not_reused(serve) -> None:
+async def test_a_body_ended_by_the_connection_is_complete_and_not_reused(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
         await writer.drain()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert await response.read(1024) == b"until the end"
-        response.release()
-        assert pool.idle_connections == 0
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert await response.read(1024) == b"until the end"
+    response.release()
+    assert pool.idle_connections == 0
 
 
-async def test_a_cut_body_raises_instead_of_ending(serve) -> None:
+async def test_a_cut_body_raises_instead_of_ending(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
         await writer.drain()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        with pytest.raises(UpstreamConnectionError):
-            await response.read(1024)
-        response.release()
-        assert pool.idle_connections == 0
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    with pytest.raises(UpstreamConnectionError):
+        await response.read(1024)
+    response.release()
+    assert pool.idle_connections == 0
 
 
-async def test_a_body_over_the_limit_is_reported_longer_and_the_connection_dropped(serve) -> None:
+async def test_a_body_over_the_limit_is_reported_longer_and_the_connection_dropped(
+    serve, pool
+) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
         writer.write(ok(b"y" * 5000))
@@ -176,17 +170,13 @@ async def test_a_body_over_the_limit_is_reported_longer_and_the_connection_dropp
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert len(await response.read(100)) > 100
-        response.release()
-        assert pool.idle_connections == 0
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert len(await response.read(100)) > 100
+    response.release()
+    assert pool.idle_connections == 0
 
 
-async def test_an_idle_connection_the_upstream_closed_is_replaced_once(serve) -> None:
+async def test_an_idle_connection_the_upstream_closed_is_replaced_once(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
         writer.write(ok(b"{}"))
@@ -194,32 +184,24 @@ async def test_an_idle_connection_the_upstream_closed_is_replaced_once(serve) ->
         # keep-alive was promised, but the upstream closes the idle connection
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        for _ in range(3):
-            response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-            assert await response.read(100) == b"{}"
-            response.release()
-        assert len(server.requests) == 3
-    finally:
-        await pool.close()
+    for _ in range(3):
+        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+        assert await response.read(100) == b"{}"
+        response.release()
+    assert len(server.requests) == 3
 
 
-async def test_a_fresh_connection_closed_before_the_answer_is_an_error(serve) -> None:
+async def test_a_fresh_connection_closed_before_the_answer_is_an_error(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        with pytest.raises(UpstreamConnectionError):
-            await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert server.connections == 1  # never sent twice on a fresh connection
-    finally:
-        await pool.close()
+    with pytest.raises(UpstreamConnectionError):
+        await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert server.connections == 1  # never sent twice on a fresh connection
 
 
-async def test_an_interim_100_response_is_skipped(serve) -> None:
+async def test_an_interim_100_response_is_skipped(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done"))
@@ -227,16 +209,12 @@ async def test_an_interim_100_response_is_skipped(serve) -> None:
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert (response.status, await response.read(100)) == (200, b"done")
-        response.release()
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert (response.status, await response.read(100)) == (200, b"done")
+    response.release()
 
 
-async def test_a_slow_reader_pauses_the_upstream_and_loses_nothing(serve) -> None:
+async def test_a_slow_reader_pauses_the_upstream_and_loses_nothing(serve, pool) -> None:
     payload = bytes(range(256)) * 8192  # 2 MiB
 
     async def handler(reader, writer, n):
@@ -246,27 +224,23 @@ async def test_a_slow_reader_pauses_the_upstream_and_loses_nothing(serve) -> Non
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        conn = response._conn
-        assert conn is not None
-        received = bytearray()
-        paused_seen = False
-        while chunk := await response.readany():
-            received += chunk
-            for _ in range(20):  # let the upstream fill the buffer before the next read
-                await asyncio.sleep(0)
-            paused_seen = paused_seen or conn.paused
-        assert bytes(received) == payload
-        assert paused_seen
-        response.release()
-        assert pool.idle_connections == 1
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    conn = response._conn
+    assert conn is not None
+    received = bytearray()
+    paused_seen = False
+    while chunk := await response.readany():
+        received += chunk
+        for _ in range(20):  # let the upstream fill the buffer before the next read
+            await asyncio.sleep(0)
+        paused_seen = paused_seen or conn.paused
+    assert bytes(received) == payload
+    assert paused_seen
+    response.release()
+    assert pool.idle_connections == 1
 
 
-async def test_cancelled_while_waiting_drops_the_connection(serve) -> None:
+async def test_cancelled_while_waiting_drops_the_connection(serve, pool) -> None:
     received = asyncio.Event()
 
     async def handler(reader, writer, n):
@@ -275,30 +249,22 @@ async def test_cancelled_while_waiting_drops_the_connection(serve) -> None:
         await reader.read()  # never answers
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        task = asyncio.ensure_future(pool.post(server.url, b"{}", {}, connect_timeout=1))
-        await received.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert pool.idle_connections == 0
-    finally:
-        await pool.close()
+    task = asyncio.ensure_future(pool.post(server.url, b"{}", {}, connect_timeout=1))
+    await received.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.idle_connections == 0
 
 
-async def test_a_header_with_a_line_break_is_never_sent(serve) -> None:
+async def test_a_header_with_a_line_break_is_never_sent(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        with pytest.raises(ValueError, match="line break"):
-            await pool.post(server.url, b"{}", {"X-Evil": "a\r\nX-Injected: 1"}, connect_timeout=1)
-        assert server.connections == 0
-    finally:
-        await pool.close()
+    with pytest.raises(ValueError, match="line break"):
+        await pool.post(server.url, b"{}", {"X-Evil": "a\r\nX-Injected: 1"}, connect_timeout=1)
+    assert server.connections == 0
 
 
 async def test_refused_is_a_connect_failure() -> None:
@@ -433,7 +399,7 @@ async def test_addresses_are_resolved_once_per_ttl(serve, monkeypatch) -> None:
 
 
 async def test_a_reused_connection_lost_after_the_stale_window_is_not_sent_twice(
-    serve, monkeypatch
+    serve, monkeypatch, pool
 ) -> None:
     # The upstream read the request and then the connection died: it may have been working on
     # it, so the failure goes to the resilience engine instead of a silent second POST.
@@ -446,20 +412,16 @@ async def test_a_reused_connection_lost_after_the_stale_window_is_not_sent_twice
         await server.read_request(reader)  # the second request arrives, then the upstream dies
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        await response.read(10)
-        response.release()
-        with pytest.raises(UpstreamConnectionError):
-            await pool.post(server.url, b'{"n": 2}', {}, connect_timeout=1)
-        assert [r.endswith(b'{"n": 2}') for r in server.requests] == [False, True]
-        assert server.connections == 1
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    await response.read(10)
+    response.release()
+    with pytest.raises(UpstreamConnectionError):
+        await pool.post(server.url, b'{"n": 2}', {}, connect_timeout=1)
+    assert [r.endswith(b'{"n": 2}') for r in server.requests] == [False, True]
+    assert server.connections == 1
 
 
-async def test_a_second_unsolicited_response_cannot_replace_the_answer(serve) -> None:
+async def test_a_second_unsolicited_response_cannot_replace_the_answer(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
         if n == 1:
@@ -471,21 +433,19 @@ async def test_a_second_unsolicited_response_cannot_replace_the_answer(serve) ->
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert (response.status, await response.read(100)) == (200, b'{"answer": 1}')
-        assert "x-stray" not in response.headers
-        response.release()
-        assert pool.idle_connections == 0  # out of step: never reused
-        again = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert (again.status, await again.read(100)) == (200, b'{"answer": 2}')
-        assert server.connections == 2
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert (response.status, await response.read(100)) == (200, b'{"answer": 1}')
+    assert "x-stray" not in response.headers
+    response.release()
+    assert pool.idle_connections == 0  # out of step: never reused
+    again = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert (again.status, await again.read(100)) == (200, b'{"answer": 2}')
+    assert server.connections == 2
 
 
-async def test_a_stream_released_before_its_end_marker_is_reused_once_it_arrives(serve) -> None:
+async def test_a_stream_released_before_its_end_marker_is_reused_once_it_arrives(
+    serve, pool
+) -> None:
     go = asyncio.Event()
 
     async def handler(reader, writer, n):
@@ -499,26 +459,22 @@ async def test_a_stream_released_before_its_end_marker_is_reused_once_it_arrives
             await writer.drain()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert await response.readany() == b"data: [DONE]\n\n"
-        response.release()  # the relay stops at [DONE]
-        assert pool.stats()["in_use"] == 1  # draining, not closed
-        go.set()
-        for _ in range(1000):
-            if pool.idle_connections:
-                break
-            await asyncio.sleep(0)
-        assert pool.idle_connections == 1
-        again = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        again.close()
-        assert server.connections == 1
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert await response.readany() == b"data: [DONE]\n\n"
+    response.release()  # the relay stops at [DONE]
+    assert pool.stats()["in_use"] == 1  # draining, not closed
+    go.set()
+    for _ in range(1000):
+        if pool.idle_connections:
+            break
+        await asyncio.sleep(0)
+    assert pool.idle_connections == 1
+    again = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    again.close()
+    assert server.connections == 1
 
 
-async def test_a_stream_whose_end_marker_never_comes_is_closed(serve, monkeypatch) -> None:
+async def test_a_stream_whose_end_marker_never_comes_is_closed(serve, monkeypatch, pool) -> None:
     monkeypatch.setattr(http1, "_DRAIN_SECONDS", 0.0)
 
     async def handler(reader, writer, n):
@@ -528,21 +484,17 @@ async def test_a_stream_whose_end_marker_never_comes_is_closed(serve, monkeypatc
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert await response.readany() == b"hello"
-        response.release()
-        for _ in range(100):
-            if not pool.stats()["in_use"]:
-                break
-            await asyncio.sleep(0)
-        assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert await response.readany() == b"hello"
+    response.release()
+    for _ in range(100):
+        if not pool.stats()["in_use"]:
+            break
+        await asyncio.sleep(0)
+    assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
 
 
-async def test_an_oversized_or_upgrade_response_is_an_error_not_a_crash(serve) -> None:
+async def test_an_oversized_or_upgrade_response_is_an_error_not_a_crash(serve, pool) -> None:
     answers = [
         b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"y" * 70_000 + b"\r\nContent-Length: 0\r\n\r\n",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
@@ -555,18 +507,14 @@ async def test_an_oversized_or_upgrade_response_is_an_error_not_a_crash(serve) -
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        for _ in answers:
-            with pytest.raises(UpstreamConnectionError):
-                response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-                await response.read(10)
-        assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
-    finally:
-        await pool.close()
+    for _ in answers:
+        with pytest.raises(UpstreamConnectionError):
+            response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+            await response.read(10)
+    assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
 
 
-async def test_repeated_headers_are_joined_in_order(serve) -> None:
+async def test_repeated_headers_are_joined_in_order(serve, pool) -> None:
     async def handler(reader, writer, n):
         await server.read_request(reader)
         writer.write(ok(b"{}", b"Warning: a\r\n", b"Warning: b\r\n", b"Warning: c\r\n"))
@@ -574,10 +522,6 @@ async def test_repeated_headers_are_joined_in_order(serve) -> None:
         await reader.read()
 
     server = await serve(handler)
-    pool = Http1Pool()
-    try:
-        response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
-        assert response.headers["warning"] == "a, b, c"
-        response.close()
-    finally:
-        await pool.close()
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    assert response.headers["warning"] == "a, b, c"
+    response.close()
