@@ -437,6 +437,18 @@ impl<'a> Parser<'a> {
             }
             carry = next_carry;
             base += 64;
+            // After a plain block (no quote, backslash or control byte, so nothing
+            // escaped into the next), more plain text is likely: plain blocks need
+            // nothing but the test, so skip them in a tight loop. (Not tried after
+            // a block with escapes: in escape-dense text the test would mostly fail.)
+            if m.quote | m.backslash | m.control == 0 {
+                while let Some(block) = s.get(base..base + 64) {
+                    if !is_plain(block) {
+                        break;
+                    }
+                    base += 64;
+                }
+            }
         };
         let raw = &s[start..end];
         self.i = end + 1;
@@ -541,6 +553,26 @@ fn block_masks(s: &[u8], base: usize) -> Masks {
             masks_of(&block)
         }
     }
+}
+
+/// True when none of the 64 bytes of `block` is a quote, a backslash or a control
+/// byte: one of `v ^ '"'`, `v ^ '\\'`, `v - 0x1f` (saturating) is zero exactly
+/// for those, so the block is plain when the minimum of them all has no zero.
+#[inline(always)]
+fn is_plain(block: &[u8]) -> bool {
+    let quote = u8x16::splat(b'"');
+    let backslash = u8x16::splat(b'\\');
+    let below_space = u8x16::splat(0x1f);
+    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
+    let special = |v: u8x16| {
+        (v ^ quote)
+            .min(v ^ backslash)
+            .min(v.saturating_sub(below_space))
+    };
+    let least = special(lane(0))
+        .min(special(lane(1)))
+        .min(special(lane(2)).min(special(lane(3))));
+    !least.cmp_eq(u8x16::ZERO).any()
 }
 
 #[inline(always)]
