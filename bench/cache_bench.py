@@ -53,6 +53,17 @@ def per_call_us(fn: Callable[[], object], loops: int, clock: Callable[[], int]) 
 
 def cases(core: ModuleType, raw: bytes) -> dict[str, Callable[[], object]]:
     store = core.CacheStore(64 * 1024 * 1024, 10_000)
+    try:
+        core.cache_key(b"{}", "chat", "openai", "tenant", utf8_checked=True)
+        checked = True
+    except TypeError:  # an older build: no `utf8_checked`
+        checked = False
+
+    def proxy_key() -> bytes:
+        if checked:
+            return core.cache_key(raw, "chat", "openai", "tenant", utf8_checked=True)
+        return core.cache_key(raw, "chat", "openai", "tenant")
+
     store.put(core.cache_key(raw, "chat", "openai", "tenant"), b"x" * 2048, 300.0, 0.0)
     return {
         "canonical_request": lambda: core.canonical_request(raw),
@@ -60,6 +71,9 @@ def cases(core: ModuleType, raw: bytes) -> dict[str, Callable[[], object]]:
         "cache_key + get (hit)": lambda: store.get(
             core.cache_key(raw, "chat", "openai", "tenant"), 1.0
         ),
+        # What the proxy calls (orjson has decoded the body, so UTF-8 is not checked again);
+        # an older build without `utf8_checked` runs the plain call here.
+        "proxy key + get (hit)": lambda: store.get(proxy_key(), 1.0),
     }
 
 

@@ -213,11 +213,15 @@ def token_table(encoding: str) -> list[bytes]:
 class CacheError(EdgeProxyError):
     """A request body could not be canonicalised for the prompt-hash cache (not valid JSON)."""
 
-def cache_key(body: bytes, model: str, wire: str, tenant: str) -> bytes:
+def cache_key(
+    body: bytes, model: str, wire: str, tenant: str, *, utf8_checked: bool = False
+) -> bytes:
     """The 16-byte XXH3-128 key of a request body, scoped by served model, wire and tenant.
 
     Hashes the canonical form (``canonical_request``) after the length-prefixed scope fields.
     Raises ``CacheError`` for a body that is not valid JSON (GIL released for bodies >= 32 KiB).
+    ``utf8_checked=True`` skips the UTF-8 check when the caller has already decoded the same
+    bytes (orjson validates UTF-8): same key; only pass it for bytes known to be UTF-8.
     """
 
 def canonical_request(body: bytes) -> bytes:

@@ -41,6 +41,19 @@ def test_large_bodies_take_the_same_path() -> None:
     spaced = body.replace(b":", b" : ").replace(b'"temperature" : 0', b'"temperature" : 0.0')
     assert cache_key(body, "m", "openai", "t") == cache_key(spaced, "m", "openai", "t")
     assert orjson.loads(canonical_request(body)) == orjson.loads(body)
+    for raw in (body, spaced, BODY, SAME):
+        assert cache_key(raw, "m", "openai", "t", utf8_checked=True) == cache_key(
+            raw, "m", "openai", "t"
+        )
+
+
+def test_utf8_checked_path_still_refuses_bad_json_and_is_safe_on_bad_utf8() -> None:
+    # The caller vouches for UTF-8 (orjson decoded the bytes first); bad JSON is still refused
+    # and stray bytes give some key, never a crash.
+    for bad in (b"", b"{", b'{"a":1,}', b'"\\ud800"', b'"\x01"', b"{} x"):
+        with pytest.raises(CacheError):
+            cache_key(bad, "m", "openai", "t", utf8_checked=True)
+    assert len(cache_key(b'"\xff\\u00e9"', "m", "openai", "t", utf8_checked=True)) == 16
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,10 @@ class PromptCache:
         *,
         wire: str = "openai",
     ) -> CachePlan:
-        """Decide what the cache does for a request (cheap when disabled: no hashing)."""
+        """Decide what the cache does for a request (cheap when disabled: no hashing).
+
+        ``body`` is orjson's decoding of ``raw_body``, so ``raw_body`` is known to be UTF-8.
+        """
         if not settings.enabled:
             return _bypass("disabled")
         reason = cacheable(body, settings)
@@ -141,7 +144,8 @@ class PromptCache:
         if control.no_cache and control.no_store:
             return _bypass("no-cache, no-store", settings.ttl)
         try:
-            key = cache_key(raw_body, route_name, wire, tenant_scope(headers))
+            # `body` is orjson's decoding of `raw_body`, so the bytes are valid UTF-8.
+            key = cache_key(raw_body, route_name, wire, tenant_scope(headers), utf8_checked=True)
         except CacheError:
             return _bypass("body not canonicalisable", settings.ttl)
         options = body.get("stream_options")

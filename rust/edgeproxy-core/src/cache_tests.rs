@@ -180,6 +180,10 @@ fn keys_did_not_change_with_the_streamed_hash() {
     assert_eq!(hex(key), "b5be8c831ad604a5e60db1a7517afb8d");
     assert_eq!(key, key_by_definition(&body, "chat", "openai", "tenant"));
     assert_eq!(
+        cache_key_validated(&body, "chat", "openai", "tenant").unwrap(),
+        key
+    );
+    assert_eq!(
         hex(cache_key(br#"{"a":1}"#, "chat", "openai", "tenant").unwrap()),
         "244ab58cd361997b20347703ce05514e"
     );
@@ -542,6 +546,20 @@ proptest! {
         prop_assert_eq!(k(&m, "openai", &t1) == k(&m, "openai", &t2), t1 == t2);
         prop_assert_ne!(k(&m, "openai", &t1), k(&m, "anthropic", &t1));
         prop_assert_ne!(k(&m, "openai", &t1), k(&format!("{m}x"), "openai", &t1));
+        prop_assert_eq!(k(&m, "openai", &t1), cache_key_validated(&body, &m, "openai", &t1).unwrap());
+    }
+
+    #[test]
+    fn validated_path_is_safe_on_any_bytes(
+        v in arb_request(), s: u64, at in any::<prop::sample::Index>(), junk in prop::collection::vec(0x80u8..=0xbf, 1..4)
+    ) {
+        // Stray continuation bytes (always invalid UTF-8) spliced in anywhere: never a panic, and bad JSON stays an error.
+        let mut body = rendered(&v, s);
+        let i = at.index(body.len() + 1);
+        body.splice(i..i, junk);
+        let _ = cache_key_validated(&body, "chat", "openai", "t");
+        prop_assert!(cache_key(&body, "chat", "openai", "t").is_err());
+        let _ = cache_key_validated(b"{\"a\":\"\xff\\u00e9\\/\"}", "chat", "openai", "t");
     }
 }
 
@@ -675,6 +693,7 @@ proptest! {
         let k = cache_key(&x, "chat", "openai", "t").unwrap();
         prop_assert_eq!(k, cache_key(&y, "chat", "openai", "t").unwrap());
         prop_assert_eq!(k, key_by_definition(&x, "chat", "openai", "t"));
+        prop_assert_eq!(k, cache_key_validated(&x, "chat", "openai", "t").unwrap());
     }
 
     #[test]

@@ -15,18 +15,28 @@ const DETACH_THRESHOLD: usize = 32 * 1024;
 
 /// The 128-bit cache key (16 bytes) of a request body, scoped by the served model
 /// (route name), the wire format and the tenant.
+///
+/// `utf8_checked=True` when the caller has already decoded the same bytes as JSON
+/// (orjson validates UTF-8): the key is the same, without checking the encoding again.
 #[pyfunction]
+#[pyo3(signature = (body, model, wire, tenant, *, utf8_checked = false))]
 pub fn cache_key<'py>(
     py: Python<'py>,
     body: &[u8],
     model: &str,
     wire: &str,
     tenant: &str,
+    utf8_checked: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let key = if body.len() >= DETACH_THRESHOLD {
-        py.detach(|| cache::cache_key(body, model, wire, tenant))
+    let key_of = if utf8_checked {
+        cache::cache_key_validated
     } else {
-        cache::cache_key(body, model, wire, tenant)
+        cache::cache_key
+    };
+    let key = if body.len() >= DETACH_THRESHOLD {
+        py.detach(|| key_of(body, model, wire, tenant))
+    } else {
+        key_of(body, model, wire, tenant)
     }
     .map_err(to_py_err)?;
     Ok(PyBytes::new(py, &key))
