@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench.procutil import REPO, Proc, free_port, sample, wait_port
-from bench.run_bench import Server, Wrk, ensure_tools, proxy_policy, stream_body
+from bench.run_bench import Server, Wrk, ensure_tools, proxy_policy, serve_argv, stream_body
 from bench.upstream import start_nginx
 
 JSON = b'{"model": "bench-json", "messages": [{"role": "user", "content": "Say hello."}]}'
@@ -46,18 +46,7 @@ def start_proxy(name: str, policy: Path, tmp: Path, pythonpath: Path) -> tuple[P
     port = free_port()
     proc = Proc(
         name,
-        [
-            sys.executable,
-            "-m",
-            "edgeproxy.cli",
-            "serve",
-            "--policy",
-            str(policy),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        serve_argv(policy, port),
         tmp / f"{name}.log",
         env={"PYTHONPATH": str(pythonpath)},
     )

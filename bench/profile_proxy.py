@@ -20,7 +20,15 @@ import time
 from pathlib import Path
 
 from bench.procutil import REPO, Proc, free_port, sample, wait_port
-from bench.run_bench import BENCH_VENV, JSON_BODY, Server, Wrk, proxy_policy, stream_body
+from bench.run_bench import (
+    BENCH_VENV,
+    JSON_BODY,
+    Server,
+    Wrk,
+    proxy_policy,
+    serve_argv,
+    stream_body,
+)
 from bench.upstream import start_nginx
 
 
@@ -72,16 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         proxy = Proc(
             "proxy",
-            [
-                str(Path(sys.executable).parent / "edgeproxy"),
-                "serve",
-                "--policy",
-                str(policy),
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
+            serve_argv(policy, port),
             out / "proxy.log",
         )
         procs.append(proxy)

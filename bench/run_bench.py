@@ -205,6 +205,22 @@ general_settings:
     )
 
 
+def serve_argv(policy: Path, port: int) -> list[str]:
+    """``edgeproxy serve`` of this interpreter's install, quiet, on ``port`` (every harness)."""
+    return [
+        sys.executable,
+        "-m",
+        "edgeproxy.cli",
+        "serve",
+        "--policy",
+        str(policy),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # wrk
 
@@ -334,16 +350,7 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         pport = free_port()
         edgeproxy = Proc(
             "proxy",
-            [
-                str(Path(sys.executable).parent / "edgeproxy"),
-                "serve",
-                "--policy",
-                str(policy),
-                "--port",
-                str(pport),
-                "--log-level",
-                "warning",
-            ],
+            serve_argv(policy, pport),
             out / "proxy.log",
         )
         procs.append(edgeproxy)
@@ -353,16 +360,7 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         tport = free_port()
         traced = Proc(
             "proxy-traced",
-            [
-                str(Path(sys.executable).parent / "edgeproxy"),
-                "serve",
-                "--policy",
-                str(policy),
-                "--port",
-                str(tport),
-                "--log-level",
-                "warning",
-            ],
+            serve_argv(policy, tport),
             out / "proxy-traced.log",
             env={
                 "OTEL_TRACES_EXPORTER": "otlp",

@@ -202,8 +202,7 @@ class ChatExchange:
     ) -> web.StreamResponse:
         route, engine, policy = self.route, self.engine, self.policy
         chain, untranslatable = self._translatable(route.chain)
-        await self._count_prompt(chain)
-        chain, too_small = self._fitting(chain)
+        chain, too_small = await self._fitting(chain)
         open_now = [
             (c.key, "circuit breaker open") for c in chain if not engine.breakers.get(c.key).allow()
         ]
@@ -301,17 +300,7 @@ class ChatExchange:
         out = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
         return out if isinstance(out, int) and out > 0 else 0
 
-    async def _count_prompt(self, chain: tuple[Candidate, ...]) -> None:
-        """Count the prompt with each encoding ``_fitting`` will need, off the event loop for a
-        large body (``tokens.count_chat_async``)."""
-        floor = len(self.raw) + self._max_output()
-        for candidate in chain:
-            window, encoding = candidate.context_window, candidate.tokenizer
-            if window is not None and floor > window and encoding not in self._prompt_tokens:
-                counted = await tokens.count_chat_async(self.raw, encoding)
-                self._prompt_tokens[encoding] = counted.tokens
-
-    def _fitting(
+    async def _fitting(
         self, chain: tuple[Candidate, ...]
     ) -> tuple[tuple[Candidate, ...], list[tuple[str, str]]]:
         """The candidates whose context window holds the prompt plus ``max_tokens``, and why the
@@ -325,7 +314,11 @@ class ChatExchange:
             if window is None or len(self.raw) + out <= window:
                 kept.append(candidate)
                 continue
-            prompt = self._prompt_count(candidate.tokenizer)
+            prompt = self._prompt_tokens.get(candidate.tokenizer)
+            if prompt is None:
+                # Off the event loop for a large body (tokens.count_chat_async).
+                counted = await tokens.count_chat_async(self.raw, candidate.tokenizer)
+                prompt = self._prompt_tokens[candidate.tokenizer] = counted.tokens
             if prompt + out <= window:
                 kept.append(candidate)
             else:

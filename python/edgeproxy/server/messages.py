@@ -33,12 +33,7 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
     try:
         return await run_exchange(request, _serve, "/v1/messages")
     except IngressError as err:
-        # The proxy's own refusals (limits, overload, no model can take it), Anthropic-shaped;
-        # Anthropic's SDK knows "overloaded" as 529.
-        status = 529 if err.code == "overloaded" else err.status
-        return anthropic_error_response(
-            status, anthropic_error_type(status), err.message, rid, err.headers
-        )
+        return _refusal(err, rid)
     except AnthropicIngressError as err:
         return error_response(err, rid)
 
@@ -77,7 +72,14 @@ async def handle_count_tokens(request: web.Request) -> web.Response:
         # The same body rules as every other endpoint: a size limit, JSON content type.
         raw = await read_json_body(request, request.app[STATE].policy.max_body_bytes)
     except IngressError as err:
-        return anthropic_error_response(
-            err.status, anthropic_error_type(err.status), err.message, rid, err.headers
-        )
+        return _refusal(err, rid)
     return await count_tokens_response(raw, rid)
+
+
+def _refusal(err: IngressError, rid: str) -> web.Response:
+    """The proxy's own refusals (limits, overload, no model can take it), Anthropic-shaped;
+    Anthropic's SDK knows "overloaded" as 529."""
+    status = 529 if err.code == "overloaded" else err.status
+    return anthropic_error_response(
+        status, anthropic_error_type(status), err.message, rid, err.headers
+    )

@@ -64,7 +64,6 @@ class ProxyServer:
         self.port = port
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
-        self._preload: asyncio.Future[None] | None = None
 
     @property
     def url(self) -> str:
@@ -88,8 +87,7 @@ class ProxyServer:
         tokenizers = (c.tokenizer for route in policy.routes.values() for c in route.chain)
         encodings = tokens.encodings_for(tokenizers)
         if encodings:
-            loop = asyncio.get_running_loop()
-            self._preload = loop.run_in_executor(None, tokens.preload, *encodings)
+            asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
         self.state.engine.start_probing(self.state.policy, self.state.pool.session)
         app = create_app(self.state)

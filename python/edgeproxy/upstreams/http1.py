@@ -347,9 +347,7 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self._length_known = False
         self.sent_at = loop.time()
-        self.transport.write(head + body if len(body) < 65536 else head)
-        if len(body) >= 65536:
-            self.transport.write(body)
+        self.transport.writelines((head, body))
         try:
             await self.head
         except BaseException:
@@ -504,7 +502,7 @@ class Http1Pool:
             self._dns.pop((host, port), None)
             if sock is not None and conn.transport is None:
                 sock.close()
-            raise ConnectFailed(_reason(exc)) from None
+            raise ConnectFailed(describe_error(exc)) from None
         if not conn.closed:
             self._open.add(conn)
         return conn
@@ -612,7 +610,8 @@ def _request_head(target: Target, headers: Mapping[str, str], length: int) -> by
     return b"".join(lines)
 
 
-def _reason(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """An OS error's own words ("connection refused"), else the exception's text or type."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return str(exc) or type(exc).__name__

@@ -11,7 +11,7 @@ import orjson
 
 from edgeproxy.policy.snapshot import Candidate
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
-from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamResponse
+from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamResponse, describe_error
 
 # Error bodies are read for pass-through and messages; a hostile upstream cannot make us buffer more.
 MAX_ERROR_BODY = 64 * 1024
@@ -67,7 +67,7 @@ async def post(
         raise AttemptFailure(FailureClass.CONNECT_ERROR, str(exc)) from None
     except ConnectionError as exc:
         raise AttemptFailure(
-            FailureClass.RESET, f"connection lost before the response: {_reason(exc)}"
+            FailureClass.RESET, f"connection lost before the response: {describe_error(exc)}"
         ) from None
 
 
@@ -119,9 +119,3 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None  # the HTTP-date form is rare on LLM APIs; ignore it rather than guess
     return seconds if seconds >= 0 else None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
