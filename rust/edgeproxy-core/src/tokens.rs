@@ -27,6 +27,7 @@ use bpe_openai::Tokenizer;
 use crate::Error;
 
 mod chat;
+mod long;
 mod merge;
 mod split;
 
@@ -178,7 +179,7 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
                 return over;
             }
         } else {
-            match tokenizer.bpe.count_till_limit(piece, limit - total) {
+            match long::count_till_limit(&tokenizer.bpe, piece, limit - total) {
                 Some(n) => total += n,
                 None => return over,
             }

@@ -188,7 +188,7 @@ impl Ranks {
             0 => 0,
             1 => 1,
             n if n <= MERGE_MAX => self.short_count(piece),
-            _ => self.bpe.count(piece),
+            _ => super::long::count(self.bpe, piece),
         }
     }
 
@@ -219,7 +219,7 @@ impl Ranks {
                 memo.slots[i] = (piece, count as u32);
                 count
             }
-            _ => self.bpe.count(piece),
+            _ => super::long::count(self.bpe, piece),
         }
     }
 
