@@ -54,6 +54,8 @@ pub(super) struct Long {
     /// The canonical split `(a, b)` of every token with an entry, packed `a | b << 32`
     /// (`u64::MAX`: none): a queued pair is still there iff its parts are `a` and `b`.
     split: Vec<u64>,
+    /// Byte length of every token (at most `MAX_TOKEN`).
+    len: Vec<u8>,
     shift: u32,
     mask: usize,
     num_tokens: usize,
@@ -73,7 +75,10 @@ impl Long {
                 byte_token[usize::from(*b)] = id;
             }
         }
-        assert!(byte_token.iter().all(|&t| t != NONE), "every byte is a token");
+        assert!(
+            byte_token.iter().all(|&t| t != NONE),
+            "every byte is a token"
+        );
         // At most ~50% full: misses (pairs that do not merge) are the common lookup.
         let size = (2 * n).next_power_of_two();
         let mut long = Long {
@@ -81,13 +86,18 @@ impl Long {
             two: vec![NONE; 1 << 16],
             table: vec![0; size],
             split: vec![u64::MAX; n],
+            len: (0..n as u32).map(|id| bpe.token_len(id) as u8).collect(),
             shift: 64 - size.trailing_zeros(),
             mask: size - 1,
             num_tokens: n,
         };
         for id in 0..n as u32 {
             let bytes = bpe.token_bytes(id);
-            if bytes.len() < 2 || bytes.len() > MAX_TOKEN {
+            assert!(
+                bytes.len() <= MAX_TOKEN,
+                "tokens are at most {MAX_TOKEN} bytes"
+            );
+            if bytes.len() < 2 {
                 continue;
             }
             if let Some((a, b)) = long.split_of(bytes) {
@@ -192,18 +202,27 @@ pub(super) fn count_till_limit(
     Some(count(bpe, piece)).filter(|&n| n <= limit)
 }
 
-/// A part of the piece, at the index of its first byte.
-#[derive(Clone, Copy)]
-struct Part {
-    /// Start of the previous part (meaningless for the first part).
+/// A run of `count` equal parts (a token each), at the index of its first byte: the
+/// parts of the merge kept run-length encoded.
+///
+/// Adjacent runs always hold different tokens (runs are joined when a merge makes
+/// them equal), so a pair `(T, T)` only occurs inside a run, and all of a run's inner
+/// pairs are merged at once: `count / 2` parts `TT` from its left end, plus one `T`
+/// if `count` is odd (tiktoken's leftmost-first order). 100 KB of one byte is one run
+/// from the start, and `ab` × 50,000 becomes one run of `ab` after the first merges:
+/// each later level costs O(1), not one step per part.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    /// Start of the previous run (meaningless for the first run).
     prev: u32,
-    /// Start of the next part (the piece length for the last one).
+    /// Start of the next run (the piece length for the last one).
     next: u32,
-    /// The part's token; `NONE` once it was merged into the part before it.
+    /// The token of every part; `NONE` once the run is gone (merged away or moved).
     token: u32,
+    count: u32,
 }
 
-/// A queued pair: the start of its left part, and the next entry of the same rank.
+/// A queued pair: where its run starts, and the next entry of the same rank.
 #[derive(Clone, Copy)]
 struct Entry {
     at: u32,
@@ -211,14 +230,14 @@ struct Entry {
 }
 
 /// Per-thread buffers of the merge, kept between counts (`head` and the bitmaps are all
-/// empty again when a count ends).
+/// empty again when a count ends; `runs` is only read where this count wrote).
 ///
-/// Queue invariant: every adjacent pair of parts that merges into some token is queued
-/// under that token's rank, except a pair `(T, T)` whose left part follows another `T`:
-/// inside a run of equal parts only the pair at the run's start is queued, and the run
-/// is merged whole when it comes up (so a run costs one push, not one per pair).
+/// Queue invariant: every merge the runs allow is queued under its rank, at the start
+/// of the run holding its left part: a run of two or more parts for its inner pairs
+/// `(T, T)`, and every run but the last for its pair with the next run. An entry is
+/// stale (skipped) once its run is gone or no longer holds that pair.
 struct Scratch {
-    parts: Vec<Part>,
+    runs: Vec<Run>,
     entries: Vec<Entry>,
     /// First entry of each rank's list (`NONE`: empty).
     head: Vec<u32>,
@@ -232,7 +251,7 @@ struct Scratch {
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
-            parts: Vec::new(),
+            runs: Vec::new(),
             entries: Vec::new(),
             head: Vec::new(),
             level0: Vec::new(),
@@ -262,7 +281,18 @@ impl Scratch {
     fn push_pair(&mut self, long: &Long, a: u32, b: u32, at: u32) {
         let rank = long.pair(a, b);
         if rank != NONE {
+            debug_assert!(self.level2 == 0 || rank > self.lowest());
             self.push(rank, at);
+        }
+    }
+
+    /// Queues the pair of the run at `at` with the next one, if there is one.
+    #[inline]
+    fn push_outer(&mut self, long: &Long, at: u32, end: u32) {
+        let run = self.runs[at as usize];
+        if run.next != end {
+            let b = self.runs[run.next as usize].token;
+            self.push_pair(long, run.token, b, at);
         }
     }
 
@@ -277,10 +307,13 @@ impl Scratch {
         ((w0 << 6) | self.level0[w0].trailing_zeros() as usize) as u32
     }
 
-    /// Marks the list of `rank` empty.
+    /// Takes the whole list of `rank` (nothing of this rank is queued while it is merged:
+    /// merges only queue higher ranks).
     #[inline]
-    fn drained(&mut self, rank: u32) {
+    fn take(&mut self, rank: u32) -> u32 {
         let r = rank as usize;
+        let e = self.head[r];
+        self.head[r] = NONE;
         self.level0[r >> 6] &= !(1 << (r & 63));
         if self.level0[r >> 6] == 0 {
             self.level1[r >> 12] &= !(1 << ((r >> 6) & 63));
@@ -288,6 +321,7 @@ impl Scratch {
                 self.level2 &= !(1 << (r >> 12));
             }
         }
+        e
     }
 
     fn count(&mut self, long: &Long, piece: &[u8]) -> usize {
@@ -300,139 +334,370 @@ impl Scratch {
             self.level0.resize(long.num_tokens.div_ceil(64), 0);
             self.level1.resize(long.num_tokens.div_ceil(4096), 0);
         }
-        self.entries.clear();
-        self.parts.clear();
-        let end = n as u32;
-        for (i, &b) in piece.iter().enumerate() {
-            self.parts.push(Part {
-                prev: (i as u32).wrapping_sub(1),
-                next: i as u32 + 1,
-                token: long.byte_token[usize::from(b)],
-            });
+        if self.runs.len() < n {
+            self.runs.resize(n, Run::default());
         }
-        for (i, w) in piece.windows(2).enumerate() {
-            // Inside a run of one byte only the first pair is queued.
-            if i > 0 && w[0] == w[1] && piece[i - 1] == w[0] {
-                continue;
+        self.entries.clear();
+        let end = n as u32;
+        // The runs of equal bytes, with their pairs.
+        let (mut i, mut prev) = (0, NONE);
+        while i < n {
+            let b = piece[i];
+            let j = piece[i..].iter().position(|&c| c != b).map_or(n, |k| i + k);
+            self.runs[i] = Run {
+                prev,
+                next: j as u32,
+                token: long.byte_token[usize::from(b)],
+                count: (j - i) as u32,
+            };
+            let b = usize::from(b) << 8;
+            if j - i >= 2 {
+                let rank = long.two[b | (b >> 8)];
+                if rank != NONE {
+                    self.push(rank, i as u32);
+                }
             }
-            let rank = long.two[(usize::from(w[0]) << 8) | usize::from(w[1])];
-            if rank != NONE {
-                self.push(rank, i as u32);
+            if j < n {
+                let rank = long.two[b | usize::from(piece[j])];
+                if rank != NONE {
+                    self.push(rank, i as u32);
+                }
             }
+            prev = i as u32;
+            i = j;
         }
 
         let mut count = n;
         let mut rank = self.lowest();
-        let (mut a, mut b) = (NONE, NONE);
-        if rank != NONE {
-            (a, b) = unpack(long.split[rank as usize]);
-        }
         while rank != NONE {
-            let e = self.head[rank as usize];
-            if e == NONE {
-                self.drained(rank);
-                rank = self.lowest();
-                if rank != NONE {
-                    (a, b) = unpack(long.split[rank as usize]);
+            let (a, b) = unpack(long.split[rank as usize]);
+            let mut e = self.take(rank);
+            while e != NONE {
+                let Entry { at, next } = self.entries[e as usize];
+                e = next;
+                let run = self.runs[at as usize];
+                if run.token != a {
+                    continue; // stale: the run is gone or holds other parts now
                 }
-                continue;
+                if a == b {
+                    if run.count >= 2 {
+                        count -= self.merge_inner(long, at, rank, end);
+                    }
+                } else if run.next != end && self.runs[run.next as usize].token == b {
+                    self.merge_outer(long, at, rank, end);
+                    count -= 1;
+                }
             }
-            let Entry { at, next } = self.entries[e as usize];
-            self.head[rank as usize] = next;
-            let part = self.parts[at as usize];
-            // Stale (merged away, or a neighbour changed since) unless the parts are (a, b).
-            if part.token != a || part.next == end || self.parts[part.next as usize].token != b {
-                continue;
-            }
-            if a != b {
-                self.merge(long, at, rank, end);
-                count -= 1;
-            } else {
-                count -= self.merge_run(long, at, rank, end);
-            }
+            rank = self.lowest();
         }
         count
     }
 
-    /// Merges the part at `at` with the next one into the token `t` (the two differ),
-    /// and queues the pairs the new part makes with its neighbours.
-    #[inline]
-    fn merge(&mut self, long: &Long, at: u32, t: u32, end: u32) {
-        let i = at as usize;
-        let j = self.parts[i].next as usize;
-        let gone = self.parts[j].token;
-        let k = self.parts[j].next;
-        self.parts[j].token = NONE;
-        self.parts[i].token = t;
-        self.parts[i].next = k;
-        if k != end {
-            self.parts[k as usize].prev = at;
-            let right = self.parts[k as usize].token;
-            self.push_pair(long, t, right, at);
-            // The part merged away may have started a run that goes on after it: the
-            // run's pair at `k` was not queued, and now starts the run.
-            if right == gone {
-                let l = self.parts[k as usize].next;
-                if l != end && self.parts[l as usize].token == gone {
-                    self.push_pair(long, gone, gone, k);
-                }
+    /// Merges the inner pairs of the run at `at` into parts `t`; returns how many merges.
+    fn merge_inner(&mut self, long: &Long, at: u32, t: u32, end: u32) -> usize {
+        let run = self.runs[at as usize];
+        let half = run.count / 2;
+        self.runs[at as usize].token = t;
+        self.runs[at as usize].count = half;
+        if run.count % 2 == 1 {
+            // The odd part left over at the end becomes a run of its own.
+            let len = u32::from(long.len[run.token as usize]);
+            let odd = at + (run.count - 1) * len;
+            self.runs[odd as usize] = Run {
+                prev: at,
+                next: run.next,
+                token: run.token,
+                count: 1,
+            };
+            self.runs[at as usize].next = odd;
+            if run.next != end {
+                self.runs[run.next as usize].prev = odd;
             }
+            self.push_outer(long, odd, end);
         }
+        if half >= 2 {
+            self.push_pair(long, t, t, at);
+        }
+        self.push_outer(long, at, end);
         if at != 0 {
-            let p = self.parts[i].prev;
-            self.push_pair(long, self.parts[p as usize].token, t, p);
+            self.push_outer(long, run.prev, end);
         }
+        half as usize
     }
 
-    /// Merges the run of equal parts around `at` into `t`, pairing from the run's left
-    /// end as tiktoken does; returns the number of merges.
-    fn merge_run(&mut self, long: &Long, at: u32, t: u32, end: u32) -> usize {
-        let a = self.parts[at as usize].token;
-        let mut start = at;
-        while start != 0 {
-            let p = self.parts[start as usize].prev;
-            if self.parts[p as usize].token != a {
-                break;
+    /// Merges the last part of the run at `at` with the first part of the next run into
+    /// the token `c` (the two runs hold different tokens).
+    fn merge_outer(&mut self, long: &Long, at: u32, c: u32, end: u32) {
+        let left = self.runs[at as usize];
+        let u = left.next;
+        let right = self.runs[u as usize];
+        self.runs[u as usize].token = NONE;
+        // What follows the new part: the rest of the right run, or the run after it.
+        let after = if right.count == 1 {
+            right.next
+        } else {
+            let moved = u + u32::from(long.len[right.token as usize]);
+            self.runs[moved as usize] = Run {
+                prev: u, // set below
+                next: right.next,
+                token: right.token,
+                count: right.count - 1,
+            };
+            if right.next != end {
+                self.runs[right.next as usize].prev = moved;
             }
-            start = p;
+            moved
+        };
+        // The new part: the left run itself if it had one part, else a run after it.
+        let (mut new, before) = if left.count == 1 {
+            self.runs[at as usize].token = c;
+            (at, left.prev)
+        } else {
+            self.runs[at as usize].count -= 1;
+            let new = at + (left.count - 1) * u32::from(long.len[left.token as usize]);
+            self.runs[new as usize] = Run {
+                prev: at,
+                next: after,
+                token: c,
+                count: 1,
+            };
+            self.runs[at as usize].next = new;
+            (new, at)
+        };
+        self.runs[new as usize].next = after;
+        if after != end {
+            self.runs[after as usize].prev = new;
         }
-        let (mut s, mut last, mut merges) = (start, start, 0);
-        loop {
-            let j = self.parts[s as usize].next;
-            let k = self.parts[j as usize].next;
-            self.parts[j as usize].token = NONE;
-            let part = &mut self.parts[s as usize];
-            part.token = t;
-            part.next = k;
-            last = s;
-            merges += 1;
-            if k == end {
-                break;
+        // Join equal neighbours: a run of `c` before (only if the left run is used up)...
+        let mut joined_left = false;
+        if new == at && at != 0 && self.runs[before as usize].token == c {
+            self.runs[at as usize].token = NONE;
+            let b = &mut self.runs[before as usize];
+            b.count += 1;
+            b.next = after;
+            new = before;
+            if after != end {
+                self.runs[after as usize].prev = new;
             }
-            self.parts[k as usize].prev = s;
-            let l = self.parts[k as usize].next;
-            if self.parts[k as usize].token != a || l == end || self.parts[l as usize].token != a {
-                break;
+            joined_left = true;
+        }
+        // ... and a run of `c` after (only if the right run is used up).
+        if after != end && self.runs[after as usize].token == c {
+            let gone = self.runs[after as usize];
+            self.runs[after as usize].token = NONE;
+            let r = &mut self.runs[new as usize];
+            r.count += gone.count;
+            r.next = gone.next;
+            if gone.next != end {
+                self.runs[gone.next as usize].prev = new;
             }
-            s = k;
         }
-        // New pairs: before the run, the run of `t`s itself (one entry), after the run.
-        if start != 0 {
-            let p = self.parts[start as usize].prev;
-            self.push_pair(long, self.parts[p as usize].token, t, p);
+        // Queue what changed: the moved rest of the right run, the new run's pairs and
+        // the pair before it.
+        if right.count > 1 {
+            let moved = after;
+            if right.count > 2 {
+                self.push_pair(long, right.token, right.token, moved);
+            }
+            self.push_outer(long, moved, end);
         }
-        if last != start {
-            self.push_pair(long, t, t, start);
+        if self.runs[new as usize].count >= 2 {
+            self.push_pair(long, c, c, new);
         }
-        let k = self.parts[last as usize].next;
-        if k != end {
-            self.push_pair(long, t, self.parts[k as usize].token, last);
+        self.push_outer(long, new, end);
+        if !joined_left && new != 0 {
+            let p = self.runs[new as usize].prev;
+            self.push_outer(long, p, end);
         }
-        merges
     }
 }
 
 #[inline]
 fn unpack(split: u64) -> (u32, u32) {
     (split as u32, (split >> 32) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn encodings() -> [&'static BytePairEncoding; 2] {
+        [
+            &bpe_openai::cl100k_base().bpe,
+            &bpe_openai::o200k_base().bpe,
+        ]
+    }
+
+    /// tiktoken's merge on byte strings (a hash map of the vocabulary, no canonical
+    /// splits): the parts left at the end, and the two parts before the last merge.
+    fn reference_merge<'a>(
+        bytes: &'a [u8],
+        ranks: &HashMap<&[u8], u32>,
+    ) -> (Vec<&'a [u8]>, Option<(&'a [u8], &'a [u8])>) {
+        let mut parts: Vec<&[u8]> = bytes.chunks(1).collect();
+        let mut last = None;
+        loop {
+            let mut best = (u32::MAX, 0);
+            for i in 0..parts.len().saturating_sub(1) {
+                let joined =
+                    &bytes[offset(bytes, parts[i])..][..parts[i].len() + parts[i + 1].len()];
+                if let Some(&r) = ranks.get(joined) {
+                    if r < best.0 {
+                        best = (r, i);
+                    }
+                }
+            }
+            if best.0 == u32::MAX {
+                return (parts, last);
+            }
+            let i = best.1;
+            last = Some((parts[i], parts[i + 1]));
+            let start = offset(bytes, parts[i]);
+            parts[i] = &bytes[start..start + parts[i].len() + parts[i + 1].len()];
+            parts.remove(i + 1);
+        }
+    }
+
+    fn offset(whole: &[u8], part: &[u8]) -> usize {
+        part.as_ptr() as usize - whole.as_ptr() as usize
+    }
+
+    /// Facts 1 and 2 of the module doc, over every token of both vocabularies: the
+    /// table holds exactly the canonical split of every token BPE reaches, and a token
+    /// ranks above both halves of its split. Also: every token is reachable, so a piece
+    /// that is itself a token (tiktoken's shortcut) counts 1 here too.
+    #[test]
+    fn table_holds_every_canonical_split_and_ranks_grow() {
+        for bpe in encodings() {
+            let long = long_for(bpe).unwrap();
+            let n = bpe.num_tokens() as u32;
+            let ranks: HashMap<&[u8], u32> = (0..n).map(|id| (bpe.token_bytes(id), id)).collect();
+            let id_of = |bytes: &[u8]| ranks[bytes];
+            for id in 0..n {
+                let bytes = bpe.token_bytes(id);
+                if bytes.len() == 1 {
+                    assert_eq!(long.byte_token[usize::from(bytes[0])], id);
+                    continue;
+                }
+                let (parts, last) = reference_merge(bytes, &ranks);
+                assert_eq!(
+                    parts,
+                    [bytes],
+                    "token {id} is not reached by BPE on its bytes"
+                );
+                let (a, b) = last.unwrap();
+                let (a, b) = (id_of(a), id_of(b));
+                assert!(
+                    a < id && b < id,
+                    "token {id} ranks below its split ({a}, {b})"
+                );
+                assert_eq!(unpack(long.split[id as usize]), (a, b), "token {id}");
+                assert_eq!(long.pair(a, b), id);
+                assert_eq!(usize::from(long.len[id as usize]), bytes.len());
+            }
+        }
+    }
+
+    fn check(piece: &[u8]) -> Result<(), TestCaseError> {
+        for bpe in encodings() {
+            let expected = bpe.count(piece);
+            prop_assert_eq!(
+                count(bpe, piece),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(piece)
+            );
+            for limit in [0, expected.saturating_sub(1), expected, expected + 1] {
+                prop_assert_eq!(
+                    count_till_limit(bpe, piece, limit),
+                    bpe.count_till_limit(piece, limit)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn long_count_equals_bpe_on_adversarial_pieces() {
+        let mut pieces: Vec<String> = Vec::new();
+        for unit in [
+            "a", " ", "\n", ".", "1", "ab", "Ab", "abc", "😀", "\u{300}", "中", "é", "aab", " .",
+            "-_",
+        ] {
+            for len in [65usize, 66, 127, 128, 129, 1000, 4097, 100_000] {
+                pieces.push(unit.repeat(len.div_ceil(unit.len())));
+            }
+        }
+        // Pseudo-random letters, digits, punctuation (a fixed LCG: reproducible).
+        let mut x = 12345u64;
+        for alphabet in [
+            "ab",
+            "abcd",
+            "abcdefghijklmnopqrstuvwxyz",
+            "0123456789",
+            ".,;:!?-*/()",
+            "的一是不了人",
+        ] {
+            let chars: Vec<char> = alphabet.chars().collect();
+            let s: String = (0..30_000)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    chars[(x >> 33) as usize % chars.len()]
+                })
+                .collect();
+            pieces.push(s);
+        }
+        for piece in &pieces {
+            check(piece.as_bytes()).unwrap();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn long_count_equals_bpe_on_repeated_patterns(
+            unit in "([a-c]|[ .\n1]|é|😀|中|\u{300}){1,6}",
+            times in 1usize..400,
+            tail in "[a-c ]{0,3}",
+        ) {
+            let piece = unit.repeat(times.max(65 / unit.len() + 1)) + &tail;
+            check(piece.as_bytes())?;
+        }
+
+        #[test]
+        fn long_count_equals_bpe_on_small_alphabets(
+            piece in prop_oneof![
+                "[ab]{65,600}",
+                "[a-d]{65,600}",
+                "[a-zA-Z]{65,600}",
+                "[0-9]{65,300}",
+                "[ \n]{65,300}",
+                "[.,;:!?(){}]{65,300}",
+                "[é中😀ѣ\u{300}a]{20,300}",
+            ],
+        ) {
+            check(piece.as_bytes())?;
+        }
+
+        #[test]
+        fn long_count_equals_bpe_on_bytes(piece in prop::collection::vec(any::<u8>(), 65..400)) {
+            check(&piece)?;
+        }
+
+        #[test]
+        fn long_count_equals_bpe_on_token_runs(ids in prop::collection::vec(0u32..100_256, 8..60)) {
+            for bpe in encodings() {
+                let bytes: Vec<u8> = ids
+                    .iter()
+                    .flat_map(|&id| bpe.token_bytes(id).iter().copied())
+                    .collect();
+                check(&bytes)?;
+            }
+        }
+    }
 }
