@@ -2,7 +2,9 @@
 //!
 //! `cargo run --release -p edgeproxy-core --example tokens_profile -- FILE...`
 //! (prints the best of 21 runs per stage and encoding: the least disturbed on a
-//! shared machine; bpe-openai's count and ours are timed interleaved).
+//! shared machine; bpe-openai's count and ours are timed interleaved). Files with pieces
+//! over 64 bytes also get the times of `bpe`'s encoder and ours (`tokens/long.rs`) on
+//! just those pieces, interleaved (best and median of 21).
 
 use std::time::Instant;
 
@@ -22,7 +24,8 @@ fn median_us(mut f: impl FnMut() -> usize) -> (f64, usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `--loop old|ours cl100k|o200k N FILE`: just count N times (for `perf record`).
+    // `--loop old|ours|bpe-piece|long-piece cl100k|o200k N FILE`: just count N times
+    // (for `perf record` / `perf stat`).
     if args.first().map(String::as_str) == Some("--loop") {
         let text = std::fs::read_to_string(&args[4]).expect("readable UTF-8 file");
         let (enc, tok) = match args[2].as_str() {
@@ -35,11 +38,24 @@ fn main() {
         for _ in 0..n {
             total += match args[1].as_str() {
                 "old" => tok.count(text.as_str()),
+                // The text as one piece: `bpe`'s encoder, or ours for long pieces.
+                "bpe-piece" => tok.bpe.count(text.as_bytes()),
+                "long-piece" => tokens::count_long_piece(&text, enc),
                 _ => tokens::count(&text, enc),
             };
         }
         println!("{total}");
         return;
+    }
+    for (name, enc) in [
+        ("cl100k", Encoding::Cl100kBase),
+        ("o200k", Encoding::O200kBase),
+    ] {
+        tokens::preload(enc);
+        let t = Instant::now();
+        tokens::count_long_piece("a", enc);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        println!("{name}: long-piece table built on first use in {ms:.1} ms");
     }
     for path in args {
         let text = std::fs::read_to_string(&path).expect("readable UTF-8 file");
@@ -68,8 +84,40 @@ fn main() {
             assert_eq!(count, old_count, "{path} {name}");
             let longest = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
             let file = path.rsplit('/').next().unwrap_or(&path);
+            // Pieces over 64 bytes: `bpe`'s backtracking encoder (the old path) against
+            // ours (`tokens/long.rs`), interleaved; best and median of 21.
+            let long: Vec<&[u8]> = pieces
+                .iter()
+                .map(|p| p.as_bytes())
+                .filter(|p| p.len() > 64)
+                .collect();
+            let long_times = if long.is_empty() {
+                String::new()
+            } else {
+                let (mut olds, mut news) = (Vec::new(), Vec::new());
+                for _ in 0..21 {
+                    let t = Instant::now();
+                    let a: usize =
+                        std::hint::black_box(long.iter().map(|p| tok.bpe.count(p)).sum());
+                    olds.push(t.elapsed().as_secs_f64() * 1e6);
+                    let t = Instant::now();
+                    let b: usize = std::hint::black_box(
+                        long.iter()
+                            .map(|p| tokens::count_long_piece(std::str::from_utf8(p).unwrap(), enc))
+                            .sum(),
+                    );
+                    news.push(t.elapsed().as_secs_f64() * 1e6);
+                    assert_eq!(a, b, "{path} {name}: long pieces");
+                }
+                olds.sort_by(f64::total_cmp);
+                news.sort_by(f64::total_cmp);
+                format!(
+                    "  long pieces: bpe {:>6.0} / {:>6.0} us, ours {:>6.0} / {:>6.0} us (best / median)",
+                    olds[0], olds[10], news[0], news[10]
+                )
+            };
             println!(
-                "{file:<12} {name:<7} pieces {n:>6} longest {longest:>6} B  split {split:>6.0} us  bpe {bpe:>6.0} us  bpe-openai count {old:>6.0} us  ours {total:>6.0} us  tokens {count}"
+                "{file:<12} {name:<7} pieces {n:>6} longest {longest:>6} B  split {split:>6.0} us  bpe {bpe:>6.0} us  bpe-openai count {old:>6.0} us  ours {total:>6.0} us  tokens {count}{long_times}"
             );
         }
     }

@@ -188,6 +188,13 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
     encoding.finish(total).min(over)
 }
 
+/// The count of one pre-token by the long-piece merge (`long.rs`), whatever its
+/// length: for `examples/tokens_profile`, which times it against `bpe`'s encoder.
+#[doc(hidden)]
+pub fn count_long_piece(piece: &str, encoding: Encoding) -> usize {
+    long::count(&encoding.tokenizer().bpe, piece.as_bytes())
+}
+
 /// The length in bytes of the longest token of `encoding` (computed once).
 fn max_token_len(encoding: Encoding) -> usize {
     static CL100K: OnceLock<usize> = OnceLock::new();
