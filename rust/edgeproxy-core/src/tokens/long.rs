@@ -38,11 +38,16 @@ const NONE: u32 = u32::MAX;
 const ID_BITS: u32 = 18;
 const ID_MASK: u64 = (1 << ID_BITS) - 1;
 const KEY_MASK: u64 = (1 << (2 * ID_BITS)) - 1;
+/// Pieces up to this length leave their merge buffers allocated for the next count
+/// (16 bytes of runs and ~12 of queue entries per byte: ~7 MB).
+const RETAIN_MAX: usize = 256 * 1024;
 /// The longest token of both vocabularies (the builder merges token bytes on the stack).
 const MAX_TOKEN: usize = 128;
 
 /// The canonical-split table of one vocabulary.
 pub(super) struct Long {
+    /// The vocabulary the table was built from.
+    bpe: &'static BytePairEncoding,
     /// Rank of every one-byte token.
     byte_token: [u32; 256],
     /// Rank of every two-byte token (`NONE` if not a token), indexed by `(b0 << 8) | b1`:
@@ -72,7 +77,7 @@ impl Long {
     /// `T` have lower ranks, so BPE on the bytes of `T` with the entries made so far
     /// ends in exactly two parts, the split, when `T` is reachable (more parts: `T` is
     /// never formed and gets no entry).
-    fn new(bpe: &BytePairEncoding) -> Self {
+    fn new(bpe: &'static BytePairEncoding) -> Self {
         let n = bpe.num_tokens();
         assert!(n < 1 << ID_BITS, "token ids must fit in {ID_BITS} bits");
         let mut byte_token = [NONE; 256];
@@ -89,6 +94,7 @@ impl Long {
         let size = n.next_power_of_two();
         let filter_bits = (8 * n).next_power_of_two();
         let mut long = Long {
+            bpe,
             byte_token,
             two: vec![NONE; 1 << 16],
             table: vec![0; size],
@@ -203,24 +209,35 @@ impl Long {
     }
 }
 
-/// The table for `bpe` (one of the two encodings), built on first use.
+/// The table for `bpe` (one of the two encodings), built on first use. The encoding is
+/// told by its vocabulary size (asking `bpe_openai` for the other encoding's tokenizer to
+/// compare addresses would load that one too); a table is only used for the `bpe` it was
+/// built from.
 fn long_for(bpe: &'static BytePairEncoding) -> Option<&'static Long> {
     static CL100K: OnceLock<Long> = OnceLock::new();
     static O200K: OnceLock<Long> = OnceLock::new();
-    let cell = if std::ptr::eq(bpe, &bpe_openai::cl100k_base().bpe) {
-        &CL100K
-    } else if std::ptr::eq(bpe, &bpe_openai::o200k_base().bpe) {
-        &O200K
-    } else {
-        return None;
+    let cell = match bpe.num_tokens() {
+        100_256 => &CL100K,
+        199_998 => &O200K,
+        _ => return None,
     };
-    Some(cell.get_or_init(|| Long::new(bpe)))
+    let long = cell.get_or_init(|| Long::new(bpe));
+    std::ptr::eq(long.bpe, bpe).then_some(long)
 }
 
 /// The number of tokens tiktoken encodes `piece` into (any length; meant for long ones).
 pub(super) fn count(bpe: &'static BytePairEncoding, piece: &[u8]) -> usize {
     match long_for(bpe) {
-        Some(long) => SCRATCH.with(|s| s.borrow_mut().count(long, piece)),
+        Some(long) => SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let n = s.count(long, piece);
+            if piece.len() > RETAIN_MAX {
+                // Do not keep a huge piece's buffers for the life of the thread.
+                s.runs = Vec::new();
+                s.entries = Vec::new();
+            }
+            n
+        }),
         None => bpe.count(piece),
     }
 }
@@ -573,12 +590,15 @@ mod tests {
         ]
     }
 
+    /// The two parts of a merge.
+    type Halves<'a> = (&'a [u8], &'a [u8]);
+
     /// tiktoken's merge on byte strings (a hash map of the vocabulary, no canonical
     /// splits): the parts left at the end, and the two parts before the last merge.
     fn reference_merge<'a>(
         bytes: &'a [u8],
         ranks: &HashMap<&[u8], u32>,
-    ) -> (Vec<&'a [u8]>, Option<(&'a [u8], &'a [u8])>) {
+    ) -> (Vec<&'a [u8]>, Option<Halves<'a>>) {
         let mut parts: Vec<&[u8]> = bytes.chunks(1).collect();
         let mut last = None;
         loop {
