@@ -287,6 +287,11 @@ struct Entry {
 /// stale (skipped) once its run is gone or no longer holds that pair.
 struct Scratch {
     runs: Vec<Run>,
+    /// `unqueued[i]`: the pair of the run at `i` with the next run was not queued when
+    /// the runs were made, because the pair before it ranks lower and takes its first part
+    /// away first. Whatever else removes that pair before it queues this one (the two
+    /// `merge_*` check it); queueing a run's outer pair clears its flag.
+    unqueued: Vec<bool>,
     entries: Vec<Entry>,
     /// First and last entry of each rank's list (`[NONE, _]`: empty). Lists are first
     /// in, first out: a rank's pairs then come up left to right, mostly, and a new part
@@ -304,6 +309,7 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
             runs: Vec::new(),
+            unqueued: Vec::new(),
             entries: Vec::new(),
             lists: Vec::new(),
             level0: Vec::new(),
@@ -344,6 +350,7 @@ impl Scratch {
     /// Queues the pair of the run at `at` with the next one, if there is one.
     #[inline(always)]
     fn push_outer(&mut self, long: &Long, at: u32, end: u32) {
+        self.unqueued[at as usize] = false;
         let run = self.runs[at as usize];
         if run.next != end {
             let b = self.runs[run.next as usize].token;
@@ -391,11 +398,12 @@ impl Scratch {
         }
         if self.runs.len() < n {
             self.runs.resize(n, Run::default());
+            self.unqueued.resize(n, false);
         }
         self.entries.clear();
         let end = n as u32;
         // The runs of equal bytes, with their pairs.
-        let (mut i, mut prev) = (0, NONE);
+        let (mut i, mut prev, mut before) = (0, NONE, NONE);
         while i < n {
             let b = piece[i];
             let j = piece[i..].iter().position(|&c| c != b).map_or(n, |k| i + k);
@@ -412,12 +420,20 @@ impl Scratch {
                     self.push(rank, i as u32);
                 }
             }
-            if j < n {
-                let rank = long.two[b | usize::from(piece[j])];
-                if rank != NONE {
-                    self.push(rank, i as u32);
-                }
+            let rank = if j < n {
+                long.two[b | usize::from(piece[j])]
+            } else {
+                NONE
+            };
+            // Pairs of runs that a lower pair just before takes apart are not queued:
+            // in a text without repeats most byte pairs are such (`ab` × 50,000: every
+            // `ba`), and each would cost a push and a stale pop.
+            let covered = rank != NONE && before < rank;
+            self.unqueued[i] = covered;
+            if rank != NONE && !covered {
+                self.push(rank, i as u32);
             }
+            before = rank;
             prev = i as u32;
             i = j;
         }
@@ -472,6 +488,10 @@ impl Scratch {
         }
         if half >= 2 {
             self.push_pair(long, t, t, at);
+        }
+        // The pair after the run lost the (lower) pair before it.
+        if run.next != end && self.unqueued[run.next as usize] {
+            self.push_outer(long, run.next, end);
         }
         self.push_outer(long, at, end);
         if at != 0 {
@@ -547,6 +567,12 @@ impl Scratch {
             if gone.next != end {
                 self.runs[gone.next as usize].prev = new;
             }
+        }
+        // The pair after the new run lost the (lower) pair before it if the right run is
+        // used up.
+        let next = self.runs[new as usize].next;
+        if right.count == 1 && next != end && self.unqueued[next as usize] {
+            self.push_outer(long, next, end);
         }
         // Queue what changed: the moved rest of the right run, the new run's pairs and
         // the pair before it. A run joined on the left keeps its start: its inner pair
