@@ -22,10 +22,12 @@
 //! another, so their order does not matter. With `A == B` a run of `A`s is paired
 //! from its left end, as tiktoken's leftmost-first rule does.
 //!
-//! Parts live in flat arrays indexed by the position of their first byte (a doubly
-//! linked list); the queue is a list of entries per rank, with stale entries (the
-//! pair changed since) skipped when popped. Scratch buffers are per thread and
-//! reused, so a count allocates nothing once warm.
+//! Parts are kept as runs of equal tokens ([`Run`]) in a doubly linked list in a flat
+//! array indexed by the position of each run's first byte, so a run of `A`s pairs up
+//! in one step. The queue is a first-in-first-out list of entries per rank plus a
+//! bitmap of the non-empty ranks; stale entries (the pair changed since) are skipped
+//! when popped. Scratch buffers are per thread and reused, so a count allocates
+//! nothing once warm. docs/tokens.md ("How a count is computed") has the figures.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -242,12 +244,18 @@ pub(super) fn count(bpe: &'static BytePairEncoding, piece: &[u8]) -> usize {
     }
 }
 
-/// [`count`] if it is at most `limit`, else `None` (`bpe`'s `count_till_limit`).
+/// [`count`] if it is at most `limit`, else `None` (`bpe`'s `count_till_limit`). The
+/// merge only knows the count at its end, so the piece is counted in full, unless its
+/// length alone shows it is over (no token is longer than `MAX_TOKEN` bytes): the work
+/// stays linear in `min(piece length, MAX_TOKEN × limit)`.
 pub(super) fn count_till_limit(
     bpe: &'static BytePairEncoding,
     piece: &[u8],
     limit: usize,
 ) -> Option<usize> {
+    if piece.len().div_ceil(MAX_TOKEN) > limit {
+        return None;
+    }
     Some(count(bpe, piece)).filter(|&n| n <= limit)
 }
 
