@@ -229,7 +229,8 @@ fn long_for(bpe: &'static BytePairEncoding) -> Option<&'static Long> {
 
 /// The number of tokens tiktoken encodes `piece` into (any length; meant for long ones).
 pub(super) fn count(bpe: &'static BytePairEncoding, piece: &[u8]) -> usize {
-    match long_for(bpe) {
+    // Positions are `u32`; a piece of 4 GB (never seen in a prompt) goes to `bpe`.
+    match long_for(bpe).filter(|_| piece.len() < NONE as usize) {
         Some(long) => SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let n = s.count(long, piece);
@@ -350,7 +351,6 @@ impl Scratch {
     fn push_pair(&mut self, long: &Long, a: u32, b: u32, at: u32) {
         let rank = long.pair(a, b);
         if rank != NONE {
-            debug_assert!(self.level2 == 0 || rank > self.lowest());
             self.push(rank, at);
         }
     }
@@ -448,7 +448,11 @@ impl Scratch {
 
         let mut count = n;
         let mut rank = self.lowest();
+        let mut last = None;
         while rank != NONE {
+            // Fact 2: merges only queue higher ranks than their own.
+            debug_assert!(last < Some(rank), "ranks merged go up");
+            last = Some(rank);
             let (a, b) = unpack(long.split[rank as usize]);
             let mut e = self.take(rank);
             while e != NONE {
