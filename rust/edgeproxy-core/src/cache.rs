@@ -375,10 +375,13 @@ impl<'a> Parser<'a> {
     /// Parses a string at `"`; returns its canonical content (borrowed when the
     /// input already was canonical).
     ///
-    /// 64 bytes at a time: bit masks of quotes, backslashes and control bytes, and
-    /// which bytes are escaped (the odd-backslash-run carry trick of simdjson), so
-    /// `\"` and `\\` cost no work of their own. Only escapes by a letter (`\n`,
-    /// `\u…`, `\/`, invalid ones) are looked at one by one.
+    /// 64 bytes at a time: bit masks of quotes and backslashes, a test for control
+    /// bytes, and which bytes are escaped (the odd-backslash-run carry trick of
+    /// simdjson), so `\"` and `\\` cost no work of their own. A block's escapes by
+    /// a letter are looked at one by one, unless there is just one and it is short
+    /// (`\n`, `\t`, ...): then one test. Canonical escapes are kept as written, so a
+    /// string whose escapes are all canonical (`\n`, `\"`, `\u001f`) is borrowed;
+    /// only one with `\/` or another `\u` escape is re-encoded.
     fn string(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
         let s = self.s;
         let open = self.i;
@@ -404,33 +407,16 @@ impl<'a> Parser<'a> {
             } else {
                 (closing & closing.wrapping_neg()) - 1
             };
-            if m.control & inside != 0 {
-                let at = base + (m.control & inside).trailing_zeros() as usize;
-                return Err(Bad::at(at, "control character in a string"));
-            }
-            let mut letters = escaped & !(m.quote | m.backslash) & inside;
-            while letters != 0 {
-                let at = base + letters.trailing_zeros() as usize;
-                letters &= letters - 1;
-                match s[at] {
-                    b'b' | b'f' | b'n' | b'r' | b't' => {}
-                    b'/' => canonical = false,
-                    b'u' => {
-                        let hex = s
-                            .get(at + 1..at + 5)
-                            .ok_or_else(|| Bad::at(at - 1, "truncated \\u escape"))?;
-                        let v = hex4(hex).ok_or_else(|| Bad::at(at - 1, "invalid \\u escape"))?;
-                        // Canonical only for control characters without a short
-                        // form, written with lowercase hex digits.
-                        if !(v < 0x20
-                            && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
-                            && !hex.iter().any(u8::is_ascii_uppercase))
-                        {
-                            canonical = false;
-                        }
-                    }
-                    _ => return Err(Bad::at(at - 1, "invalid escape")),
+            if m.maybe_control {
+                let control = control_mask(s, base) & inside;
+                if control != 0 {
+                    let at = base + control.trailing_zeros() as usize;
+                    return Err(Bad::at(at, "control character in a string"));
                 }
+            }
+            let letters = escaped & !(m.quote | m.backslash) & inside;
+            if letters != 0 && !one_short_escape(s, base, letters) {
+                canonical &= escape_letters(s, open, base, letters)?;
             }
             if closing != 0 {
                 break base + closing.trailing_zeros() as usize;
@@ -441,7 +427,7 @@ impl<'a> Parser<'a> {
             // escaped into the next), more plain text is likely: plain blocks need
             // nothing but the test, so skip them in a tight loop. (Not tried after
             // a block with escapes: in escape-dense text the test would mostly fail.)
-            if m.quote | m.backslash | m.control == 0 {
+            if m.quote | m.backslash == 0 && !m.maybe_control {
                 while let Some(block) = s.get(base..base + 64) {
                     if !is_plain(block) {
                         break;
@@ -536,23 +522,122 @@ impl<'a> Parser<'a> {
 struct Masks {
     quote: u64,
     backslash: u64,
-    /// Bytes below 0x20.
-    control: u64,
+    /// Some byte of the block is below 0x20 (maybe past the string's end, where
+    /// whitespace between tokens is legal): [`control_mask`] says which.
+    maybe_control: bool,
 }
 
 /// The masks of the 64 bytes from `base`; bytes past the end of `s` count as
-/// plain. 16 bytes per compare (SSE2 / NEON through `wide`, scalar elsewhere).
+/// plain.
 #[inline]
 fn block_masks(s: &[u8], base: usize) -> Masks {
     match s.get(base..base + 64) {
         Some(block) => masks_of(block),
-        None => {
-            let tail = s.get(base..).unwrap_or_default();
-            let mut block = [b' '; 64];
-            block[..tail.len()].copy_from_slice(tail);
-            masks_of(&block)
+        None => masks_of(&padded(s, base)),
+    }
+}
+
+/// The bytes of `s` from `base` on, padded to 64 with spaces (plain).
+#[cold]
+fn padded(s: &[u8], base: usize) -> [u8; 64] {
+    let rest = s.get(base..).unwrap_or_default();
+    let mut block = [b' '; 64];
+    block[..rest.len()].copy_from_slice(rest);
+    block
+}
+
+/// 16 bytes per compare (SSE2 / NEON through `wide`, scalar elsewhere).
+#[inline(always)]
+fn masks_of(block: &[u8]) -> Masks {
+    let v = lanes(block);
+    let quote = u8x16::splat(b'"');
+    let backslash = u8x16::splat(b'\\');
+    let below_space = u8x16::splat(0x1f);
+    // Control bytes are rare and always an error inside a string: one test on the
+    // block's least byte, the exact mask only when it fails.
+    let least = v[0].min(v[1]).min(v[2].min(v[3]));
+    Masks {
+        quote: bits(v.map(|v| v.cmp_eq(quote))),
+        backslash: bits(v.map(|v| v.cmp_eq(backslash))),
+        maybe_control: least.min(below_space).cmp_eq(least).any(),
+    }
+}
+
+/// Which of the 64 bytes from `base` are below 0x20.
+#[cold]
+fn control_mask(s: &[u8], base: usize) -> u64 {
+    let below_space = u8x16::splat(0x1f);
+    let control = |block: &[u8]| bits(lanes(block).map(|v| v.min(below_space).cmp_eq(v)));
+    match s.get(base..base + 64) {
+        Some(block) => control(block),
+        None => control(&padded(s, base)),
+    }
+}
+
+#[inline(always)]
+fn lanes(block: &[u8]) -> [u8x16; 4] {
+    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
+    [lane(0), lane(1), lane(2), lane(3)]
+}
+
+/// One bit per byte of four compare results (all-ones or zero bytes).
+#[inline(always)]
+fn bits(x: [u8x16; 4]) -> u64 {
+    x.iter().enumerate().fold(0u64, |m, (k, x)| {
+        m | u64::from(x.move_mask() as u16) << (16 * k)
+    })
+}
+
+/// True when `letters` (the escaped letters of the block at `base`) is one of
+/// `b f n r t`: a short escape, canonical as written. Chat text has about one `\n`
+/// per line, so this covers most blocks in a few instructions; anything else,
+/// a byte past the input's end included, goes to [`escape_letters`].
+#[inline(always)]
+fn one_short_escape(s: &[u8], base: usize, letters: u64) -> bool {
+    // `b f n r t` as bits of the distance from `b`.
+    const SHORT: u32 =
+        1 | 1 << (b'f' - b'b') | 1 << (b'n' - b'b') | 1 << (b'r' - b'b') | 1 << (b't' - b'b');
+    let at = base + letters.trailing_zeros() as usize;
+    let d = s
+        .get(at)
+        .map_or(u32::MAX, |&c| u32::from(c.wrapping_sub(b'b')));
+    letters & (letters - 1) == 0 && d < 32 && SHORT >> d & 1 == 1
+}
+
+/// Checks the escaped letters of the block at `base` one by one (`open` is where
+/// the string starts); false when one of them is not canonical (`\/`, `\u` other
+/// than a control character in lowercase hex).
+#[inline(never)]
+fn escape_letters(s: &[u8], open: usize, base: usize, mut letters: u64) -> Result<bool, Bad> {
+    let mut canonical = true;
+    while letters != 0 {
+        let at = base + letters.trailing_zeros() as usize;
+        letters &= letters - 1;
+        // A backslash as the input's last byte escapes the padding.
+        let Some(&c) = s.get(at) else {
+            return Err(Bad::at(open, "unterminated string"));
+        };
+        match c {
+            b'b' | b'f' | b'n' | b'r' | b't' => {}
+            b'/' => canonical = false,
+            b'u' => {
+                let hex = s
+                    .get(at + 1..at + 5)
+                    .ok_or_else(|| Bad::at(at - 1, "truncated \\u escape"))?;
+                let v = hex4(hex).ok_or_else(|| Bad::at(at - 1, "invalid \\u escape"))?;
+                // Canonical only for control characters without a short form,
+                // written with lowercase hex digits.
+                if !(v < 0x20
+                    && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                    && !hex.iter().any(u8::is_ascii_uppercase))
+                {
+                    canonical = false;
+                }
+            }
+            _ => return Err(Bad::at(at - 1, "invalid escape")),
         }
     }
+    Ok(canonical)
 }
 
 /// True when none of the 64 bytes of `block` is a quote, a backslash or a control
@@ -575,45 +660,18 @@ fn is_plain(block: &[u8]) -> bool {
     !least.cmp_eq(u8x16::ZERO).any()
 }
 
-#[inline(always)]
-fn masks_of(block: &[u8]) -> Masks {
-    let quote = u8x16::splat(b'"');
-    let backslash = u8x16::splat(b'\\');
-    let below_space = u8x16::splat(0x1f);
-    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
-    let v = [lane(0), lane(1), lane(2), lane(3)];
-    let q = v.map(|v| v.cmp_eq(quote));
-    let b = v.map(|v| v.cmp_eq(backslash));
-    // min(v, 0x1f) == v exactly when v <= 0x1f.
-    let c = v.map(|v| v.min(below_space).cmp_eq(v));
-    let any_control = (c[0] | c[1]) | (c[2] | c[3]);
-    let any = ((q[0] | q[1]) | (q[2] | q[3])) | ((b[0] | b[1]) | (b[2] | b[3])) | any_control;
-    // Plain text: one test for the whole block.
-    if !any.any() {
-        return Masks {
-            quote: 0,
-            backslash: 0,
-            control: 0,
-        };
-    }
-    let bits = |x: [u8x16; 4]| {
-        x.iter().enumerate().fold(0u64, |m, (k, x)| {
-            m | u64::from(x.move_mask() as u16) << (16 * k)
-        })
-    };
-    Masks {
-        quote: bits(q),
-        backslash: bits(b),
-        control: if any_control.any() { bits(c) } else { 0 },
-    }
-}
-
 /// Which bytes of a block are escaped (follow an odd run of backslashes), given
 /// its backslash mask and whether its first byte is escaped (`carry`, 0 or 1);
 /// also the carry into the next block. simdjson's branch-free method: subtracting
 /// the backslash runs from the odd bit positions tells odd runs from even ones.
 #[inline(always)]
 fn escaped_bytes(backslash: u64, carry: u64) -> (u64, u64) {
+    // No backslash escaped by another (lone ones, as in `\n` and `\"`, the usual
+    // case): each escapes the byte after it. Half the work of the general method.
+    let after = backslash << 1 | carry;
+    if backslash & after == 0 {
+        return (after, backslash >> 63);
+    }
     const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
     let potential = backslash & !carry;
     let code = (((potential << 1) | ODD).wrapping_sub(potential)) ^ ODD;
