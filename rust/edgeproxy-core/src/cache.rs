@@ -140,7 +140,8 @@ fn parse(body: &[u8], check_utf8: bool) -> Result<Node<'_>, Error> {
     }
     let mut parser = Parser { s: body, i: 0 };
     parser.skip_ws();
-    let mut root = parser.value(0).map_err(Error::from)?;
+    let mut root = Node::Lit(b"null");
+    parser.value(0, &mut root).map_err(Error::from)?;
     parser.skip_ws();
     if parser.i != body.len() {
         return Err(bad(parser.i, "trailing characters after the JSON value"));
@@ -287,48 +288,54 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Parses one value; whitespace before it is already skipped.
-    fn value(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
-        match self.peek() {
-            Some(b'{') => self.object(depth + 1),
-            Some(b'[') => self.array(depth + 1),
-            Some(b'"') => Ok(Node::Str(self.string()?)),
-            Some(b'n') => self.literal(b"null"),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'-' | b'0'..=b'9') => Ok(Node::Num(self.number()?)),
-            Some(_) => Err(Bad::at(self.i, "expected a JSON value")),
-            None => Err(Bad::at(self.i, "unexpected end of input")),
-        }
+    /// Parses one value into `slot`; whitespace before it is already skipped.
+    ///
+    /// Nodes are written in place, not returned: a returned node went through
+    /// memory and was copied on into its parent's vector with wider loads than the
+    /// stores that wrote it, which stalls on store forwarding (about a tenth of a
+    /// 100 KB chat body's key).
+    fn value(&mut self, depth: usize, slot: &mut Node<'a>) -> Result<(), Bad> {
+        *slot = match self.peek() {
+            Some(b'{') => return self.object(depth + 1, slot),
+            Some(b'[') => return self.array(depth + 1, slot),
+            Some(b'"') => Node::Str(self.string()?),
+            Some(b'n') => self.literal(b"null")?,
+            Some(b't') => self.literal(b"true")?,
+            Some(b'f') => self.literal(b"false")?,
+            Some(b'-' | b'0'..=b'9') => Node::Num(self.number()?),
+            Some(_) => return Err(Bad::at(self.i, "expected a JSON value")),
+            None => return Err(Bad::at(self.i, "unexpected end of input")),
+        };
+        Ok(())
     }
 
-    fn array(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
+    fn array(&mut self, depth: usize, slot: &mut Node<'a>) -> Result<(), Bad> {
         if depth > MAX_DEPTH {
             return Err(Bad::at(self.i, "nested too deeply"));
         }
         self.i += 1;
         let mut items = Vec::new();
         self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            return Ok(Node::Arr(items));
-        }
-        loop {
-            self.skip_ws();
-            items.push(self.value(depth)?);
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Node::Arr(items));
+        if self.peek() != Some(b']') {
+            loop {
+                self.skip_ws();
+                items.push(Node::Lit(b"null"));
+                let last = items.len() - 1;
+                self.value(depth, &mut items[last])?;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(b']') => break,
+                    _ => return Err(Bad::at(self.i, "expected ',' or ']'")),
                 }
-                _ => return Err(Bad::at(self.i, "expected ',' or ']'")),
             }
         }
+        self.i += 1;
+        *slot = Node::Arr(items);
+        Ok(())
     }
 
-    fn object(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
+    fn object(&mut self, depth: usize, slot: &mut Node<'a>) -> Result<(), Bad> {
         if depth > MAX_DEPTH {
             return Err(Bad::at(self.i, "nested too deeply"));
         }
@@ -337,7 +344,8 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(Node::Obj(members));
+            *slot = Node::Obj(members);
+            return Ok(());
         }
         loop {
             self.skip_ws();
@@ -351,8 +359,9 @@ impl<'a> Parser<'a> {
             }
             self.i += 1;
             self.skip_ws();
-            let value = self.value(depth)?;
-            members.push((key, value));
+            members.push((key, Node::Lit(b"null")));
+            let last = members.len() - 1;
+            self.value(depth, &mut members[last].1)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -369,11 +378,29 @@ impl<'a> Parser<'a> {
             members.sort_by(|a, b| a.0.cmp(&b.0));
             members.dedup_by(|later, earlier| later.0 == earlier.0);
         }
-        Ok(Node::Obj(members))
+        *slot = Node::Obj(members);
+        Ok(())
     }
 
     /// Parses a string at `"`; returns its canonical content (borrowed when the
     /// input already was canonical).
+    #[inline(always)]
+    fn string(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
+        let open = self.i;
+        // The scan returns a flag, not the content: a `Cow` returned through memory
+        // and copied into the node stalled on store forwarding (~1 µs per 100
+        // strings).
+        let canonical = self.scan_string()?;
+        let raw = &self.s[open + 1..self.i - 1];
+        if canonical {
+            Ok(Cow::Borrowed(raw))
+        } else {
+            recode(raw).map(Cow::Owned).map_err(|r| Bad::at(open, r))
+        }
+    }
+
+    /// Scans a string at `"` and moves past it; true when its content is
+    /// canonical as written.
     ///
     /// 64 bytes at a time: bit masks of quotes and backslashes, a test for control
     /// bytes, and which bytes are escaped (the odd-backslash-run carry trick of
@@ -382,7 +409,7 @@ impl<'a> Parser<'a> {
     /// (`\n`, `\t`, ...): then one test. Canonical escapes are kept as written, so a
     /// string whose escapes are all canonical (`\n`, `\"`, `\u001f`) is borrowed;
     /// only one with `\/` or another `\u` escape is re-encoded.
-    fn string(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
+    fn scan_string(&mut self) -> Result<bool, Bad> {
         let s = self.s;
         let open = self.i;
         let start = open + 1;
@@ -436,13 +463,8 @@ impl<'a> Parser<'a> {
                 }
             }
         };
-        let raw = &s[start..end];
         self.i = end + 1;
-        if canonical {
-            Ok(Cow::Borrowed(raw))
-        } else {
-            recode(raw).map(Cow::Owned).map_err(|r| Bad::at(open, r))
-        }
+        Ok(canonical)
     }
 
     fn number(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
