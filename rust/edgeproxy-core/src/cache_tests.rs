@@ -812,6 +812,32 @@ fn escapes_at_every_block_offset() {
 }
 
 #[test]
+fn short_strings_with_a_special_byte_anywhere() {
+    // Strings that end within 16 bytes skip the block scan unless a backslash or a
+    // control byte comes before their closing quote: each at every position, in
+    // strings up to just over 16 bytes, followed by more input or by its end.
+    for special in [
+        "\\n", "\\\"", "\\\\", "\\u0041", "\\/", "\u{1}", "\\x", "\"", "é",
+    ] {
+        for len in 0..20 {
+            for at in 0..=len {
+                let token = format!("\"{}{special}{}\"", "a".repeat(at), "b".repeat(len - at));
+                assert_eq!(
+                    canonical_request(token.as_bytes()).ok(),
+                    reference_string(token.as_bytes()),
+                    "{token:?}"
+                );
+                // Enough input after the string for the 16-byte look-ahead.
+                let body = format!("[{token}, 1, 2, 3, 4, 5, 6, 7, 8]");
+                let want = reference_string(token.as_bytes())
+                    .map(|form| [b"[".as_slice(), &form, b",1,2,3,4,5,6,7,8]"].concat());
+                assert_eq!(canonical_request(body.as_bytes()).ok(), want, "{body:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_trailing_backslash_is_an_error() {
     // Once a panic: the backslash escaped the padding past the end of the input.
     for len in [0, 1, 62, 63, 64, 127] {
