@@ -403,8 +403,17 @@ pub(super) struct Merges {
     /// overflowed (rare): a probe loop ending on "found or empty?" would mispredict
     /// on about every other lookup, as hits and misses are about even here.
     buckets: Vec<Bucket>,
-    /// `64 - log2(buckets.len())`: the home bucket is the top bits of a multiplicative hash.
+    /// `64 - log2(buckets.len() - 1)`: the home bucket is the top bits of a
+    /// multiplicative hash. The last bucket stays empty (see `filter`).
     shift: u32,
+    /// One bit per hash value (8 bits per entry), set for every key in the table. A
+    /// lookup whose bit is clear reads the empty last bucket instead of its home
+    /// (chosen without a branch): the pairs of ordinary text that merge into nothing
+    /// are many and varied, and reading their homes spread them over the whole
+    /// table and out of the cache, while the filter is small enough to stay there.
+    filter: Vec<u64>,
+    /// `64 - log2(filter bits)`.
+    filter_shift: u32,
 }
 
 /// A [`Merges`] bucket: slots `key << RANK_BITS | merged` (`key` from [`Merges::key`]),
@@ -430,16 +439,21 @@ impl Merges {
             "ranks must fit in {RANK_BITS} bits"
         );
         let size = (entries * 5 / 8).next_power_of_two().max(2);
+        let filter_bits = (8 * entries).next_power_of_two().max(64);
         Merges {
-            buckets: vec![Bucket([EMPTY; 4]); size],
+            buckets: vec![Bucket([EMPTY; 4]); size + 1],
             shift: 64 - size.trailing_zeros(),
+            filter: vec![0; filter_bits / 64],
+            filter_shift: 64 - filter_bits.trailing_zeros(),
         }
     }
 
     /// Records that parts `left` and `right` merge into `merged`.
     fn insert(&mut self, left: u32, right: u32, merged: u32) {
         let key = Self::key(left, right);
-        let mask = self.buckets.len() - 1;
+        let bit = self.filter_bit(key);
+        self.filter[bit >> 6] |= 1 << (bit & 63);
+        let mask = self.buckets.len() - 2;
         let mut b = self.home(key);
         loop {
             let bucket = &mut self.buckets[b].0;
@@ -462,6 +476,11 @@ impl Merges {
         (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
     }
 
+    #[inline]
+    fn filter_bit(&self, key: u64) -> usize {
+        (key.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) >> self.filter_shift) as usize
+    }
+
     /// The merged token in `bucket` for `key`, or `NONE` (without branches).
     #[inline]
     fn find(bucket: &Bucket, key: u64) -> u32 {
@@ -479,12 +498,17 @@ impl Merges {
     #[inline]
     pub(super) fn get(&self, left: u32, right: u32) -> u32 {
         let key = Self::key(left, right);
-        let mut b = self.home(key);
+        let bit = self.filter_bit(key);
+        let known = (self.filter[bit >> 6] >> (bit & 63)) & 1;
+        // All ones when the filter knows the key, else zero: home or the empty bucket.
+        let select = 0usize.wrapping_sub(known as usize);
+        let last = self.buckets.len() - 1;
+        let mut b = (self.home(key) & select) | (last & !select);
         let mut bucket = &self.buckets[b];
         let mut merged = Self::find(bucket, key);
         // `&`, not `&&`: one branch, almost never taken.
         while (merged == NONE) & (bucket.0[0] & OVERFLOW != 0) {
-            b = (b + 1) & (self.buckets.len() - 1);
+            b = (b + 1) & (self.buckets.len() - 2);
             bucket = &self.buckets[b];
             merged = Self::find(bucket, key);
         }
