@@ -34,15 +34,26 @@ fn main() {
         };
         tokens::preload(enc);
         let n: usize = args[3].parse().expect("a number of runs");
+        // Per-call time of each block of 10 calls (after the load above): prints the
+        // best and the median block, so runs of different builds compare directly.
         let mut total = 0;
-        for _ in 0..n {
-            total += match args[1].as_str() {
-                "old" => tok.count(text.as_str()),
-                // The text as one piece: `bpe`'s encoder, or ours for long pieces.
-                "bpe-piece" => tok.bpe.count(text.as_bytes()),
-                "long-piece" => tokens::count_long_piece(&text, enc),
-                _ => tokens::count(&text, enc),
-            };
+        let mut blocks = Vec::new();
+        for _ in 0..n.div_ceil(10) {
+            let t = Instant::now();
+            for _ in 0..10 {
+                total += match args[1].as_str() {
+                    "old" => tok.count(text.as_str()),
+                    // The text as one piece: `bpe`'s encoder, or ours for long pieces.
+                    "bpe-piece" => tok.bpe.count(text.as_bytes()),
+                    "long-piece" => tokens::count_long_piece(&text, enc),
+                    _ => tokens::count(&text, enc),
+                };
+            }
+            blocks.push(t.elapsed().as_secs_f64() * 1e5); // µs per call
+        }
+        blocks.sort_by(f64::total_cmp);
+        if let (Some(best), Some(median)) = (blocks.first(), blocks.get(blocks.len() / 2)) {
+            eprintln!("per call: best {best:.0} us, median {median:.0} us");
         }
         println!("{total}");
         return;

@@ -140,7 +140,8 @@ fn parse(body: &[u8], check_utf8: bool) -> Result<Node<'_>, Error> {
     }
     let mut parser = Parser { s: body, i: 0 };
     parser.skip_ws();
-    let mut root = parser.value(0).map_err(Error::from)?;
+    let mut root = Node::Lit(b"null");
+    parser.value(0, &mut root).map_err(Error::from)?;
     parser.skip_ws();
     if parser.i != body.len() {
         return Err(bad(parser.i, "trailing characters after the JSON value"));
@@ -287,48 +288,54 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Parses one value; whitespace before it is already skipped.
-    fn value(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
-        match self.peek() {
-            Some(b'{') => self.object(depth + 1),
-            Some(b'[') => self.array(depth + 1),
-            Some(b'"') => Ok(Node::Str(self.string()?)),
-            Some(b'n') => self.literal(b"null"),
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'-' | b'0'..=b'9') => Ok(Node::Num(self.number()?)),
-            Some(_) => Err(Bad::at(self.i, "expected a JSON value")),
-            None => Err(Bad::at(self.i, "unexpected end of input")),
-        }
+    /// Parses one value into `slot`; whitespace before it is already skipped.
+    ///
+    /// Nodes are written in place, not returned: a returned node went through
+    /// memory and was copied on into its parent's vector with wider loads than the
+    /// stores that wrote it, which stalls on store forwarding (about a tenth of a
+    /// 100 KB chat body's key).
+    fn value(&mut self, depth: usize, slot: &mut Node<'a>) -> Result<(), Bad> {
+        *slot = match self.peek() {
+            Some(b'{') => return self.object(depth + 1, slot),
+            Some(b'[') => return self.array(depth + 1, slot),
+            Some(b'"') => Node::Str(self.string()?),
+            Some(b'n') => self.literal(b"null")?,
+            Some(b't') => self.literal(b"true")?,
+            Some(b'f') => self.literal(b"false")?,
+            Some(b'-' | b'0'..=b'9') => Node::Num(self.number()?),
+            Some(_) => return Err(Bad::at(self.i, "expected a JSON value")),
+            None => return Err(Bad::at(self.i, "unexpected end of input")),
+        };
+        Ok(())
     }
 
-    fn array(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
+    fn array(&mut self, depth: usize, slot: &mut Node<'a>) -> Result<(), Bad> {
         if depth > MAX_DEPTH {
             return Err(Bad::at(self.i, "nested too deeply"));
         }
         self.i += 1;
         let mut items = Vec::new();
         self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            return Ok(Node::Arr(items));
-        }
-        loop {
-            self.skip_ws();
-            items.push(self.value(depth)?);
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Node::Arr(items));
+        if self.peek() != Some(b']') {
+            loop {
+                self.skip_ws();
+                items.push(Node::Lit(b"null"));
+                let last = items.len() - 1;
+                self.value(depth, &mut items[last])?;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(b']') => break,
+                    _ => return Err(Bad::at(self.i, "expected ',' or ']'")),
                 }
-                _ => return Err(Bad::at(self.i, "expected ',' or ']'")),
             }
         }
+        self.i += 1;
+        *slot = Node::Arr(items);
+        Ok(())
     }
 
-    fn object(&mut self, depth: usize) -> Result<Node<'a>, Bad> {
+    fn object(&mut self, depth: usize, slot: &mut Node<'a>) -> Result<(), Bad> {
         if depth > MAX_DEPTH {
             return Err(Bad::at(self.i, "nested too deeply"));
         }
@@ -337,7 +344,8 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(Node::Obj(members));
+            *slot = Node::Obj(members);
+            return Ok(());
         }
         loop {
             self.skip_ws();
@@ -351,8 +359,9 @@ impl<'a> Parser<'a> {
             }
             self.i += 1;
             self.skip_ws();
-            let value = self.value(depth)?;
-            members.push((key, value));
+            members.push((key, Node::Lit(b"null")));
+            let last = members.len() - 1;
+            self.value(depth, &mut members[last].1)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -369,17 +378,43 @@ impl<'a> Parser<'a> {
             members.sort_by(|a, b| a.0.cmp(&b.0));
             members.dedup_by(|later, earlier| later.0 == earlier.0);
         }
-        Ok(Node::Obj(members))
+        *slot = Node::Obj(members);
+        Ok(())
     }
 
     /// Parses a string at `"`; returns its canonical content (borrowed when the
     /// input already was canonical).
-    ///
-    /// 64 bytes at a time: bit masks of quotes, backslashes and control bytes, and
-    /// which bytes are escaped (the odd-backslash-run carry trick of simdjson), so
-    /// `\"` and `\\` cost no work of their own. Only escapes by a letter (`\n`,
-    /// `\u…`, `\/`, invalid ones) are looked at one by one.
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
+        let open = self.i;
+        // Keys and short values (`"role"`, `"user"`) need no scan.
+        if let Some(len) = self.s.get(open + 1..open + 17).and_then(short_plain) {
+            self.i = open + len + 2;
+            return Ok(Cow::Borrowed(&self.s[open + 1..open + 1 + len]));
+        }
+        // The scan returns a flag, not the content: a `Cow` returned through memory
+        // and copied into the node stalled on store forwarding (~1 µs per 100
+        // strings).
+        let canonical = self.scan_string()?;
+        let raw = &self.s[open + 1..self.i - 1];
+        if canonical {
+            Ok(Cow::Borrowed(raw))
+        } else {
+            recode(raw).map(Cow::Owned).map_err(|r| Bad::at(open, r))
+        }
+    }
+
+    /// Scans a string at `"` and moves past it; true when its content is
+    /// canonical as written.
+    ///
+    /// 64 bytes at a time: bit masks of quotes and backslashes, a test for control
+    /// bytes, and which bytes are escaped (the odd-backslash-run carry trick of
+    /// simdjson), so `\"` and `\\` cost no work of their own. A block's escapes by
+    /// a letter are looked at one by one, unless there is just one and it is short
+    /// (`\n`, `\t`, ...): then one test. Canonical escapes are kept as written, so a
+    /// string whose escapes are all canonical (`\n`, `\"`, `\u001f`) is borrowed;
+    /// only one with `\/` or another `\u` escape is re-encoded.
+    fn scan_string(&mut self) -> Result<bool, Bad> {
         let s = self.s;
         let open = self.i;
         let start = open + 1;
@@ -404,33 +439,16 @@ impl<'a> Parser<'a> {
             } else {
                 (closing & closing.wrapping_neg()) - 1
             };
-            if m.control & inside != 0 {
-                let at = base + (m.control & inside).trailing_zeros() as usize;
-                return Err(Bad::at(at, "control character in a string"));
-            }
-            let mut letters = escaped & !(m.quote | m.backslash) & inside;
-            while letters != 0 {
-                let at = base + letters.trailing_zeros() as usize;
-                letters &= letters - 1;
-                match s[at] {
-                    b'b' | b'f' | b'n' | b'r' | b't' => {}
-                    b'/' => canonical = false,
-                    b'u' => {
-                        let hex = s
-                            .get(at + 1..at + 5)
-                            .ok_or_else(|| Bad::at(at - 1, "truncated \\u escape"))?;
-                        let v = hex4(hex).ok_or_else(|| Bad::at(at - 1, "invalid \\u escape"))?;
-                        // Canonical only for control characters without a short
-                        // form, written with lowercase hex digits.
-                        if !(v < 0x20
-                            && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
-                            && !hex.iter().any(u8::is_ascii_uppercase))
-                        {
-                            canonical = false;
-                        }
-                    }
-                    _ => return Err(Bad::at(at - 1, "invalid escape")),
+            if m.maybe_control {
+                let control = control_mask(s, base) & inside;
+                if control != 0 {
+                    let at = base + control.trailing_zeros() as usize;
+                    return Err(Bad::at(at, "control character in a string"));
                 }
+            }
+            let letters = escaped & !(m.quote | m.backslash) & inside;
+            if letters != 0 && !one_short_escape(s, base, letters) {
+                canonical &= escape_letters(s, open, base, letters)?;
             }
             if closing != 0 {
                 break base + closing.trailing_zeros() as usize;
@@ -441,7 +459,7 @@ impl<'a> Parser<'a> {
             // escaped into the next), more plain text is likely: plain blocks need
             // nothing but the test, so skip them in a tight loop. (Not tried after
             // a block with escapes: in escape-dense text the test would mostly fail.)
-            if m.quote | m.backslash | m.control == 0 {
+            if m.quote | m.backslash == 0 && !m.maybe_control {
                 while let Some(block) = s.get(base..base + 64) {
                     if !is_plain(block) {
                         break;
@@ -450,13 +468,8 @@ impl<'a> Parser<'a> {
                 }
             }
         };
-        let raw = &s[start..end];
         self.i = end + 1;
-        if canonical {
-            Ok(Cow::Borrowed(raw))
-        } else {
-            recode(raw).map(Cow::Owned).map_err(|r| Bad::at(open, r))
-        }
+        Ok(canonical)
     }
 
     fn number(&mut self) -> Result<Cow<'a, [u8]>, Bad> {
@@ -536,23 +549,135 @@ impl<'a> Parser<'a> {
 struct Masks {
     quote: u64,
     backslash: u64,
-    /// Bytes below 0x20.
-    control: u64,
+    /// Some byte of the block is below 0x20 (maybe past the string's end, where
+    /// whitespace between tokens is legal): [`control_mask`] says which.
+    maybe_control: bool,
 }
 
 /// The masks of the 64 bytes from `base`; bytes past the end of `s` count as
-/// plain. 16 bytes per compare (SSE2 / NEON through `wide`, scalar elsewhere).
+/// plain.
 #[inline]
 fn block_masks(s: &[u8], base: usize) -> Masks {
     match s.get(base..base + 64) {
         Some(block) => masks_of(block),
-        None => {
-            let tail = s.get(base..).unwrap_or_default();
-            let mut block = [b' '; 64];
-            block[..tail.len()].copy_from_slice(tail);
-            masks_of(&block)
+        None => masks_of(&padded(s, base)),
+    }
+}
+
+/// The length of a string whose closing quote is among the 16 bytes of `head` (the
+/// bytes after the opening quote), with no backslash or control byte before it:
+/// nothing escaped, so that quote closes it and the content is canonical.
+#[inline(always)]
+fn short_plain(head: &[u8]) -> Option<usize> {
+    let v = u8x16::new(head.try_into().unwrap_or_default());
+    let quote = v.cmp_eq(u8x16::splat(b'"')).move_mask() as u32;
+    let backslash = v.cmp_eq(u8x16::splat(b'\\'));
+    let other = (backslash | v.min(u8x16::splat(0x1f)).cmp_eq(v)).move_mask() as u32;
+    let len = quote.trailing_zeros();
+    (len < 16 && other & ((1 << len) - 1) == 0).then_some(len as usize)
+}
+
+/// The bytes of `s` from `base` on, padded to 64 with spaces (plain).
+#[cold]
+fn padded(s: &[u8], base: usize) -> [u8; 64] {
+    let rest = s.get(base..).unwrap_or_default();
+    let mut block = [b' '; 64];
+    block[..rest.len()].copy_from_slice(rest);
+    block
+}
+
+/// 16 bytes per compare (SSE2 / NEON through `wide`, scalar elsewhere).
+#[inline(always)]
+fn masks_of(block: &[u8]) -> Masks {
+    let v = lanes(block);
+    let quote = u8x16::splat(b'"');
+    let backslash = u8x16::splat(b'\\');
+    let below_space = u8x16::splat(0x1f);
+    // Control bytes are rare and always an error inside a string: one test on the
+    // block's least byte, the exact mask only when it fails.
+    let least = v[0].min(v[1]).min(v[2].min(v[3]));
+    Masks {
+        quote: bits(v.map(|v| v.cmp_eq(quote))),
+        backslash: bits(v.map(|v| v.cmp_eq(backslash))),
+        maybe_control: least.min(below_space).cmp_eq(least).any(),
+    }
+}
+
+/// Which of the 64 bytes from `base` are below 0x20.
+#[cold]
+fn control_mask(s: &[u8], base: usize) -> u64 {
+    let below_space = u8x16::splat(0x1f);
+    let control = |block: &[u8]| bits(lanes(block).map(|v| v.min(below_space).cmp_eq(v)));
+    match s.get(base..base + 64) {
+        Some(block) => control(block),
+        None => control(&padded(s, base)),
+    }
+}
+
+#[inline(always)]
+fn lanes(block: &[u8]) -> [u8x16; 4] {
+    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
+    [lane(0), lane(1), lane(2), lane(3)]
+}
+
+/// One bit per byte of four compare results (all-ones or zero bytes).
+#[inline(always)]
+fn bits(x: [u8x16; 4]) -> u64 {
+    x.iter().enumerate().fold(0u64, |m, (k, x)| {
+        m | u64::from(x.move_mask() as u16) << (16 * k)
+    })
+}
+
+/// True when `letters` (the escaped letters of the block at `base`) is one of
+/// `b f n r t`: a short escape, canonical as written. Chat text has about one `\n`
+/// per line, so this covers most blocks in a few instructions; anything else,
+/// a byte past the input's end included, goes to [`escape_letters`].
+#[inline(always)]
+fn one_short_escape(s: &[u8], base: usize, letters: u64) -> bool {
+    // `b f n r t` as bits of the distance from `b`.
+    const SHORT: u32 =
+        1 | 1 << (b'f' - b'b') | 1 << (b'n' - b'b') | 1 << (b'r' - b'b') | 1 << (b't' - b'b');
+    let at = base + letters.trailing_zeros() as usize;
+    let d = s
+        .get(at)
+        .map_or(u32::MAX, |&c| u32::from(c.wrapping_sub(b'b')));
+    letters & (letters - 1) == 0 && d < 32 && SHORT >> d & 1 == 1
+}
+
+/// Checks the escaped letters of the block at `base` one by one (`open` is where
+/// the string starts); false when one of them is not canonical (`\/`, `\u` other
+/// than a control character in lowercase hex).
+#[inline(never)]
+fn escape_letters(s: &[u8], open: usize, base: usize, mut letters: u64) -> Result<bool, Bad> {
+    let mut canonical = true;
+    while letters != 0 {
+        let at = base + letters.trailing_zeros() as usize;
+        letters &= letters - 1;
+        // A backslash as the input's last byte escapes the padding.
+        let Some(&c) = s.get(at) else {
+            return Err(Bad::at(open, "unterminated string"));
+        };
+        match c {
+            b'b' | b'f' | b'n' | b'r' | b't' => {}
+            b'/' => canonical = false,
+            b'u' => {
+                let hex = s
+                    .get(at + 1..at + 5)
+                    .ok_or_else(|| Bad::at(at - 1, "truncated \\u escape"))?;
+                let v = hex4(hex).ok_or_else(|| Bad::at(at - 1, "invalid \\u escape"))?;
+                // Canonical only for control characters without a short form,
+                // written with lowercase hex digits.
+                if !(v < 0x20
+                    && !matches!(v, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)
+                    && !hex.iter().any(u8::is_ascii_uppercase))
+                {
+                    canonical = false;
+                }
+            }
+            _ => return Err(Bad::at(at - 1, "invalid escape")),
         }
     }
+    Ok(canonical)
 }
 
 /// True when none of the 64 bytes of `block` is a quote, a backslash or a control
@@ -575,45 +700,18 @@ fn is_plain(block: &[u8]) -> bool {
     !least.cmp_eq(u8x16::ZERO).any()
 }
 
-#[inline(always)]
-fn masks_of(block: &[u8]) -> Masks {
-    let quote = u8x16::splat(b'"');
-    let backslash = u8x16::splat(b'\\');
-    let below_space = u8x16::splat(0x1f);
-    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
-    let v = [lane(0), lane(1), lane(2), lane(3)];
-    let q = v.map(|v| v.cmp_eq(quote));
-    let b = v.map(|v| v.cmp_eq(backslash));
-    // min(v, 0x1f) == v exactly when v <= 0x1f.
-    let c = v.map(|v| v.min(below_space).cmp_eq(v));
-    let any_control = (c[0] | c[1]) | (c[2] | c[3]);
-    let any = ((q[0] | q[1]) | (q[2] | q[3])) | ((b[0] | b[1]) | (b[2] | b[3])) | any_control;
-    // Plain text: one test for the whole block.
-    if !any.any() {
-        return Masks {
-            quote: 0,
-            backslash: 0,
-            control: 0,
-        };
-    }
-    let bits = |x: [u8x16; 4]| {
-        x.iter().enumerate().fold(0u64, |m, (k, x)| {
-            m | u64::from(x.move_mask() as u16) << (16 * k)
-        })
-    };
-    Masks {
-        quote: bits(q),
-        backslash: bits(b),
-        control: if any_control.any() { bits(c) } else { 0 },
-    }
-}
-
 /// Which bytes of a block are escaped (follow an odd run of backslashes), given
 /// its backslash mask and whether its first byte is escaped (`carry`, 0 or 1);
 /// also the carry into the next block. simdjson's branch-free method: subtracting
 /// the backslash runs from the odd bit positions tells odd runs from even ones.
 #[inline(always)]
 fn escaped_bytes(backslash: u64, carry: u64) -> (u64, u64) {
+    // No backslash escaped by another (lone ones, as in `\n` and `\"`, the usual
+    // case): each escapes the byte after it. Half the work of the general method.
+    let after = backslash << 1 | carry;
+    if backslash & after == 0 {
+        return (after, backslash >> 63);
+    }
     const ODD: u64 = 0xAAAA_AAAA_AAAA_AAAA;
     let potential = backslash & !carry;
     let code = (((potential << 1) | ODD).wrapping_sub(potential)) ^ ODD;

@@ -664,6 +664,7 @@ fn arb_string_token() -> impl Strategy<Value = Vec<u8>> {
         4 => proptest::sample::select(vec![
             "a", "b", "x", " ", "\\", "\\\\", "\\\\\\", "\"", "\\\"", "\\n", "\\/", "\\u", "00",
             "0a", "1F", "d83d", "de00", "DC00", "\\ud83d", "\\ude00", "é", "\n", "\u{1}",
+            "\\t", "\\r", "\\b", "\\f", "\\a", "\\c", "\\s", "\\v", "\\\u{1}",
         ])
         .prop_map(str::to_owned),
         1 => "[a-z]{16,80}",
@@ -719,5 +720,129 @@ proptest! {
         body.extend_from_slice(&token);
         let got = canonical_request(&body).ok();
         prop_assert_eq!(got, reference_string(&token));
+    }
+
+    #[test]
+    fn a_cut_string_scans_like_the_reference(token in arb_string_token(), pad in 0usize..70, cut: prop::sample::Index) {
+        // Cut anywhere (mostly an error, never a panic), a backslash as the last byte
+        // included: it escapes the padding past the input's end.
+        let cut = &token[..cut.index(token.len())];
+        let mut body = vec![b' '; pad];
+        body.extend_from_slice(cut);
+        let want = reference_string(cut);
+        prop_assert_eq!(canonical_request(&body).ok(), want.clone());
+        prop_assert_eq!(cache_key_validated(&body, "chat", "openai", "t").is_ok(), want.is_some());
+    }
+}
+
+/// Which bytes of a block are escaped, bit by bit: the reference for `escaped_bytes`.
+fn escaped_bytes_one_by_one(backslash: u64, carry: u64) -> (u64, u64) {
+    let (mut escaped, mut next) = (0, carry);
+    for k in 0..64 {
+        let is_escaped = next == 1;
+        escaped |= u64::from(is_escaped) << k;
+        next = u64::from(!is_escaped && backslash >> k & 1 == 1);
+    }
+    (escaped, next)
+}
+
+proptest! {
+    #[test]
+    fn escaped_bytes_match_a_bit_by_bit_reference(
+        a: u64, b: u64, c: u64, carry in 0u64..2, shape in 0usize..4
+    ) {
+        // Sparse masks (lone backslashes, the fast path) as well as dense ones (runs).
+        let backslash = [a & b & c, a & b, a, a | b][shape];
+        prop_assert_eq!(escaped_bytes(backslash, carry), escaped_bytes_one_by_one(backslash, carry));
+    }
+}
+
+#[test]
+fn escapes_at_every_block_offset() {
+    // The scan's one-short-escape path and the letter-by-letter one, at every
+    // position of a 64-byte block and across its edge: each escape alone, a short
+    // escape next to a non-canonical one (`\/`, `\u0041`) or an invalid one, in
+    // text shaped like chat (a `\n` and two `\"` every ~70 bytes).
+    let line = "The quick brown fox jumps over the lazy dog; \\\"quoted\\\", caf\u{e9}, 42.\\n";
+    let escapes = [
+        "\\n",
+        "\\t",
+        "\\r",
+        "\\b",
+        "\\f",
+        "\\/",
+        "\\u0041",
+        "\\u001f",
+        "\\u001F",
+        "\\u00e9",
+        "\\n\\/",
+        "\\/\\n",
+        "\\n\\u0041",
+        "\\t\\n",
+        "\\\\n",
+        "\\\\\\n",
+        "\\a",
+        "\\n\\x",
+        "\\N",
+    ];
+    for escape in escapes {
+        for at in 0..130 {
+            let mut token = String::from("\"");
+            token.push_str(&"x".repeat(at));
+            token.push_str(escape);
+            token.push_str(&line.repeat(3));
+            token.push('"');
+            let got = canonical_request(token.as_bytes()).ok();
+            assert_eq!(
+                got,
+                reference_string(token.as_bytes()),
+                "{escape:?} at {at}"
+            );
+            if let Some(form) = got {
+                let body = format!("{{\"content\":{token}}}");
+                let key = cache_key(body.as_bytes(), "chat", "openai", "t").unwrap();
+                assert_eq!(
+                    key,
+                    key_by_definition(body.as_bytes(), "chat", "openai", "t")
+                );
+                assert!(form.len() <= token.len());
+            }
+        }
+    }
+}
+
+#[test]
+fn short_strings_with_a_special_byte_anywhere() {
+    // Strings that end within 16 bytes skip the block scan unless a backslash or a
+    // control byte comes before their closing quote: each at every position, in
+    // strings up to just over 16 bytes, followed by more input or by its end.
+    for special in [
+        "\\n", "\\\"", "\\\\", "\\u0041", "\\/", "\u{1}", "\\x", "\"", "é",
+    ] {
+        for len in 0..20 {
+            for at in 0..=len {
+                let token = format!("\"{}{special}{}\"", "a".repeat(at), "b".repeat(len - at));
+                assert_eq!(
+                    canonical_request(token.as_bytes()).ok(),
+                    reference_string(token.as_bytes()),
+                    "{token:?}"
+                );
+                // Enough input after the string for the 16-byte look-ahead.
+                let body = format!("[{token}, 1, 2, 3, 4, 5, 6, 7, 8]");
+                let want = reference_string(token.as_bytes())
+                    .map(|form| [b"[".as_slice(), &form, b",1,2,3,4,5,6,7,8]"].concat());
+                assert_eq!(canonical_request(body.as_bytes()).ok(), want, "{body:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_trailing_backslash_is_an_error() {
+    // Once a panic: the backslash escaped the padding past the end of the input.
+    for len in [0, 1, 62, 63, 64, 127] {
+        let body = format!("\"{}\\", "a".repeat(len));
+        assert!(canonical_request(body.as_bytes()).is_err(), "{len}");
+        assert!(cache_key_validated(body.as_bytes(), "m", "openai", "t").is_err());
     }
 }
