@@ -18,7 +18,9 @@ import argparse
 import argparse as _argparse_module
 import functools
 import json
+import random
 import statistics
+import string
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -81,6 +83,10 @@ def adversarial() -> dict[str, str]:
         "100 KB of '.'": "." * 100_000,
         "100 KB prose, spaces removed": fit("".join(prose.split()), 100_000),
         "100 KB of 'ab'": "ab" * 50_000,
+        # One 100 KB piece with no structure at all: the slowest input found so far.
+        "100 KB of random letters": "".join(
+            random.Random(0).choices(string.ascii_lowercase, k=100_000)
+        ),
     }
 
 

@@ -131,10 +131,12 @@ impl Encoding {
     }
 }
 
-/// Loads the encoding's rank data now instead of on first use (deserialising the
-/// compiled-in tables takes tens of milliseconds once per process).
+/// Loads the encoding's rank data and builds its merge tables now instead of on first
+/// use (deserialising the compiled-in tables and building the short- and long-piece
+/// merge tables takes up to ~0.2 s once per process; a request must not pay it).
 pub fn preload(encoding: Encoding) {
     encoding.ranks();
+    long::preload(&encoding.tokenizer().bpe);
 }
 
 /// The number of tokens tiktoken's `encode_ordinary` returns for `text`

@@ -227,6 +227,11 @@ fn long_for(bpe: &'static BytePairEncoding) -> Option<&'static Long> {
     std::ptr::eq(long.bpe, bpe).then_some(long)
 }
 
+/// Builds the table for `bpe` now (see `tokens::preload`).
+pub(super) fn preload(bpe: &'static BytePairEncoding) {
+    long_for(bpe);
+}
+
 /// The number of tokens tiktoken encodes `piece` into (any length; meant for long ones).
 pub(super) fn count(bpe: &'static BytePairEncoding, piece: &[u8]) -> usize {
     // Positions are `u32`; a piece of 4 GB (never seen in a prompt) goes to `bpe`.
