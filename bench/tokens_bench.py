@@ -3,6 +3,7 @@
 
     .venv/bin/python -m bench.tokens_bench            # readable table
     .venv/bin/python -m bench.tokens_bench --markdown # the same as a Markdown table (docs)
+    .venv/bin/python -m bench.tokens_bench --baseline OLD/_core.abi3.so  # A/B of two builds
 
 Every figure is the median over ``--rounds`` rounds; within a round ours and tiktoken run
 interleaved on the same text, so machine noise hits both. tiktoken has no count-only call, so
@@ -17,13 +18,16 @@ from __future__ import annotations
 import argparse
 import argparse as _argparse_module
 import functools
+import importlib.util
 import json
 import random
 import statistics
 import string
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import tiktoken
@@ -146,14 +150,58 @@ def typical_request() -> dict[str, Any]:
     }
 
 
+def load_baseline(path: str) -> ModuleType:
+    """Another build of the extension, loaded beside ours under another name."""
+    spec = importlib.util.spec_from_file_location("baseline._core", path)
+    if spec is None or spec.loader is None:
+        sys.exit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ab_builds(baseline: ModuleType, rounds: int) -> None:
+    """This build against `baseline` on every input, interleaved call by call.
+
+    Each figure is the median over ``rounds`` of the calling thread's CPU time
+    (``thread_time``: time spent waiting for a core on a shared machine is left out), and
+    every count is checked equal between the builds first.
+    """
+    print(f"median of {rounds} rounds, thread CPU time; ratio = this build / baseline\n")
+    print("| encoding | input | baseline | this build | ratio |")
+    print("|---|---|---|---|---|")
+    inputs = {**corpora(), **{"adversarial: " + k: v for k, v in adversarial().items()}}
+    for encoding in tokens.ENCODINGS:
+        for name, text in inputs.items():
+            old = functools.partial(baseline.count_tokens, text, encoding)
+            new = functools.partial(_core.count_tokens, text, encoding)
+            assert old() == new(), f"{encoding} {name}: the builds disagree"
+            olds: list[float] = []
+            news: list[float] = []
+            for _ in range(rounds):
+                for fn, out in ((old, olds), (new, news)):
+                    start = time.thread_time()
+                    fn()
+                    out.append((time.thread_time() - start) * 1e3)
+            a, b = statistics.median(olds), statistics.median(news)
+            print(f"| {encoding} | {name} | {a:.2f} ms | {b:.2f} ms | {b / a:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument(
+        "--baseline", help="another build's _core.abi3.so: A/B this build against it instead"
+    )
     args = parser.parse_args()
     rounds = args.rounds
+    if args.baseline:
+        tokens.preload()
+        ab_builds(load_baseline(args.baseline), rounds)
+        return
 
     t = time.perf_counter()
     refs = {e: reference(e) for e in tokens.ENCODINGS}

@@ -347,36 +347,6 @@ fn fast_piece_count_equals_bpe_on_every_token_and_on_pairs_of_tokens() {
 }
 
 #[test]
-fn merge_table_holds_the_canonical_split_of_every_token() {
-    // The table is built from a fast merge over shorter tokens (shortest first); the
-    // slow merge over byte strings must find the same split for every token, the two
-    // halves must spell the token, and each token must be reachable (else counts of
-    // text containing it would differ from tiktoken's).
-    for encoding in [CL, O2] {
-        let bpe = &encoding.tokenizer().bpe;
-        let ranks = encoding.ranks();
-        for id in 0..bpe.num_tokens() as u32 {
-            let bytes = bpe.token_bytes(id);
-            if bytes.len() < 2 {
-                continue;
-            }
-            let (left, right) = ranks
-                .canonical_split_of(bytes)
-                .unwrap_or_else(|| panic!("token {id} {bytes:?} is not reachable"));
-            assert_eq!(
-                [bpe.token_bytes(left), bpe.token_bytes(right)].concat(),
-                bytes
-            );
-            assert_eq!(ranks.merges_into(left, right), id, "{bytes:?}");
-        }
-        // Two tokens whose bytes together are no token merge into nothing.
-        let the = ranks.rank_of(b" the");
-        assert!(the != u32::MAX && ranks.rank_of(b" the the") == u32::MAX);
-        assert_eq!(ranks.merges_into(the, the), u32::MAX);
-    }
-}
-
-#[test]
 fn fast_count_equals_bpe_openai_on_long_mixed_text() {
     let text = [
         include_str!("../../../../docs/tokens.md"),
