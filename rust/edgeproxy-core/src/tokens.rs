@@ -1,13 +1,13 @@
 //! Token counting: exact for OpenAI's `cl100k_base` and `o200k_base`, labelled
 //! estimates for tokenizers that are not public (Anthropic).
 //!
-//! The rank data, the pre-tokenizer regex and the encoder for long pieces come
-//! from GitHub's `bpe-openai` crate: its rank data is compiled into the binary
-//! (nothing is downloaded at run time), its pre-tokenizer is a linear-time
-//! `regex-automata` DFA, and its backtracking BPE encoder is linear in the
-//! length of each piece. Untrusted prompts such as 100 KB of one repeated
-//! character therefore cannot stall the proxy, while the counts stay equal to
-//! tiktoken's token for token. Why this crate and not `tiktoken-rs`:
+//! The rank data and the pre-tokenizer regex come from GitHub's `bpe-openai`
+//! crate: its rank data is compiled into the binary (nothing is downloaded at run
+//! time) and its pre-tokenizer is a linear-time `regex-automata` DFA. Pieces over
+//! 64 bytes are counted by `long`, tiktoken's merge made linear (a sweep over
+//! ranks, runs of equal parts merged at once). Untrusted prompts such as 100 KB of
+//! one repeated character therefore cannot stall the proxy, while the counts stay
+//! equal to tiktoken's token for token. Why this crate and not `tiktoken-rs`:
 //! docs/tokens.md and docs/benchmarks.md ("Token counting").
 //!
 //! Ordinary text takes faster paths (docs/tokens.md, "How a count is computed"):
