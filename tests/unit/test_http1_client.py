@@ -267,6 +267,30 @@ async def test_a_header_with_a_line_break_is_never_sent(serve, pool) -> None:
     assert server.connections == 0
 
 
+@pytest.mark.parametrize(
+    ("headers", "match"),
+    [
+        ({"X Evil": "1"}, "not a header name"),
+        ({"X-Evil:": "1"}, "not a header name"),
+        ({"": "1"}, "not a header name"),
+        ({"Host": "other.example"}, "written by the client"),
+        ({"content-length": "0"}, "written by the client"),
+        ({"Transfer-Encoding": "chunked"}, "written by the client"),
+        ({"X-Ok": "a\x00b"}, "NUL"),
+    ],
+)
+async def test_a_header_the_client_owns_or_cannot_write_is_refused_before_connecting(
+    serve, pool, headers: dict[str, str], match: str
+) -> None:
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+
+    server = await serve(handler)
+    with pytest.raises(ValueError, match=match):
+        await pool.post(server.url, b"{}", headers, connect_timeout=1)
+    assert server.connections == 0
+
+
 async def test_refused_is_a_connect_failure() -> None:
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = probe.sockets[0].getsockname()[1]

@@ -108,6 +108,34 @@ def test_unset_env_is_an_error_with_its_line_or_a_warning_when_linting() -> None
     assert any("P_KEY is not set" in w for w in policy.warnings)
 
 
+def test_extra_headers_are_checked_without_quoting_their_values() -> None:
+    text = MINIMAL.replace(
+        "    api_key: ${P_KEY}\n",
+        "    api_key: ${P_KEY}\n"
+        "    headers:\n"
+        "      X Bad Name: one\n"
+        "      Host: other.example\n"
+        "      authorization: Bearer sk-header-secret\n"
+        '      X-Break: "sk-value-secret\\r\\nX-Injected: 1"\n'
+        "      X-Fine: ok\n",
+    )
+    found = problems(text)
+    joined = "\n".join(found)
+    assert "'X Bad Name' is not a header name" in joined
+    assert "Host is set by the proxy" in joined
+    assert "authorization would be sent twice" in joined
+    assert "X-Break" in joined and "line break" in joined
+    assert "X-Fine" not in joined
+    assert "secret" not in joined
+    assert len(found) == 4
+    # Without a key, the policy may carry its own Authorization header.
+    keyless = MINIMAL.replace(
+        "    api_key: ${P_KEY}\n", "    headers: {Authorization: Bearer custom}\n"
+    )
+    policy = load_policy_text(keyless, "t.yaml", {})
+    assert policy.routes["m"].chain[0].headers["Authorization"] == "Bearer custom"
+
+
 def test_api_key_file_is_read_relative_to_the_policy(tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_text("sk-from-file\n")
     text = MINIMAL.replace(

@@ -18,6 +18,7 @@ fresh connection; any later loss goes to the resilience engine, never a hidden s
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -588,6 +589,32 @@ def _parse_target(url: str) -> Target:
     return Target((scheme, host, port), host_header.encode("idna"), path.encode("ascii"), tls)
 
 
+# Headers this client writes itself, or that belong to the connection rather than the
+# request: a second copy from a caller would go out as a duplicate, which an upstream and
+# the proxies in front of it may read differently (request smuggling).
+CLIENT_OWNED_HEADERS = frozenset(
+    {
+        "accept-encoding",
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# RFC 9110 token characters: what a header name is made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def is_header_name(name: str) -> bool:
+    """True for a valid HTTP header name (an RFC 9110 token: no spaces, colons or controls)."""
+    return _HEADER_NAME.fullmatch(name) is not None
+
+
 def _request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
     # identity: without the header an upstream may compress as it likes (RFC 9110), and the
     # relay forwards bytes as they come.
@@ -599,9 +626,13 @@ def _request_head(target: Target, headers: Mapping[str, str], length: int) -> by
         b"\r\nAccept-Encoding: identity\r\n",
     ]
     for name, value in headers.items():
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+        if not is_header_name(name):
+            raise ValueError(f"{name.strip()!r} is not a header name")
+        if name.lower() in CLIENT_OWNED_HEADERS:
+            raise ValueError(f"header {name} is written by the client itself")
+        if "\r" in value or "\n" in value or "\0" in value:
             # A line break would let a header value write headers of its own.
-            raise ValueError(f"header {name.strip()!r} contains a line break or colon")
+            raise ValueError(f"header {name} contains a line break or NUL")
         try:
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         except UnicodeEncodeError:
