@@ -21,10 +21,16 @@ import tempfile
 from pathlib import Path
 
 from bench.procutil import REPO, Proc, free_port, sample, wait_port
-from bench.run_bench import Server, Wrk, ensure_tools, proxy_policy, serve_argv, stream_body
+from bench.run_bench import (
+    JSON_BODY,
+    Server,
+    Wrk,
+    ensure_tools,
+    proxy_policy,
+    serve_argv,
+    stream_body,
+)
 from bench.upstream import start_nginx
-
-JSON = b'{"model": "bench-json", "messages": [{"role": "user", "content": "Say hello."}]}'
 
 
 def base_tree(rev: str, tmp: Path) -> Path:
@@ -37,8 +43,13 @@ def base_tree(rev: str, tmp: Path) -> Path:
     subprocess.run(
         ["git", "worktree", "add", "--detach", "--quiet", str(tree), rev], cwd=REPO, check=True
     )
-    for ext in (REPO / "python" / "edgeproxy").glob("_core*.so"):
-        shutil.copy(ext, tree / "python" / "edgeproxy" / ext.name)
+    try:
+        for ext in (REPO / "python" / "edgeproxy").glob("_core*.so"):
+            shutil.copy(ext, tree / "python" / "edgeproxy" / ext.name)
+    except BaseException:
+        # main() only removes a worktree it was handed: this one would be left registered.
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
+        raise
     return tree
 
 
@@ -62,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--conns", type=int, default=32)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1 (round 0 is a discarded warm-up)")
 
     nginx_bin, wrk_bin = ensure_tools([])
     tmp = Path(tempfile.mkdtemp(prefix="edgeproxy-ab-"))
@@ -79,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(proc)
             servers.append(server)
         wrk = Wrk(wrk_bin, tmp)
-        loads = {"json": JSON, "sse": stream_body("bench-sse")}
+        loads = {"json": JSON_BODY, "sse": stream_body("bench-sse")}
         rows: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for round_no in range(args.rounds + 1):
             for load, body in loads.items():

@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import argparse as _argparse_module
 import functools
-import importlib.util
 import json
 import random
 import statistics
 import string
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import tiktoken
 
+from bench.cache_bench import load_baseline  # another build of the extension, beside ours
 from edgeproxy import _core, tokens
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,16 +147,6 @@ def typical_request() -> dict[str, Any]:
         "temperature": 0.2,
         "stream": True,
     }
-
-
-def load_baseline(path: str) -> ModuleType:
-    """Another build of the extension, loaded beside ours under another name."""
-    spec = importlib.util.spec_from_file_location("baseline._core", path)
-    if spec is None or spec.loader is None:
-        sys.exit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def ab_builds(baseline: ModuleType, rounds: int) -> None:

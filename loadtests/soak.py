@@ -16,9 +16,9 @@ Phases:
    alone, in MiB/h (target <= 5). A window shorter than 10 minutes cannot resolve 5 MiB/h from
    allocator noise, so the check is reported *inconclusive* there instead of failed.
 4. **drain**: the load stops and the faults are healed. The soak samples until the fds and tasks
-   are back at the idle baseline, or ``--drain`` seconds pass (default 90: the upstream pool keeps
-   idle keep-alive connections for 30 s, and aiohttp's cleanup timer runs at that period, so one
-   can live up to ~60 s). Whatever is still open above the baseline is shown by kind; idle
+   are back at the idle baseline, or ``--drain`` seconds pass (default 90: the upstream pool,
+   ``Http1Pool``, keeps idle keep-alive connections for 30 s, and its reaper runs every 30 s and
+   closes those idle longer than that, so one can live up to ~60 s). Whatever is still open above the baseline is shown by kind; idle
    keep-alive connections to the upstreams are allowed only up to the count the proxy's own pool
    reports idle (``upstream_pool.idle``): those are the pool working, not a leak. Anything else
    (CLOSE_WAIT sockets, files, pipes, ingress sockets) above the baseline fails the check. Tasks
@@ -268,7 +268,9 @@ async def soak(
             f"tasks={row['asyncio_tasks']} pool_idle={row['pool_idle']}",
             flush=True,
         )
-        tasks_back = row["asyncio_tasks"] is None or row["asyncio_tasks"] <= idle["asyncio_tasks"]
+        tasks_back = row["asyncio_tasks"] is None or row["asyncio_tasks"] <= (
+            idle["asyncio_tasks"] or 0
+        )
         if row["fds"] <= idle["fds"] and tasks_back:
             drained_after = time.monotonic() - stopped
             break
@@ -364,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    upstream_ports = set(_policy_ports(stack.policy))
+    upstream_ports = set(stack.sim_ports)
     try:
         result = asyncio.run(
             soak(
@@ -508,12 +510,6 @@ def summarize(
     ]
     ok = fds_ok and tasks_ok and (slope_ok or not conclusive)
     return "\n".join(lines), ok
-
-
-def _policy_ports(policy: Path) -> list[int]:
-    import re
-
-    return [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", policy.read_text())]
 
 
 def _plot(rows: list[dict[str, Any]], warmup: float, path: Path) -> None:

@@ -57,6 +57,8 @@ class Stack:
     proxy: Proc | None = None
     sims: Proc | None = None
     proxy_env: dict[str, str] = field(default_factory=dict)
+    # The simulators' loopback ports (the policy's upstreams), set by start().
+    sim_ports: list[int] = field(default_factory=list)
 
     @property
     def proxy_url(self) -> str:
@@ -67,6 +69,7 @@ class Stack:
         return f"http://127.0.0.1:{self.control_port}"
 
     def start(self, sim_ports: list[int]) -> None:
+        self.sim_ports = list(sim_ports)
         self.sims = Proc(
             "sim",
             [

@@ -4,6 +4,7 @@ pool doing its job (asyncio tasks, open fds, RSS, the upstream pool's idle conne
 from __future__ import annotations
 
 import sys
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from edgeproxy.server.runner import ProxyServer
+from edgeproxy.telemetry import runtime as runtime_module
 from fixtures.reloadkit import wait_until
 from harness import LoopThread, Stack
 
@@ -27,14 +29,18 @@ def test_runtime_reports_tasks_fds_memory_and_pool(stack: Stack) -> None:
     data = runtime(stack)
     assert isinstance(data["asyncio_tasks"], int) and data["asyncio_tasks"] >= 1
     # This very handler runs in a task; the per-coroutine view counts it.
-    assert sum(data["asyncio_tasks_by_coroutine"].values()) <= data["asyncio_tasks"]
+    by_coroutine = data["asyncio_tasks_by_coroutine"]
+    assert by_coroutine and sum(by_coroutine.values()) >= 1
+    assert sum(by_coroutine.values()) <= data["asyncio_tasks"]
     assert data["allocated_blocks"] > 0
     assert data["uptime_seconds"] >= 0
     assert data["threads"] >= 1
     assert len(data["gc"]["counts"]) == 3 and len(data["gc"]["collections"]) == 3
     assert data["requests_in_flight"] == 0
     assert data["cache"]["in_flight"] == 0
-    assert data["tracemalloc"] is None  # unless PYTHONTRACEMALLOC is set
+    # The proxy runs in this process (a loop thread): tracemalloc is on only if the test run set it.
+    if not tracemalloc.is_tracing():
+        assert data["tracemalloc"] is None  # unless PYTHONTRACEMALLOC is set
     if sys.platform == "linux":
         assert data["open_fds"] > 0
         assert data["rss_bytes"] > 2**20
@@ -44,6 +50,28 @@ def test_runtime_reports_tasks_fds_memory_and_pool(stack: Stack) -> None:
     assert isinstance(pool["idle"], int) and isinstance(pool["in_use"], int)
     assert pool["idle"] == sum(pool["idle_by_host"].values())
     assert "sk-alpha-secret" not in stack.http.get("/admin/debug/runtime").text
+
+
+def test_runtime_lists_the_top_allocation_sites_when_tracemalloc_is_on(stack: Stack) -> None:
+    # The proxy runs in this process, so tracing here traces it; off again after one request.
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        response = stack.http.get("/admin/debug/runtime", params={"tracemalloc": "top"})
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+        # The comparison base of the next ``?tracemalloc=top``: none left over from this test.
+        runtime_module._last_snapshot.clear()
+    assert response.status_code == 200, response.text
+    traced = response.json()["tracemalloc"]
+    assert traced["traced_bytes"] > 0 and traced["peak_bytes"] >= traced["traced_bytes"]
+    top = traced["top_growth"]
+    assert 1 <= len(top) <= 15
+    assert all({"site", "size_diff", "size", "count_diff"} <= set(site) for site in top)
+    diffs = [site["size_diff"] for site in top]
+    assert diffs == sorted(diffs, reverse=True)
 
 
 def test_pool_keeps_idle_connections_and_tasks_come_back(stack: Stack) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import openai
 import pytest
 
+from edgeproxy import tokens
 from harness import THREE_WAY, THREE_WAY_SIMS, Stack
 
 MESSAGES = [{"role": "user", "content": "Status report."}]
@@ -183,6 +184,8 @@ def test_a_large_prompt_is_counted_off_the_loop_and_routed_by_its_tokens(
     policy = CONTEXT.replace("context_window: 300", "context_window: 12000")
     stack = make_stack(policy, THREE_WAY_SIMS)
     big = [{"role": "user", "content": "word " * 16_000}]
+    # The prompt alone is over the threshold, so the request body that carries it is too.
+    assert len(big[0]["content"].encode()) >= tokens.OFF_LOOP_BYTES
     raw = stack.client().chat.completions.with_raw_response.create(model="m", messages=big)
     assert raw.headers["x-edgeproxy-provider"] == "beta"
     assert "alpha/one/m=context_window" in raw.headers["x-edgeproxy-skipped"]

@@ -3,7 +3,7 @@ adapter (request building, failure classification) against the simulator."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import MappingProxyType
 from typing import Any
 
@@ -249,48 +249,43 @@ async def sim() -> AsyncIterator[SimProvider]:
     await provider.stop()
 
 
-async def test_send_against_the_sim(sim: SimProvider) -> None:
+async def test_send_against_the_sim(sim: SimProvider, make_pool: Callable[..., Http1Pool]) -> None:
     target = candidate(sim.port, upstream.anthropic_headers(KEY))
     body = upstream.upstream_body(
         {"model": "claude", "max_tokens": 8, "messages": GOOD["messages"]}, target
     )
-    pool = Http1Pool()
-    try:
-        response = await upstream.send(
-            pool, target, body, stream=False, connect_timeout=1, request_id="r"
-        )
-        message = upstream.check_message(orjson.loads(await response.read(1 << 20)))
-        response.release()
-        assert message["model"] == "claude-upstream"
+    pool = make_pool()
+    response = await upstream.send(
+        pool, target, body, stream=False, connect_timeout=1, request_id="r"
+    )
+    message = upstream.check_message(orjson.loads(await response.read(1 << 20)))
+    response.release()
+    assert message["model"] == "claude-upstream"
 
-        sim.set_fault(Fault(mode="status", status=529))
-        with pytest.raises(AttemptFailure) as info:
-            await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
-        assert info.value.failure is FailureClass.OVERLOADED
-        assert info.value.code == "overloaded_error"
+    sim.set_fault(Fault(mode="status", status=529))
+    with pytest.raises(AttemptFailure) as info:
+        await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
+    assert info.value.failure is FailureClass.OVERLOADED
+    assert info.value.code == "overloaded_error"
 
-        sim.set_fault(Fault(mode="status", status=429, retry_after=7))
-        with pytest.raises(AttemptFailure) as info:
-            await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
-        assert (info.value.failure, info.value.retry_after) == (FailureClass.RATE_LIMITED, 7.0)
+    sim.set_fault(Fault(mode="status", status=429, retry_after=7))
+    with pytest.raises(AttemptFailure) as info:
+        await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
+    assert (info.value.failure, info.value.retry_after) == (FailureClass.RATE_LIMITED, 7.0)
 
-        sim.clear_fault()
-        wrong = candidate(sim.port, upstream.anthropic_headers("wrong"))
-        with pytest.raises(AttemptFailure) as info:
-            await upstream.send(pool, wrong, body, stream=False, connect_timeout=1, request_id="r")
-        assert info.value.failure is FailureClass.CLIENT_ERROR
-        assert KEY not in str(info.value)
-    finally:
-        await pool.close()
+    sim.clear_fault()
+    wrong = candidate(sim.port, upstream.anthropic_headers("wrong"))
+    with pytest.raises(AttemptFailure) as info:
+        await upstream.send(pool, wrong, body, stream=False, connect_timeout=1, request_id="r")
+    assert info.value.failure is FailureClass.CLIENT_ERROR
+    assert KEY not in str(info.value)
+    await pool.close()
 
     sim.set_fault(Fault(mode="refuse"))
-    pool = Http1Pool()  # a fresh pool: no kept-alive connection
-    try:
-        with pytest.raises(AttemptFailure) as info:
-            await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
-        assert info.value.failure is FailureClass.CONNECT_ERROR
-    finally:
-        await pool.close()
+    pool = make_pool()  # a fresh pool: no kept-alive connection
+    with pytest.raises(AttemptFailure) as info:
+        await upstream.send(pool, target, body, stream=False, connect_timeout=1, request_id="r")
+    assert info.value.failure is FailureClass.CONNECT_ERROR
 
     with pytest.raises(AttemptFailure) as info:
         upstream.check_message({"choices": []})

@@ -128,6 +128,10 @@ def test_extra_headers_are_checked_without_quoting_their_values() -> None:
     assert "X-Fine" not in joined
     assert "secret" not in joined
     assert len(found) == 4
+    # The key becomes a header value too: a line break in it is refused, not sent.
+    (bad_key,) = problems(MINIMAL, {"P_KEY": "sk-key-secret\nX-Injected: 1"})
+    assert "api_key" in bad_key and "cannot be sent as a header value" in bad_key
+    assert "secret" not in bad_key
     # Without a key, the policy may carry its own Authorization header.
     keyless = MINIMAL.replace(
         "    api_key: ${P_KEY}\n", "    headers: {Authorization: Bearer custom}\n"

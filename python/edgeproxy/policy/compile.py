@@ -43,7 +43,7 @@ from edgeproxy.resilience.shedding import ShedSettings
 from edgeproxy.telemetry.cost import Price
 from edgeproxy.tokens import encoding_for_model
 from edgeproxy.upstreams.anthropic import messages_url
-from edgeproxy.upstreams.http1 import CLIENT_OWNED_HEADERS, is_header_name
+from edgeproxy.upstreams.http1 import header_problem
 
 
 def content_version(text: str) -> str:
@@ -60,36 +60,16 @@ def _merge_timeouts(base: Timeouts, spec: TimeoutsSpec) -> Timeouts:
     )
 
 
-_AUTH_HEADERS = {"authorization": "Authorization", "api-key": "api-key"}
-
-
 def _check_headers(name: str, spec: ProviderSpec, doc: LocatedDocument) -> None:
     """Problems with a provider's extra headers (their values are never quoted: secrets)."""
-    auth = _AUTH_HEADERS.get(spec.auth_header)
     keyed = spec.api_key is not None or spec.api_key_file is not None
     for header, value in spec.headers.items():
         where = ("providers", name, "headers", header)
-        lowered = header.lower()
-        if not is_header_name(header):
-            doc.problems.append(
-                doc.problem(
-                    where, f"{header!r} is not a header name (letters, digits, -_.!#$%&'*+^`|~)"
-                )
-            )
-        elif lowered in CLIENT_OWNED_HEADERS:
-            doc.problems.append(
-                doc.problem(where, f"{header} is set by the proxy, not by a policy")
-            )
-        elif keyed and auth is not None and lowered == auth.lower():
-            doc.problems.append(
-                doc.problem(
-                    where, f"{header} would be sent twice: the provider's key already sets it"
-                )
-            )
-        if any(c in value for c in "\r\n\0"):
-            doc.problems.append(doc.problem(where, "the value contains a line break or NUL"))
-        elif not value.isascii() and not all(ord(c) < 256 for c in value):
-            doc.problems.append(doc.problem(where, "the value is not latin-1 text"))
+        problem = header_problem(header, value)
+        if problem is None and keyed and header.lower() == spec.auth_header:
+            problem = f"{header} would be sent twice: the provider's key already sets it"
+        if problem is not None:
+            doc.problems.append(doc.problem(where, problem))
 
 
 def _provider_headers(
@@ -115,6 +95,13 @@ def _provider_headers(
                 f"cannot read the key file {str(path)!r}: {exc.strerror or exc}",
             )
             (doc.problems if doc.missing_secrets == "error" else doc.warnings).append(problem)
+    if key and header_problem("Authorization", key) is not None:
+        doc.problems.append(
+            doc.problem(
+                ("providers", name, "api_key"),
+                "the key cannot be sent as a header value (a line break, NUL or non-latin-1 text)",
+            )
+        )
     headers = dict(spec.headers)
     if key and spec.auth_header == "authorization":
         headers["Authorization"] = f"Bearer {key}"

@@ -23,20 +23,19 @@ async def read_json_body(request: web.Request, limit: int) -> bytes:
     if declared is not None:
         # The usual case: the length is declared and within the limit, so one read is bounded.
         body = await request.read()
-        if not body:
-            raise IngressError(400, "The request body is empty: send a JSON object.")
-        return body
-    chunks: list[bytes] = []
-    size = 0
-    # Read in pieces so a body without Content-Length (chunked) is stopped at the limit too.
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    if size == 0:
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        # Read in pieces so a body without Content-Length (chunked) is stopped at the limit.
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+    if not body:
         raise IngressError(400, "The request body is empty: send a JSON object.")
-    return b"".join(chunks)
+    return body
 
 
 def _too_large(limit: int) -> IngressError:

@@ -15,11 +15,9 @@ from edgeproxy.policy.snapshot import Policy
 from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.server.client_wire import ClientWire
-from edgeproxy.server.relay import SseResponse
+from edgeproxy.server.relay import SSE_HEADERS, SseResponse
 from edgeproxy.telemetry.request import RequestTelemetry
 from edgeproxy.translate import TranslationError
-
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 class Following(Protocol):

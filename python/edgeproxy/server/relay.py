@@ -87,6 +87,10 @@ class StreamOptions:
     translate_from_anthropic: bool = False
 
 
+# The response headers of every stream the proxy writes (relayed, replayed or followed).
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
 class SseResponse(web.StreamResponse):
     """A stream response whose headers leave with its first bytes, not in a write of their own.
 
@@ -353,7 +357,7 @@ async def relay_to_client(
     """
     response = SseResponse(
         status=200,
-        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        headers={**headers, **SSE_HEADERS},
     )
     original = leg.stream.progress  # the id and first chunks the client saw
     encoder = encoder or OpenAIStream()

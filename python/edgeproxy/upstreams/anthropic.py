@@ -34,7 +34,7 @@ from edgeproxy.policy.snapshot import Candidate
 from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
 from edgeproxy.upstreams import openai as openai_upstream
 from edgeproxy.upstreams.http1 import Http1Pool, UpstreamResponse
-from edgeproxy.upstreams.openai import MAX_ERROR_BODY, parse_retry_after
+from edgeproxy.upstreams.openai import parse_retry_after
 
 DEFAULT_VERSION: Final = "2023-06-01"
 
@@ -115,8 +115,8 @@ async def send(
 ) -> UpstreamResponse:
     """POST to ``{base_url}/messages``; a 2xx response with its body unread, or AttemptFailure."""
     headers = request_headers(candidate, stream=stream, request_id=request_id, extra=extra_headers)
-    url = messages_url(candidate.base_url)
-    response = await openai_upstream.post(pool, url, body, headers, connect_timeout)
+    # chat_url is the Messages URL for an Anthropic candidate (built once by the compiler).
+    response = await openai_upstream.post(pool, candidate.chat_url, body, headers, connect_timeout)
     if 200 <= response.status < 300:
         return response
     raise await failure_from_response(response)
@@ -124,7 +124,7 @@ async def send(
 
 async def failure_from_response(response: UpstreamResponse) -> AttemptFailure:
     """Read (at most 64 KiB of) an error response and classify it."""
-    body = (await openai_upstream.read_error_body(response))[:MAX_ERROR_BODY]
+    body = await openai_upstream.read_error_body(response)
     return failure_from_status(
         response.status,
         body,

@@ -180,12 +180,11 @@ class UpstreamResponse:
             return
         if self._error is not None:
             conn.close()
-        elif self._complete and not self._chunks:
+        elif self._complete:
+            self._chunks.clear()  # the message is over: unread bytes do not hold the connection
             conn.reusable_after(self)
-        elif self.status >= 200 and conn.head is not None and conn.head.done():
-            conn.drain(self)  # e.g. a stream released at [DONE]: its body's end may follow
         else:
-            conn.close()
+            conn.drain(self)  # e.g. a stream released at [DONE]: its body's end may follow
 
     def close(self) -> None:
         if self._done:
@@ -492,17 +491,13 @@ class Http1Pool:
                     ssl=self._tls_context() if target.tls else None,
                     server_hostname=host if target.tls else None,
                 )
-        except TimeoutError:
+        except OSError as exc:  # TimeoutError and ssl.SSLError are OSErrors too
             conn.close()
             self._dns.pop((host, port), None)
             if sock is not None and conn.transport is None:
                 sock.close()
-            raise
-        except (OSError, ssl.SSLError) as exc:
-            conn.close()
-            self._dns.pop((host, port), None)
-            if sock is not None and conn.transport is None:
-                sock.close()
+            if isinstance(exc, TimeoutError):
+                raise
             raise ConnectFailed(describe_error(exc)) from None
         if not conn.closed:
             self._open.add(conn)
@@ -610,9 +605,19 @@ CLIENT_OWNED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def is_header_name(name: str) -> bool:
-    """True for a valid HTTP header name (an RFC 9110 token: no spaces, colons or controls)."""
-    return _HEADER_NAME.fullmatch(name) is not None
+def header_problem(name: str, value: str) -> str | None:
+    """Why this client will not send ``name: value`` (naming the header, never quoting
+    its value: it may be a key), or None. Policy loading asks the same of static headers."""
+    if _HEADER_NAME.fullmatch(name) is None:
+        return f"{name.strip()!r} is not a header name (letters, digits, -_.!#$%&'*+^`|~)"
+    if name.lower() in CLIENT_OWNED_HEADERS:
+        return f"{name} is set by the proxy (written by the client itself)"
+    if "\r" in value or "\n" in value or "\0" in value:
+        # A line break would let a header value write headers of its own.
+        return f"header {name} contains a line break or NUL"
+    if not value.isascii() and any(ord(c) > 255 for c in value):
+        return f"header {name} is not latin-1 text"
+    return None
 
 
 def _request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
@@ -626,17 +631,10 @@ def _request_head(target: Target, headers: Mapping[str, str], length: int) -> by
         b"\r\nAccept-Encoding: identity\r\n",
     ]
     for name, value in headers.items():
-        if not is_header_name(name):
-            raise ValueError(f"{name.strip()!r} is not a header name")
-        if name.lower() in CLIENT_OWNED_HEADERS:
-            raise ValueError(f"header {name} is written by the client itself")
-        if "\r" in value or "\n" in value or "\0" in value:
-            # A line break would let a header value write headers of its own.
-            raise ValueError(f"header {name} contains a line break or NUL")
-        try:
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        except UnicodeEncodeError:
-            raise ValueError(f"header {name!r} is not latin-1 text") from None
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise ValueError(problem)
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     lines.append(b"Content-Length: %d\r\n\r\n" % length)
     return b"".join(lines)
 

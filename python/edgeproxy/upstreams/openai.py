@@ -75,7 +75,8 @@ async def read_error_body(response: UpstreamResponse) -> bytes:
     """At most 64 KiB of an error response (for pass-through and messages), then drop it."""
     try:
         async with asyncio.timeout(5.0):
-            return await response.read(MAX_ERROR_BODY)
+            # One network read may overshoot the limit: cut here, not at each caller.
+            return (await response.read(MAX_ERROR_BODY))[:MAX_ERROR_BODY]
     except (TimeoutError, ConnectionError):
         return b""
     finally:
@@ -91,7 +92,7 @@ async def _failure_from_response(response: UpstreamResponse) -> AttemptFailure:
         failure,
         f"HTTP {response.status} from upstream" + (f" ({code})" if code else ""),
         status=response.status,
-        body=body[:MAX_ERROR_BODY],
+        body=body,
         content_type=response.content_type or "application/json",
         retry_after=parse_retry_after(response.headers.get("retry-after")),
         code=code,

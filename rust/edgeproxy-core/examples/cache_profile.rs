@@ -35,7 +35,7 @@ fn body(size: usize, line: &str, per_turn: usize, tail: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn median_us(loops: usize, mut f: impl FnMut()) -> f64 {
+fn best_us(loops: usize, mut f: impl FnMut()) -> f64 {
     let mut runs: Vec<f64> = (0..301)
         .map(|_| {
             let t = Instant::now();
@@ -82,30 +82,30 @@ fn main() {
         let mut out = Vec::with_capacity(raw.len() + 64);
         canonicalize_into(raw, &mut out).unwrap();
         let canon_len = out.len();
-        let utf8 = median_us(loops, || {
+        let utf8 = best_us(loops, || {
             black_box(simdutf8::basic::from_utf8(black_box(raw)).is_ok());
         });
-        let canon = median_us(loops, || {
+        let canon = best_us(loops, || {
             out.clear();
             canonicalize_into(black_box(raw), &mut out).unwrap();
             black_box(&out);
         });
-        let hash = median_us(loops, || {
+        let hash = best_us(loops, || {
             black_box(twox_hash::xxhash3_128::Hasher::oneshot(black_box(
                 &out[..canon_len],
             )));
         });
         let mut copy = Vec::with_capacity(raw.len());
-        let memcpy = median_us(loops, || {
+        let memcpy = best_us(loops, || {
             copy.clear();
             copy.extend_from_slice(black_box(raw));
             black_box(&copy);
         });
-        let key = median_us(loops, || {
+        let key = best_us(loops, || {
             black_box(cache_key(black_box(raw), "chat", "openai", "tenant").unwrap());
         });
         // The request path's key: UTF-8 already checked by orjson.
-        let proxy = median_us(loops, || {
+        let proxy = best_us(loops, || {
             black_box(cache_key_validated(black_box(raw), "chat", "openai", "tenant").unwrap());
         });
         println!(

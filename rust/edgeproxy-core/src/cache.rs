@@ -688,15 +688,13 @@ fn is_plain(block: &[u8]) -> bool {
     let quote = u8x16::splat(b'"');
     let backslash = u8x16::splat(b'\\');
     let below_space = u8x16::splat(0x1f);
-    let lane = |k: usize| u8x16::new(block[16 * k..16 * k + 16].try_into().unwrap_or_default());
     let special = |v: u8x16| {
         (v ^ quote)
             .min(v ^ backslash)
             .min(v.saturating_sub(below_space))
     };
-    let least = special(lane(0))
-        .min(special(lane(1)))
-        .min(special(lane(2)).min(special(lane(3))));
+    let [a, b, c, d] = lanes(block).map(special);
+    let least = a.min(b).min(c.min(d));
     !least.cmp_eq(u8x16::ZERO).any()
 }
 

@@ -136,7 +136,6 @@ impl Encoding {
 /// merge tables takes up to ~0.2 s once per process; a request must not pay it).
 pub fn preload(encoding: Encoding) {
     encoding.ranks();
-    long::preload(&encoding.tokenizer().bpe);
 }
 
 /// The number of tokens tiktoken's `encode_ordinary` returns for `text`
@@ -162,13 +161,13 @@ pub fn count(text: &str, encoding: Encoding) -> usize {
 /// is O(`limit`), whatever the length of the text.
 pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
     let over = limit.saturating_add(1);
-    // No token is longer than `max_token_len` bytes, so a text needs at least
-    // `len / max_token_len` tokens: a text far over the limit is answered without
-    // reading it, and otherwise it is at most `limit * max_token_len` bytes long.
-    if text.len().div_ceil(max_token_len(encoding)) > limit {
+    // No token is longer than `MAX_TOKEN` bytes (the long-piece tables check it at
+    // load), so a text needs at least `len / MAX_TOKEN` tokens: a text far over the
+    // limit is answered without reading it, and otherwise it is at most
+    // `limit * MAX_TOKEN` bytes long.
+    if text.len().div_ceil(long::MAX_TOKEN) > limit {
         return over;
     }
-    let tokenizer = encoding.tokenizer();
     let ranks = encoding.ranks();
     let mut total = 0usize;
     for piece in encoding.pieces(text) {
@@ -181,7 +180,7 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
                 return over;
             }
         } else {
-            match long::count_till_limit(&tokenizer.bpe, piece, limit - total) {
+            match ranks.long.count_till_limit(piece, limit - total) {
                 Some(n) => total += n,
                 None => return over,
             }
@@ -194,25 +193,7 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
 /// length: for `examples/tokens_profile`, which times it against `bpe`'s encoder.
 #[doc(hidden)]
 pub fn count_long_piece(piece: &str, encoding: Encoding) -> usize {
-    long::count(&encoding.tokenizer().bpe, piece.as_bytes())
-}
-
-/// The length in bytes of the longest token of `encoding` (computed once).
-fn max_token_len(encoding: Encoding) -> usize {
-    static CL100K: OnceLock<usize> = OnceLock::new();
-    static O200K: OnceLock<usize> = OnceLock::new();
-    let cell = match encoding {
-        Encoding::Cl100kBase | Encoding::Estimate => &CL100K,
-        Encoding::O200kBase => &O200K,
-    };
-    *cell.get_or_init(|| {
-        let bpe = &encoding.tokenizer().bpe;
-        (0..bpe.num_tokens())
-            .map(|id| bpe.token_len(id as u32))
-            .max()
-            .unwrap_or(1)
-            .max(1)
-    })
+    encoding.ranks().long.count(piece.as_bytes())
 }
 
 /// The token byte strings of `encoding` in rank order (token id `i` is element `i`).

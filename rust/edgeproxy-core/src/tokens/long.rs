@@ -30,9 +30,10 @@
 //! nothing once warm. docs/tokens.md ("How a count is computed") has the figures.
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
 use bpe_openai::byte_pair_encoding::BytePairEncoding;
+
+use super::merge::leftmost_lowest;
 
 /// No rank / no entry.
 const NONE: u32 = u32::MAX;
@@ -44,17 +45,18 @@ const KEY_MASK: u64 = (1 << (2 * ID_BITS)) - 1;
 /// (16 bytes of runs and ~12 of queue entries per byte: ~7 MB).
 const RETAIN_MAX: usize = 256 * 1024;
 /// The longest token of both vocabularies (the builder merges token bytes on the stack).
-const MAX_TOKEN: usize = 128;
+pub(super) const MAX_TOKEN: usize = 128;
 
 /// The canonical-split table of one vocabulary.
 pub(super) struct Long {
-    /// The vocabulary the table was built from.
+    /// The vocabulary the table was built from (counts pieces too long for `u32` positions).
     bpe: &'static BytePairEncoding,
     /// Rank of every one-byte token.
     byte_token: [u32; 256],
     /// Rank of every two-byte token (`NONE` if not a token), indexed by `(b0 << 8) | b1`:
-    /// the first pairs of a piece come from here without hashing.
-    two: Vec<u32>,
+    /// the first pairs of a piece come from here without hashing (the short-piece merge
+    /// starts from it too).
+    pub(super) two: Vec<u32>,
     /// Open addressing, linear probing: `a | b << 18 | t << 36` for the token `t` whose
     /// canonical split is `(a, b)`; 0 is empty (`t > a` so no entry is 0).
     table: Vec<u64>,
@@ -79,7 +81,7 @@ impl Long {
     /// `T` have lower ranks, so BPE on the bytes of `T` with the entries made so far
     /// ends in exactly two parts, the split, when `T` is reachable (more parts: `T` is
     /// never formed and gets no entry).
-    fn new(bpe: &'static BytePairEncoding) -> Self {
+    pub(super) fn new(bpe: &'static BytePairEncoding) -> Self {
         let n = bpe.num_tokens();
         assert!(n < 1 << ID_BITS, "token ids must fit in {ID_BITS} bits");
         let mut byte_token = [NONE; 256];
@@ -144,12 +146,7 @@ impl Long {
             ranks[i] = self.pair(parts[i], parts[i + 1]);
         }
         while len > 2 {
-            let (mut best, mut at) = (NONE, 0);
-            for (i, &r) in ranks[..len - 1].iter().enumerate() {
-                if r < best {
-                    (best, at) = (r, i);
-                }
-            }
+            let (best, at) = leftmost_lowest(&ranks[..len - 1]);
             if best == NONE {
                 return None;
             }
@@ -211,58 +208,35 @@ impl Long {
     }
 }
 
-/// The table for `bpe` (one of the two encodings), built on first use. The encoding is
-/// told by its vocabulary size (asking `bpe_openai` for the other encoding's tokenizer to
-/// compare addresses would load that one too); a table is only used for the `bpe` it was
-/// built from.
-fn long_for(bpe: &'static BytePairEncoding) -> Option<&'static Long> {
-    static CL100K: OnceLock<Long> = OnceLock::new();
-    static O200K: OnceLock<Long> = OnceLock::new();
-    let cell = match bpe.num_tokens() {
-        100_256 => &CL100K,
-        199_998 => &O200K,
-        _ => return None,
-    };
-    let long = cell.get_or_init(|| Long::new(bpe));
-    std::ptr::eq(long.bpe, bpe).then_some(long)
-}
-
-/// Builds the table for `bpe` now (see `tokens::preload`).
-pub(super) fn preload(bpe: &'static BytePairEncoding) {
-    long_for(bpe);
-}
-
-/// The number of tokens tiktoken encodes `piece` into (any length; meant for long ones).
-pub(super) fn count(bpe: &'static BytePairEncoding, piece: &[u8]) -> usize {
-    // Positions are `u32`; a piece of 4 GB (never seen in a prompt) goes to `bpe`.
-    match long_for(bpe).filter(|_| piece.len() < NONE as usize) {
-        Some(long) => SCRATCH.with(|s| {
+impl Long {
+    /// The number of tokens tiktoken encodes `piece` into (any length; meant for long ones).
+    pub(super) fn count(&self, piece: &[u8]) -> usize {
+        // Positions are `u32`; a piece of 4 GB (never seen in a prompt) goes to `bpe`.
+        if piece.len() >= NONE as usize {
+            return self.bpe.count(piece);
+        }
+        SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            let n = s.count(long, piece);
+            let n = s.count(self, piece);
             if piece.len() > RETAIN_MAX {
                 // Do not keep a huge piece's buffers for the life of the thread.
                 s.runs = Vec::new();
                 s.entries = Vec::new();
             }
             n
-        }),
-        None => bpe.count(piece),
+        })
     }
-}
 
-/// [`count`] if it is at most `limit`, else `None` (`bpe`'s `count_till_limit`). The
-/// merge only knows the count at its end, so the piece is counted in full, unless its
-/// length alone shows it is over (no token is longer than `MAX_TOKEN` bytes): the work
-/// stays linear in `min(piece length, MAX_TOKEN × limit)`.
-pub(super) fn count_till_limit(
-    bpe: &'static BytePairEncoding,
-    piece: &[u8],
-    limit: usize,
-) -> Option<usize> {
-    if piece.len().div_ceil(MAX_TOKEN) > limit {
-        return None;
+    /// [`Long::count`] if it is at most `limit`, else `None` (`bpe`'s `count_till_limit`).
+    /// The merge only knows the count at its end, so the piece is counted in full, unless
+    /// its length alone shows it is over (no token is longer than `MAX_TOKEN` bytes): the
+    /// work stays linear in `min(piece length, MAX_TOKEN × limit)`.
+    pub(super) fn count_till_limit(&self, piece: &[u8], limit: usize) -> Option<usize> {
+        if piece.len().div_ceil(MAX_TOKEN) > limit {
+            return None;
+        }
+        Some(self.count(piece)).filter(|&n| n <= limit)
     }
-    Some(count(bpe, piece)).filter(|&n| n <= limit)
 }
 
 /// A run of `count` equal parts (a token each), at the index of its first byte: the
@@ -625,12 +599,23 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::tokens::Encoding;
 
     fn encodings() -> [&'static BytePairEncoding; 2] {
         [
             &bpe_openai::cl100k_base().bpe,
             &bpe_openai::o200k_base().bpe,
         ]
+    }
+
+    /// The long-piece table the counting path uses for `bpe`.
+    fn long_of(bpe: &BytePairEncoding) -> &'static Long {
+        let encoding = if std::ptr::eq(bpe, &bpe_openai::cl100k_base().bpe) {
+            Encoding::Cl100kBase
+        } else {
+            Encoding::O200kBase
+        };
+        &encoding.ranks().long
     }
 
     /// The two parts of a merge.
@@ -677,7 +662,7 @@ mod tests {
     #[test]
     fn table_holds_every_canonical_split_and_ranks_grow() {
         for bpe in encodings() {
-            let long = long_for(bpe).unwrap();
+            let long = long_of(bpe);
             let n = bpe.num_tokens() as u32;
             let ranks: HashMap<&[u8], u32> = (0..n).map(|id| (bpe.token_bytes(id), id)).collect();
             let id_of = |bytes: &[u8]| ranks[bytes];
@@ -710,14 +695,14 @@ mod tests {
         for bpe in encodings() {
             let expected = bpe.count(piece);
             prop_assert_eq!(
-                count(bpe, piece),
+                long_of(bpe).count(piece),
                 expected,
                 "{:?}",
                 String::from_utf8_lossy(piece)
             );
             for limit in [0, expected.saturating_sub(1), expected, expected + 1] {
                 prop_assert_eq!(
-                    count_till_limit(bpe, piece, limit),
+                    long_of(bpe).count_till_limit(piece, limit),
                     bpe.count_till_limit(piece, limit)
                 );
             }

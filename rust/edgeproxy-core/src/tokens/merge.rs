@@ -19,6 +19,8 @@
 
 use bpe_openai::byte_pair_encoding::BytePairEncoding;
 
+use super::long::Long;
+
 /// Longest piece counted with the quadratic merge loop; longer pieces use the
 /// linear long-piece merge. The merge loop does at most `MERGE_MAX²`
 /// steps per piece, so the work stays O(`MERGE_MAX` × text length).
@@ -93,6 +95,19 @@ fn hash(bytes: &[u8], key: u64) -> u64 {
     h ^ (h >> 32)
 }
 
+/// The lowest of `ranks` and its index, the leftmost on ties: tiktoken's next merge
+/// (`NONE` when there is none).
+#[inline]
+pub(super) fn leftmost_lowest(ranks: &[u32]) -> (u32, usize) {
+    let (mut best, mut at) = (NONE, 0);
+    for (i, &r) in ranks.iter().enumerate() {
+        if r < best {
+            (best, at) = (r, i);
+        }
+    }
+    (best, at)
+}
+
 /// The vocabulary of one encoding as a byte string → rank table.
 pub(super) struct Ranks {
     bpe: &'static BytePairEncoding,
@@ -100,14 +115,15 @@ pub(super) struct Ranks {
     /// for o200k; a bigger, emptier table measured slower: fewer of its lines stay cached).
     slots: Vec<Slot>,
     mask: usize,
-    /// Rank of every two-byte string (`NONE` when it is not a token), indexed by
-    /// `(b0 << 8) | b1`: the merge loop starts with one such lookup per byte.
-    pairs: Vec<u32>,
     /// One bit per hash value (high bits of [`hash`]), set for every token: most
     /// strings that are not tokens are turned away here, in a table small enough to
     /// stay in cache, instead of in `slots`.
     filter: Vec<u64>,
     filter_mask: u64,
+    /// The long-piece merge's tables (built with these at load); its rank of every
+    /// two-byte string (`long.two`, `NONE` when it is not a token) also starts this
+    /// merge loop: one lookup per byte, no hashing.
+    pub(super) long: Long,
 }
 
 impl Ranks {
@@ -117,7 +133,6 @@ impl Ranks {
         let size = n.next_power_of_two().max(16);
         let mask = size - 1;
         let mut slots = vec![Slot::default(); size];
-        let mut pairs = vec![NONE; 1 << 16];
         // About 10% of the bits set: 8 bits per token, rounded up to a power of two.
         let filter_bits = (8 * n).next_power_of_two().max(64);
         let filter_mask = (filter_bits - 1) as u64;
@@ -125,9 +140,6 @@ impl Ranks {
         for rank in 0..n {
             let id = rank as u32;
             let bytes = bpe.token_bytes(id);
-            if let [a, b] = bytes {
-                pairs[(usize::from(*a) << 8) | usize::from(*b)] = id;
-            }
             let key = head(bytes);
             let h = hash(bytes, key);
             let bit = (h >> FILTER_SHIFT) & filter_mask;
@@ -146,7 +158,7 @@ impl Ranks {
             bpe,
             slots,
             mask,
-            pairs,
+            long: Long::new(bpe),
             filter,
             filter_mask,
         }
@@ -156,7 +168,7 @@ impl Ranks {
     #[inline]
     fn rank(&self, bytes: &[u8]) -> u32 {
         if let [a, b] = bytes {
-            return self.pairs[(usize::from(*a) << 8) | usize::from(*b)];
+            return self.long.two[(usize::from(*a) << 8) | usize::from(*b)];
         }
         let key = head(bytes);
         let len = bytes.len() as u32;
@@ -188,7 +200,7 @@ impl Ranks {
             0 => 0,
             1 => 1,
             n if n <= MERGE_MAX => self.short_count(piece),
-            _ => super::long::count(self.bpe, piece),
+            _ => self.long.count(piece),
         }
     }
 
@@ -219,7 +231,7 @@ impl Ranks {
                 memo.slots[i] = (piece, count as u32);
                 count
             }
-            _ => super::long::count(self.bpe, piece),
+            _ => self.long.count(piece),
         }
     }
 
@@ -245,13 +257,7 @@ impl Ranks {
         next[n - 1] = n as u8;
         let mut parts = n;
         loop {
-            // The leftmost lowest rank.
-            let (mut best, mut i) = (NONE, 0);
-            for (j, &r) in rank[..n - 1].iter().enumerate() {
-                if r < best {
-                    (best, i) = (r, j);
-                }
-            }
+            let (best, i) = leftmost_lowest(&rank[..n - 1]);
             if best == NONE {
                 return parts;
             }

@@ -72,6 +72,9 @@ fn adversarial_inputs_finish() {
         for encoding in [CL, O2] {
             let n = count(&text, encoding);
             assert!(n > 0 && n <= text.len());
+            // `bpe-openai`'s own count (its regex split and linear encoder) is the reference.
+            let head: String = text.chars().take(4).collect();
+            assert_eq!(n, encoding.tokenizer().count(&text), "{head:?}");
             assert_eq!(count_up_to(&text, encoding, usize::MAX), n);
             assert_eq!(count_up_to(&text, encoding, 10), 11);
         }
@@ -91,8 +94,14 @@ fn count_up_to_stops_at_the_limit() {
 
 #[test]
 fn count_up_to_answers_huge_texts_without_reading_them() {
-    assert_eq!(max_token_len(CL), 128);
-    assert_eq!(max_token_len(O2), 128);
+    // The bound `count_up_to` answers from is the longest token of both vocabularies.
+    for encoding in [CL, O2] {
+        let bpe = &encoding.tokenizer().bpe;
+        let longest = (0..bpe.num_tokens() as u32)
+            .map(|id| bpe.token_len(id))
+            .max();
+        assert_eq!(longest, Some(long::MAX_TOKEN));
+    }
     let huge = "a".repeat(10_000_000);
     for encoding in Encoding::ALL {
         assert_eq!(count_up_to(&huge, encoding, 100), 101);
