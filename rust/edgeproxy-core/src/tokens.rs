@@ -180,7 +180,7 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
                 return over;
             }
         } else {
-            match ranks.long.count_till_limit(piece, limit - total) {
+            match ranks.count_long_till_limit(piece, limit - total) {
                 Some(n) => total += n,
                 None => return over,
             }

@@ -33,8 +33,6 @@ use std::cell::RefCell;
 
 use bpe_openai::byte_pair_encoding::BytePairEncoding;
 
-use super::merge::leftmost_lowest;
-
 /// No rank / no entry.
 const NONE: u32 = u32::MAX;
 /// Token ids are packed in 18 bits (o200k has 199,998 tokens).
@@ -52,7 +50,7 @@ pub(super) struct Long {
     /// The vocabulary the table was built from (counts pieces too long for `u32` positions).
     bpe: &'static BytePairEncoding,
     /// Rank of every one-byte token.
-    byte_token: [u32; 256],
+    pub(super) byte_token: [u32; 256],
     /// Rank of every two-byte token (`NONE` if not a token), indexed by `(b0 << 8) | b1`:
     /// the first pairs of a piece come from here without hashing (the short-piece merge
     /// starts from it too).
@@ -188,7 +186,7 @@ impl Long {
 
     /// The rank of the token whose canonical split is `(a, b)`, or `NONE`.
     #[inline]
-    fn pair(&self, a: u32, b: u32) -> u32 {
+    pub(super) fn pair(&self, a: u32, b: u32) -> u32 {
         let key = u64::from(a) | u64::from(b) << ID_BITS;
         let bit = self.filter_bit(key);
         if self.filter[bit >> 6] & (1 << (bit & 63)) == 0 {
@@ -204,6 +202,58 @@ impl Long {
                 return ((e >> (2 * ID_BITS)) & ID_MASK) as u32;
             }
             i = (i + 1) & self.mask;
+        }
+    }
+}
+
+impl Long {
+    /// The canonical split of `t`, or `(t, t)` for a token without one (a single byte).
+    #[inline]
+    fn halves(&self, t: u32) -> (u32, u32) {
+        match self.split[t as usize] {
+            u64::MAX => (t, t),
+            split => unpack(split),
+        }
+    }
+
+    /// Whether BPE keeps the tokens `a` and `b` apart: tiktoken's merge of the bytes of
+    /// `a` followed by those of `b` ends in exactly `[a, b]` (both reachable tokens).
+    ///
+    /// The merges that built `a` and `b` are undone from the last one (the highest rank)
+    /// down; before each, the pair of parts then meeting at the join must not merge at a
+    /// rank that would win over it (lower; on the right side, equal too: leftmost first).
+    /// The walk of `bpe`'s backtracking encoder (its `is_valid_token_pair`), on the
+    /// canonical-split table.
+    pub(super) fn keeps_apart(&self, mut a: u32, mut b: u32) -> bool {
+        let mut limit = u32::MAX;
+        loop {
+            let joined = self.pair(a, b);
+            if joined != NONE && joined < limit {
+                return false;
+            }
+            if a > b {
+                // `a` was formed last: undo it, keep its right half at the join.
+                limit = a;
+                a = self.halves(a).1;
+                if a == limit {
+                    // `a` is a single byte: only `b` can still be undone.
+                    limit = b + 1;
+                    b = self.halves(b).0;
+                    if b + 1 == limit {
+                        return true;
+                    }
+                }
+            } else {
+                limit = b + 1;
+                b = self.halves(b).0;
+                if b + 1 == limit {
+                    limit = a;
+                    a = self.halves(a).1;
+                    if a == limit {
+                        return true;
+                    }
+                }
+            }
         }
     }
 }
@@ -225,17 +275,6 @@ impl Long {
             }
             n
         })
-    }
-
-    /// [`Long::count`] if it is at most `limit`, else `None` (`bpe`'s `count_till_limit`).
-    /// The merge only knows the count at its end, so the piece is counted in full, unless
-    /// its length alone shows it is over (no token is longer than `MAX_TOKEN` bytes): the
-    /// work stays linear in `min(piece length, MAX_TOKEN × limit)`.
-    pub(super) fn count_till_limit(&self, piece: &[u8], limit: usize) -> Option<usize> {
-        if piece.len().div_ceil(MAX_TOKEN) > limit {
-            return None;
-        }
-        Some(self.count(piece)).filter(|&n| n <= limit)
     }
 }
 
@@ -587,6 +626,19 @@ impl Scratch {
     }
 }
 
+/// The lowest of `ranks` and its index, the leftmost on ties: tiktoken's next merge
+/// (`NONE` when there is none).
+#[inline]
+fn leftmost_lowest(ranks: &[u32]) -> (u32, usize) {
+    let (mut best, mut at) = (NONE, 0);
+    for (i, &r) in ranks.iter().enumerate() {
+        if r < best {
+            (best, at) = (r, i);
+        }
+    }
+    (best, at)
+}
+
 #[inline]
 fn unpack(split: u64) -> (u32, u32) {
     (split as u32, (split >> 32) as u32)
@@ -599,6 +651,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::tokens::merge::Ranks;
     use crate::tokens::Encoding;
 
     fn encodings() -> [&'static BytePairEncoding; 2] {
@@ -608,14 +661,19 @@ mod tests {
         ]
     }
 
-    /// The long-piece table the counting path uses for `bpe`.
-    fn long_of(bpe: &BytePairEncoding) -> &'static Long {
+    /// The tables the counting path uses for `bpe`.
+    fn ranks_of(bpe: &BytePairEncoding) -> &'static Ranks {
         let encoding = if std::ptr::eq(bpe, &bpe_openai::cl100k_base().bpe) {
             Encoding::Cl100kBase
         } else {
             Encoding::O200kBase
         };
-        &encoding.ranks().long
+        encoding.ranks()
+    }
+
+    /// The long-piece table the counting path uses for `bpe`.
+    fn long_of(bpe: &BytePairEncoding) -> &'static Long {
+        &ranks_of(bpe).long
     }
 
     /// The two parts of a merge.
@@ -691,18 +749,95 @@ mod tests {
         }
     }
 
+    /// `keeps_apart(a, b)` is "tiktoken's merge of the two tokens' bytes ends in `[a, b]`",
+    /// on pairs of letters and short tokens (where BPE often merges across) and on
+    /// random pairs of reachable tokens; both answers must occur often.
+    #[test]
+    fn keeps_apart_equals_bpe_on_token_pairs() {
+        for bpe in encodings() {
+            let long = long_of(bpe);
+            let n = bpe.num_tokens() as u32;
+            let ranks: HashMap<&[u8], u32> = (0..n).map(|id| (bpe.token_bytes(id), id)).collect();
+            let reachable: Vec<u32> = (0..n)
+                .filter(|&id| bpe.token_len(id) == 1 || long.split[id as usize] != u64::MAX)
+                .collect();
+            let short: Vec<u32> = reachable
+                .iter()
+                .copied()
+                .filter(|&id| bpe.token_len(id) <= 3)
+                .collect();
+            let mut x = 99u64;
+            let mut pick = |from: &[u32]| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                from[(x >> 33) as usize % from.len()]
+            };
+            let mut pairs: Vec<(u32, u32)> = Vec::new();
+            for a in b'a'..=b'z' {
+                for b in b'a'..=b'z' {
+                    pairs.push((
+                        long.byte_token[usize::from(a)],
+                        long.byte_token[usize::from(b)],
+                    ));
+                }
+            }
+            for _ in 0..20_000 {
+                pairs.push((pick(&short), pick(&short)));
+                pairs.push((pick(&reachable), pick(&reachable)));
+                pairs.push((pick(&short), pick(&reachable)));
+            }
+            let (mut apart, mut merged) = (0, 0);
+            for (a, b) in pairs {
+                let bytes = [bpe.token_bytes(a), bpe.token_bytes(b)].concat();
+                let (parts, _) = reference_merge(&bytes, &ranks);
+                let expected = parts.len() == 2 && parts[0].len() == bpe.token_len(a);
+                assert_eq!(long.keeps_apart(a, b), expected, "tokens {a}, {b}");
+                if expected {
+                    apart += 1;
+                } else {
+                    merged += 1;
+                }
+            }
+            assert!(
+                apart > 10_000 && merged > 2_000,
+                "{apart} apart, {merged} merged"
+            );
+        }
+    }
+
+    /// Random letters (one long piece, no repeats to exploit) are counted by windows:
+    /// the joins are proven, nothing falls back to the long-piece merge.
+    #[test]
+    fn random_letters_are_counted_by_windows() {
+        let mut x = 7u64;
+        let piece: Vec<u8> = (0..30_000)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                b'a' + ((x >> 33) % 26) as u8
+            })
+            .collect();
+        for bpe in encodings() {
+            assert_eq!(
+                ranks_of(bpe).windowed_count(&piece),
+                Some(bpe.count(&piece))
+            );
+        }
+    }
+
+    /// Both long-piece paths (the merge here, and windows of the short merge where
+    /// their joins are proven) and the capped count agree with `bpe`.
     fn check(piece: &[u8]) -> Result<(), TestCaseError> {
         for bpe in encodings() {
             let expected = bpe.count(piece);
-            prop_assert_eq!(
-                long_of(bpe).count(piece),
-                expected,
-                "{:?}",
-                String::from_utf8_lossy(piece)
-            );
+            let text = String::from_utf8_lossy(piece);
+            prop_assert_eq!(long_of(bpe).count(piece), expected, "{:?}", text);
+            let ranks = ranks_of(bpe);
+            if let Some(n) = ranks.windowed_count(piece) {
+                prop_assert_eq!(n, expected, "windows of {:?}", text);
+            }
+            prop_assert_eq!(ranks.count_long(piece), expected, "{:?}", text);
             for limit in [0, expected.saturating_sub(1), expected, expected + 1] {
                 prop_assert_eq!(
-                    long_of(bpe).count_till_limit(piece, limit),
+                    ranks.count_long_till_limit(piece, limit),
                     bpe.count_till_limit(piece, limit)
                 );
             }

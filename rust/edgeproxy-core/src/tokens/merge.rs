@@ -11,15 +11,19 @@
 //!    itself);
 //! 2. otherwise, for pieces up to [`MERGE_MAX`] bytes, tiktoken's own merge
 //!    loop (`byte_pair_merge`: repeatedly merge the adjacent pair of lowest
-//!    rank, leftmost first), on a stack buffer, with the same rank table;
-//! 3. longer pieces go to the linear long-piece merge (`long.rs`), so adversarial
-//!    input (thousands of letters without a break) stays linear.
+//!    rank, leftmost first), on stack arrays, each merge looked up by the two
+//!    parts' tokens in the long-piece merge's canonical-split table;
+//! 3. longer pieces are cut into windows of up to `MERGE_MAX` bytes merged the same
+//!    way, joined where BPE provably keeps the tokens at a join apart; otherwise (and
+//!    for periodic pieces, such as a run of one byte) they go to the linear
+//!    long-piece merge (`long.rs`), so adversarial input (thousands of letters
+//!    without a break) stays linear.
 //!
 //! Ranks are token ids: `bpe` keeps tiktoken's rank order (`token_table`).
 
 use bpe_openai::byte_pair_encoding::BytePairEncoding;
 
-use super::long::Long;
+use super::long::{Long, MAX_TOKEN};
 
 /// Longest piece counted with the quadratic merge loop; longer pieces use the
 /// linear long-piece merge. The merge loop does at most `MERGE_MAX²`
@@ -95,19 +99,6 @@ fn hash(bytes: &[u8], key: u64) -> u64 {
     h ^ (h >> 32)
 }
 
-/// The lowest of `ranks` and its index, the leftmost on ties: tiktoken's next merge
-/// (`NONE` when there is none).
-#[inline]
-pub(super) fn leftmost_lowest(ranks: &[u32]) -> (u32, usize) {
-    let (mut best, mut at) = (NONE, 0);
-    for (i, &r) in ranks.iter().enumerate() {
-        if r < best {
-            (best, at) = (r, i);
-        }
-    }
-    (best, at)
-}
-
 /// The vocabulary of one encoding as a byte string → rank table.
 pub(super) struct Ranks {
     bpe: &'static BytePairEncoding,
@@ -120,9 +111,9 @@ pub(super) struct Ranks {
     /// stay in cache, instead of in `slots`.
     filter: Vec<u64>,
     filter_mask: u64,
-    /// The long-piece merge's tables (built with these at load); its rank of every
-    /// two-byte string (`long.two`, `NONE` when it is not a token) also starts this
-    /// merge loop: one lookup per byte, no hashing.
+    /// The long-piece merge's tables (built with these at load): the merge loop here
+    /// starts from its rank of every two-byte string (`long.two`) and looks up later
+    /// merges by the parts' tokens in its canonical-split table (`long.pair`).
     pub(super) long: Long,
 }
 
@@ -200,7 +191,7 @@ impl Ranks {
             0 => 0,
             1 => 1,
             n if n <= MERGE_MAX => self.short_count(piece),
-            _ => self.long.count(piece),
+            _ => self.count_long(piece),
         }
     }
 
@@ -231,49 +222,71 @@ impl Ranks {
                 memo.slots[i] = (piece, count as u32);
                 count
             }
-            _ => self.long.count(piece),
+            _ => self.count_long(piece),
         }
     }
 
     /// tiktoken's `byte_pair_merge`, counting the parts left at the end.
     /// `piece` has 2..=`MERGE_MAX` bytes.
-    ///
-    /// A part is named by the index of its first byte. `rank[i]` is the rank of the
-    /// merge of part `i` with the part after it (`NONE` if that is not a token, or `i`
-    /// is not a part any more); `next[i]` is where the part after `i` starts (`n` for
-    /// the last), `prev[i]` where the part before starts. tiktoken keeps the same
-    /// ranks in a vector and removes merged entries; the lowest rank, leftmost on ties,
-    /// is merged first in both.
     fn merge_count(&self, piece: &[u8]) -> usize {
+        self.merge(piece, &mut [0; MERGE_MAX], &mut [0; MERGE_MAX])
+    }
+
+    /// tiktoken's `byte_pair_merge` of `piece` (2..=`MERGE_MAX` bytes): returns the
+    /// number of parts left, and leaves, for each part left starting at `i`, where it
+    /// ends in `next[i]` and its token in `tok[i]`.
+    ///
+    /// A part is named by the index of its first byte; `next[i]` is where the part after
+    /// `i` starts (`n` for the last), `prev[i]` where the part before starts. `key[i]` is
+    /// `rank << 6 | i` for the merge of part `i` with the next (`NONE`: none), so the
+    /// leftmost lowest merge, tiktoken's next, is the least key: one vector minimum, no
+    /// second pass for the position. A merge is looked up by the two parts' tokens in
+    /// the canonical-split table of the long-piece merge (fact 1 in `long.rs`: the only
+    /// pair of parts that ever merges into a token is its canonical split), integer keys
+    /// instead of hashing the bytes it would span.
+    #[inline(always)]
+    fn merge(&self, piece: &[u8], next: &mut [u8; MERGE_MAX], tok: &mut [u32; MERGE_MAX]) -> usize {
         let n = piece.len();
-        let mut rank = [NONE; MERGE_MAX];
-        let mut next = [0u8; MERGE_MAX];
+        let long = &self.long;
+        let mut key = [NONE; MERGE_MAX];
         let mut prev = [0u8; MERGE_MAX];
+        let keyed = |r: u32, i: usize| if r == NONE { NONE } else { r << 6 | i as u32 };
         for i in 0..n - 1 {
-            rank[i] = self.rank(&piece[i..i + 2]);
+            let pair = (usize::from(piece[i]) << 8) | usize::from(piece[i + 1]);
+            key[i] = keyed(long.two[pair], i);
+            tok[i] = long.byte_token[usize::from(piece[i])];
             next[i] = (i + 1) as u8;
             prev[i + 1] = i as u8;
         }
+        tok[n - 1] = long.byte_token[usize::from(piece[n - 1])];
         next[n - 1] = n as u8;
+        let width = n.next_multiple_of(16).min(MERGE_MAX);
+        // Keys past `n - 1` stay `NONE`: the minimum is taken over a whole number of
+        // vectors, of fixed length so that each scan is unrolled (a short piece scans 16).
         let mut parts = n;
         loop {
-            let (best, i) = leftmost_lowest(&rank[..n - 1]);
+            let best = match width {
+                16 => least(&key[..16]),
+                32 => least(&key[..32]),
+                _ => least(&key),
+            };
             if best == NONE {
                 return parts;
             }
-            // Merge part i with the part j after it.
+            let (t, i) = (best >> 6, (best & 63) as usize);
             let j = usize::from(next[i]);
-            let after = usize::from(next[j]); // start of the part after the merged one, or n
-            rank[i] = if after < n {
-                self.rank(&piece[i..usize::from(next[after])])
+            let after = usize::from(next[j]);
+            tok[i] = t;
+            key[i] = if after < n {
+                keyed(long.pair(t, tok[after]), i)
             } else {
                 NONE
             };
             if i > 0 {
                 let p = usize::from(prev[i]);
-                rank[p] = self.rank(&piece[p..after]);
+                key[p] = keyed(long.pair(tok[p], t), p);
             }
-            rank[j] = NONE;
+            key[j] = NONE;
             next[i] = after as u8;
             if after < n {
                 prev[after] = i as u8;
@@ -281,4 +294,111 @@ impl Ranks {
             parts -= 1;
         }
     }
+
+    /// [`Ranks::count`] of a piece over `MERGE_MAX` bytes.
+    ///
+    /// The long-piece merge (`long.rs`) is linear but walks tables of megabytes in rank
+    /// order, a cache miss per step on text without repeats (100 KB of random letters).
+    /// So such a piece is first cut into windows that the short merge counts on the
+    /// stack ([`Ranks::windowed_count`]); where the cuts cannot be proven harmless, and
+    /// for periodic pieces (runs of one byte, `ab` × 50,000), which the long merge does
+    /// in a few steps per period, the long merge counts it.
+    pub(super) fn count_long(&self, piece: &[u8]) -> usize {
+        self.windowed_count(piece)
+            .unwrap_or_else(|| self.long.count(piece))
+    }
+
+    /// [`Ranks::count_long`] if it is at most `limit`, else `None`. The piece is counted
+    /// in full unless its length alone shows it is over (no token is longer than
+    /// `long::MAX_TOKEN` bytes): the work stays linear in `min(piece length, MAX_TOKEN ×
+    /// limit)`.
+    pub(super) fn count_long_till_limit(&self, piece: &[u8], limit: usize) -> Option<usize> {
+        if piece.len().div_ceil(MAX_TOKEN) > limit {
+            return None;
+        }
+        Some(self.count_long(piece)).filter(|&n| n <= limit)
+    }
+
+    /// The count of a long piece as windows of up to `MERGE_MAX` bytes, each merged on
+    /// its own, or `None` if a join between windows is not proven.
+    ///
+    /// Each window keeps the parts of its merge but the last (which the bytes after the
+    /// window may change) and the next window starts where the kept parts end. Any run
+    /// of consecutive tokens of a BPE encoding is the encoding of its bytes, so the
+    /// kept parts are the start of their window's true encoding; and joining two
+    /// encodings is the encoding of the joined bytes when BPE keeps the two tokens at
+    /// the join apart ([`Long::keeps_apart`]; the corollaries in the README of GitHub's
+    /// `bpe` crate, on which its backtracking encoder rests too). When it does not, the
+    /// join moves back one kept part (up to `RETRIES` times) and the window is merged
+    /// again from there. A window that keeps less than half of itself gives up: every
+    /// window kept moves on by `MERGE_MAX / 2` bytes or more, so the work stays a small
+    /// multiple of the short merge's per byte before the long merge takes over.
+    pub(super) fn windowed_count(&self, piece: &[u8]) -> Option<usize> {
+        const RETRIES: usize = 4;
+        let n = piece.len();
+        let mut next = [0u8; MERGE_MAX];
+        let mut tok = [0u32; MERGE_MAX];
+        // The kept parts of the previous window (start in it, token), and where it starts.
+        let (mut kept, mut nkept, mut base) = ([(0u8, 0u32); MERGE_MAX], 0, 0);
+        let (mut at, mut total, mut last, mut retries) = (0, 0, NONE, 0);
+        loop {
+            let window = &piece[at..n.min(at + MERGE_MAX)];
+            let w = window.len();
+            if periodic(window) {
+                return None;
+            }
+            let parts = if w == 1 {
+                next[0] = 1;
+                tok[0] = self.long.byte_token[usize::from(window[0])];
+                1
+            } else {
+                self.merge(window, &mut next, &mut tok)
+            };
+            if last != NONE && !self.long.keeps_apart(last, tok[0]) {
+                // Move the join back before the last kept part of the previous window.
+                if nkept < 2 || retries == RETRIES {
+                    return None;
+                }
+                retries += 1;
+                nkept -= 1;
+                total -= 1;
+                at = base + usize::from(kept[nkept].0);
+                last = kept[nkept - 1].1;
+                continue;
+            }
+            retries = 0;
+            if at + w == n {
+                return Some(total + parts);
+            }
+            // Keep all parts but the last.
+            let (mut start, mut end) = (0, usize::from(next[0]));
+            nkept = 0;
+            while end < w {
+                kept[nkept] = (start as u8, tok[start]);
+                nkept += 1;
+                start = end;
+                end = usize::from(next[end]);
+            }
+            if start < MERGE_MAX / 2 {
+                return None;
+            }
+            total += nkept;
+            last = kept[nkept - 1].1;
+            base = at;
+            at += start;
+        }
+    }
+}
+
+/// The least of `keys` (`NONE` if empty).
+#[inline(always)]
+fn least(keys: &[u32]) -> u32 {
+    keys.iter().copied().fold(NONE, u32::min)
+}
+
+/// Whether `window` repeats with a period of at most 4 bytes (a run of one byte, of
+/// `ab`, ...): the long merge keeps such repeats as runs and counts them in a few steps
+/// per level, much faster than windows (100 KB of `a`: ~70 µs, against ~5 ms).
+fn periodic(window: &[u8]) -> bool {
+    window.len() > 8 && (1..=4).any(|p| window[p..].iter().zip(window).all(|(x, y)| x == y))
 }
