@@ -4,10 +4,11 @@
 //! The rank data and the pre-tokenizer regex come from GitHub's `bpe-openai`
 //! crate: its rank data is compiled into the binary (nothing is downloaded at run
 //! time) and its pre-tokenizer is a linear-time `regex-automata` DFA. Pieces over
-//! 64 bytes are counted by `long`, tiktoken's merge made linear (a sweep over
-//! ranks, runs of equal parts merged at once). Untrusted prompts such as 100 KB of
-//! one repeated character therefore cannot stall the proxy, while the counts stay
-//! equal to tiktoken's token for token. Why this crate and not `tiktoken-rs`:
+//! 64 bytes are counted in 64-byte windows whose joins are proven (`merge`), or
+//! else by `long`, tiktoken's merge made linear (a sweep over ranks, runs of equal
+//! parts merged at once). Untrusted prompts such as 100 KB of one repeated
+//! character therefore cannot stall the proxy, while the counts stay equal to
+//! tiktoken's token for token. Why this crate and not `tiktoken-rs`:
 //! docs/tokens.md and docs/benchmarks.md ("Token counting").
 //!
 //! Ordinary text takes faster paths (docs/tokens.md, "How a count is computed"):
