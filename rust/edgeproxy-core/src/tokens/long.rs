@@ -681,6 +681,13 @@ mod tests {
         &ranks_of(bpe).long
     }
 
+    /// Every token's bytes → its rank (the vocabulary of the byte-string reference BPE).
+    fn byte_ranks(bpe: &BytePairEncoding) -> HashMap<&[u8], u32> {
+        (0..bpe.num_tokens() as u32)
+            .map(|id| (bpe.token_bytes(id), id))
+            .collect()
+    }
+
     /// The two parts of a merge.
     type Halves<'a> = (&'a [u8], &'a [u8]);
 
@@ -727,7 +734,7 @@ mod tests {
         for bpe in encodings() {
             let long = long_of(bpe);
             let n = bpe.num_tokens() as u32;
-            let ranks: HashMap<&[u8], u32> = (0..n).map(|id| (bpe.token_bytes(id), id)).collect();
+            let ranks = byte_ranks(bpe);
             let id_of = |bytes: &[u8]| ranks[bytes];
             for id in 0..n {
                 let bytes = bpe.token_bytes(id);
@@ -762,7 +769,7 @@ mod tests {
         for bpe in encodings() {
             let long = long_of(bpe);
             let n = bpe.num_tokens() as u32;
-            let ranks: HashMap<&[u8], u32> = (0..n).map(|id| (bpe.token_bytes(id), id)).collect();
+            let ranks = byte_ranks(bpe);
             let reachable: Vec<u32> = (0..n)
                 .filter(|&id| bpe.token_len(id) == 1 || long.split[id as usize] != u64::MAX)
                 .collect();
