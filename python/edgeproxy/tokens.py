@@ -37,6 +37,7 @@ __all__ = [
     "TokenCount",
     "TokenizerError",
     "count",
+    "count_async",
     "count_chat",
     "count_chat_async",
     "count_up_to",
@@ -132,6 +133,15 @@ async def count_chat_async(request: bytes, encoding: str) -> TokenCount:
         return count_chat_tokens(request, encoding)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, count_chat_tokens, request, encoding)
+
+
+async def count_async(text: str, encoding: str = "cl100k_base") -> int:
+    """``count`` for asyncio code: a text of ``OFF_LOOP_BYTES`` characters or more is counted in
+    a worker thread, like ``count_chat_async``."""
+    if len(text) < OFF_LOOP_BYTES:
+        return count(text, encoding)
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, count, text, encoding)
 
 
 def encoding_for_model(model: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import openai
+import pytest
 
 from edgeproxy import tokens
 from edgeproxy.sim import SimConfig
@@ -172,6 +174,41 @@ def test_usage_is_filled_when_the_upstream_sends_none(make_stack: Callable[..., 
     # Without include_usage the client gets no usage chunk (as from OpenAI).
     plain = list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
     assert all(c.usage is None for c in plain)
+
+
+def test_usage_of_a_large_prompt_is_counted_off_the_event_loop(
+    make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt of 64 KiB or more is counted in a worker thread when the proxy fills in usage
+    (non-stream, stream with a usage chunk, and the telemetry count of a plain stream), so a
+    huge prompt never holds the loop that serves everyone else; the counts stay exact."""
+    stack = make_stack(TWO, _sims(reports_usage=False))
+    counted_on: list[str] = []
+    real = tokens.count_chat_tokens
+
+    def recording(body: bytes, encoding: str) -> tokens.TokenCount:
+        counted_on.append(threading.current_thread().name)
+        return real(body, encoding)
+
+    monkeypatch.setattr(tokens, "count_chat_tokens", recording)
+    messages = [{"role": "user", "content": "word " * 20_000}]  # ~100 KB
+    prompt = real(orjson_dumps({"model": "m", "messages": messages}), "cl100k_base").tokens
+    client = stack.client()
+    completion = client.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+    assert completion.usage is not None and completion.usage.prompt_tokens == prompt
+    chunks = list(
+        client.chat.completions.create(
+            model="m",
+            messages=messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == prompt
+    list(client.chat.completions.create(model="m", messages=messages, stream=True))  # type: ignore[arg-type]
+    # One count per request (each request counts its prompt once), none on the servers' loop.
+    assert len(counted_on) == 3
+    assert "servers" not in counted_on, counted_on
 
 
 def orjson_dumps(body: object) -> bytes:

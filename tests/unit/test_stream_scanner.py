@@ -118,7 +118,7 @@ class LegacyStream:
 
     def _counted_usage(self) -> bytes:
         assert self.options.count_usage is not None
-        counted = self.options.count_usage("".join(self.progress.text))
+        counted = asyncio.run(self.options.count_usage("".join(self.progress.text)))
         self.progress.usage = counted
         usage = add_usage(counted, self.options.prior_usage or {})
         original = self.options.continues or self.progress
@@ -331,7 +331,7 @@ def test_recorded_stream_details() -> None:
     assert progress.multiple_choices and "".join(progress.text) == "ac"
 
 
-def _counter(text: str) -> dict[str, int]:
+async def _counter(text: str) -> dict[str, int]:
     return {"prompt_tokens": 11, "completion_tokens": len(text)}
 
 

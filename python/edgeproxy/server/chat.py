@@ -314,11 +314,7 @@ class ChatExchange:
             if window is None or len(self.raw) + out <= window:
                 kept.append(candidate)
                 continue
-            prompt = self._prompt_tokens.get(candidate.tokenizer)
-            if prompt is None:
-                # Off the event loop for a large body (tokens.count_chat_async).
-                counted = await tokens.count_chat_async(self.raw, candidate.tokenizer)
-                prompt = self._prompt_tokens[candidate.tokenizer] = counted.tokens
+            prompt = await self._prompt_count(candidate.tokenizer)
             if prompt + out <= window:
                 kept.append(candidate)
             else:
@@ -331,10 +327,13 @@ class ChatExchange:
                 )
         return tuple(kept), skipped
 
-    def _prompt_count(self, encoding: str) -> int:
+    async def _prompt_count(self, encoding: str) -> int:
+        """The prompt's tokens in ``encoding``, counted once per request (off the event loop for
+        a large body: ``tokens.count_chat_async``)."""
         count = self._prompt_tokens.get(encoding)
         if count is None:
-            count = self._prompt_tokens[encoding] = tokens.count_chat(self.raw, encoding).tokens
+            counted = await tokens.count_chat_async(self.raw, encoding)
+            count = self._prompt_tokens[encoding] = counted.tokens
         return count
 
     def _loop(
@@ -391,7 +390,7 @@ class ChatExchange:
                 att.abandon()
                 att.end()
                 raise
-            answer = self._with_usage(answer, parsed, candidate, att)
+            answer = await self._with_usage(answer, parsed, candidate, att)
             model = parsed.get("model")
             att.succeed(200, response_model=model if isinstance(model, str) else None)
             att.end()
@@ -411,15 +410,15 @@ class ChatExchange:
         """The proxy's own usage count for an answer's text, with ``candidate``'s tokenizer."""
         encoding = candidate.tokenizer
 
-        def count_usage(text: str) -> dict[str, int]:
+        async def count_usage(text: str) -> dict[str, int]:
             return {
-                "prompt_tokens": self._prompt_count(encoding),
-                "completion_tokens": tokens.count(text, encoding),
+                "prompt_tokens": await self._prompt_count(encoding),
+                "completion_tokens": await tokens.count_async(text, encoding),
             }
 
         return count_usage
 
-    def _with_usage(
+    async def _with_usage(
         self, answer: bytes, parsed: dict[str, Any], candidate: Candidate, att: AttemptTelemetry
     ) -> bytes:
         """Record the answer's usage; an upstream that sends none gets the proxy's own count."""
@@ -431,7 +430,7 @@ class ChatExchange:
         message = choices[0].get("message") if isinstance(choices[0], dict) else None
         content = message.get("content") if isinstance(message, dict) else None
         counted = add_usage(
-            self._usage_counter(candidate)(content if isinstance(content, str) else ""), {}
+            await self._usage_counter(candidate)(content if isinstance(content, str) else ""), {}
         )
         att.record_usage(counted, estimated=True)
         return orjson.dumps({**parsed, "usage": counted})
@@ -447,7 +446,7 @@ class ChatExchange:
         if not chain or attempts_left <= 0 or self.deadline.remaining() <= 0:
             return None
         first = next(c for c in self.route.chain if c.key == failed)
-        prior = self._usage_counter(first)(text)
+        prior = await self._usage_counter(first)(text)
         body = {
             **self.body,
             "messages": [*self.body["messages"], {"role": "assistant", "content": text}],

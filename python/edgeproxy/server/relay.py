@@ -66,7 +66,9 @@ class StreamProgress:
         return bool(self.text) and not self.tool_calls and not self.multiple_choices
 
 
-UsageCounter = Callable[[str], dict[str, int]]
+# The proxy's own usage for an answer's text: awaited, since a large prompt is counted off
+# the event loop.
+UsageCounter = Callable[[str], Awaitable[dict[str, int]]]
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ class UpstreamStream:
             else None
         )
         self._tail = False  # the translator's last bytes were handed out: the next read is EOF
+        # [DONE] arrived without usage and the proxy counts it: the usage chunk and [DONE]
+        # follow this read's bytes (counting is awaited, so ``_check`` cannot add them).
+        self._usage_due = False
 
     def _translated(self, chunk: bytes) -> bytes:
         """An Anthropic upstream's bytes as OpenAI SSE (one Rust call per network chunk); an
@@ -166,12 +171,12 @@ class UpstreamStream:
                 if self.progress.usage is None and usage is not None:
                     # The client asked for no usage chunk; telemetry still gets the real one.
                     self.progress.usage = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
-                return self._check(self._scan(chunk)) if chunk else None
+                return await self._with_usage(self._check(self._scan(chunk))) if chunk else None
             if not chunk:
                 return b""
         elif not chunk:
             return None
-        return self._check(self._scan(chunk))
+        return await self._with_usage(self._check(self._scan(chunk)))
 
     def _scan(self, chunk: bytes) -> ChunkScan:
         try:
@@ -208,13 +213,21 @@ class UpstreamStream:
             return scan.out
         progress.done = True  # nothing after [DONE] is part of the answer
         if progress.usage is None and self.options.count_usage is not None:
-            return scan.out + self._counted_usage() + _DONE_EVENT
+            self._usage_due = True
+            return scan.out
         return scan.out + _DONE_EVENT
 
-    def _counted_usage(self) -> bytes:
+    async def _with_usage(self, out: bytes) -> bytes:
+        """``out``, followed by the counted usage chunk and [DONE] when they are due."""
+        if not self._usage_due:
+            return out
+        self._usage_due = False
+        return out + await self._counted_usage() + _DONE_EVENT
+
+    async def _counted_usage(self) -> bytes:
         """A usage chunk from the proxy's own count, shaped like OpenAI's (empty ``choices``)."""
         assert self.options.count_usage is not None
-        counted = self.options.count_usage("".join(self.progress.text))
+        counted = await self.options.count_usage("".join(self.progress.text))
         self.progress.usage = counted  # this leg's own, for telemetry
         usage = add_usage(counted, self.options.prior_usage or {})
         original = self.options.continues or self.progress
@@ -453,15 +466,20 @@ async def _pump(out: _Writer, leg: Leg, route: Route, deadline: Deadline) -> Att
             relay.client_gone()
             raise
         finally:
-            if upstream.progress.usage is not None:
-                leg.attempt.record_usage(upstream.progress.usage)
-            elif leg.count_usage is not None:
-                counted = leg.count_usage("".join(upstream.progress.text))
-                leg.attempt.record_usage(counted, estimated=True)
-            if clean:
-                leg.permit.success()
-                upstream.release()
-            else:
-                leg.permit.release()  # settles nothing if already failed; a client leaving is neutral
-                upstream.close()
-            leg.attempt.end()
+            try:
+                if upstream.progress.usage is not None:
+                    leg.attempt.record_usage(upstream.progress.usage)
+                elif leg.count_usage is not None:
+                    # Awaited (a large prompt is counted off the loop); if the task is
+                    # cancelled here, only this estimate is lost, never the settling below.
+                    counted = await leg.count_usage("".join(upstream.progress.text))
+                    leg.attempt.record_usage(counted, estimated=True)
+            finally:
+                if clean:
+                    leg.permit.success()
+                    upstream.release()
+                else:
+                    # Settles nothing if already failed; a client leaving is neutral.
+                    leg.permit.release()
+                    upstream.close()
+                leg.attempt.end()
