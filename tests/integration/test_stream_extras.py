@@ -180,9 +180,12 @@ def test_usage_of_a_large_prompt_is_counted_off_the_event_loop(
     make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A prompt of 64 KiB or more is counted in a worker thread when the proxy fills in usage
-    (non-stream, stream with a usage chunk, and the telemetry count of a plain stream), so a
-    huge prompt never holds the loop that serves everyone else; the counts stay exact."""
-    stack = make_stack(TWO, _sims(reports_usage=False))
+    (non-stream, stream with a usage chunk, and the telemetry count of a plain stream, whose
+    count starts when the stream opens), so a huge prompt never holds the loop that serves
+    everyone else; the counts stay exact."""
+    # Streams of ~0.5 s, as from a real model: the count started at the stream's opening is
+    # done long before its end.
+    stack = make_stack(TWO, _sims(reports_usage=False, tokens_per_second=50.0))
     counted_on: list[str] = []
     real = tokens.count_chat_tokens
 
@@ -209,6 +212,39 @@ def test_usage_of_a_large_prompt_is_counted_off_the_event_loop(
     # One count per request (each request counts its prompt once), none on the servers' loop.
     assert len(counted_on) == 3
     assert "servers" not in counted_on, counted_on
+
+
+def test_usage_of_a_body_the_counter_refuses_is_estimated(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """JSON nested deeper than the counter allows (here in a tool schema) is still a valid
+    request: when the upstream sends no usage, the proxy estimates the prompt (~4 bytes a
+    token) instead of failing an answer the upstream gave, in all three paths."""
+    stack = make_stack(TWO, _sims(reports_usage=False))
+    schema: dict[str, object] = {"type": "string"}
+    for _ in range(70):  # two levels each: ~145 in the request, over the counter's 128
+        schema = {"type": "object", "properties": {"x": schema}}
+    tools = [{"type": "function", "function": {"name": "deep", "parameters": schema}}]
+    body = orjson_dumps({"model": "m", "messages": MESSAGES, "tools": tools})
+    with pytest.raises(tokens.TokenizerError):
+        tokens.count_chat(body, "cl100k_base")
+    client = stack.client()
+    completion = client.chat.completions.create(model="m", messages=MESSAGES, tools=tools)  # type: ignore[arg-type]
+    assert completion.usage is not None and completion.usage.prompt_tokens >= len(body) // 5
+    chunks = list(
+        client.chat.completions.create(
+            model="m",
+            messages=MESSAGES,
+            tools=tools,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens >= len(body) // 5
+    plain = list(
+        client.chat.completions.create(model="m", messages=MESSAGES, tools=tools, stream=True)  # type: ignore[arg-type]
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in plain if c.choices)
 
 
 def orjson_dumps(body: object) -> bytes:

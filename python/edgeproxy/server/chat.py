@@ -23,6 +23,7 @@ from edgeproxy.cache.layer import (
     CachePlan,
 )
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
+from edgeproxy.errors import TokenizerError
 from edgeproxy.policy.snapshot import Candidate, Policy, Route
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
 from edgeproxy.resilience.failure import AttemptFailure
@@ -45,6 +46,7 @@ from edgeproxy.server.relay import (
     StreamOptions,
     StreamProgress,
     UsageCounter,
+    UsageCounterNow,
     add_usage,
     relay_to_client,
 )
@@ -149,6 +151,7 @@ class ChatExchange:
         self.deadline = Deadline(state.clock, route.timeouts.total)
         self.attempts_used = 0
         self._prompt_tokens: dict[str, int] = {}
+        self._counting: set[asyncio.Future[int]] = set()
         self._untranslatable_param: str | None = None
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
@@ -332,9 +335,40 @@ class ChatExchange:
         a large body: ``tokens.count_chat_async``)."""
         count = self._prompt_tokens.get(encoding)
         if count is None:
-            counted = await tokens.count_chat_async(self.raw, encoding)
-            count = self._prompt_tokens[encoding] = counted.tokens
+            try:
+                count = (await tokens.count_chat_async(self.raw, encoding)).tokens
+            except TokenizerError:
+                count = self._prompt_estimate()
+            self._prompt_tokens[encoding] = count
         return count
+
+    def _prompt_count_now(self, encoding: str) -> int:
+        """``_prompt_count`` without waiting, for a ``finally`` that must not be cancelled half
+        way: the cached count (a stream's is started off the loop when it opens), else counted
+        inline."""
+        count = self._prompt_tokens.get(encoding)
+        if count is None:
+            try:
+                count = tokens.count_chat(self.raw, encoding).tokens
+            except TokenizerError:
+                count = self._prompt_estimate()
+            self._prompt_tokens[encoding] = count
+        return count
+
+    def _prompt_estimate(self) -> int:
+        """For a body the counter refuses although the proxy accepted it (JSON nested deeper
+        than 128 levels, e.g. in a tool schema): ~4 bytes a token, rather than failing an answer
+        the upstream gave."""
+        return -(-len(self.raw) // 4)
+
+    def _count_prompt_early(self, encoding: str) -> None:
+        """Starts counting a large prompt off the loop while its answer streams, so that the
+        count at the stream's end (telemetry, when the upstream reports no usage) finds it."""
+        if len(self.raw) < tokens.OFF_LOOP_BYTES or encoding in self._prompt_tokens:
+            return
+        task = asyncio.ensure_future(self._prompt_count(encoding))
+        self._counting.add(task)  # a reference until done (the loop keeps only weak ones)
+        task.add_done_callback(self._counting.discard)
 
     def _loop(
         self, chain: tuple[Candidate, ...], max_attempts: int, hedge_delay: float | None = None
@@ -372,16 +406,19 @@ class ChatExchange:
             )
             try:
                 if self.stream:
-                    counter = self._usage_counter(candidate)
+                    self._count_prompt_early(candidate.tokenizer)
                     stream_options = replace(
-                        options, count_usage=counter if self.wants_usage else None
+                        options,
+                        count_usage=self._usage_counter(candidate) if self.wants_usage else None,
                     )
                     opened, first = await attempt_stream(call, stream_options)
                     att.first_token()
                     att.succeed(200, response_model=opened.progress.model)
                     # The attempt's span stays open through the relay.
-                    return opened, first, att, counter
+                    return opened, first, att, self._usage_counter_now(candidate)
                 answer, parsed = await attempt_once(call)
+                # Inside the try: the count may wait for a worker thread (a large prompt).
+                answer = await self._with_usage(answer, parsed, candidate, att)
             except AttemptFailure as failure:
                 att.fail(failure)
                 att.end()
@@ -390,7 +427,6 @@ class ChatExchange:
                 att.abandon()
                 att.end()
                 raise
-            answer = await self._with_usage(answer, parsed, candidate, att)
             model = parsed.get("model")
             att.succeed(200, response_model=model if isinstance(model, str) else None)
             att.end()
@@ -414,6 +450,18 @@ class ChatExchange:
             return {
                 "prompt_tokens": await self._prompt_count(encoding),
                 "completion_tokens": await tokens.count_async(text, encoding),
+            }
+
+        return count_usage
+
+    def _usage_counter_now(self, candidate: Candidate) -> UsageCounterNow:
+        """``_usage_counter`` without waiting (telemetry at the end of a relayed stream)."""
+        encoding = candidate.tokenizer
+
+        def count_usage(text: str) -> dict[str, int]:
+            return {
+                "prompt_tokens": self._prompt_count_now(encoding),
+                "completion_tokens": tokens.count(text, encoding),
             }
 
         return count_usage
@@ -446,7 +494,7 @@ class ChatExchange:
         if not chain or attempts_left <= 0 or self.deadline.remaining() <= 0:
             return None
         first = next(c for c in self.route.chain if c.key == failed)
-        prior = await self._usage_counter(first)(text)
+        prior = self._usage_counter_now(first)(text)
         body = {
             **self.body,
             "messages": [*self.body["messages"], {"role": "assistant", "content": text}],

@@ -13,6 +13,7 @@ the OpenAI SDK raises on, never with a ``[DONE]`` that would make a cut answer l
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ from edgeproxy.upstreams.http1 import UpstreamResponse
 DONE = "[DONE]"
 MAX_HELD_BYTES = 1024 * 1024
 _DONE_EVENT = encode_sse(DONE)
+log = logging.getLogger("edgeproxy.server")
 # The first chunk usually holds only the role; the Rust scanner reports ``started`` only once a
 # delta carries content, tool calls, a function call, a refusal or reasoning content (or a
 # finish_reason or usage arrives), so a stream that dies right after its role chunk can still
@@ -69,6 +71,9 @@ class StreamProgress:
 # The proxy's own usage for an answer's text: awaited, since a large prompt is counted off
 # the event loop.
 UsageCounter = Callable[[str], Awaitable[dict[str, int]]]
+# The same without waiting, for the relay's ``finally`` (telemetry): an await there is cancelled
+# when the client leaves right after [DONE], as SDK clients do.
+UsageCounterNow = Callable[[str], dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -318,7 +323,7 @@ class Leg:
     attempt: AttemptTelemetry
     candidate: str  # provider/region/model, for the resume note
     # The proxy's own count, for telemetry when the upstream reports no usage (e.g. a cut).
-    count_usage: UsageCounter | None = None
+    count_usage: UsageCounterNow | None = None
 
 
 # Given everything relayed so far, start another candidate that continues the text; None when
@@ -466,20 +471,20 @@ async def _pump(out: _Writer, leg: Leg, route: Route, deadline: Deadline) -> Att
             relay.client_gone()
             raise
         finally:
-            try:
-                if upstream.progress.usage is not None:
-                    leg.attempt.record_usage(upstream.progress.usage)
-                elif leg.count_usage is not None:
-                    # Awaited (a large prompt is counted off the loop); if the task is
-                    # cancelled here, only this estimate is lost, never the settling below.
-                    counted = await leg.count_usage("".join(upstream.progress.text))
+            if upstream.progress.usage is not None:
+                leg.attempt.record_usage(upstream.progress.usage)
+            elif leg.count_usage is not None:
+                try:
+                    counted = leg.count_usage("".join(upstream.progress.text))
                     leg.attempt.record_usage(counted, estimated=True)
-            finally:
-                if clean:
-                    leg.permit.success()
-                    upstream.release()
-                else:
-                    # Settles nothing if already failed; a client leaving is neutral.
-                    leg.permit.release()
-                    upstream.close()
-                leg.attempt.end()
+                except Exception:  # telemetry only: never changes how the stream ended
+                    log.warning(
+                        "%s: could not count the stream's usage", leg.candidate, exc_info=True
+                    )
+            if clean:
+                leg.permit.success()
+                upstream.release()
+            else:
+                leg.permit.release()  # settles nothing if already failed; a client leaving is neutral
+                upstream.close()
+            leg.attempt.end()
