@@ -20,37 +20,31 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.procutil import REPO, Proc, free_port, sample, wait_port
+from bench.procutil import REPO, Proc, free_port, sample, serve_argv, wait_port
 from bench.run_bench import (
     JSON_BODY,
     Server,
     Wrk,
     ensure_tools,
     proxy_policy,
-    serve_argv,
     stream_body,
 )
 from bench.upstream import start_nginx
 
 
-def base_tree(rev: str, tmp: Path) -> Path:
+def add_base_tree(rev: str, tree: Path) -> None:
+    """``rev`` checked out at ``tree`` (a git worktree: the caller removes it) with this
+    checkout's built extension, which is the same when ``rust/`` is."""
     changed = subprocess.run(
         ["git", "diff", "--quiet", rev, "--", "rust", "Cargo.toml", "Cargo.lock"], cwd=REPO
     )
     if changed.returncode != 0:
         sys.exit(f"ab_proxy: {rev} differs from this checkout in rust/: build it on its own")
-    tree = tmp / "base"
     subprocess.run(
         ["git", "worktree", "add", "--detach", "--quiet", str(tree), rev], cwd=REPO, check=True
     )
-    try:
-        for ext in (REPO / "python" / "edgeproxy").glob("_core*.so"):
-            shutil.copy(ext, tree / "python" / "edgeproxy" / ext.name)
-    except BaseException:
-        # main() only removes a worktree it was handed: this one would be left registered.
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
-        raise
-    return tree
+    for ext in (REPO / "python" / "edgeproxy").glob("_core*.so"):
+        shutil.copy(ext, tree / "python" / "edgeproxy" / ext.name)
 
 
 def start_proxy(name: str, policy: Path, tmp: Path, pythonpath: Path) -> tuple[Proc, Server]:
@@ -79,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     nginx_bin, wrk_bin = ensure_tools([])
     tmp = Path(tempfile.mkdtemp(prefix="edgeproxy-ab-"))
     procs: list[Proc] = []
-    tree: Path | None = None
+    tree = tmp / "base"
     try:
-        tree = base_tree(args.base, tmp)
+        add_base_tree(args.base, tree)
         up_port = free_port()
         procs.append(start_nginx(tmp / "nginx", up_port, nginx_bin))
         policy = tmp / "policy.yaml"
@@ -124,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in reversed(procs):
             proc.stop()
-        if tree is not None:
+        if tree.exists():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -11,13 +11,24 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# ``edgeproxy`` of this interpreter's install (every harness runs the CLI this way).
+EDGEPROXY = [sys.executable, "-m", "edgeproxy.cli"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def serve_argv(policy: Path, port: int) -> list[str]:
+    """``edgeproxy serve`` of this interpreter's install, quiet, on ``port``."""
+    return [
+        *EDGEPROXY,
+        *("serve", "--policy", str(policy), "--port", str(port), "--log-level", "warning"),
+    ]
 
 
 def free_port() -> int:

@@ -19,14 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procutil import REPO, Proc, free_port, sample, wait_port
+from bench.procutil import REPO, Proc, free_port, sample, serve_argv, wait_port
 from bench.run_bench import (
     BENCH_VENV,
     JSON_BODY,
     Server,
     Wrk,
     proxy_policy,
-    serve_argv,
     stream_body,
 )
 from bench.upstream import start_nginx

@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import client
-from bench.procutil import REPO, Proc, free_port, machine_description, sample, wait_port
+from bench.procutil import (
+    EDGEPROXY,
+    REPO,
+    Proc,
+    free_port,
+    machine_description,
+    sample,
+    serve_argv,
+    wait_port,
+)
 from bench.upstream import LONG_EVENTS, SHORT_EVENTS, start_nginx
 
 BENCH_VENV = REPO / ".bench-venv"
@@ -205,22 +214,6 @@ general_settings:
     )
 
 
-def serve_argv(policy: Path, port: int) -> list[str]:
-    """``edgeproxy serve`` of this interpreter's install, quiet, on ``port`` (every harness)."""
-    return [
-        sys.executable,
-        "-m",
-        "edgeproxy.cli",
-        "serve",
-        "--policy",
-        str(policy),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-
-
 # --------------------------------------------------------------------------------------------
 # wrk
 
@@ -343,7 +336,7 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         )
         policy = tmp / "policy.yaml"
         proxy_policy(policy, up_port)
-        check = [str(Path(sys.executable).parent / "edgeproxy"), "policy", "check", str(policy)]
+        check = [*EDGEPROXY, "policy", "check", str(policy)]
         if subprocess.run(check, capture_output=True, check=False).returncode != 0:
             proxy_policy(policy, up_port, limits=False)
         results["proxy_policy"] = policy.read_text().replace(str(up_port), "$NGINX_PORT")
@@ -397,7 +390,7 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             ),
         ]
         results["edgeproxy_version"] = subprocess.run(
-            [str(Path(sys.executable).parent / "edgeproxy"), "--version"],
+            [*EDGEPROXY, "--version"],
             capture_output=True,
             text=True,
         ).stdout.strip()

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from bench.procutil import REPO, Proc, free_port, wait_port
-
-BIN = Path(sys.executable).parent
+from bench.procutil import EDGEPROXY, REPO, Proc, free_port, serve_argv, wait_port
 
 
 def remap_policy(
@@ -73,7 +70,7 @@ class Stack:
         self.sims = Proc(
             "sim",
             [
-                str(BIN / "edgeproxy"),
+                *EDGEPROXY,
                 "sim",
                 "--policy",
                 str(self.policy),
@@ -93,16 +90,7 @@ class Stack:
             wait_port(port, 30, self.sims.popen)
         self.proxy = Proc(
             "proxy",
-            [
-                str(BIN / "edgeproxy"),
-                "serve",
-                "--policy",
-                str(self.policy),
-                "--port",
-                str(self.proxy_port),
-                "--log-level",
-                "warning",
-            ],
+            serve_argv(self.policy, self.proxy_port),
             self.out / "proxy.log",
             env=self.proxy_env,
         )

@@ -17,8 +17,8 @@ Models whose tokenizer is not public (Anthropic's) map to the ``"estimate"`` enc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -129,19 +129,22 @@ async def count_chat_async(request: bytes, encoding: str) -> TokenCount:
     """``count_chat`` for asyncio code: a request of ``OFF_LOOP_BYTES`` or more is counted in
     a worker thread (the Rust side releases the GIL), so a huge or adversarial prompt never
     holds the event loop; a small one is counted inline (a thread hop would cost more)."""
-    if len(request) < OFF_LOOP_BYTES:
-        return count_chat_tokens(request, encoding)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, count_chat_tokens, request, encoding)
+    return await _off_loop_if_large(len(request), count_chat_tokens, request, encoding)
 
 
 async def count_async(text: str, encoding: str = "cl100k_base") -> int:
     """``count`` for asyncio code: a text of ``OFF_LOOP_BYTES`` characters or more is counted in
     a worker thread, like ``count_chat_async``."""
-    if len(text) < OFF_LOOP_BYTES:
-        return count(text, encoding)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, count, text, encoding)
+    return await _off_loop_if_large(len(text), count, text, encoding)
+
+
+T = TypeVar("T")
+
+
+async def _off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
+    if size < OFF_LOOP_BYTES:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def encoding_for_model(model: str) -> str:

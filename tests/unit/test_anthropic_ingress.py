@@ -279,7 +279,6 @@ async def test_send_against_the_sim(sim: SimProvider, make_pool: Callable[..., H
         await upstream.send(pool, wrong, body, stream=False, connect_timeout=1, request_id="r")
     assert info.value.failure is FailureClass.CLIENT_ERROR
     assert KEY not in str(info.value)
-    await pool.close()
 
     sim.set_fault(Fault(mode="refuse"))
     pool = make_pool()  # a fresh pool: no kept-alive connection

@@ -19,32 +19,11 @@ from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamConnecti
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class Answering:
-    """The usual upstream, made by ``answering``: read one request, write the answer for the
-    connection's ordinal (none: read only), drain, then close the connection, or first wait
-    for the client to close it (``until_eof``)."""
-
-    answers: tuple[bytes, ...]
-    until_eof: bool = False
-
-    async def run(
-        self, server: Scripted, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
-    ) -> None:
-        await server.read_request(reader)
-        if self.answers:
-            # Connection n gets answer n; any later connection the last one.
-            writer.write(self.answers[min(n, len(self.answers)) - 1])
-            await writer.drain()
-        if self.until_eof:
-            await reader.read()
-
-
 @dataclass
 class Scripted:
     """A raw TCP server: each connection is handed to ``handler`` with its ordinal."""
 
-    handler: Handler | Answering
+    handler: Handler
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
     server: asyncio.Server | None = None
@@ -62,10 +41,7 @@ class Scripted:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            if isinstance(self.handler, Answering):
-                await self.handler.run(self, reader, writer, self.connections)
-            else:
-                await self.handler(reader, writer, self.connections)
+            await self.handler(reader, writer, self.connections)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -86,18 +62,44 @@ class Scripted:
 # close every pool they made after the test.
 
 
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler | Answering], Awaitable[Scripted]]]:
-    servers: list[Scripted] = []
+class Servers:
+    """The ``serve`` fixture: ``await serve(handler)`` starts a scripted server;
+    ``serve.answering`` the usual one. All are closed after the test."""
 
-    async def start(handler: Handler | Answering) -> Scripted:
+    def __init__(self) -> None:
+        self.started: list[Scripted] = []
+
+    async def __call__(self, handler: Handler) -> Scripted:
         scripted = Scripted(handler)
         scripted.server = await asyncio.start_server(scripted._serve, "127.0.0.1", 0)
-        servers.append(scripted)
+        self.started.append(scripted)
         return scripted
 
-    yield start
-    for scripted in servers:
+    async def answering(self, *answers: bytes, until_eof: bool = False) -> Scripted:
+        """A server that reads the request (recorded in ``requests``), writes ``answers[n - 1]``
+        on connection n (the last answer on any later one; none: it answers nothing) and
+        drains; then it closes the connection, or with ``until_eof`` waits for the client to
+        close it first (the connection stays open)."""
+
+        async def handler(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+        ) -> None:
+            await server.read_request(reader)
+            if answers:
+                writer.write(answers[min(n, len(answers)) - 1])
+                await writer.drain()
+            if until_eof:
+                await reader.read()
+
+        server = await self(handler)
+        return server
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Servers]:
+    servers = Servers()
+    yield servers
+    for scripted in servers.started:
         assert scripted.server is not None
         scripted.server.close()
 
@@ -105,18 +107,6 @@ async def serve() -> AsyncIterator[Callable[[Handler | Answering], Awaitable[Scr
 def ok(body: bytes, *extra: bytes) -> bytes:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
     return head + b"".join(extra) + b"Content-Length: %d\r\n\r\n" % len(body) + body
-
-
-def answering(*answers: bytes, until_eof: bool = False) -> Answering:
-    """A handler that reads the request (recorded in ``requests``), writes ``answers[n - 1]`` on
-    connection n (the last answer on any later one) and drains; then it closes the connection,
-    or with ``until_eof`` waits for the client to close it first (the connection stays open)."""
-    return Answering(answers, until_eof)
-
-
-def reading_only() -> Answering:
-    """A handler that reads the request, answers nothing and closes the connection."""
-    return Answering(())
 
 
 async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(serve, pool) -> None:
@@ -170,7 +160,7 @@ async def test_chunked_body_arrives_piece_by_piece_then_ends(serve, pool) -> Non
 
 
 async def test_a_body_ended_by_the_connection_is_complete_and_not_reused(serve, pool) -> None:
-    server = await serve(answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"))
+    server = await serve.answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     assert await response.read(1024) == b"until the end"
     response.release()
@@ -178,7 +168,7 @@ async def test_a_body_ended_by_the_connection_is_complete_and_not_reused(serve, 
 
 
 async def test_a_cut_body_raises_instead_of_ending(serve, pool) -> None:
-    server = await serve(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b"))
+    server = await serve.answering(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     with pytest.raises(UpstreamConnectionError):
         await response.read(1024)
@@ -189,7 +179,7 @@ async def test_a_cut_body_raises_instead_of_ending(serve, pool) -> None:
 async def test_a_body_over_the_limit_is_reported_longer_and_the_connection_dropped(
     serve, pool
 ) -> None:
-    server = await serve(answering(ok(b"y" * 5000), until_eof=True))
+    server = await serve.answering(ok(b"y" * 5000), until_eof=True)
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     assert len(await response.read(100)) > 100
     response.release()
@@ -198,7 +188,7 @@ async def test_a_body_over_the_limit_is_reported_longer_and_the_connection_dropp
 
 async def test_an_idle_connection_the_upstream_closed_is_replaced_once(serve, pool) -> None:
     # keep-alive was promised, but the upstream closes the idle connection after one answer
-    server = await serve(answering(ok(b"{}")))
+    server = await serve.answering(ok(b"{}"))
     for _ in range(3):
         response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
         assert await response.read(100) == b"{}"
@@ -208,14 +198,14 @@ async def test_an_idle_connection_the_upstream_closed_is_replaced_once(serve, po
 
 
 async def test_a_fresh_connection_closed_before_the_answer_is_an_error(serve, pool) -> None:
-    server = await serve(reading_only())
+    server = await serve.answering()
     with pytest.raises(UpstreamConnectionError):
         await pool.post(server.url, b"{}", {}, connect_timeout=1)
     assert server.connections == 1  # never sent twice on a fresh connection
 
 
 async def test_an_interim_100_response_is_skipped(serve, pool) -> None:
-    server = await serve(answering(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done"), until_eof=True))
+    server = await serve.answering(b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"done"), until_eof=True)
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     assert (response.status, await response.read(100)) == (200, b"done")
     response.release()
@@ -224,7 +214,7 @@ async def test_an_interim_100_response_is_skipped(serve, pool) -> None:
 async def test_a_slow_reader_pauses_the_upstream_and_loses_nothing(serve, pool) -> None:
     payload = bytes(range(256)) * 8192  # 2 MiB
 
-    server = await serve(answering(ok(payload), until_eof=True))
+    server = await serve.answering(ok(payload), until_eof=True)
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     conn = response._conn
     assert conn is not None
@@ -274,7 +264,7 @@ async def test_cancelled_while_waiting_drops_the_connection(serve, pool) -> None
 async def test_a_header_the_client_owns_or_cannot_write_is_refused_before_connecting(
     serve, pool, headers: dict[str, str], match: str
 ) -> None:
-    server = await serve(reading_only())
+    server = await serve.answering()
     with pytest.raises(ValueError, match=match):
         await pool.post(server.url, b"{}", headers, connect_timeout=1)
     assert server.connections == 0
@@ -375,8 +365,8 @@ async def test_https_with_verified_certificates_and_keep_alive(make_pool) -> Non
 
 
 async def test_addresses_are_resolved_once_per_ttl(serve, monkeypatch, make_pool) -> None:
-    server = await serve(
-        answering(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+    server = await serve.answering(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
     )
     loop = asyncio.get_running_loop()
     lookups: list[str] = []
@@ -423,8 +413,8 @@ async def test_a_reused_connection_lost_after_the_stale_window_is_not_sent_twice
 
 async def test_a_second_unsolicited_response_cannot_replace_the_answer(serve, pool) -> None:
     stray = b"HTTP/1.1 503 Nope\r\nX-Stray: yes\r\nContent-Length: 2\r\n\r\n{}"
-    server = await serve(
-        answering(ok(b'{"answer": 1}') + stray, ok(b'{"answer": 2}'), until_eof=True)
+    server = await serve.answering(
+        ok(b'{"answer": 1}') + stray, ok(b'{"answer": 2}'), until_eof=True
     )
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     assert (response.status, await response.read(100)) == (200, b'{"answer": 1}')
@@ -470,11 +460,9 @@ async def test_a_stream_released_before_its_end_marker_is_reused_once_it_arrives
 async def test_a_stream_whose_end_marker_never_comes_is_closed(serve, monkeypatch, pool) -> None:
     monkeypatch.setattr(http1, "_DRAIN_SECONDS", 0.0)
 
-    server = await serve(
-        answering(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
-            until_eof=True,
-        )
+    server = await serve.answering(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        until_eof=True,
     )
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     assert await response.readany() == b"hello"
@@ -492,7 +480,7 @@ async def test_an_oversized_or_upgrade_response_is_an_error_not_a_crash(serve, p
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
     ]
 
-    server = await serve(answering(*answers, until_eof=True))
+    server = await serve.answering(*answers, until_eof=True)
     for _ in answers:
         with pytest.raises(UpstreamConnectionError):
             response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
@@ -502,7 +490,7 @@ async def test_an_oversized_or_upgrade_response_is_an_error_not_a_crash(serve, p
 
 async def test_repeated_headers_are_joined_in_order(serve, pool) -> None:
     warnings = (b"Warning: a\r\n", b"Warning: b\r\n", b"Warning: c\r\n")
-    server = await serve(answering(ok(b"{}", *warnings), until_eof=True))
+    server = await serve.answering(ok(b"{}", *warnings), until_eof=True)
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     assert response.headers["warning"] == "a, b, c"
     response.close()

@@ -95,7 +95,7 @@ def _provider_headers(
                 f"cannot read the key file {str(path)!r}: {exc.strerror or exc}",
             )
             (doc.problems if doc.missing_secrets == "error" else doc.warnings).append(problem)
-    if key and header_problem("Authorization", key) is not None:
+    if key and header_problem(spec.auth_header, key) is not None:
         doc.problems.append(
             doc.problem(
                 ("providers", name, "api_key"),

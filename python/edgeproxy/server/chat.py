@@ -150,8 +150,9 @@ class ChatExchange:
         self.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
         self.deadline = Deadline(state.clock, route.timeouts.total)
         self.attempts_used = 0
-        self._prompt_tokens: dict[str, int] = {}
-        self._counting: set[asyncio.Future[int]] = set()
+        # The prompt's token count per encoding, counted once (held here until done: the loop
+        # keeps only weak references to tasks).
+        self._prompt_counts: dict[str, asyncio.Future[int]] = {}
         self._untranslatable_param: str | None = None
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
@@ -330,30 +331,38 @@ class ChatExchange:
                 )
         return tuple(kept), skipped
 
+    def _prompt_task(self, encoding: str) -> asyncio.Future[int]:
+        """The count of the prompt in ``encoding``: one per request and encoding, shared by
+        whatever needs it (context-window routing, hedged attempts, the usage fill)."""
+        task = self._prompt_counts.get(encoding)
+        if task is None:
+            task = self._prompt_counts[encoding] = asyncio.ensure_future(
+                self._count_prompt(encoding)
+            )
+        return task
+
+    async def _count_prompt(self, encoding: str) -> int:
+        """Off the event loop for a large body (``tokens.count_chat_async``)."""
+        try:
+            return (await tokens.count_chat_async(self.raw, encoding)).tokens
+        except TokenizerError:
+            return self._prompt_estimate()
+
     async def _prompt_count(self, encoding: str) -> int:
-        """The prompt's tokens in ``encoding``, counted once per request (off the event loop for
-        a large body: ``tokens.count_chat_async``)."""
-        count = self._prompt_tokens.get(encoding)
-        if count is None:
-            try:
-                count = (await tokens.count_chat_async(self.raw, encoding)).tokens
-            except TokenizerError:
-                count = self._prompt_estimate()
-            self._prompt_tokens[encoding] = count
-        return count
+        # Shielded: one caller cancelled (a hedge that lost) leaves the count to the others.
+        return await asyncio.shield(self._prompt_task(encoding))
 
     def _prompt_count_now(self, encoding: str) -> int:
         """``_prompt_count`` without waiting, for a ``finally`` that must not be cancelled half
-        way: the cached count (a stream's is started off the loop when it opens), else counted
-        inline."""
-        count = self._prompt_tokens.get(encoding)
-        if count is None:
-            try:
-                count = tokens.count_chat(self.raw, encoding).tokens
-            except TokenizerError:
-                count = self._prompt_estimate()
-            self._prompt_tokens[encoding] = count
-        return count
+        way: the shared count if it is done (a large stream's starts when the stream opens:
+        ``_count_prompt_early``), else counted inline."""
+        task = self._prompt_counts.get(encoding)
+        if task is not None and task.done() and not task.cancelled():
+            return task.result()
+        try:
+            return tokens.count_chat(self.raw, encoding).tokens
+        except TokenizerError:
+            return self._prompt_estimate()
 
     def _prompt_estimate(self) -> int:
         """For a body the counter refuses although the proxy accepted it (JSON nested deeper
@@ -364,11 +373,8 @@ class ChatExchange:
     def _count_prompt_early(self, encoding: str) -> None:
         """Starts counting a large prompt off the loop while its answer streams, so that the
         count at the stream's end (telemetry, when the upstream reports no usage) finds it."""
-        if len(self.raw) < tokens.OFF_LOOP_BYTES or encoding in self._prompt_tokens:
-            return
-        task = asyncio.ensure_future(self._prompt_count(encoding))
-        self._counting.add(task)  # a reference until done (the loop keeps only weak ones)
-        task.add_done_callback(self._counting.discard)
+        if len(self.raw) >= tokens.OFF_LOOP_BYTES:
+            self._prompt_task(encoding)
 
     def _loop(
         self, chain: tuple[Candidate, ...], max_attempts: int, hedge_delay: float | None = None

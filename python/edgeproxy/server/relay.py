@@ -13,7 +13,6 @@ the OpenAI SDK raises on, never with a ``[DONE]`` that would make a cut answer l
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,7 +41,6 @@ from edgeproxy.upstreams.http1 import UpstreamResponse
 DONE = "[DONE]"
 MAX_HELD_BYTES = 1024 * 1024
 _DONE_EVENT = encode_sse(DONE)
-log = logging.getLogger("edgeproxy.server")
 # The first chunk usually holds only the role; the Rust scanner reports ``started`` only once a
 # delta carries content, tool calls, a function call, a refusal or reasoning content (or a
 # finish_reason or usage arrives), so a stream that dies right after its role chunk can still
@@ -474,13 +472,8 @@ async def _pump(out: _Writer, leg: Leg, route: Route, deadline: Deadline) -> Att
             if upstream.progress.usage is not None:
                 leg.attempt.record_usage(upstream.progress.usage)
             elif leg.count_usage is not None:
-                try:
-                    counted = leg.count_usage("".join(upstream.progress.text))
-                    leg.attempt.record_usage(counted, estimated=True)
-                except Exception:  # telemetry only: never changes how the stream ended
-                    log.warning(
-                        "%s: could not count the stream's usage", leg.candidate, exc_info=True
-                    )
+                counted = leg.count_usage("".join(upstream.progress.text))
+                leg.attempt.record_usage(counted, estimated=True)
             if clean:
                 leg.permit.success()
                 upstream.release()

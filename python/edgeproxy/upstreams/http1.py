@@ -18,6 +18,7 @@ fresh connection; any later loss goes to the resilience engine, never a hidden s
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import socket
 import ssl
@@ -608,15 +609,25 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 def header_problem(name: str, value: str) -> str | None:
     """Why this client will not send ``name: value`` (naming the header, never quoting
     its value: it may be a key), or None. Policy loading asks the same of static headers."""
-    if _HEADER_NAME.fullmatch(name) is None:
-        return f"{name.strip()!r} is not a header name (letters, digits, -_.!#$%&'*+^`|~)"
-    if name.lower() in CLIENT_OWNED_HEADERS:
-        return f"{name} is set by the proxy (written by the client itself)"
+    problem = _name_problem(name)
+    if problem is not None:
+        return problem
     if "\r" in value or "\n" in value or "\0" in value:
         # A line break would let a header value write headers of its own.
         return f"header {name} contains a line break or NUL"
     if not value.isascii() and any(ord(c) > 255 for c in value):
         return f"header {name} is not latin-1 text"
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_problem(name: str) -> str | None:
+    """The name half of ``header_problem``, remembered: every request sends the same few names
+    (the provider's static headers and the proxy's own)."""
+    if _HEADER_NAME.fullmatch(name) is None:
+        return f"{name.strip()!r} is not a header name (letters, digits, -_.!#$%&'*+^`|~)"
+    if name.lower() in CLIENT_OWNED_HEADERS:
+        return f"{name} is set by the proxy (written by the client itself)"
     return None
 
 

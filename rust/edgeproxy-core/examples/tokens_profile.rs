@@ -83,54 +83,29 @@ fn main() {
             ("cl100k", Encoding::Cl100kBase, bpe_openai::cl100k_base()),
             ("o200k", Encoding::O200kBase, bpe_openai::o200k_base()),
         ] {
-            tokens::preload(enc);
             let pieces: Vec<&str> = tok.split(&text).collect();
             let (split, n) = best_us(|| tok.split(&text).count());
             let (bpe, _) = best_us(|| pieces.iter().map(|p| tok.bpe.count(p.as_bytes())).sum());
-            // bpe-openai's own count and ours, interleaved run by run (noisy machines).
-            let (mut olds, mut news) = (Vec::new(), Vec::new());
-            let (mut old_count, mut count) = (0, 0);
-            for _ in 0..21 {
-                let t = Instant::now();
-                old_count = std::hint::black_box(tok.count(text.as_str()));
-                olds.push(t.elapsed().as_secs_f64() * 1e6);
-                let t = Instant::now();
-                count = std::hint::black_box(tokens::count(&text, enc));
-                news.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            olds.sort_by(f64::total_cmp);
-            news.sort_by(f64::total_cmp);
+            // bpe-openai's own count and ours.
+            let (olds, news, count) = interleaved(
+                || tok.count(text.as_str()),
+                || tokens::count(&text, enc),
+                &format!("{path} {name}"),
+            );
             let (old, total) = (olds[0], news[0]); // best of 21: least disturbed
-            assert_eq!(count, old_count, "{path} {name}");
             let longest = pieces.iter().map(|p| p.len()).max().unwrap_or(0);
             let file = path.rsplit('/').next().unwrap_or(&path);
             // Pieces over 64 bytes: `bpe`'s backtracking encoder (the old path) against
-            // ours (`tokens/long.rs`), interleaved; best and median of 21.
-            let long: Vec<&[u8]> = pieces
-                .iter()
-                .map(|p| p.as_bytes())
-                .filter(|p| p.len() > 64)
-                .collect();
+            // ours (windows, else `tokens/long.rs`).
+            let long: Vec<&str> = pieces.iter().copied().filter(|p| p.len() > 64).collect();
             let long_times = if long.is_empty() {
                 String::new()
             } else {
-                let (mut olds, mut news) = (Vec::new(), Vec::new());
-                for _ in 0..21 {
-                    let t = Instant::now();
-                    let a: usize =
-                        std::hint::black_box(long.iter().map(|p| tok.bpe.count(p)).sum());
-                    olds.push(t.elapsed().as_secs_f64() * 1e6);
-                    let t = Instant::now();
-                    let b: usize = std::hint::black_box(
-                        long.iter()
-                            .map(|p| tokens::count_long_piece(std::str::from_utf8(p).unwrap(), enc))
-                            .sum(),
-                    );
-                    news.push(t.elapsed().as_secs_f64() * 1e6);
-                    assert_eq!(a, b, "{path} {name}: long pieces");
-                }
-                olds.sort_by(f64::total_cmp);
-                news.sort_by(f64::total_cmp);
+                let (olds, news, _) = interleaved(
+                    || long.iter().map(|p| tok.bpe.count(p.as_bytes())).sum(),
+                    || long.iter().map(|p| tokens::count_long_piece(p, enc)).sum(),
+                    &format!("{path} {name}: long pieces"),
+                );
                 format!(
                     "  long pieces: bpe {:>6.0} / {:>6.0} us, ours {:>6.0} / {:>6.0} us (best / median)",
                     olds[0], olds[10], news[0], news[10]
@@ -141,4 +116,26 @@ fn main() {
             );
         }
     }
+}
+
+/// `old` and `new` timed 21 times each, interleaved run by run (noisy machines): both
+/// sorted lists of µs, and the count (checked equal).
+fn interleaved(
+    old: impl Fn() -> usize,
+    new: impl Fn() -> usize,
+    what: &str,
+) -> (Vec<f64>, Vec<f64>, usize) {
+    let (mut olds, mut news, mut count) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..21 {
+        let t = Instant::now();
+        let a = std::hint::black_box(old());
+        olds.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        count = std::hint::black_box(new());
+        news.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(a, count, "{what}");
+    }
+    olds.sort_by(f64::total_cmp);
+    news.sort_by(f64::total_cmp);
+    (olds, news, count)
 }

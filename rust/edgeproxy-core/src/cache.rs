@@ -455,11 +455,12 @@ impl<'a> Parser<'a> {
             }
             carry = next_carry;
             base += 64;
-            // After a plain block (no quote, backslash or control byte, so nothing
-            // escaped into the next), more plain text is likely: plain blocks need
-            // nothing but the test, so skip them in a tight loop. (Not tried after
-            // a block with escapes: in escape-dense text the test would mostly fail.)
-            if m.quote | m.backslash == 0 && !m.maybe_control {
+            // After a plain block (no quote or backslash, so nothing escaped into the
+            // next; a control byte in it was an error above), more plain text is likely:
+            // plain blocks need nothing but the test, so skip them in a tight loop. (Not
+            // tried after a block with escapes: in escape-dense text the test would mostly
+            // fail.)
+            if m.quote | m.backslash == 0 {
                 while let Some(block) = s.get(base..base + 64) {
                     if !is_plain(block) {
                         break;
@@ -558,9 +559,15 @@ struct Masks {
 /// plain.
 #[inline]
 fn block_masks(s: &[u8], base: usize) -> Masks {
+    with_block(s, base, masks_of)
+}
+
+/// `f` of the 64 bytes from `base`, padded with spaces (plain) past the end of `s`.
+#[inline(always)]
+fn with_block<T>(s: &[u8], base: usize, f: impl Fn(&[u8]) -> T) -> T {
     match s.get(base..base + 64) {
-        Some(block) => masks_of(block),
-        None => masks_of(&padded(s, base)),
+        Some(block) => f(block),
+        None => f(&padded(s, base)),
     }
 }
 
@@ -607,11 +614,9 @@ fn masks_of(block: &[u8]) -> Masks {
 #[cold]
 fn control_mask(s: &[u8], base: usize) -> u64 {
     let below_space = u8x16::splat(0x1f);
-    let control = |block: &[u8]| bits(lanes(block).map(|v| v.min(below_space).cmp_eq(v)));
-    match s.get(base..base + 64) {
-        Some(block) => control(block),
-        None => control(&padded(s, base)),
-    }
+    with_block(s, base, |block| {
+        bits(lanes(block).map(|v| v.min(below_space).cmp_eq(v)))
+    })
 }
 
 #[inline(always)]

@@ -190,11 +190,12 @@ pub fn count_up_to(text: &str, encoding: Encoding, limit: usize) -> usize {
     encoding.finish(total).min(over)
 }
 
-/// The count of one pre-token by the long-piece merge (`long.rs`), whatever its
-/// length: for `examples/tokens_profile`, which times it against `bpe`'s encoder.
+/// The count of one pre-token the way a piece over 64 bytes is counted (windows, else
+/// the long-piece merge of `long.rs`), whatever its length: for
+/// `examples/tokens_profile`, which times it against `bpe`'s encoder.
 #[doc(hidden)]
 pub fn count_long_piece(piece: &str, encoding: Encoding) -> usize {
-    encoding.ranks().long.count(piece.as_bytes())
+    encoding.ranks().count_long(piece.as_bytes())
 }
 
 /// The token byte strings of `encoding` in rank order (token id `i` is element `i`).
