@@ -45,16 +45,17 @@ test-python: build
 	$(BIN)/python -m pytest -q
 
 lint: build
-	$(BIN)/ruff check python tests bench loadtests
-	$(BIN)/ruff format --check python tests bench loadtests
+	$(BIN)/ruff check python tests bench loadtests tools
+	$(BIN)/ruff format --check python tests bench loadtests tools
 	$(BIN)/mypy
+	$(BIN)/python tools/import_graph.py
 	$(BIN)/edgeproxy policy check $$(find policies -name '*.yaml' | sort)
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 fmt: build
-	$(BIN)/ruff format python tests bench loadtests
-	$(BIN)/ruff check --fix python tests bench loadtests
+	$(BIN)/ruff format python tests bench loadtests tools
+	$(BIN)/ruff check --fix python tests bench loadtests tools
 	cargo fmt --all
 
 # Load tests, benchmarks and the soak (never part of `make test`). They install the `load` extra of

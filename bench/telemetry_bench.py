@@ -27,9 +27,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from edgeproxy.policy.snapshot import Candidate
-from edgeproxy.resilience.failure import FailureClass
-from edgeproxy.telemetry.cost import Price
+from edgeproxy.failure import FailureClass
+from edgeproxy.snapshot import Candidate, Price
 from edgeproxy.telemetry.metrics import ProxyMetrics
 from edgeproxy.telemetry.request import Telemetry
 

@@ -18,9 +18,10 @@ import openai
 import uvloop
 
 from edgeproxy.clock import Clock
-from edgeproxy.policy import Policy, load_policy_text
+from edgeproxy.policy import load_policy_text
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster, SimConfig
+from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.request import Telemetry
 
 T = TypeVar("T")

@@ -13,8 +13,9 @@ from typing import Any
 
 from edgeproxy import __version__
 from edgeproxy.errors import PolicyError
-from edgeproxy.policy import Policy, load_policy
+from edgeproxy.policy import load_policy
 from edgeproxy.policy.tool import add_policy_commands
+from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.logs import configure_logging
 
 DEFAULT_POLICY = "policies/default.yaml"

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from edgeproxy.policy.snapshot import Policy
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster
 from edgeproxy.sim_from_policy import plan_sims, sim_name
+from edgeproxy.snapshot import Policy
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from edgeproxy.policy.snapshot import Candidate, Policy
 from edgeproxy.sim import SimConfig
+from edgeproxy.snapshot import Candidate, Policy
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 

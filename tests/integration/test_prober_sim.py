@@ -8,9 +8,10 @@ import aiohttp
 import pytest
 
 from edgeproxy.clock import FakeClock
-from edgeproxy.resilience.breaker import BreakerRegistry, BreakerSettings
-from edgeproxy.resilience.prober import Prober, ProberSettings, ProbeTarget, http_probe
+from edgeproxy.resilience.breaker import BreakerRegistry
+from edgeproxy.resilience.prober import Prober, ProbeTarget, http_probe
 from edgeproxy.sim import Fault, SimConfig, SimProvider
+from edgeproxy.snapshot import BreakerSettings, ProberSettings
 
 
 @pytest.fixture

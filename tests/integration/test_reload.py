@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edgeproxy.policy import Policy
+from edgeproxy.snapshot import Policy
 from fixtures.reloadkit import ReloadStack, wait_until, write_in_place, write_then_rename
 from harness import LoopThread
 

@@ -11,8 +11,7 @@ import orjson
 import pytest
 
 from edgeproxy._core import SseParser
-from edgeproxy.policy.snapshot import Candidate
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.server.anthropic_wire import (
     TOKEN_COUNT_HEADER,
     AnthropicIngressError,
@@ -24,6 +23,7 @@ from edgeproxy.server.anthropic_wire import (
     stream_error_event,
 )
 from edgeproxy.sim import Fault, SimConfig, SimProvider
+from edgeproxy.snapshot import Candidate
 from edgeproxy.upstreams import anthropic as upstream
 from edgeproxy.upstreams.http1 import Http1Pool
 

@@ -16,7 +16,6 @@ from edgeproxy.cache import (
     HEADER,
     HIT,
     MISS,
-    CacheSettings,
     PromptCache,
     chunks_to_completion,
     completion_to_chunks,
@@ -24,6 +23,7 @@ from edgeproxy.cache import (
     tenant_scope,
 )
 from edgeproxy.clock import FakeClock
+from edgeproxy.snapshot import CacheSettings
 
 ON = CacheSettings(enabled=True, ttl=60.0)
 KEY_A = {"Authorization": "Bearer sk-tenant-a"}

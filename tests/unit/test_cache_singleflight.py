@@ -7,15 +7,10 @@ import asyncio
 import orjson
 import pytest
 
-from edgeproxy.cache import (
-    CacheSettings,
-    FollowerTimeout,
-    LeaderFailed,
-    PromptCache,
-    StreamBroadcast,
-)
+from edgeproxy.cache import FollowerTimeout, LeaderFailed, PromptCache, StreamBroadcast
 from edgeproxy.cache.layer import CachePlan
 from edgeproxy.clock import FakeClock
+from edgeproxy.snapshot import CacheSettings
 
 ON = CacheSettings(enabled=True)
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from edgeproxy.resilience.backoff import Action, Backoff, BackoffSettings, decide
-from edgeproxy.resilience.failure import FailureClass
+from edgeproxy.failure import FailureClass
+from edgeproxy.resilience.backoff import Action, Backoff, decide
+from edgeproxy.snapshot import BackoffSettings
 
 SETTINGS = BackoffSettings(base=0.25, cap=8.0)
 

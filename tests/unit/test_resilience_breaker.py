@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from edgeproxy.clock import FakeClock
-from edgeproxy.resilience.breaker import Breaker, BreakerRegistry, BreakerSettings
-from edgeproxy.resilience.failure import FailureClass
+from edgeproxy.failure import FailureClass
+from edgeproxy.resilience.breaker import Breaker, BreakerRegistry
+from edgeproxy.snapshot import BreakerSettings
 
 FAIL = FailureClass.SERVER_ERROR
 

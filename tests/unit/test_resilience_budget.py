@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from edgeproxy.clock import FakeClock
-from edgeproxy.resilience.budget import RetryBudget, RetryBudgetSettings, WindowCounter
+from edgeproxy.resilience.budget import RetryBudget, WindowCounter
+from edgeproxy.snapshot import RetryBudgetSettings
 
 
 def test_window_counter_forgets_events_after_the_window() -> None:

@@ -8,9 +8,10 @@ import random
 from collections import defaultdict
 
 from edgeproxy.clock import FakeClock
-from edgeproxy.resilience.breaker import BreakerRegistry, BreakerSettings
-from edgeproxy.resilience.failure import FailureClass
-from edgeproxy.resilience.prober import Prober, ProbeResult, ProberSettings, ProbeTarget
+from edgeproxy.failure import FailureClass
+from edgeproxy.resilience.breaker import BreakerRegistry
+from edgeproxy.resilience.prober import Prober, ProbeResult, ProbeTarget
+from edgeproxy.snapshot import BreakerSettings, ProberSettings
 
 UP = ProbeResult(True, "HTTP 200")
 DOWN = ProbeResult(False, "connect failed", FailureClass.CONNECT_ERROR)

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from edgeproxy.clock import FakeClock
-from edgeproxy.resilience.shedding import Overloaded, Shedder, ShedSettings
+from edgeproxy.resilience.shedding import Overloaded, Shedder
+from edgeproxy.snapshot import ShedSettings
 
 
 async def settle() -> None:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeproxy._core import ChatStreamScanner, SseError, SseEvent, SseParser, encode_sse
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.server.relay import (
     DONE,
     StreamOptions,

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from edgeproxy.telemetry.cost import Price, Usage, cost_usd, parse_price
+from edgeproxy.snapshot import Price
+from edgeproxy.telemetry.cost import Usage, cost_usd, parse_price
 
 # USD per million tokens.
 TABLE = {

@@ -7,9 +7,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from test_telemetry_support import CANARY_KEY, EU, US, rig
 
-from edgeproxy.resilience.failure import FailureClass
+from edgeproxy.failure import FailureClass
 from edgeproxy.server.metrics import TELEMETRY, handle_metrics
-from edgeproxy.telemetry.cost import Price
+from edgeproxy.snapshot import Price
 from edgeproxy.telemetry.metrics import metrics_readers_from_env
 from edgeproxy.telemetry.request import Telemetry
 

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from edgeproxy.clock import FakeClock
-from edgeproxy.policy.snapshot import Candidate, Policy, Route, Timeouts
+from edgeproxy.snapshot import Candidate, Policy, Route, Timeouts
 from edgeproxy.telemetry.metrics import ProxyMetrics
 from edgeproxy.telemetry.request import Telemetry
 

@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRat
 from opentelemetry.trace import SpanKind, StatusCode
 from test_telemetry_support import BETA, CANARY_KEY, EU, US, Rig, rig
 
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.failure import AttemptFailure, FailureClass
+from edgeproxy.snapshot import Price
 from edgeproxy.telemetry import tracing
-from edgeproxy.telemetry.cost import Price
 from edgeproxy.telemetry.logs import JsonFormatter
 from edgeproxy.telemetry.redact import clear_secrets, redact, register_secrets
 from edgeproxy.telemetry.request import Telemetry

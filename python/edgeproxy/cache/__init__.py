@@ -15,8 +15,8 @@ from edgeproxy.cache.layer import (
     PromptCache,
     StreamRecorder,
 )
-from edgeproxy.cache.settings import CacheSettings
 from edgeproxy.cache.singleflight import Flight, FollowerTimeout, LeaderFailed, StreamBroadcast
+from edgeproxy.snapshot import CacheSettings
 
 __all__ = [
     "BYPASS",

@@ -40,9 +40,9 @@ from edgeproxy.cache.answers import (
     is_usage_only,
 )
 from edgeproxy.cache.control import parse_cache_control, tenant_scope
-from edgeproxy.cache.settings import CacheSettings
 from edgeproxy.cache.singleflight import Flight, FlightTable, StreamBroadcast
 from edgeproxy.clock import Clock, SystemClock
+from edgeproxy.snapshot import CacheSettings
 
 HEADER = "x-edgeproxy-cache"
 HIT, MISS, BYPASS = "hit", "miss", "bypass"

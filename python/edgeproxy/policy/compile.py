@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path as FsPath
 from types import MappingProxyType
 
-from edgeproxy.cache.settings import CacheSettings
 from edgeproxy.policy.schema import (
     CacheSpec,
     PolicySpec,
@@ -21,26 +20,27 @@ from edgeproxy.policy.schema import (
     RouteSpec,
     TimeoutsSpec,
 )
-from edgeproxy.policy.snapshot import (
+from edgeproxy.policy.yamlsource import LocatedDocument
+from edgeproxy.snapshot import (
     DEFAULT_CACHE_MAX_BYTES,
     DEFAULT_CACHE_MAX_ENTRIES,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BODY_BYTES,
+    BackoffSettings,
+    BreakerSettings,
+    CacheSettings,
     Candidate,
     EngineSettings,
     Excluded,
     Hedge,
     Policy,
+    Price,
+    ProberSettings,
+    RetryBudgetSettings,
     Route,
+    ShedSettings,
     Timeouts,
 )
-from edgeproxy.policy.yamlsource import LocatedDocument
-from edgeproxy.resilience.backoff import BackoffSettings
-from edgeproxy.resilience.breaker import BreakerSettings
-from edgeproxy.resilience.budget import RetryBudgetSettings
-from edgeproxy.resilience.prober import ProberSettings
-from edgeproxy.resilience.shedding import ShedSettings
-from edgeproxy.telemetry.cost import Price
 from edgeproxy.tokens import encoding_for_model
 from edgeproxy.upstreams.anthropic import messages_url
 from edgeproxy.upstreams.http1 import header_problem

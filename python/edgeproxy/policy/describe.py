@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeproxy.policy.snapshot import Candidate, Policy, Route
+from edgeproxy.snapshot import Candidate, Policy, Route
 
 
 def describe_candidate(candidate: Candidate) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeproxy.policy.describe import describe_policy
-from edgeproxy.policy.snapshot import Policy
 from edgeproxy.policy.units import format_duration
+from edgeproxy.snapshot import Policy
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeproxy.policy.compile import format_tags
-from edgeproxy.policy.snapshot import Candidate, Policy, Route
+from edgeproxy.snapshot import Candidate, Policy, Route
 
 
 @dataclass(frozen=True)

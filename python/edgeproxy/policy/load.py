@@ -14,8 +14,8 @@ from pydantic import BaseModel, ValidationError
 from edgeproxy.errors import PolicyError, PolicyProblem
 from edgeproxy.policy.compile import compile_policy
 from edgeproxy.policy.schema import PolicySpec
-from edgeproxy.policy.snapshot import Policy
 from edgeproxy.policy.yamlsource import LocatedDocument, Path, load_located_yaml
+from edgeproxy.snapshot import Policy
 
 
 def load_policy(

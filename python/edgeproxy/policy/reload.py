@@ -38,7 +38,7 @@ from typing import Any, Literal, Protocol
 
 from edgeproxy.errors import PolicyError, PolicyProblem
 from edgeproxy.policy.load import load_policy_text, read_policy_text
-from edgeproxy.policy.snapshot import Policy
+from edgeproxy.snapshot import Policy
 
 log = logging.getLogger("edgeproxy.policy")
 

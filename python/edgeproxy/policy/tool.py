@@ -21,7 +21,7 @@ import orjson
 from edgeproxy.errors import PolicyError
 from edgeproxy.policy.load import load_policy
 from edgeproxy.policy.reload import problem_dict
-from edgeproxy.policy.snapshot import Policy
+from edgeproxy.snapshot import Policy
 
 
 def _out(text: str) -> None:

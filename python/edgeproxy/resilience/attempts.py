@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from edgeproxy.clock import Clock
-from edgeproxy.policy.snapshot import Candidate
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.backoff import Action, Backoff, decide
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.snapshot import Candidate
 
 T = TypeVar("T")
 

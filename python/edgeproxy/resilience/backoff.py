@@ -16,7 +16,8 @@ import enum
 import random
 from dataclasses import dataclass
 
-from edgeproxy.resilience.failure import FailureClass
+from edgeproxy.failure import FailureClass
+from edgeproxy.snapshot.settings import BackoffSettings
 
 # Worth another try on the same candidate after a pause: the upstream said "not now" or the
 # connection broke. Timeouts are not here: a candidate that just spent first_token seconds silent
@@ -31,29 +32,6 @@ RETRY_SAME: frozenset[FailureClass] = frozenset(
         FailureClass.CUT,
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffSettings:
-    """Seconds. See docs/failover.md for the reasons behind each default."""
-
-    base: float = 0.25  # the first retry waits up to this
-    cap: float = 8.0  # no single jittered wait exceeds this (Retry-After may)
-    # A Retry-After longer than this is not waited out on the same candidate: give up instead
-    # (the client gets a 429 with the upstream's Retry-After) rather than hold the request.
-    max_retry_after: float = 20.0
-    # Retries of one candidate (not counting its first attempt); failover does not use these.
-    max_retries_per_candidate: int = 1
-    # Do not start an attempt with less time than this left on the deadline: it could not finish.
-    min_attempt_time: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.base <= self.cap:
-            raise ValueError("backoff: need 0 < base <= cap")
-        if self.max_retry_after < 0 or self.max_retries_per_candidate < 0:
-            raise ValueError("backoff: max_retry_after and max_retries_per_candidate must be >= 0")
-        if self.min_attempt_time < 0:
-            raise ValueError("backoff: min_attempt_time must be >= 0")
 
 
 class Backoff:

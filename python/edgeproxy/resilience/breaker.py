@@ -16,49 +16,16 @@ ratio trigger, no growing ejection and no bound on half-open trials.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
 from edgeproxy.clock import Clock
+from edgeproxy.failure import FailureClass
 from edgeproxy.resilience.budget import WindowCounter
-from edgeproxy.resilience.failure import FailureClass
+from edgeproxy.snapshot.settings import BreakerSettings
 
 BreakerState = Literal["closed", "open", "half_open"]
-
-# Failures that say nothing about the upstream's health: the request itself was bad (or too long
-# for this model's context window), or the request's own deadline, spent mostly on earlier
-# candidates, ran out.
-NOT_COUNTED: frozenset[FailureClass] = frozenset(
-    {FailureClass.CLIENT_ERROR, FailureClass.CONTEXT_LENGTH, FailureClass.DEADLINE}
-)
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerSettings:
-    """Outlier detection for one candidate. Seconds for times; see docs/failover.md."""
-
-    # Envoy's consecutive_5xx default: enough to ignore a blip, few enough to react in one burst.
-    consecutive_failures: int = 5
-    # Trip when failures / requests in the window reach this, with at least ``min_requests``.
-    # Lower than Envoy's 85 %: a proxy with a fallback should leave a half-broken upstream early.
-    failure_ratio: float = 0.5
-    min_requests: int = 20
-    window: float = 30.0
-    # Envoy's defaults. Long enough that a dead region is not hammered, short enough to return.
-    base_ejection_time: float = 30.0
-    max_ejection_time: float = 300.0
-    # Concurrent trial requests in half-open: one is enough to learn, and limits the damage.
-    half_open_max_trials: int = 1
-    not_counted: frozenset[FailureClass] = field(default=NOT_COUNTED)
-
-    def __post_init__(self) -> None:
-        if self.consecutive_failures < 1 or self.min_requests < 1 or self.half_open_max_trials < 1:
-            raise ValueError("breaker: counts must be >= 1")
-        if not 0 < self.failure_ratio <= 1:
-            raise ValueError("breaker: failure_ratio must be in (0, 1]")
-        if self.window <= 0 or not 0 < self.base_ejection_time <= self.max_ejection_time:
-            raise ValueError("breaker: window > 0 and 0 < base_ejection_time <= max_ejection_time")
 
 
 class Permit:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 from edgeproxy.clock import Clock
+from edgeproxy.snapshot.settings import RetryBudgetSettings
 
 
 class WindowCounter:
@@ -63,23 +63,6 @@ class WindowCounter:
     def clear(self) -> None:
         self._slices.clear()
         self._total = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RetryBudgetSettings:
-    """Defaults follow Linkerd (ratio 0.2, 10 s window) with a lower floor for one sidecar."""
-
-    # Retries may add at most this fraction of load on top of first attempts.
-    ratio: float = 0.2
-    # Retries always allowed, independent of traffic, so a quiet app can still fail over. A sidecar
-    # serves one app, so 1/s (10 per window) rather than Linkerd's mesh-wide 10/s.
-    min_retries_per_second: float = 1.0
-    # Seconds the counts cover: long enough to smooth bursts, short enough to recover quickly.
-    window: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.ratio < 0 or self.min_retries_per_second < 0 or self.window <= 0:
-            raise ValueError("retry budget: ratio and floor must be >= 0, window > 0")
 
 
 class RetryBudget:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import aiohttp
 
 from edgeproxy.clock import Clock
-from edgeproxy.policy.snapshot import Candidate, EngineSettings, Hedge, Policy
 from edgeproxy.resilience.attempts import Permit
 from edgeproxy.resilience.backoff import Backoff
 from edgeproxy.resilience.breaker import BreakerRegistry, CarryOver
@@ -17,6 +16,7 @@ from edgeproxy.resilience.budget import RetryBudget
 from edgeproxy.resilience.hedge import Hedger, HedgeSettings
 from edgeproxy.resilience.prober import Prober, ProbeTarget, http_probe
 from edgeproxy.resilience.shedding import Shedder
+from edgeproxy.snapshot import Candidate, EngineSettings, Hedge, Policy
 
 
 class ResilienceEngine:

@@ -25,18 +25,16 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from edgeproxy.clock import Clock
+from edgeproxy.failure import FailureClass, classify_status
 from edgeproxy.resilience.breaker import BreakerRegistry
-from edgeproxy.resilience.failure import FailureClass, classify_status
+from edgeproxy.snapshot.settings import ProbeMode, ProberSettings
 
 log = logging.getLogger("edgeproxy.prober")
-
-ProbeMode = Literal["models", "url", "tcp", "completion"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,26 +68,6 @@ class ProbeResult:
 
 
 ProbeFn = Callable[[ProbeTarget, float], Awaitable[ProbeResult]]
-
-
-@dataclass(frozen=True, slots=True)
-class ProberSettings:
-    """Seconds for times. See docs/failover.md."""
-
-    interval: float = 10.0  # between two probes of one target
-    jitter: float = 0.2  # each interval is drawn in interval * [1 - jitter, 1 + jitter]
-    timeout: float = 3.0  # one probe
-    max_probes_per_second: float = 2.0  # for all targets together (a token bucket)
-    unhealthy_threshold: int = 2  # failed probes in a row that trip the breakers
-    healthy_threshold: int = 1  # passing probes in a row that end an outlier ejection early
-
-    def __post_init__(self) -> None:
-        if self.interval <= 0 or self.timeout <= 0 or self.max_probes_per_second <= 0:
-            raise ValueError("prober: interval, timeout and max_probes_per_second must be > 0")
-        if not 0 <= self.jitter < 1:
-            raise ValueError("prober: jitter must be in [0, 1)")
-        if self.unhealthy_threshold < 1 or self.healthy_threshold < 1:
-            raise ValueError("prober: thresholds must be >= 1")
 
 
 class TokenBucket:

@@ -12,28 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from dataclasses import dataclass
 from types import TracebackType
 
 from edgeproxy.clock import Clock
-
-
-@dataclass(frozen=True, slots=True)
-class ShedSettings:
-    """See docs/failover.md. Counts are requests; times are seconds."""
-
-    # LLM requests are long (Little's law: 10 req/s * 30 s streams = 300 in flight) and cheap in
-    # CPU, so the bound protects memory and sockets rather than latency.
-    max_in_flight: int = 512
-    max_queue: int = 128
-    max_queue_wait: float = 2.0
-    retry_after: float = 1.0  # the Retry-After the client is given on a rejection
-
-    def __post_init__(self) -> None:
-        if self.max_in_flight < 1 or self.max_queue < 0:
-            raise ValueError("shedding: max_in_flight >= 1 and max_queue >= 0")
-        if self.max_queue_wait < 0 or self.retry_after < 0:
-            raise ValueError("shedding: max_queue_wait and retry_after must be >= 0")
+from edgeproxy.snapshot.settings import ShedSettings
 
 
 class Overloaded(Exception):

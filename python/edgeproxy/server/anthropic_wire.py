@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from edgeproxy._core import encode_sse
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.tokens import ESTIMATE, TokenizerError, count_chat_async
 from edgeproxy.translate.responses import anthropic_error_type
 

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 
 from edgeproxy._core import TranslationError
-from edgeproxy.policy.snapshot import Candidate, Route
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.server.context import ProxyState
 from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream
+from edgeproxy.snapshot import Candidate, Route
 from edgeproxy.translate import anthropic_to_openai_response
 from edgeproxy.upstreams import anthropic as anthropic_upstream
 from edgeproxy.upstreams import openai as openai_upstream

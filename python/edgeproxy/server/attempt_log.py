@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from edgeproxy.policy.snapshot import Candidate
+from edgeproxy.failure import AttemptFailure
 from edgeproxy.resilience.engine import ResilienceEngine
-from edgeproxy.resilience.failure import AttemptFailure
 from edgeproxy.server.relay import UpstreamStream, UsageCounter
+from edgeproxy.snapshot import Candidate
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 
 log = logging.getLogger("edgeproxy.access")

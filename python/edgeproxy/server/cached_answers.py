@@ -11,11 +11,11 @@ from aiohttp import web
 from edgeproxy.cache.layer import HEADER as CACHE_HEADER
 from edgeproxy.cache.layer import HIT, CachedReply, CachePlan, PromptCache, StreamRecorder
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed, StreamBroadcast
-from edgeproxy.policy.snapshot import Policy
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.server.client_wire import ClientWire
 from edgeproxy.server.relay import SSE_HEADERS, SseResponse
+from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.request import RequestTelemetry
 from edgeproxy.translate import TranslationError
 

@@ -24,9 +24,8 @@ from edgeproxy.cache.layer import (
 )
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
 from edgeproxy.errors import TokenizerError
-from edgeproxy.policy.snapshot import Candidate, Policy, Route
+from edgeproxy.failure import AttemptFailure
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
-from edgeproxy.resilience.failure import AttemptFailure
 from edgeproxy.resilience.shedding import Overloaded
 from edgeproxy.server.attempt import UpstreamCall, attempt_once, attempt_stream
 from edgeproxy.server.attempt_log import AttemptLog, discard_stream
@@ -51,6 +50,7 @@ from edgeproxy.server.relay import (
     relay_to_client,
 )
 from edgeproxy.server.responses import all_failed, pass_through, served_headers
+from edgeproxy.snapshot import Candidate, Policy, Route
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 from edgeproxy.translate import TranslationError, error_to_openai, openai_to_anthropic_request
 from edgeproxy.upstreams import openai as openai_upstream

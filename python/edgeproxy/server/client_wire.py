@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from edgeproxy._core import OpenAIToAnthropicStream, TranslationError
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.server.anthropic_wire import midstream_error as anthropic_midstream_error
 from edgeproxy.server.anthropic_wire import stream_error_event
 from edgeproxy.server.responses import midstream_error as openai_midstream_error

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock
-from edgeproxy.policy.snapshot import Policy
 from edgeproxy.resilience.engine import ResilienceEngine
+from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.request import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
 

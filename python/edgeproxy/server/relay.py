@@ -29,11 +29,11 @@ from edgeproxy._core import (
     encode_sse,
 )
 from edgeproxy.errors import SseError
-from edgeproxy.policy.snapshot import Route
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline, Permit
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass
 from edgeproxy.server.client_wire import OpenAIStream, StreamEncoder
 from edgeproxy.server.responses import midstream_error
+from edgeproxy.snapshot import Route
 from edgeproxy.telemetry.request import AttemptTelemetry
 from edgeproxy.upstreams import anthropic as anthropic_upstream
 from edgeproxy.upstreams.http1 import UpstreamResponse

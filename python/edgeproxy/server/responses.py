@@ -9,10 +9,10 @@ import orjson
 from aiohttp import web
 
 from edgeproxy._core import encode_sse
-from edgeproxy.policy.snapshot import Candidate, Route
+from edgeproxy.failure import TIMEOUTS, AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import AttemptRecord, Outcome
-from edgeproxy.resilience.failure import TIMEOUTS, AttemptFailure, FailureClass
 from edgeproxy.server.openai_wire import error_body
+from edgeproxy.snapshot import Candidate, Route
 
 
 def served_headers(

@@ -9,14 +9,13 @@ from aiohttp import web
 
 from edgeproxy import tokens
 from edgeproxy.cache.layer import PromptCache
-from edgeproxy.cache.settings import CacheSettings
 from edgeproxy.clock import Clock, SystemClock
 from edgeproxy.policy.reload import PolicyReloader, ReloadOptions
-from edgeproxy.policy.snapshot import Policy
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.server.admin import AdminConfig, add_admin_routes
 from edgeproxy.server.app import create_app
 from edgeproxy.server.context import ProxyState
+from edgeproxy.snapshot import CacheSettings, Policy
 from edgeproxy.telemetry.request import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
 

@@ -17,24 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgeproxy.snapshot.settings import Price
+
 PER_TOKENS = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """USD per million tokens. ``cached_input`` defaults to ``input`` (no discount known);
-    ``cache_write`` (Anthropic's cache creation) defaults to ``input`` as well."""
-
-    input: float
-    output: float
-    cached_input: float | None = None
-    cache_write: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("input", "output", "cached_input", "cache_write"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:  # also rejects NaN
-                raise ValueError(f"price.{name} must be >= 0 (USD per million tokens)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,8 +43,9 @@ from opentelemetry.util.types import AttributeValue
 
 from edgeproxy import __version__
 from edgeproxy.clock import Clock, SystemClock
-from edgeproxy.resilience.failure import AttemptFailure
-from edgeproxy.telemetry.cost import ZERO_USAGE, Price, Usage, cost_usd
+from edgeproxy.failure import AttemptFailure
+from edgeproxy.snapshot import Price
+from edgeproxy.telemetry.cost import ZERO_USAGE, Usage, cost_usd
 from edgeproxy.telemetry.metrics import BreakerSource, ProxyMetrics, metrics_from_env
 from edgeproxy.telemetry.recent import RecentStats
 from edgeproxy.telemetry.redact import redact
@@ -64,7 +65,7 @@ NO_ROUTE = "none"  # metric label when no route matched (never the client's mode
 
 
 class CandidateLike(Protocol):
-    """What the facade reads of a candidate (``policy.snapshot.Candidate`` fits). Never headers."""
+    """What the facade reads of a candidate (``snapshot.Candidate`` fits). Never headers."""
 
     @property
     def key(self) -> str: ...

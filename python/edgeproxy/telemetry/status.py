@@ -29,7 +29,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from edgeproxy.policy.snapshot import Policy
+from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.recent import CandidateStats, RecentStats
 
 STATUS_SCHEMA_VERSION = 1

@@ -30,8 +30,8 @@ from typing import Any, Final
 
 import orjson
 
-from edgeproxy.policy.snapshot import Candidate
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.snapshot import Candidate
 from edgeproxy.upstreams import openai as openai_upstream
 from edgeproxy.upstreams.http1 import Http1Pool, UpstreamResponse
 from edgeproxy.upstreams.openai import parse_retry_after

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from edgeproxy.policy.snapshot import Candidate
-from edgeproxy.resilience.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.snapshot import Candidate
 from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamResponse, describe_error
 
 # Error bodies are read for pass-through and messages; a hostile upstream cannot make us buffer more.

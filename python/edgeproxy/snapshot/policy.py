@@ -11,30 +11,20 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from edgeproxy.cache.settings import DEFAULT_MAX_BYTES, CacheSettings
-from edgeproxy.resilience.backoff import BackoffSettings
-from edgeproxy.resilience.breaker import BreakerSettings
-from edgeproxy.resilience.budget import RetryBudgetSettings
-from edgeproxy.resilience.prober import ProbeMode, ProberSettings
-from edgeproxy.resilience.shedding import ShedSettings
-from edgeproxy.telemetry.cost import Price
+from edgeproxy.snapshot.settings import (
+    DEFAULT_MAX_BYTES,
+    CacheSettings,
+    EngineSettings,
+    Hedge,
+    Price,
+    ProbeMode,
+    Timeouts,
+)
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_CACHE_MAX_BYTES = DEFAULT_MAX_BYTES
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds. Each attempt's limits are also clipped to what is left of ``total``."""
-
-    connect: float = 5.0
-    # Reasoning models can think for a minute before their first token.
-    first_token: float = 60.0
-    idle: float = 30.0
-    response: float = 300.0
-    total: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,28 +54,6 @@ class Candidate:
     @property
     def key(self) -> str:
         return f"{self.provider}/{self.region}/{self.model}"
-
-
-@dataclass(frozen=True, slots=True)
-class Hedge:
-    """A route's hedging: a fixed delay, or a percentile of the first candidate's recent TTFT."""
-
-    delay: float | None = None
-    percentile: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EngineSettings:
-    """Process-wide resilience settings (breakers, retries, budget, probes, shedding)."""
-
-    breaker: BreakerSettings = field(default_factory=BreakerSettings)
-    backoff: BackoffSettings = field(default_factory=BackoffSettings)
-    budget: RetryBudgetSettings = field(default_factory=RetryBudgetSettings)
-    probe: ProberSettings = field(default_factory=ProberSettings)
-    probes_enabled: bool = True
-    shed: ShedSettings = field(default_factory=ShedSettings)
-    max_hedge_ratio: float = 0.1
-    quota_ejection: float = 3600.0  # seconds out after "insufficient_quota"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,60 @@
+"""The frozen policy snapshot and the settings it carries: the proxy's leaf types.
+
+Everything that serves a request reads these; nothing here imports the packages that do (policy,
+resilience, upstreams, telemetry, server), so they can all depend on it without import cycles
+(``tools/import_graph.py`` checks the graph in ``make lint``).
+"""
+
+from __future__ import annotations
+
+from edgeproxy.snapshot.policy import (
+    DEFAULT_CACHE_MAX_BYTES,
+    DEFAULT_CACHE_MAX_ENTRIES,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BODY_BYTES,
+    Candidate,
+    Excluded,
+    Policy,
+    Route,
+)
+from edgeproxy.snapshot.settings import (
+    DEFAULT_MAX_BYTES,
+    NOT_COUNTED,
+    BackoffSettings,
+    BreakerSettings,
+    Cacheable,
+    CacheSettings,
+    EngineSettings,
+    Hedge,
+    Price,
+    ProbeMode,
+    ProberSettings,
+    RetryBudgetSettings,
+    ShedSettings,
+    Timeouts,
+)
+
+__all__ = [
+    "DEFAULT_CACHE_MAX_BYTES",
+    "DEFAULT_CACHE_MAX_ENTRIES",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_BYTES",
+    "NOT_COUNTED",
+    "BackoffSettings",
+    "BreakerSettings",
+    "CacheSettings",
+    "Cacheable",
+    "Candidate",
+    "EngineSettings",
+    "Excluded",
+    "Hedge",
+    "Policy",
+    "Price",
+    "ProbeMode",
+    "ProberSettings",
+    "RetryBudgetSettings",
+    "Route",
+    "ShedSettings",
+    "Timeouts",
+]
