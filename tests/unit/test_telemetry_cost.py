@@ -7,7 +7,7 @@ import math
 import pytest
 
 from edgeproxy.snapshot import Price
-from edgeproxy.telemetry.cost import Usage, cost_usd, parse_price
+from edgeproxy.cost import Usage, cost_usd, parse_price
 
 # USD per million tokens.
 TABLE = {

@@ -43,9 +43,9 @@ from opentelemetry.util.types import AttributeValue
 
 from edgeproxy import __version__
 from edgeproxy.clock import Clock, SystemClock
+from edgeproxy.cost import ZERO_USAGE, Usage, cost_usd
 from edgeproxy.failure import AttemptFailure
 from edgeproxy.snapshot import Price
-from edgeproxy.telemetry.cost import ZERO_USAGE, Usage, cost_usd
 from edgeproxy.telemetry.metrics import BreakerSource, ProxyMetrics, metrics_from_env
 from edgeproxy.telemetry.recent import RecentStats
 from edgeproxy.telemetry.redact import redact
