@@ -68,3 +68,14 @@ class AttemptFailure(Exception):
 
     def __str__(self) -> str:
         return f"{self.failure}: {self.detail}"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (the delta-seconds form)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # the HTTP-date form is rare on LLM APIs; ignore it rather than guess
+    return seconds if seconds >= 0 else None

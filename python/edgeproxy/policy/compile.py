@@ -42,8 +42,8 @@ from edgeproxy.snapshot import (
     Timeouts,
 )
 from edgeproxy.tokens import encoding_for_model
-from edgeproxy.upstreams.anthropic import messages_url
 from edgeproxy.upstreams.http1 import header_problem
+from edgeproxy.wires import upstream_wire
 
 
 def content_version(text: str) -> str:
@@ -110,15 +110,6 @@ def _provider_headers(
     return headers
 
 
-def _chat_url(base_url: str, query: dict[str, str]) -> str:
-    url = base_url.rstrip("/") + "/chat/completions"
-    if query:
-        from urllib.parse import urlencode
-
-        url += "?" + urlencode(query)
-    return url
-
-
 def compile_policy(
     spec: PolicySpec, doc: LocatedDocument, text: str, base_dir: FsPath | None = None
 ) -> Policy | None:
@@ -161,7 +152,7 @@ def compile_policy(
                 )
             else:
                 routes[name] = route
-        if len({c.kind for c in chain}) > 1:
+        if len({c.wire.name for c in chain}) > 1:
             line, _ = doc.locate(("routes", route_name, "chain"))
             warnings.append(
                 f"{doc.source}:{line}: routes.{route_name}.chain: mixes OpenAI- and "
@@ -363,6 +354,7 @@ def _resolve_chain(
                 )
                 continue
         regions = [entry.region] if entry.region is not None else list(provider.regions)
+        wire = upstream_wire(provider.kind)
         for region_name in regions:
             region = provider.regions[region_name]
             mismatch = tag_mismatch(route.require_tags, region.tags)
@@ -384,13 +376,9 @@ def _resolve_chain(
                 region=region_name,
                 model=entry.model,
                 upstream_model=model.upstream_name or entry.model,
-                kind=provider.kind,
+                wire=wire,
                 base_url=region.base_url,
-                chat_url=(
-                    _chat_url(region.base_url, provider.query)
-                    if provider.kind == "openai"
-                    else messages_url(region.base_url)
-                ),
+                chat_url=wire.endpoint_url(region.base_url, provider.query),
                 context_window=model.context_window,
                 tags=MappingProxyType(dict(region.tags)),
                 headers=MappingProxyType(headers_by_provider[entry.provider]),

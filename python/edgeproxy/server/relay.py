@@ -21,21 +21,15 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from edgeproxy._core import (
-    AnthropicToOpenAIStream,
-    ChatStreamScanner,
-    ChunkScan,
-    TranslationError,
-    encode_sse,
-)
+from edgeproxy._core import ChatStreamScanner, ChunkScan, encode_sse
 from edgeproxy.errors import SseError
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline, Permit
 from edgeproxy.server.client_wire import OpenAIStream, StreamEncoder
 from edgeproxy.server.responses import midstream_error
 from edgeproxy.snapshot import Route
+from edgeproxy.snapshot.wire import StreamTranslator
 from edgeproxy.telemetry.request import AttemptTelemetry
-from edgeproxy.upstreams import anthropic as anthropic_upstream
 from edgeproxy.upstreams.http1 import UpstreamResponse
 
 DONE = "[DONE]"
@@ -88,8 +82,9 @@ class StreamOptions:
     continues: StreamProgress | None = None
     prior_usage: Mapping[str, int] | None = None
     count_usage: UsageCounter | None = None
-    # An upstream of another wire (kind ``anthropic``): its bytes become OpenAI SSE first.
-    translate_from_anthropic: bool = False
+    # An upstream whose wire streams another format: its bytes become OpenAI SSE first (made
+    # per attempt by the candidate's wire: a translator holds the state of one stream).
+    translator: StreamTranslator | None = None
 
 
 # The response headers of every stream the proxy writes (relayed, replayed or followed).
@@ -124,27 +119,11 @@ class UpstreamStream:
                 else None
             ),
         )
-        self.translator = (
-            AnthropicToOpenAIStream(include_usage=self.options.count_usage is not None)
-            if self.options.translate_from_anthropic
-            else None
-        )
+        self.translator = self.options.translator
         self._tail = False  # the translator's last bytes were handed out: the next read is EOF
         # [DONE] arrived without usage and the proxy counts it: the usage chunk and [DONE]
         # follow this read's bytes (counting is awaited, so ``_check`` cannot add them).
         self._usage_due = False
-
-    def _translated(self, chunk: bytes) -> bytes:
-        """An Anthropic upstream's bytes as OpenAI SSE (one Rust call per network chunk); an
-        in-stream error (e.g. ``overloaded_error``) becomes the AttemptFailure it stands for."""
-        assert self.translator is not None
-        try:
-            out = self.translator.feed(chunk) if chunk else self.translator.finish()[0]
-        except TranslationError as exc:
-            raise AttemptFailure(FailureClass.MALFORMED, f"bad Anthropic stream: {exc}") from None
-        if self.translator.error is not None:
-            raise anthropic_upstream.stream_failure(*self.translator.error)
-        return out
 
     async def read(self, within: float, timeout_class: FailureClass) -> bytes | None:
         """Bytes for the client from the next network read; None at end of stream.
@@ -166,14 +145,16 @@ class UpstreamStream:
                 FailureClass.CUT, f"upstream connection lost: {type(exc).__name__}"
             ) from None
         if self.translator is not None:
+            # Another wire's stream, as OpenAI SSE (an in-stream error event raises the
+            # AttemptFailure it stands for).
             ended = not chunk
-            chunk = self._translated(chunk)
+            chunk = self.translator.finish() if ended else self.translator.feed(chunk)
             if ended:
                 self._tail = True
                 usage = self.translator.usage
                 if self.progress.usage is None and usage is not None:
                     # The client asked for no usage chunk; telemetry still gets the real one.
-                    self.progress.usage = {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
+                    self.progress.usage = usage
                 return await self._with_usage(self._check(self._scan(chunk))) if chunk else None
             if not chunk:
                 return b""

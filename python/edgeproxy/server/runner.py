@@ -88,7 +88,7 @@ class ProxyServer:
         if encodings:
             asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
-        self.state.engine.start_probing(self.state.policy, self.state.pool.session)
+        self.state.engine.start_probing(self.state.policy, self.state.pool.http)
         app = create_app(self.state)
         add_admin_routes(app, AdminConfig(token=self.admin_token, reloader=self.reloader))
         # handler_cancellation: a client that disconnects cancels its handler, and with it the

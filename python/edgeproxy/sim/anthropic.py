@@ -1,7 +1,7 @@
 """The simulated provider's Anthropic Messages wire: ``POST /v1/messages``.
 
-Served on the same port as the OpenAI wire, with the same simulated model (text, tool use,
-``max_tokens``), the same faults and the same stats:
+Served by a simulator whose ``SimConfig.wire`` is ``anthropic``, with the same simulated model as
+the OpenAI wire (text, tool use, ``max_tokens``), the same faults and the same stats:
 
 - non-stream: a ``message`` object (``text`` or ``tool_use`` content, ``stop_reason``
   ``end_turn`` / ``max_tokens`` / ``tool_use``, ``usage``);

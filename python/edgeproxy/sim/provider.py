@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from . import netio
+from .anthropic import authorized as anthropic_authorized
 from .anthropic import serve_messages
 from .completion import plan_completion
 from .config import SimConfig
@@ -166,8 +167,10 @@ class SimProvider:
     def _build_app(self) -> web.Application:
         app = web.Application()
         app.on_response_prepare.append(self._stamp)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/messages", self._messages)
+        if self.config.wire == "openai":
+            app.router.add_post("/v1/chat/completions", self._chat)
+        else:
+            app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/_sim/stats", self._stats)
@@ -183,7 +186,9 @@ class SimProvider:
         return web.json_response(self.describe(), dumps=_dumps)
 
     async def _list_models(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        # Each wire's own auth header (Anthropic's model list takes x-api-key).
+        wire_auth = anthropic_authorized if self.config.wire == "anthropic" else None
+        if not (wire_auth(self, request) if wire_auth else self._authorized(request)):
             return _unauthorized()
         data = [
             {"id": model, "object": "model", "created": 0, "owned_by": self.config.name}

@@ -440,14 +440,16 @@ class Http1Pool:
         headers: Mapping[str, str],
         *,
         connect_timeout: float,
+        method: str = "POST",
     ) -> UpstreamResponse:
-        """POST ``body``; the response once its status and headers are in.
+        """POST ``body`` (or send it with ``method``: the health prober GETs); the response once
+        its status and headers are in.
 
         Raises ConnectFailed (no connection), TimeoutError (none within ``connect_timeout``) or
         UpstreamConnectionError (lost before the response head).
         """
         target = self.target(url)
-        head = _request_head(target, headers, len(body))
+        head = _request_head(target, headers, len(body), method)
         conn = self._idle_connection(target.key)
         if conn is not None:
             try:
@@ -631,11 +633,13 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
+def _request_head(
+    target: Target, headers: Mapping[str, str], length: int, method: str = "POST"
+) -> bytes:
     # identity: without the header an upstream may compress as it likes (RFC 9110), and the
     # relay forwards bytes as they come.
     lines = [
-        b"POST ",
+        method.encode("ascii") + b" ",
         target.path,
         b" HTTP/1.1\r\nHost: ",
         target.host_header,
