@@ -48,6 +48,7 @@ lint: build
 	$(BIN)/ruff check python tests bench loadtests tools
 	$(BIN)/ruff format --check python tests bench loadtests tools
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest edgeproxy._core
 	$(BIN)/python tools/import_graph.py
 	$(BIN)/edgeproxy policy check $$(find policies -name '*.yaml' | sort)
 	cargo fmt --all --check
