@@ -30,11 +30,10 @@ from typing import Any, Final
 
 import orjson
 
-from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status, parse_retry_after
 from edgeproxy.snapshot import Candidate
 from edgeproxy.upstreams import openai as openai_upstream
 from edgeproxy.upstreams.http1 import Http1Pool, UpstreamResponse
-from edgeproxy.upstreams.openai import parse_retry_after
 
 DEFAULT_VERSION: Final = "2023-06-01"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status, parse_retry_after
 from edgeproxy.snapshot import Candidate
 from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool, UpstreamResponse, describe_error
 
@@ -111,12 +111,3 @@ def error_code(body: bytes) -> str | None:
             return code
     return None
 
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # the HTTP-date form is rare on LLM APIs; ignore it rather than guess
-    return seconds if seconds >= 0 else None
