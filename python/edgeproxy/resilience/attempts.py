@@ -275,7 +275,9 @@ class AttemptLoop(Generic[T]):
             if self._budget.try_retry():
                 return permit, kind
             permit.release()
-            self.outcome.stopped_because = "the retry budget is exhausted (too many retries overall)"
+            self.outcome.stopped_because = (
+                "the retry budget is exhausted (too many retries overall)"
+            )
             raise _Stop
         # A failover (or a resume): free onto a healthy candidate, budgeted onto a failing one.
         ratio = permit.failure_ratio

@@ -110,4 +110,3 @@ def error_code(body: bytes) -> str | None:
         if isinstance(code, str) and code:
             return code
     return None
-
