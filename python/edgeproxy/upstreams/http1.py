@@ -371,11 +371,14 @@ class _Connection(asyncio.Protocol):
             return True
         if self.fd < 0:
             return False
+        # poll, not select: select() cannot take a descriptor above 1023, and a busy proxy has
+        # more sockets than that.
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN | select.POLLPRI)
         try:
-            readable, _, _ = select.select([self.fd], [], [], 0)
-        except (OSError, ValueError):
+            return bool(poller.poll(0))
+        except OSError:
             return True
-        return bool(readable)
 
     def reusable_after(self, response: UpstreamResponse) -> None:
         if self.response is not response or self.closed or not self.keep_alive:
