@@ -77,7 +77,8 @@ bench: build $(VENV)/.load
 soak: build $(VENV)/.load
 	$(BIN)/python -m loadtests.soak --minutes $(SOAK_MINUTES)
 
-# The failover fault matrix of docs/failover.md (a measurement, minutes long).
+# The failover fault matrix of docs/failover.md: the 0-100 % primary-failure sweep and the
+# outage rows (a measurement, not a test; about half a minute). FAULT_MATRIX_ARGS="--requests N"...
 fault-matrix: build
 	$(BIN)/python bench/fault_matrix.py $(FAULT_MATRIX_ARGS)
 

@@ -235,6 +235,7 @@ def _engine_settings(spec: PolicySpec, doc: LocatedDocument) -> EngineSettings |
                 ratio=None if rb.budget_percent is None else rb.budget_percent / 100,
                 min_retries_per_second=rb.min_retries_per_second,
                 window=rb.ttl,
+                failing_ratio=None if rb.failing_percent is None else rb.failing_percent / 100,
             ),
         ),
         (

@@ -113,11 +113,19 @@ class RetryPolicySpec(_Spec):
 
 
 class RetryBudgetSpec(_Spec):
-    """Retries (every attempt after a request's first) as a share of live requests."""
+    """Retries (of the same candidate, or onto a failing one) as a share of live requests;
+    failover onto a healthy candidate is free."""
 
     budget_percent: float | None = Field(None, ge=0, le=100)
     min_retries_per_second: float | None = Field(None, ge=0)
     ttl: Duration | None = Field(None, description="The window the budget is counted over.")
+    failing_percent: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="A candidate failing at least this share of its recent requests is failing: "
+        "failing over onto it spends the budget (onto a healthy one is free).",
+    )
 
 
 class HealthCheckSpec(_Spec):

@@ -24,6 +24,7 @@ from edgeproxy.cache.layer import (
 )
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
 from edgeproxy.errors import TokenizerError
+from edgeproxy.events import AttemptKind
 from edgeproxy.failure import AttemptFailure
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
 from edgeproxy.resilience.shedding import Overloaded
@@ -377,7 +378,11 @@ class ChatExchange:
             self._prompt_task(encoding)
 
     def _loop(
-        self, chain: tuple[Candidate, ...], max_attempts: int, hedge_delay: float | None = None
+        self,
+        chain: tuple[Candidate, ...],
+        max_attempts: int,
+        hedge_delay: float | None = None,
+        resume: bool = False,
     ) -> AttemptLoop[Any]:
         engine = self.engine
         return AttemptLoop(
@@ -387,12 +392,14 @@ class ChatExchange:
             gate=engine,
             budget=engine.budget,
             backoff=engine.backoff,
-            observer=AttemptLog(self.rid, engine, self.stream, self.tel),
+            listener=AttemptLog(self.rid, engine, self.stream, self.tel),
             discard=discard_stream if self.stream else None,
             defer_success=self.stream,
             hedge_delay=hedge_delay,
             try_hedge=engine.hedger.try_hedge,
             quota_ejection=self.policy.engine.quota_ejection,
+            first_number=self.attempts_used + 1,
+            first_kind=AttemptKind.RESUME if resume else AttemptKind.FIRST,
         )
 
     def _attempt(
@@ -506,7 +513,7 @@ class ChatExchange:
             "messages": [*self.body["messages"], {"role": "assistant", "content": text}],
         }
         options = StreamOptions(continues=original, prior_usage=prior)
-        loop = self._loop(chain, attempts_left)
+        loop = self._loop(chain, attempts_left, resume=True)
         try:
             outcome = await loop.run(self._attempt(body, options))
         except PassThrough:

@@ -65,7 +65,7 @@ def all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> w
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     tried = "; ".join(f"{a.candidate.key}: {a.failure}" for a in attempts)
-    skipped = "; ".join(f"{c.key}: skipped ({why})" for c, why in outcome.skipped)
+    skipped = "; ".join(f"{s.candidate.key}: skipped ({s.detail})" for s in outcome.skipped)
     detail = "; ".join(part for part in (tried, skipped) if part)
     message = (
         f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "
