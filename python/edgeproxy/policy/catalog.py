@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from edgeproxy.policy.keys import NOT_GIVEN, At, Key, Prose, Scope
+from edgeproxy.policy.keys import NOT_GIVEN, At, Key, Scope
 from edgeproxy.policy.schema import PolicySpec
 from edgeproxy.policy.units import ByteSize, Duration
 
@@ -49,9 +49,9 @@ class KeyInfo:
     @property
     def block(self) -> type[BaseModel] | None:
         """The spec class this field holds, directly or per entry of a mapping or list."""
-        inner = _strip(self.hint)
+        inner = strip(self.hint)
         if typing.get_origin(inner) in (dict, list):
-            inner = _strip(typing.get_args(inner)[-1])
+            inner = strip(typing.get_args(inner)[-1])
         return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
 
     @property
@@ -79,6 +79,8 @@ class KeyInfo:
             if part in (NAME, ITEM):
                 break
             tail.append(part)
+        if self.inherited:  # defaults.timeouts.connect is what each route's timeouts.connect is
+            tail.pop()
         return ".".join(reversed(tail))
 
     @property
@@ -123,7 +125,7 @@ class KeyInfo:
         return NOT_GIVEN
 
 
-def _strip(hint: Any) -> Any:
+def strip(hint: Any) -> Any:
     """``Annotated[X, ...] | None`` -> ``X``."""
     hint = _strip_optional(hint)
     while typing.get_origin(hint) is Annotated:
@@ -143,20 +145,25 @@ def _is_optional(hint: Any) -> bool:
     return typing.get_origin(hint) in (Union, UnionType) and type(None) in typing.get_args(hint)
 
 
-def _walk(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[KeyInfo]:
+def fields_of(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[KeyInfo]:
+    """The fields of one spec class (not what is inside them), their paths under ``path``."""
     hints = typing.get_type_hints(model, include_extras=True)
     for name, field in model.model_fields.items():
         extra = field.json_schema_extra
-        info = KeyInfo(
+        yield KeyInfo(
             (*path, name), model, field, hints[name], extra if isinstance(extra, Key) else None
         )
+
+
+def _walk(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[KeyInfo]:
+    for info in fields_of(model, path):
         yield info
         block = info.block
         if block is None:
             continue
-        origin = typing.get_origin(_strip(info.hint))
+        origin = typing.get_origin(strip(info.hint))
         step = (NAME,) if origin is dict else (ITEM,) if origin is list else ()
-        yield from _walk(block, (*path, name, *step))
+        yield from _walk(block, (*info.path, *step))
 
 
 @functools.cache
@@ -193,9 +200,3 @@ def optional_blocks(scope: Scope) -> frozenset[str]:
             names.add(info.relative)
     prefixes = {v.view.rpartition(".")[0] for v in views(scope)}
     return frozenset(names & prefixes)
-
-
-def shown_default(info: KeyInfo) -> Any:
-    """The documented default, or None for a key without one (required, inherited, prose)."""
-    value = info.documented_default()
-    return None if value is NOT_GIVEN or isinstance(value, Prose) else value

@@ -113,12 +113,12 @@ class LimitsSpec(_Spec):
         ge=1,
     )
     max_queued: int | None = key(
-        "Requests waiting for a slot; beyond it the answer is 503 + Retry-After at once.",
+        "Requests waiting for a slot; beyond it the answer is 503 + `Retry-After` at once.",
         at=At(Policy, "engine.shed.max_queue"),
         ge=0,
     )
     max_queue_wait: Duration | None = key(
-        "The longest wait in the queue before a 503 + Retry-After.",
+        "The longest wait in the queue before a 503 + `Retry-After`.",
         at=At(Policy, "engine.shed.max_queue_wait"),
     )
     max_hedge_percent: float | None = key(
@@ -175,7 +175,7 @@ class OutlierDetectionSpec(_Spec):
         ge=1,
     )
     quota_ejection_time: Duration | None = key(
-        "How long a candidate whose quota is exhausted (429 insufficient_quota) stays out.",
+        "How long a candidate whose quota is exhausted (429 `insufficient_quota`) stays out.",
         at=At(Policy, "engine.quota_ejection"),
     )
 
@@ -188,7 +188,7 @@ class RetryPolicySpec(_Spec):
         at=At(Policy, "engine.backoff.base"),
     )
     max_interval: Duration | None = key(
-        "No jittered wait beyond this (an upstream Retry-After is a floor).",
+        "No jittered wait beyond this (an upstream `Retry-After` is a floor).",
         at=At(Policy, "engine.backoff.cap"),
     )
     max_retries_per_candidate: int | None = key(
@@ -198,7 +198,7 @@ class RetryPolicySpec(_Spec):
         le=10,
     )
     max_retry_after: Duration | None = key(
-        "A longer upstream Retry-After is not waited out.",
+        "A longer upstream `Retry-After` is not waited out.",
         at=At(Policy, "engine.backoff.max_retry_after"),
     )
     min_attempt_time: Duration | None = key(
@@ -293,8 +293,8 @@ class CacheSpec(_Spec):
     )
     ttl: Duration | None = key("How long an answer is served.", at=At(Route, "cache.ttl"))
     cacheable: Literal["deterministic", "all"] | None = key(
-        "deterministic: only requests with temperature or top_p 0; all: every request (one "
-        "sampled answer is replayed until the TTL ends).",
+        "`deterministic`: only requests with `temperature` or `top_p` 0; `all`: every request "
+        "(one sampled answer is replayed until the TTL ends).",
         at=At(Route, "cache.cacheable"),
     )
 
@@ -314,10 +314,10 @@ class DefaultsSpec(_Spec):
         le=20,
     )
     on_midstream_failure: MidstreamPolicy | None = key(
-        "What happens when a committed stream fails. error: an in-band error event in the "
-        "client's format, then the stream ends (never with [DONE]). resume: another candidate "
-        "whose model has assistant_prefill continues the text already sent (plain text of one "
-        "choice only; never inside a tool call); if none can, error.",
+        "What happens when a committed stream fails. `error`: an in-band error event in the "
+        "client's format, then the stream ends (never with `[DONE]`). `resume`: another "
+        "candidate whose model has `assistant_prefill` continues the text already sent (plain "
+        "text of one choice only; never inside a tool call); if none can, `error`.",
         at=At(Route, "on_midstream_failure"),
         default=DEFAULT_ON_MIDSTREAM_FAILURE,
     )
@@ -330,13 +330,13 @@ class ProviderHealthSpec(_Spec):
     """How the prober checks this provider's regions."""
 
     kind: Literal["models", "tcp", "url", "completion"] = key(
-        "models: GET <base_url>/models (free); tcp: a connect; url: GET `url`; completion: a "
-        "1-token completion (billed: only when asked for).",
+        "`models`: `GET <base_url>/models` (free); `tcp`: a connect; `url`: `GET url`; "
+        "`completion`: a 1-token completion (billed: only when asked for).",
         at=At(Candidate, "health_check"),
         spec_default=FROM_SNAPSHOT,
     )
     url: str | None = key(
-        "With kind url: the URL probed.",
+        "With `kind: url`: the URL probed.",
         at=At(Candidate, "health_check_url"),
         show=without_userinfo,
         type_text="URL",
@@ -371,10 +371,10 @@ class RegionSpec(_Spec):
     """Where a provider can be reached."""
 
     base_url: str = key(
-        "The API root: the proxy posts to <base_url>/chat/completions (Anthropic: "
-        "<base_url>/messages). For Azure, the deployment URL "
-        "(https://X.openai.azure.com/openai/deployments/NAME). No credentials, query or "
-        "fragment.",
+        "The API root: the proxy posts to `<base_url>/chat/completions` (Anthropic: "
+        "`<base_url>/messages`). For Azure, the deployment URL "
+        "(`https://X.openai.azure.com/openai/deployments/NAME`). No credentials, query or "
+        "fragment: keys go in `api_key`, `api_key_file` or `headers`, parameters in `query`.",
         at=At(Candidate, "base_url"),
         required=True,
         show=without_userinfo,
@@ -382,8 +382,8 @@ class RegionSpec(_Spec):
         schema={"format": "uri", "pattern": r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"},
     )
     tags: dict[str, str] = key(
-        'Labels such as jurisdiction: eu or self_hosted: "true"; a route\'s require_tags '
-        "matches them.",
+        'Labels such as `jurisdiction: eu` or `self_hosted: "true"`; a route\'s '
+        "`require_tags` matches them.",
         at=At(Candidate, "tags"),
         spec_default={},
     )
@@ -405,13 +405,13 @@ class ModelSpec(_Spec):
 
     upstream_name: str | None = key(
         "The name sent to the provider, when it differs (e.g. "
-        "meta-llama/Llama-3.1-8B-Instruct on vLLM).",
+        "`meta-llama/Llama-3.1-8B-Instruct` on vLLM).",
         at=At(Candidate, "upstream_model"),
         default=Prose("the key"),
     )
     context_window: int | None = key(
-        "Tokens the model can hold; checked against a route's min_context_window, and by "
-        "policy explain against a request's prompt. An upstream's context_length_exceeded "
+        "Tokens the model can hold; checked against a route's `min_context_window`, and by "
+        "`policy explain` against a request's prompt. An upstream's `context_length_exceeded` "
         "sends the request on only to candidates with a larger window.",
         at=At(Candidate, "context_window"),
         ge=1,
@@ -422,12 +422,12 @@ class ModelSpec(_Spec):
     )
     tokenizer: Literal["cl100k_base", "o200k_base", "estimate"] | None = key(
         "How the proxy counts this model's tokens (exact for the two OpenAI encodings; "
-        "estimate for models without a public tokenizer).",
+        "`estimate` for models without a public tokenizer).",
         at=At(Candidate, "tokenizer"),
         default=Prose("from the model name"),
     )
     max_output_tokens: int | None = key(
-        "max_tokens sent to an Anthropic-wire model when the client gave none (Anthropic "
+        "`max_tokens` sent to an Anthropic-wire model when the client gave none (Anthropic "
         "requires it).",
         at=At(Candidate, "max_output_tokens"),
         ge=1,
@@ -447,39 +447,39 @@ class ProviderSpec(_Spec):
     """An upstream: its wire, its key, its regions and its models."""
 
     kind: Literal["openai", "anthropic"] = key(
-        "The wire the provider speaks. openai covers OpenAI, Azure OpenAI, Gemini's "
-        "OpenAI-compatible endpoint, vLLM, Ollama and LocalAI; anthropic is Anthropic's "
+        "The wire the provider speaks. `openai` covers OpenAI, Azure OpenAI, Gemini's "
+        "OpenAI-compatible endpoint, vLLM, Ollama and LocalAI; `anthropic` is Anthropic's "
         "Messages API (requests and streams are translated as needed).",
         at=At(Candidate, "kind"),
         required=True,
     )
     api_key: str | None = key(
-        "The provider key, normally written as ${SOME_ENV_VAR}. Never logged, never in errors, "
-        "never taken from clients.",
+        "The provider key, normally written as `${SOME_ENV_VAR}`. Never logged, never in "
+        "errors, never taken from clients.",
         at=_HEADERS,
         view="headers",
         show=header_names,
     )
     api_key_file: str | None = key(
         "A file holding the key (a mounted secret), relative to the policy file; a regular "
-        "file of at most 64 KiB. Not with api_key.",
+        "file of at most 64 KiB, read with a timeout. Not with `api_key`.",
         at=_HEADERS,
         view="headers",
         show=header_names,
         type_text="path",
     )
     auth_header: Literal["authorization", "api-key", "none"] = key(
-        "How the key is sent: Authorization: Bearer KEY, Azure's api-key: KEY, or not at all.",
+        "How the key is sent: `Authorization: Bearer KEY`, Azure's `api-key: KEY`, or not at all.",
         at=_HEADERS,
         view="headers",
         show=header_names,
         spec_default="authorization",
     )
     headers: dict[str, str] = key(
-        "Extra headers on every request (e.g. OpenAI-Organization). Names must be HTTP "
-        "tokens; the headers the proxy's client writes itself (Host, Content-Length, ...) and "
-        "the key's own header are refused; values may not hold line breaks or NUL. Problems "
-        "name the header, never its value.",
+        "Extra headers on every request (e.g. `OpenAI-Organization`). Names must be HTTP "
+        "tokens; the headers the proxy's client writes itself (`Host`, `Content-Length`, ...) "
+        "and the key's own header are refused; values may not hold line breaks or NUL and must "
+        "be latin-1. Problems name the header, never its value.",
         at=_HEADERS,
         show=header_names,
         spec_default={},
@@ -488,7 +488,7 @@ class ProviderSpec(_Spec):
         "How the prober checks this provider's regions.", spec_default=ProviderHealthSpec()
     )
     query: dict[str, str] = key(
-        "Query parameters added to every request (e.g. Azure's api-version).",
+        "Query parameters added to every request (e.g. Azure's `api-version`).",
         at=At(Candidate, "chat_url", via=query_of),
         show=masked_query,
         spec_default={},
@@ -529,7 +529,7 @@ class CandidateSpec(_Spec):
 
     provider: str = key("A provider's name.", required=True)
     region: str | None = key(
-        "A region of it; omitted or *: every region, in the order the provider lists them.",
+        "A region of it; omitted or `*`: every region, in the order the provider lists them.",
         default=Prose("every region"),
     )
     model: str = key("A model of that provider.", required=True)
@@ -539,7 +539,7 @@ class RouteSpec(_Spec):
     """What the app may ask for, and the chain that serves it."""
 
     aliases: list[str] = key(
-        "Other model names that reach this route; GET /v1/models lists the route names and "
+        "Other model names that reach this route; `GET /v1/models` lists the route names and "
         "aliases.",
         at=At(Route, "aliases"),
         spec_default=[],
@@ -557,7 +557,7 @@ class RouteSpec(_Spec):
             ),
         ]
     ] = key(
-        "Candidates in the order they are tried: provider/region/model, or a mapping.",
+        "Candidates in the order they are tried: `provider/region/model`, or a mapping.",
         required=True,
         min_length=1,
     )
@@ -580,17 +580,19 @@ class RouteSpec(_Spec):
     )
     require_tags: dict[str, str] = key(
         "Residency: every candidate's region must carry all of these tags (e.g. "
-        "{jurisdiction: eu}). Failover never leaves this set.",
+        "`{jurisdiction: eu}`). Failover never leaves this set.",
         at=At(Route, "require_tags"),
         spec_default={},
     )
     min_context_window: int | None = key(
-        "Every candidate's model must declare a context_window of at least this many tokens; "
-        "a smaller (or undeclared) one is an error.",
+        "Every candidate's model must declare a `context_window` of at least this many "
+        "tokens; a smaller (or undeclared) one is an error.",
         at=At(Route, "min_context_window"),
         ge=1,
     )
-    hedge: HedgeSpec | None = key("Opt-in hedging of slow first tokens (streams).")
+    hedge: HedgeSpec | None = key(
+        "Opt-in hedging of slow first tokens (streams): `{delay: D}` or `{percentile: P}`."
+    )
     cache: CacheSpec | None = key(
         "The prompt-hash cache for this route.", inherits="defaults.cache"
     )
