@@ -22,6 +22,7 @@ from edgeproxy.policy.describe import describe_policy
 from edgeproxy.policy.diff import diff_policies
 from edgeproxy.policy.keys import NOT_GIVEN, Prose, as_percent
 from edgeproxy.policy.reference import update
+from edgeproxy.policy.shown import NAMED_MAPPINGS
 from edgeproxy.snapshot import Candidate, Policy, Route
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -392,3 +393,9 @@ def test_docs_tables_are_up_to_date() -> None:
     assert update(text) == text, (
         "docs/policies.md is stale: run `edgeproxy policy docs --update docs/policies.md`"
     )
+
+
+def test_the_mappings_sres_name_are_the_specs_mappings() -> None:
+    """Problems print names under these (``providers.<name>``) and field names elsewhere."""
+    mappings = {k.name for k in all_keys() if typing.get_origin(strip(k.hint)) is dict}
+    assert mappings == NAMED_MAPPINGS

@@ -43,9 +43,21 @@ def quoted_name(name: object) -> str:
     return repr(name) if is_name(name) else "a name"
 
 
-def path_part(part: str | int) -> str:
-    """One step of a problem's path, as printed: a name, or ``<key>`` for other text."""
-    return str(part) if isinstance(part, int) or is_name(part) else "<key>"
+# The mappings whose keys SREs name (everywhere else a key is one of the spec's field names):
+# only under these is a name such as ``llama3.1:8b`` printed in a problem's path. A test checks
+# this against the spec.
+NAMED_MAPPINGS = frozenset(
+    {"providers", "regions", "models", "routes", "tags", "headers", "query", "require_tags"}
+)
+
+
+def path_part(part: str | int, parent: str | int | None) -> str:
+    """One step of a problem's path, as printed: a field name; a name under a mapping SREs name
+    (``providers.<name>``); else ``<key>``, so that a file that is not a policy never has a line
+    printed as a path."""
+    if isinstance(part, int) or is_identifier(part):
+        return str(part)
+    return part if parent in NAMED_MAPPINGS and is_name(part) else "<key>"
 
 
 def without_userinfo(url: str | None) -> str | None:

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+_UNBALANCED = "has an unbalanced [ or ] (write an IPv6 address as http://[2001:db8::1]:8000/v1)"
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?")
 
@@ -19,13 +20,16 @@ def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be an upstream URL, or None. Never quotes the URL."""
     if _CONTROL_OR_SPACE.search(url):
         return "must not contain spaces or control characters"
-    scheme, sep, _ = url.partition("://")
+    scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):
         return "must start with http:// or https://"
     try:
         parts = urlsplit(url)
-    except ValueError:  # urlsplit's only complaint: "Invalid IPv6 URL"
-        return "has an unbalanced [ or ] (write an IPv6 address as http://[::1]:8000/v1)"
+    except ValueError:  # "Invalid IPv6 URL": unbalanced brackets, or no address inside them
+        netloc = rest.partition("/")[0]
+        if netloc.startswith("[") and netloc.count("[") == 1 and netloc.count("]") == 1:
+            return "has an IPv6 host that is not an IPv6 address"
+        return _UNBALANCED
     if "@" in parts.netloc:
         return (
             "must not carry credentials (user:password@): put the key in the provider's "
@@ -55,7 +59,7 @@ def _host_problem(netloc: str) -> str | None:
         return _port_problem(port[1:] if port else None)
     host, colon, port = netloc.partition(":")
     if "[" in netloc or "]" in netloc:
-        return "has an unbalanced [ or ] (write an IPv6 address as http://[::1]:8000/v1)"
+        return _UNBALANCED
     if not host:
         return "has no host"
     problem = _port_problem(port if colon else None)

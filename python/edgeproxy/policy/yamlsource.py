@@ -69,12 +69,14 @@ class LocatedDocument:
 def format_path(path: Path) -> str:
     """``routes.chat.chain[1]``; a step that does not look like a name prints as ``<key>``."""
     out = ""
+    parent: str | int | None = None
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            shown = path_part(part)
+            shown = path_part(part, parent)
             out += f".{shown}" if out else shown
+        parent = part
     return out
 
 
