@@ -307,3 +307,30 @@ def test_docs_command_prints_and_updates_the_reference_tables(
     page.write_text("# a page without the markers\n")
     code, _, err = cli(capsys, "policy", "docs", "--update", str(page))
     assert code == 1 and "no generated block 'top'" in err
+
+
+def test_explain_shows_the_route_settings_a_request_runs_under(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    request = str(FIXTURES / "requests" / "short.json")
+    code, out, _ = cli(
+        capsys,
+        "policy",
+        "explain",
+        "policies/default.yaml",
+        "--request",
+        request,
+        "--format",
+        "json",
+    )
+    assert code == 0
+    settings = json.loads(out)["route_settings"]
+    assert settings["timeouts"] == {
+        "connect": 2.0,
+        "first_token": 30.0,
+        "idle": 30.0,
+        "response": 120.0,
+        "total": 300.0,
+    }
+    assert settings["max_attempts"] == 3 and settings["hedge"] is None
+    assert settings["cache"]["enabled"] is False
