@@ -76,9 +76,13 @@ def load_policy_text(
 
 
 def _problems_from_validation(exc: ValidationError, doc: LocatedDocument) -> list[PolicyProblem]:
-    problems = []
+    problems: list[PolicyProblem] = []
     for err in exc.errors(include_input=False, include_url=False):
         loc: Path = tuple(err["loc"])
+        if len(doc.problems) + len(problems) >= MAX_PROBLEMS:
+            # Not listed (``_bounded`` counts them): skip the "did you mean" search for each.
+            problems.append(PolicyProblem(doc.source, 0, 0, "(not listed)"))
+            continue
         message = err["msg"].removeprefix("Value error, ")
         kind = err["type"]
         if kind == "extra_forbidden":
