@@ -23,7 +23,16 @@ from edgeproxy.policy.diff import diff_policies
 from edgeproxy.policy.keys import NOT_GIVEN, Prose, as_percent
 from edgeproxy.policy.reference import update
 from edgeproxy.policy.shown import NAMED_MAPPINGS
-from edgeproxy.snapshot import Candidate, Policy, Route
+from edgeproxy.snapshot import (
+    BackoffSettings,
+    BreakerSettings,
+    Candidate,
+    Policy,
+    ProberSettings,
+    RetryBudgetSettings,
+    Route,
+    ShedSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -399,3 +408,35 @@ def test_the_mappings_sres_name_are_the_specs_mappings() -> None:
     """Problems print names under these (``providers.<name>``) and field names elsewhere."""
     mappings = {k.name for k in all_keys() if typing.get_origin(strip(k.hint)) is dict}
     assert mappings == NAMED_MAPPINGS
+
+
+# docs/failover.md explains each resilience default in a table of its own, by the settings'
+# runtime names: the numbers there must be the dataclasses' (the sections it names them under).
+FAILOVER_SECTIONS = {
+    "circuit breaker": BreakerSettings,
+    "backoff": BackoffSettings,
+    "retry budget": RetryBudgetSettings,
+    "health prober": ProberSettings,
+    "load shedding": ShedSettings,
+}
+
+
+def test_failover_docs_state_the_settings_defaults() -> None:
+    text = (ROOT / "docs" / "failover.md").read_text()
+    table = text.split("## Resilience defaults", 1)[1].split("\n### ", 1)[0]
+    section: type[Any] | None = None
+    checked = 0
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) < 2 or not line.startswith("|"):
+            continue
+        heading = cells[0].removeprefix("**").split("**")[0]
+        if cells[0].startswith("**"):
+            section = FAILOVER_SECTIONS.get(heading)
+            continue
+        name = cells[0].strip("`")
+        fields = {f.name: f for f in dataclasses.fields(section)} if section else {}
+        if name in fields and isinstance(fields[name].default, int | float):
+            assert float(cells[1]) == fields[name].default, (section, name)
+            checked += 1
+    assert checked >= 20

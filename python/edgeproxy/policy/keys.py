@@ -155,13 +155,24 @@ class Key:
     def __call__(self, schema: dict[str, Any]) -> None:
         if self.schema:
             schema.update(self.schema)
-        if schema.get("default", NOT_GIVEN) is not None:
+        written = schema.get("default", NOT_GIVEN)
+        if isinstance(written, dict) and written and _unset(written):
+            del schema["default"]  # a block of unset keys: its keys' schemas say the defaults
+            return
+        if written is not None:
             return  # a written default (``auth_header: authorization``) or none at all
         value = self.documented_default()
         if value is NOT_GIVEN or isinstance(value, Prose) or value is None:
             schema.pop("default", None)
         else:
             schema["default"] = value
+
+
+def _unset(value: Any) -> bool:
+    """True for None and for mappings of nothing but unset values (an empty spec block)."""
+    if isinstance(value, dict):
+        return all(_unset(v) for v in value.values())
+    return value is None
 
 
 def as_percent(ratio: float) -> float:
