@@ -33,7 +33,6 @@ class KeyInfo:
     """One field of the spec: a key (a value), a block (a mapping of keys) or a container."""
 
     path: tuple[str, ...]
-    owner: type[BaseModel]
     field: FieldInfo
     hint: Any  # the annotation, with its Annotated extras
     key: Key | None
@@ -150,9 +149,7 @@ def fields_of(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[Ke
     hints = typing.get_type_hints(model, include_extras=True)
     for name, field in model.model_fields.items():
         extra = field.json_schema_extra
-        yield KeyInfo(
-            (*path, name), model, field, hints[name], extra if isinstance(extra, Key) else None
-        )
+        yield KeyInfo((*path, name), field, hints[name], extra if isinstance(extra, Key) else None)
 
 
 def _walk(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[KeyInfo]:
@@ -172,6 +169,7 @@ def all_keys() -> tuple[KeyInfo, ...]:
     return tuple(_walk(PolicySpec, ()))
 
 
+@functools.cache
 def leaf_keys() -> tuple[KeyInfo, ...]:
     """The keys that hold values (not blocks of keys)."""
     return tuple(k for k in all_keys() if k.block is None)
