@@ -19,6 +19,7 @@ from edgeproxy.snapshot.policy import (
 )
 from edgeproxy.snapshot.settings import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_ON_MIDSTREAM_FAILURE,
     NOT_COUNTED,
     BackoffSettings,
     BreakerSettings,
@@ -26,6 +27,7 @@ from edgeproxy.snapshot.settings import (
     CacheSettings,
     EngineSettings,
     Hedge,
+    MidstreamPolicy,
     Price,
     ProbeMode,
     ProberSettings,
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_ON_MIDSTREAM_FAILURE",
     "NOT_COUNTED",
     "BackoffSettings",
     "BreakerSettings",
@@ -49,6 +52,7 @@ __all__ = [
     "EngineSettings",
     "Excluded",
     "Hedge",
+    "MidstreamPolicy",
     "Policy",
     "Price",
     "ProbeMode",

@@ -28,6 +28,11 @@ class Timeouts:
     total: float = 600.0
 
 
+# What a route does when a stream fails after its first byte reached the client.
+MidstreamPolicy = Literal["error", "resume"]
+DEFAULT_ON_MIDSTREAM_FAILURE: MidstreamPolicy = "error"
+
+
 @dataclass(frozen=True, slots=True)
 class Hedge:
     """A route's hedging: a fixed delay, or a percentile of the first candidate's recent TTFT."""
