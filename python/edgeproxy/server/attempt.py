@@ -15,7 +15,7 @@ from edgeproxy._core import TranslationError
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.server.context import ProxyState
-from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream
+from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream, usage_is_valid
 from edgeproxy.snapshot import Candidate, Route
 from edgeproxy.translate import anthropic_to_openai_response
 from edgeproxy.upstreams import anthropic as anthropic_upstream
@@ -112,6 +112,12 @@ async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
         return orjson.dumps(parsed), parsed
     if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer has no 'choices' array")
+    if not all(isinstance(choice, dict) for choice in parsed["choices"]):
+        raise AttemptFailure(FailureClass.MALFORMED, "upstream answer's choices are not objects")
+    if parsed.get("usage") is not None and not usage_is_valid(parsed["usage"]):
+        # Not a count the proxy can pass on or bill by: dropped, so the proxy counts its own.
+        del parsed["usage"]
+        data = orjson.dumps(parsed)
     return data, parsed
 
 
