@@ -9,6 +9,7 @@ from edgeproxy.failure import AttemptFailure
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.server.relay import UpstreamStream, UsageCounter
 from edgeproxy.snapshot import Candidate
+from edgeproxy.telemetry.redact import redact
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 
 log = logging.getLogger("edgeproxy.access")
@@ -42,7 +43,8 @@ class AttemptLog:
                 "request_id": self._rid,
                 "candidate": candidate.key,
                 "attempt": number,
-                "failure": str(failure),
+                # Scrubbed here, not only by the formatter: any handler may see the record.
+                "failure": redact(str(failure)),
             },
         )
 
