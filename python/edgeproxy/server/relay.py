@@ -28,7 +28,6 @@ by what is left of ``timeouts.total`` (``ClientWriteTimeout``).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -242,8 +241,8 @@ class UpstreamStream:
         # point; before it, a malformed event fails over), and those it skipped.
         self.skips_allowed = 0
         self.skipped = 0
-        # The chunks since the scanner was last between events: what a recovery from a
-        # malformed event re-parses (usually empty: reads end on event boundaries).
+        # The bytes of the event the scanner has not finished (as of the last read): what a
+        # recovery from a malformed event re-parses before the read that brought it.
         self._carry: list[bytes] = []
         self._note = b""  # written before the next bytes (a skipped event's comment)
 
@@ -314,7 +313,12 @@ class UpstreamStream:
         if scan.malformed is not None and self.skips_allowed > 0:
             scan = self._skip_malformed(chunk)
         if self.scanner.pending:
-            self._carry.append(chunk)
+            # Only the unfinished event (reads may end anywhere in one).
+            cut = _event_boundary(chunk)
+            if cut >= 0:
+                self._carry = [chunk[cut:]]
+            else:
+                self._carry.append(chunk)
         elif self._carry:
             self._carry = []
         return scan
@@ -343,7 +347,10 @@ class UpstreamStream:
             )
         self.scanner = self._new_scanner()
         # The unfinished event at the end of the chunk, if any, for the new scanner to finish.
-        tail = _after_last_event(carried + chunk) if parser.pending else b""
+        tail = b""
+        if parser.pending:
+            buffer = carried + chunk
+            tail = buffer[max(_event_boundary(buffer), 0) :]
         scan = self.scanner.feed(b"".join(kept) + tail)
         if scan.malformed is not None:  # cannot happen: each event was checked alone
             raise AttemptFailure(FailureClass.MALFORMED, scan.malformed)
@@ -475,24 +482,18 @@ class UpstreamErrorEvent(AttemptFailure):
         self.data = data
 
 
-def _after_last_event(buffer: bytes) -> bytes:
-    """The bytes after the last blank line (the unfinished event), or all of them if none."""
-    end = 0
-    for match in _BLANK_LINE.finditer(buffer):
-        end = match.end()
-    return buffer[end:]
-
-
-_BLANK_LINE: Final = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
-
-
-def _error_code(data: str) -> str:
-    try:
-        err = orjson.loads(data).get("error", {})
-        code = err.get("code") or err.get("type") or "error"
-        return str(code)
-    except (orjson.JSONDecodeError, AttributeError):
-        return "error"
+def _event_boundary(data: bytes) -> int:
+    """Where the last event of ``data`` ends: the index after its last blank line (two line
+    ends in a row, whatever mix of CR, LF and CRLF), or -1 when it has none."""
+    end = data.rfind(b"\n\n")
+    if end >= 0:
+        end += 2
+    for blank in (b"\n\r", b"\r\r"):  # only after the last LF LF (usually: a few bytes)
+        i = data.rfind(blank, max(end - 1, 0))
+        if i >= 0:
+            j = i + 3 if data[i + 2 : i + 3] == b"\n" else i + 2  # the second end a CRLF
+            end = max(end, j)
+    return end
 
 
 async def open_stream(
