@@ -6,6 +6,7 @@ bound."""
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 from typing import Any, cast
 
 import orjson
@@ -104,7 +105,7 @@ def _relay(chunks: list[bytes], allowed: int) -> tuple[bytes, str]:
 def _cuts(data: bytes, positions: list[int]) -> list[bytes]:
     points = sorted({p % (len(data) + 1) for p in positions})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in pairwise(bounds) if b > a]
 
 
 @SETTINGS

@@ -482,6 +482,15 @@ class UpstreamErrorEvent(AttemptFailure):
         self.data = data
 
 
+def _error_code(data: str) -> str:
+    try:
+        err = orjson.loads(data).get("error", {})
+        code = err.get("code") or err.get("type") or "error"
+        return str(code)
+    except (orjson.JSONDecodeError, AttributeError):
+        return "error"
+
+
 def _event_boundary(data: bytes) -> int:
     """Where the last event of ``data`` ends: the index after its last blank line (two line
     ends in a row, whatever mix of CR, LF and CRLF), or -1 when it has none."""
@@ -562,9 +571,14 @@ class ClientWriteTimeout(Exception):
 
 class _Writer:
     """The client's response in the client's wire (``encoder``), with every write also handed,
-    in the relay's own OpenAI form, to the tap. Every write is bounded by what is left of the
-    request's deadline: a client that stops reading cannot hold its slot (and the upstream)
-    past ``timeouts.total``."""
+    in the relay's own OpenAI form, to the tap.
+
+    Every write is bounded by what is left of the request's deadline: a client that stops
+    reading cannot hold its slot (and the upstream) past ``timeouts.total``. One timer per
+    stream, not one per write (a timeout per write costs more than the rest of the write when
+    the client keeps up): when it fires during a write, that write is cancelled and becomes
+    ``ClientWriteTimeout``; a write after it must not block at all.
+    """
 
     def __init__(
         self,
@@ -576,7 +590,21 @@ class _Writer:
         self.response = response
         self.tap = tap
         self.encoder = encoder
-        self.deadline = deadline
+        self._task = asyncio.current_task()
+        self._writing = False
+        self._expired = False  # the deadline has passed
+        self._cancelled = False  # ... during a write, which the timer cancelled
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(deadline.remaining(), 0.0), self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._writing and self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        self._timer.cancel()
 
     async def write(self, data: bytes) -> None:
         await self.raw(self.encoder.encode(data))
@@ -585,14 +613,23 @@ class _Writer:
 
     async def raw(self, data: bytes, eof: bool = False) -> None:
         """Bytes already in the client's wire (an error event, the end of the stream)."""
+        send = self.response.write_eof(data) if eof else self.response.write(data)
+        if self._expired:
+            try:
+                async with asyncio.timeout(0):  # only if the client takes it at once
+                    await send
+            except TimeoutError:
+                raise ClientWriteTimeout() from None
+            return
+        self._writing = True
         try:
-            async with asyncio.timeout(max(self.deadline.remaining(), 0.0)):
-                if eof:
-                    await self.response.write_eof(data)
-                else:
-                    await self.response.write(data)
-        except TimeoutError:
-            raise ClientWriteTimeout() from None
+            await send
+        except asyncio.CancelledError:
+            if self._cancelled and self._task is not None and self._task.uncancel() == 0:
+                raise ClientWriteTimeout() from None
+            raise
+        finally:
+            self._writing = False
 
 
 async def relay_to_client(
@@ -681,6 +718,7 @@ async def relay_to_client(
         complete = False
         error = _client_gone_error(events, rid)
     finally:
+        out.close()
         if tap is not None:
             tap.end(complete, error, cacheable=skipped == 0)
     return response
