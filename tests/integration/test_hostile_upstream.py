@@ -20,10 +20,14 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from edgeproxy import tokens
 from edgeproxy.server.relay import MAX_SKIPPED_EVENTS
 from edgeproxy.sim import SimConfig
+from edgeproxy.telemetry.request import Telemetry
 from harness import LoopThread, Stack
 
 MESSAGES = [{"role": "user", "content": "Write something long."}]
@@ -427,3 +431,28 @@ def test_the_sdk_sees_a_clean_answer_not_a_500(
         f"{stack.base_url}/chat/completions", json={"model": "m", "messages": other_messages()}
     )
     assert raw.status_code == 200 and isinstance(raw.json()["usage"]["completion_tokens"], int)
+
+
+def test_a_model_name_quoting_a_key_stays_off_the_spans(
+    make_stack: Callable[..., Stack], upstream: Upstream
+) -> None:
+    """The answer's ``model`` goes on the attempt's span (``gen_ai.response.model``): an
+    upstream that puts a key there, streamed or not, leaves it on no span."""
+    key = "sk-proj-" + "Q" * 40
+    upstream.answer = {**ANSWER, "model": f"gpt-x {key}"}
+    role = ROLE.replace(
+        b'"id":"chatcmpl-h"', b'"id":"chatcmpl-h","model":"gpt-x ' + key.encode() + b'"'
+    )
+    upstream.stream_events = lambda: iter((role, EVENT, FINISH, DONE))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    policy = POLICY.replace("HOSTILE", upstream.url)
+    fallback = SimConfig(name="fallback", ttft=0.0, tokens_per_second=0)
+    stack = make_stack(policy, [fallback], telemetry=Telemetry(tracer_provider=provider))
+    client = stack.client()
+    client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    _text(client.chat.completions.create(model="m", messages=other_messages(), stream=True))  # type: ignore[arg-type]
+    spans = [s.to_json() for s in exporter.get_finished_spans()]
+    models = [s for s in spans if "gen_ai.response.model" in s]
+    assert len(models) >= 2 and all(key not in s for s in spans)

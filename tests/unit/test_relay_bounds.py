@@ -138,6 +138,10 @@ def test_one_malformed_event_too_many_fails() -> None:
     assert info.value.failure is FailureClass.MALFORMED and "4 events" in info.value.detail
     with pytest.raises(AttemptFailure):  # before the commit point nothing is skipped
         _relay([ROLE + BAD[0] + FINISH], allowed=0)
+    # Garbage after [DONE] is not part of the answer: not checked, not counted.
+    after_done = ROLE + _event("a") + BAD[0] + FINISH + b"data: [DONE]\n\n" + b"".join(BAD)
+    out, text = _relay([after_done], allowed=1)
+    assert text == "a" and out.endswith(b"data: [DONE]\n\n")
 
 
 # ---- the followers' broadcast ---------------------------------------------------------------------

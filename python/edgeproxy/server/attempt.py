@@ -17,6 +17,7 @@ from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.server.context import ProxyState
 from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream, usage_is_valid
 from edgeproxy.snapshot import Candidate, Route
+from edgeproxy.telemetry.redact import redact
 from edgeproxy.translate import anthropic_to_openai_response
 from edgeproxy.upstreams import anthropic as anthropic_upstream
 from edgeproxy.upstreams import openai as openai_upstream
@@ -114,6 +115,8 @@ async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer has no 'choices' array")
     if not all(isinstance(choice, dict) for choice in parsed["choices"]):
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer's choices are not objects")
+    if isinstance(parsed.get("model"), str):
+        parsed["model"] = redact(parsed["model"])  # for the span (the client gets ``data``)
     if parsed.get("usage") is not None and not usage_is_valid(parsed["usage"]):
         # Not a count the proxy can pass on or bill by: dropped, so the proxy counts its own.
         del parsed["usage"]

@@ -335,6 +335,9 @@ class UpstreamStream:
             raise AttemptFailure(FailureClass.MALFORMED, f"bad SSE from upstream: {exc}") from None
         kept = []
         for event in events:
+            if event.data == DONE:
+                kept.append(_DONE_EVENT)
+                break  # what follows is not part of the answer (nor checked)
             if ChatStreamScanner().feed(encode_sse(event.data)).malformed is None:
                 kept.append(encode_sse(event.data))
             else:
@@ -385,8 +388,8 @@ class UpstreamStream:
             # upstream's word on what it billed: the proxy counts instead.
             if usage_is_valid(usage):
                 progress.usage = usage
-        if progress.model is None:
-            progress.model = scan.model
+        if progress.model is None and scan.model is not None:
+            progress.model = redact(scan.model)  # it goes on the attempt's span
         if progress.id is None:
             progress.id = scan.id
         out = scan.out
