@@ -18,6 +18,7 @@ from edgeproxy.policy.schema import PolicySpec
 from edgeproxy.policy.shown import is_identifier, quoted_key
 from edgeproxy.policy.yamlsource import LocatedDocument, Path, load_located_yaml
 from edgeproxy.snapshot import Policy
+from edgeproxy.telemetry.redact import register_policy_secrets
 
 
 def load_policy(
@@ -72,6 +73,7 @@ def load_policy_text(
     policy = compile_policy(spec, doc, text, base_dir)
     if policy is None or doc.problems:
         raise PolicyError(_bounded(doc.problems, source))
+    register_policy_secrets(policy)  # its keys are scrubbed from everything the proxy says
     return policy
 
 

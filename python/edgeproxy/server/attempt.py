@@ -9,11 +9,14 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
+import orjson
+
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.server.context import ProxyState
-from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream
+from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream, usage_is_valid
 from edgeproxy.snapshot import Candidate, Route
+from edgeproxy.telemetry.redact import redact
 from edgeproxy.upstreams.http1 import UpstreamResponse
 from edgeproxy.upstreams.send import send
 
@@ -91,7 +94,14 @@ async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
     if len(data) > MAX_RESPONSE_BYTES:
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is larger than 64 MiB")
     # The candidate's wire checks the answer and turns it into an OpenAI chat.completion.
-    return call.candidate.wire.answer(data)
+    data, parsed = call.candidate.wire.answer(data)
+    if isinstance(parsed.get("model"), str):
+        parsed["model"] = redact(parsed["model"])  # for the span (the client gets ``data``)
+    if parsed.get("usage") is not None and not usage_is_valid(parsed["usage"]):
+        # Not a count the proxy can pass on or bill by: dropped, so the proxy counts its own.
+        del parsed["usage"]
+        data = orjson.dumps(parsed)
+    return data, parsed
 
 
 async def attempt_stream(

@@ -15,6 +15,7 @@ from edgeproxy.events import (
 )
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.server.relay import UpstreamStream, UsageCounter
+from edgeproxy.telemetry.redact import redact
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 
 log = logging.getLogger("edgeproxy.access")
@@ -46,7 +47,8 @@ class AttemptLog:
                     "request_id": self._rid,
                     "candidate": event.candidate.key,
                     "attempt": event.number,
-                    "failure": str(event.failure),
+                    # Scrubbed here, not only by the formatter: any handler may see the record.
+                    "failure": redact(str(event.failure)),
                 },
             )
         elif isinstance(event, CandidateSkipped):

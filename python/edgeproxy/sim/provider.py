@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import netio
+from . import netio, wire
 from .anthropic import authorized as anthropic_authorized
 from .anthropic import serve_messages
 from .completion import plan_completion
@@ -256,6 +256,16 @@ class SimProvider:
             return error_response(400, code=exc.code, message=exc.message, param=exc.param)
         if fault is None:
             self.stats.record("ok")
+        if (
+            fault is not None
+            and fault.mode == "echo_key"
+            and not (chat.stream and fault.after_tokens)
+        ):
+            return error_response(
+                fault.status,
+                code=fault.error_code or "invalid_api_key",
+                message=wire.echo_key_message(request.headers),
+            )
 
         self._models.setdefault(chat.model, None)
         completion = plan_completion(self.config, chat)
