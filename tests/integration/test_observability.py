@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgeproxy.sim import SimConfig
 from edgeproxy.telemetry.access_log import AccessLogWriter
@@ -148,8 +149,6 @@ def test_metrics_scrape_through_the_proxy(stack: Stack) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    from prometheus_client.parser import text_string_to_metric_families
-
     families = {f.name: f for f in text_string_to_metric_families(text)}
     attempts = [s for s in families["edgeproxy_attempts"].samples if s.name.endswith("_total")]
     by_outcome = {
@@ -272,3 +271,43 @@ def test_a_client_cannot_forge_an_access_log_line(
         assert [p["model"] for p in parsed][:2] == [forged, "m\r\x1b[2Kstatus=200"]
     else:
         assert parsed[0]["model"] == forged.replace("\n", "\\n")
+
+
+HEDGED = """
+version: 1
+defaults:
+  timeouts: {connect: 1s, first_token: 3s, idle: 1s, response: 5s, total: 10s}
+limits: {max_hedge_percent: 100}
+providers:
+  alpha:
+    kind: openai
+    regions: {one: {base_url: "$alpha_one"}}
+    models: {m: {}}
+  beta:
+    kind: openai
+    regions: {main: {base_url: "$beta"}}
+    models: {m-small: {}}
+routes:
+  m:
+    chain: [alpha/one/m, beta/main/m-small]
+    hedge: {delay: 200ms}
+"""
+
+
+def test_a_hedge_is_counted_and_traced(make_stack: Callable[..., Stack], traced: Traced) -> None:
+    sims = [SimConfig(name=n, ttft=0.0, tokens_per_second=200) for n in ("alpha_one", "beta")]
+    stack = make_stack(HEDGED, sims, telemetry=traced.telemetry)
+    stack.fault("alpha_one", mode="slow_first_token", ttft=3)
+    chunks = stack.client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    families = {f.name: f for f in text_string_to_metric_families(stack.http.get("/metrics").text)}
+    (hedges,) = [s for s in families["edgeproxy_hedges"].samples if s.name.endswith("_total")]
+    assert hedges.labels == {"edgeproxy_route": "m"} and hedges.value == 1
+    attempts = sorted(
+        (s for s in traced.spans() if s.kind is SpanKind.CLIENT),
+        key=lambda s: s.attributes["edgeproxy.attempt"],
+    )
+    assert [a.attributes["edgeproxy.attempt.kind"] for a in attempts] == ["first", "hedge"]
+    assert [a.attributes["edgeproxy.outcome"] for a in attempts] == ["abandoned", "ok"]
+    (server,) = [s for s in traced.spans() if s.kind is SpanKind.SERVER]
+    assert server.attributes["edgeproxy.candidate"] == "beta/main/m-small"

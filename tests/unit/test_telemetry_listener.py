@@ -590,3 +590,22 @@ def test_breaker_transitions_are_counted_and_logged(caplog: pytest.LogCaptureFix
     opened = [rec for rec in caplog.records if rec.getMessage() == "breaker open"]
     assert len(opened) == 2 and opened[0].levelno == logging.WARNING
     assert CANARY_KEY not in str([vars(rec) for rec in caplog.records])
+
+
+def test_a_telemetry_defect_never_reaches_the_request(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgeproxy.telemetry import listener
+
+    r = rig()
+    tel = start(r)
+    tel.on_event("not an event")  # type: ignore[arg-type]  # an unknown type: ignored
+
+    def broken(self: RequestTelemetry, event: object) -> None:
+        raise RuntimeError("defect")
+
+    monkeypatch.setitem(listener._DISPATCH, CacheLooked, broken)
+    tel.on_event(CacheLooked("miss"))  # does not raise
+    assert "telemetry could not record CacheLooked" in caplog.text
+    tel.finish(200)
+    assert r.log.one()["status"] == 200

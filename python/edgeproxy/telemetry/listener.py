@@ -54,6 +54,7 @@ redacted, at most ``MAX_CONTENT`` characters each). Nothing else ever puts text 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ from edgeproxy.telemetry.tracing import incoming_context, parse_traceparent
 if TYPE_CHECKING:
     from edgeproxy.telemetry.process import Telemetry
 
+log = logging.getLogger("edgeproxy.telemetry")
+
 NO_ROUTE = "none"  # metric label when no route matched (never the client's model string)
 MAX_CONTENT = 32_768  # characters of captured prompt or completion text per attribute
 _OK_OUTCOMES = ("ok", "cache_hit", "client_error", "shed")
@@ -109,6 +112,7 @@ class AttemptRecord:
         "cost",
         "detail",
         "ended",
+        "key",
         "kind",
         "labels",
         "number",
@@ -127,6 +131,7 @@ class AttemptRecord:
     ) -> None:
         self.number = number
         self.candidate = candidate
+        self.key = candidate.key  # a property of Candidate: read once
         self.kind = kind
         self.started = started
         self.outcome: str | None = None  # "ok", a failure class, or "abandoned"
@@ -232,7 +237,15 @@ class RequestTelemetry:
     # -- RequestListener -------------------------------------------------------------------------
 
     def on_event(self, event: RequestEvent) -> None:
-        _DISPATCH[type(event)](self, event)
+        """One event of this request (an event type this listener does not know is ignored).
+        Never raises: a telemetry defect is logged, the request goes on."""
+        handler = _DISPATCH.get(type(event))
+        if handler is None:
+            return
+        try:
+            handler(self, event)
+        except Exception:
+            log.exception("telemetry could not record %s", type(event).__name__)
 
     def trace_headers(self, number: int) -> Mapping[str, str]:
         """``traceparent``/``tracestate`` for attempt ``number``'s upstream request (emit its
@@ -269,7 +282,7 @@ class RequestTelemetry:
     def _attempt_started(self, event: AttemptStarted) -> None:
         candidate, kind = event.candidate, event.kind
         att = AttemptRecord(event.number, candidate, kind, self._t.clock.monotonic())
-        att.labels = (self.operation, candidate.provider, candidate.upstream_model, candidate.key)
+        att.labels = (self.operation, candidate.provider, candidate.upstream_model, att.key)
         self._attempts[event.number] = att
         if self.spans is not None:
             att.span = self.spans.attempt()
@@ -306,7 +319,7 @@ class RequestTelemetry:
             if usage.output_tokens:
                 metrics.token_usage.record(usage.output_tokens, (*labels, "output"))
             if event.cost_usd:
-                metrics.cost.add(event.cost_usd, (self.route or NO_ROUTE, att.candidate.key))
+                metrics.cost.add(event.cost_usd, (self.route or NO_ROUTE, att.key))
 
     def _committed(self, event: Committed) -> None:
         att = self._attempts.get(event.number)
@@ -366,7 +379,7 @@ class RequestTelemetry:
         ok = outcome == "ok"
         if not ok and outcome != "abandoned":
             self._last_failure = outcome
-        key = att.candidate.key
+        key = att.key
         self._t.recent.record(key, ok, seconds, "" if ok else outcome)
         metrics = self._metrics
         if metrics is not None:
@@ -385,7 +398,7 @@ class RequestTelemetry:
             "gen_ai.provider.name": candidate.provider,
             "gen_ai.request.model": candidate.upstream_model,
             "server.address": host,
-            "edgeproxy.candidate": candidate.key,
+            "edgeproxy.candidate": att.key,
             "edgeproxy.region": candidate.region,
             "edgeproxy.attempt": att.number,
             "edgeproxy.attempt.kind": str(att.kind),
@@ -454,7 +467,7 @@ class RequestTelemetry:
                 total = total + att.usage
             cost += att.cost
         route = self.route or NO_ROUTE
-        candidate = served.candidate.key if served is not None else None
+        candidate = served.key if served is not None else None
         self.finished = Finished(status, outcome, error_type, candidate, total, cost, latency)
         if self.spans is not None:
             self._server_span(self.spans, status, outcome, error_type, served, total, cost)
@@ -481,7 +494,7 @@ class RequestTelemetry:
                     self.stream,
                     candidate,
                     len(self._attempts),
-                    [f"{a.candidate.key}={a.outcome}" for a in self._attempts.values()],
+                    [f"{a.key}={a.outcome}" for a in self._attempts.values()],
                     status,
                     outcome,
                     error_type,
@@ -525,7 +538,7 @@ class RequestTelemetry:
         if self.cache_status is not None:
             attrs["edgeproxy.cache.result"] = self.cache_status
         if served is not None:
-            attrs["edgeproxy.candidate"] = served.candidate.key
+            attrs["edgeproxy.candidate"] = served.key
             attrs["gen_ai.provider.name"] = served.candidate.provider
             attrs["gen_ai.response.model"] = (
                 served.response_model or served.candidate.upstream_model
@@ -570,7 +583,9 @@ def _outcome(status: int, cache: str | None) -> str:
 
 def _text(value: Any) -> str:
     text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-    return redact(text[:MAX_CONTENT])
+    # Redacted before the final cut, so that the cut cannot leave half a key unrecognised; the
+    # first cut only bounds the redactor's work.
+    return redact(text[: 2 * MAX_CONTENT])[:MAX_CONTENT]
 
 
 _DISPATCH: dict[type, Callable[[RequestTelemetry, Any], None]] = {
