@@ -20,7 +20,7 @@ from edgeproxy.sim import SimConfig
 from edgeproxy.telemetry.access_log import AccessLogWriter
 from edgeproxy.telemetry.logs import JsonFormatter
 from edgeproxy.telemetry.metrics import metrics_from_env
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 from harness import THREE_WAY, THREE_WAY_SIMS, Stack
 
 MESSAGES = [{"role": "user", "content": "Trace me."}]

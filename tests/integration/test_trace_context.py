@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from edgeproxy.policy import load_policy_text
 from edgeproxy.server.runner import ProxyServer
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 from harness import LoopThread
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -7,6 +7,7 @@ attempt sends upstream. One module per job:
 - ``process``: the process's ``Telemetry`` (from the ``OTEL_*`` environment), which makes each
   request's listener and listens to breaker transitions;
 - ``listener``: one request's listener: events in, spans, metrics and the access log line out;
+  ``attempt``: what it keeps per attempt;
 - ``spans``: building the SERVER and CLIENT spans; ``tracing``: the tracer provider from the
   environment and W3C trace-context validation;
 - ``metrics``: the instruments and ``GET /metrics``;

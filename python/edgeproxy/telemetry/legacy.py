@@ -6,9 +6,12 @@ turned into the ``events.RequestEvent`` the request path will emit instead, fed 
 listener (``listener.RequestTelemetry``); what only this facade does (derive an attempt's kind
 from the order, price usage) is here and nowhere else.
 
-To delete it once the request path emits events: remove this file and ``telemetry/request.py``
-(its re-exports), make ``Telemetry.start_request`` (telemetry/process.py) return
-``RequestTelemetry``, and drop tests/unit/test_telemetry_legacy.py.
+To delete it once the request path emits events: remove this file (``HopByHopTelemetry``,
+``AttemptTelemetry``, ``RelayTelemetry``, ``RequestSummary``) and ``telemetry/request.py`` (its
+re-exports), make ``Telemetry.start_request`` (telemetry/process.py) build and return
+``listener.RequestTelemetry``, import ``Telemetry`` from ``telemetry.process`` where
+``telemetry.request`` was imported (server/*, tests/harness.py), and drop
+tests/unit/test_telemetry_legacy.py. Nothing else refers to it.
 """
 
 from __future__ import annotations

@@ -78,14 +78,13 @@ from edgeproxy.events import (
     RouteDecided,
     UsageRecorded,
 )
-from edgeproxy.snapshot import Candidate
+from edgeproxy.telemetry.attempt import AttemptRecord
 from edgeproxy.telemetry.redact import redact
 from edgeproxy.telemetry.spans import (
     MAX_DETAIL,
-    AttemptSpan,
+    UNSET,
     Attributes,
     RequestSpans,
-    server_address,
     traceparent_headers,
 )
 from edgeproxy.telemetry.tracing import incoming_context, parse_traceparent
@@ -98,56 +97,6 @@ log = logging.getLogger("edgeproxy.telemetry")
 NO_ROUTE = "none"  # metric label when no route matched (never the client's model string)
 MAX_CONTENT = 32_768  # characters of captured prompt or completion text per attribute
 _OK_OUTCOMES = ("ok", "cache_hit", "client_error", "shed")
-_UNSET = Status(StatusCode.UNSET)
-
-
-class AttemptRecord:
-    """What the listener knows of one attempt (keyed by its number)."""
-
-    __slots__ = (
-        "bytes",
-        "candidate",
-        "chunks",
-        "committed",
-        "cost",
-        "detail",
-        "ended",
-        "key",
-        "kind",
-        "labels",
-        "number",
-        "outcome",
-        "relay",
-        "response_model",
-        "span",
-        "started",
-        "status",
-        "ttfc",
-        "usage",
-    )
-
-    def __init__(
-        self, number: int, candidate: Candidate, kind: AttemptKind, started: float
-    ) -> None:
-        self.number = number
-        self.candidate = candidate
-        self.key = candidate.key  # a property of Candidate: read once
-        self.kind = kind
-        self.started = started
-        self.outcome: str | None = None  # "ok", a failure class, or "abandoned"
-        self.status: int | None = None
-        self.detail = ""
-        self.response_model: str | None = None
-        self.usage: Usage | None = None
-        self.cost = 0.0
-        self.ttfc: float | None = None
-        self.committed = False
-        self.relay: str | None = None  # the relay's outcome, once it ended
-        self.chunks = 0
-        self.bytes = 0
-        self.ended = False
-        self.span: AttemptSpan | None = None
-        self.labels: tuple[str, ...] = ()  # operation, provider, upstream model, candidate key
 
 
 class RequestTelemetry:
@@ -385,52 +334,8 @@ class RequestTelemetry:
         if metrics is not None:
             metrics.attempts.add(1, (self.route or NO_ROUTE, key, outcome))
             metrics.operation_duration.record(seconds, (*att.labels, None if ok else outcome))
-        if self.spans is not None and att.span is not None:
-            self._attempt_span(att, self.spans, att.span)
-
-    def _attempt_span(self, att: AttemptRecord, spans: RequestSpans, span: AttemptSpan) -> None:
-        candidate = att.candidate
-        outcome = att.outcome or "abandoned"
-        ok = outcome == "ok"
-        host, port = server_address(candidate.base_url)
-        attrs: Attributes = {
-            "gen_ai.operation.name": self.operation,
-            "gen_ai.provider.name": candidate.provider,
-            "gen_ai.request.model": candidate.upstream_model,
-            "server.address": host,
-            "edgeproxy.candidate": att.key,
-            "edgeproxy.region": candidate.region,
-            "edgeproxy.attempt": att.number,
-            "edgeproxy.attempt.kind": str(att.kind),
-            "edgeproxy.outcome": outcome,
-        }
-        if port is not None:
-            attrs["server.port"] = port
-        if att.status is not None:
-            attrs["http.response.status_code"] = att.status
-        if att.response_model or ok:
-            attrs["gen_ai.response.model"] = att.response_model or candidate.upstream_model
-        if att.ttfc is not None:
-            attrs["gen_ai.response.time_to_first_chunk"] = att.ttfc
-        usage = att.usage
-        if usage is not None:
-            attrs["gen_ai.usage.input_tokens"] = usage.total_input_tokens
-            attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
-            if usage.cached_input_tokens:
-                attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
-            if usage.estimated:
-                attrs["edgeproxy.usage.estimated"] = True
-            attrs["edgeproxy.cost_usd"] = att.cost
-        if att.relay is not None:
-            attrs["edgeproxy.relay.outcome"] = att.relay
-            attrs["edgeproxy.relay.chunks"] = att.chunks
-            attrs["edgeproxy.relay.bytes"] = att.bytes
-        status = _UNSET
-        if not ok:
-            attrs["error.type"] = outcome
-            if outcome != "abandoned":
-                status = Status(StatusCode.ERROR, redact(att.detail)[:MAX_DETAIL])
-        spans.end_attempt(span, f"{self.operation} {candidate.upstream_model}", attrs, status)
+        if self.spans is not None:
+            self.spans.end_attempt(att, self.operation)
 
     # -- the end ---------------------------------------------------------------------------------
 
@@ -550,7 +455,7 @@ class RequestTelemetry:
         if self._content:
             attrs.update(self._content)
         error = status >= 500 or outcome not in _OK_OUTCOMES
-        spans.end(attrs, Status(StatusCode.ERROR, error_type) if error else _UNSET)
+        spans.end(attrs, Status(StatusCode.ERROR, error_type) if error else UNSET)
 
     def _served(self) -> AttemptRecord | None:
         """The attempt that answered the client: the last one that succeeded or committed."""
