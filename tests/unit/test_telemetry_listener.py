@@ -609,3 +609,11 @@ def test_a_telemetry_defect_never_reaches_the_request(
     assert "telemetry could not record CacheLooked" in caplog.text
     tel.finish(200)
     assert r.log.one()["status"] == 200
+
+
+def test_a_client_request_id_that_looks_like_a_key_is_redacted() -> None:
+    r = rig()
+    tel = RequestTelemetry(r.telemetry, CANARY_KEY, {}, "POST", "/v1/chat/completions", "chat", False)  # fmt: skip
+    tel.finish(200)
+    assert r.log.one()["request_id"] == "[REDACTED]"
+    assert (r.server().attributes or {})["edgeproxy.request_id"] == "[REDACTED]"

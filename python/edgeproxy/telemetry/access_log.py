@@ -17,9 +17,9 @@
 The line is the one ``logs.JsonFormatter``/``TextFormatter`` would print for the same record
 (``ts``, ``level``, ``logger``, ``msg``, then the fields), so log tooling sees no difference. In
 the text format control characters are escaped (a newline in a client's ``model`` cannot forge a
-line); in JSON ``orjson`` escapes them. The one field a client writes freely, ``model``, comes
-redacted (the listener redacts it once, for spans and log alike); the others are ids, policy
-names, numbers and fixed words.
+line); in JSON ``orjson`` escapes them. The fields a client writes (``model``, a
+``request_id`` it sent) come redacted (the listener redacts them once, for spans and log alike);
+the others are ids, policy names, numbers and fixed words.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class RequestTelemetry:
     ) -> None:
         self._t = telemetry
         self._metrics = telemetry.metrics
-        self.request_id = request_id
+        self.request_id = redact(request_id)  # may be the client's own (a sane x-request-id)
         self.operation = operation
         self.started = telemetry.clock.monotonic()
         self.route: str | None = None
@@ -145,7 +145,7 @@ class RequestTelemetry:
                     "http.request.method": method,
                     "http.route": path,
                     "gen_ai.operation.name": operation,
-                    "edgeproxy.request_id": request_id,
+                    "edgeproxy.request_id": self.request_id,
                 },
             )
             self._passthrough = {}
