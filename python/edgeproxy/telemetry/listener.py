@@ -31,7 +31,8 @@ What the events become (docs/observability.md has the names):
 - ``UsageRecorded``: tokens and cost (the request path's ledger prices the usage; telemetry
   only adds up what it is told).
 - ``Committed``/``RelayEnded``: the attempt served the client; the relay's chunks, bytes and
-  outcome become attributes of its span; a relay that failed is the request's outcome.
+  outcome become attributes of its span; a relay that failed is the request's outcome (unless
+  a later leg, a resume, completes the stream).
 - ``AttemptEnded``: the CLIENT span ends; the attempt's metrics; ``/admin/status``' window.
 - ``BackingOff``: an ``edgeproxy.backoff`` event on the SERVER span.
 
