@@ -22,6 +22,7 @@ from edgeproxy.policy.schema import (
 )
 from edgeproxy.policy.yamlsource import LocatedDocument
 from edgeproxy.snapshot import (
+    DEFAULT_BODY_READ_TIMEOUT,
     DEFAULT_CACHE_MAX_BYTES,
     DEFAULT_CACHE_MAX_ENTRIES,
     DEFAULT_MAX_ATTEMPTS,
@@ -184,6 +185,7 @@ def compile_policy(
         routes=MappingProxyType(routes),
         route_names=tuple(spec.routes),
         max_body_bytes=spec.limits.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        body_read_timeout=spec.limits.body_read_timeout or DEFAULT_BODY_READ_TIMEOUT,
         warnings=tuple(warnings),
         engine=engine,
         capture_content=spec.telemetry.capture_content,

@@ -57,6 +57,9 @@ MidstreamPolicy = Literal["error", "resume"]
 
 class LimitsSpec(_Spec):
     max_body_bytes: ByteSize | None = Field(None, description="Largest request body accepted.")
+    body_read_timeout: Duration | None = Field(
+        None, description="The whole request body must arrive within this time (else 408)."
+    )
     max_in_flight: int | None = Field(
         None, ge=1, description="Requests served at once; more wait in a short queue."
     )

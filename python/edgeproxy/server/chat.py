@@ -55,7 +55,9 @@ from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 from edgeproxy.translate import TranslationError, error_to_openai, openai_to_anthropic_request
 from edgeproxy.upstreams import openai as openai_upstream
 
-Serve = Callable[[web.Request, ProxyState, str, RequestTelemetry], Awaitable[web.StreamResponse]]
+Serve = Callable[
+    [web.Request, ProxyState, str, RequestTelemetry, bytes], Awaitable[web.StreamResponse]
+]
 
 
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
@@ -63,9 +65,10 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.StreamResponse:
-    """What every ingress shares: the request's telemetry, load shedding, and the request's
-    outcome recorded however it ends. Errors are raised as ``IngressError`` (the ingress renders
-    them in its own wire)."""
+    """What every ingress shares: the request's telemetry, the body read (its size and time
+    limits) and then load shedding, and the request's outcome recorded however it ends. Errors
+    are raised as ``IngressError`` (the ingress renders them in its own wire). The body is in
+    before a slot is taken: a client trickling its body holds a connection, never a slot."""
     state = request.app[STATE]
     rid = request_id(request)
     tel = state.telemetry.start_request(
@@ -75,6 +78,8 @@ async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.Str
         capture_content=state.policy.capture_content,
     )
     try:
+        policy = state.policy
+        raw = await read_json_body(request, policy.max_body_bytes, policy.body_read_timeout)
         try:
             slot = await state.engine.shedder.acquire()
         except Overloaded as overloaded:
@@ -87,7 +92,7 @@ async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.Str
                 headers={"Retry-After": str(max(1, round(overloaded.retry_after)))},
             ) from None
         with slot:
-            response = await serve(request, state, rid, tel)
+            response = await serve(request, state, rid, tel, raw)
     except IngressError as err:
         tel.finish(err.status, error_type=err.code or err.type)
         raise
@@ -102,10 +107,9 @@ async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.Str
 
 
 async def _serve(
-    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry
+    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry, raw: bytes
 ) -> web.StreamResponse:
     policy = state.policy  # this request is served start to end under this one snapshot
-    raw = await read_json_body(request, policy.max_body_bytes)
     body = parse_chat_request(raw)
     stream = bool(body.get("stream"))
     tel.request_parsed(body["model"], stream=stream)
