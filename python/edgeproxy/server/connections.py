@@ -28,7 +28,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -183,7 +183,7 @@ class _Refused(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._guard.refused()
-        assert isinstance(transport, asyncio.WriteTransport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio subclass
         transport.write(
             _raw_error(
                 503,
