@@ -17,6 +17,7 @@ import pytest
 
 from edgeproxy.server.json_nesting import MAX_JSON_DEPTH
 from edgeproxy.server.runner import ProxyServer
+from edgeproxy.sim import SimConfig
 from fixtures.rawhttp import RawResponse, Trickler, request_bytes, roundtrip
 from fixtures.reloadkit import wait_until
 from harness import THREE_WAY, THREE_WAY_SIMS, LoopThread, Stack
@@ -261,7 +262,7 @@ def _around(prefix: bytes, depth: int, suffix: bytes) -> bytes:
     return prefix + b"[" * (depth - 1) + b"{}" + b"]" * (depth - 1) + suffix
 
 
-@pytest.mark.parametrize("depth", [129, 255, 300, 1000])
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 255, 300, 1000])
 def test_a_body_nested_too_deep_is_a_400_in_both_wires(stack: Stack, depth: int) -> None:
     # A tool's parameters nested 255-1024 deep parsed, then failed re-serialisation with a 500.
     openai_body = _around(
@@ -287,19 +288,55 @@ def test_a_body_nested_too_deep_is_a_400_in_both_wires(stack: Stack, depth: int)
     assert upstream_requests(stack) == 0
 
 
-def test_a_tool_schema_at_the_depth_bound_is_served(stack: Stack) -> None:
-    schema: dict[str, Any] = {"type": "string", "enum": ["a"]}  # 2 deep; each wrap adds 2
-    tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
-    while _depth(orjson.dumps({**CHAT, "tools": tools})) < MAX_JSON_DEPTH:
-        schema = {"type": "object", "properties": {"x": schema}}
-        tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
-    body = orjson.dumps({**CHAT, "tools": tools})
-    assert _depth(body) == MAX_JSON_DEPTH
-    response = post(stack, "/v1/chat/completions", body)
+TWO_WIRES = """
+version: 1
+defaults:
+  timeouts: {connect: 1s, first_token: 3s, idle: 2s, response: 5s, total: 10s}
+providers:
+  claude:
+    kind: anthropic
+    api_key: sk-ant
+    regions: {main: {base_url: "$claude"}}
+    models: {sonnet: {}}
+  oai:
+    kind: openai
+    api_key: sk-oai
+    regions: {main: {base_url: "$oai"}}
+    models: {gpt: {}}
+routes:
+  to-claude: {chain: [claude/main/sonnet]}
+  to-openai: {chain: [oai/main/gpt]}
+"""
+
+
+def _schema(depth: int) -> dict[str, Any]:
+    """A JSON schema object exactly ``depth`` levels deep."""
+    schema: dict[str, Any] = {"type": "string"} if depth % 2 else {"enum": ["a"]}
+    while _depth(orjson.dumps(schema)) < depth:
+        schema = {"type": "object", "properties": {"x": schema}}  # two levels a wrap
+    return schema
+
+
+@pytest.mark.parametrize("route", ["to-openai", "to-claude"])
+def test_a_body_at_the_depth_bound_is_served_through_either_wire(
+    make_stack: Callable[..., Stack], route: str
+) -> None:
+    # At the bound, also when translation adds a level (Anthropic's input_schema becomes
+    # OpenAI's function.parameters): nothing in the path fails to re-serialise it.
+    stack = make_stack(TWO_WIRES, [SimConfig(name="claude", ttft=0), SimConfig(name="oai", ttft=0)])
+    function = {"name": "f", "parameters": _schema(MAX_JSON_DEPTH - 4)}
+    openai_body = orjson.dumps(
+        {**CHAT, "model": route, "tools": [{"type": "function", "function": function}]}
+    )
+    assert _depth(openai_body) == MAX_JSON_DEPTH
+    response = post(stack, "/v1/chat/completions", openai_body)
     assert response.status == 200, response.body
-    anthropic = orjson.dumps({**ANTHROPIC, "tools": [{"name": "f", "input_schema": schema}]})
-    assert _depth(anthropic) == MAX_JSON_DEPTH - 1
-    assert post(stack, "/v1/messages", anthropic).status == 200
+    tool = {"name": "f", "input_schema": _schema(MAX_JSON_DEPTH - 3)}
+    anthropic_body = orjson.dumps({**ANTHROPIC, "model": route, "tools": [tool]})
+    assert _depth(anthropic_body) == MAX_JSON_DEPTH
+    response = post(stack, "/v1/messages", anthropic_body)
+    assert response.status == 200, response.body
+    assert stack.requests_to("claude" if route == "to-claude" else "oai") == 2
 
 
 @pytest.fixture

@@ -199,9 +199,11 @@ class _Refused(asyncio.Protocol):
 class _GuardedHandler(web.RequestHandler):
     """aiohttp's connection handler, plus the header-read timer and the connection count.
 
-    It reads two attributes of aiohttp's handler: ``_waiter`` (pending while the handler waits
-    for the next request head) and ``_request_count`` (grows when a head has been parsed); the
-    tests in tests/integration/test_edge_limits.py fail if a new aiohttp changes them."""
+    Bytes that arrive when every request head so far has its whole body are the start of a new
+    head: they arm the timer, and the head's completion disarms it. That needs two attributes of
+    aiohttp's handler: ``_request_count`` (grows when the parser completes a head) and
+    ``_messages`` (the parsed heads with their body streams, newest last); the tests in
+    tests/integration/test_edge_limits.py fail if a new aiohttp changes them."""
 
     def __init__(
         self, manager: web.Server, guard: ConnectionGuard, header_timeout: float, **kwargs: Any
@@ -211,6 +213,7 @@ class _GuardedHandler(web.RequestHandler):
         self._header_timeout = header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = False  # part of the awaited head has arrived
+        self._last_body: Any = None  # the newest request's body stream (StreamReader)
         self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -227,7 +230,7 @@ class _GuardedHandler(web.RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if data and self._head_timer is None and self._awaiting_head():
+        if data and self._head_timer is None and self._between_requests():
             self._arm()  # the first byte of the next request on a kept-alive connection
         if data and self._head_timer is not None:
             self._head_bytes = True
@@ -235,10 +238,12 @@ class _GuardedHandler(web.RequestHandler):
         super().data_received(data)
         if self._request_count != heads:
             self._disarm()  # a whole head arrived: from here the body's own limits apply
+            if self._messages:
+                self._last_body = self._messages[-1][1]
 
-    def _awaiting_head(self) -> bool:
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
+    def _between_requests(self) -> bool:
+        body = self._last_body
+        return body is None or bool(body.is_eof())
 
     def _arm(self) -> None:
         self._disarm()

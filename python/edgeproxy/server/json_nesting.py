@@ -1,9 +1,12 @@
 """The bound on how deeply a request body may nest, checked by both ingress parsers.
 
-orjson parses up to 1,024 levels but serialises only 254, and the Rust cache key and token
-counter stop at 128: a tool schema nested 255 deep parsed fine and then failed with a 500 when
-the proxy re-serialised it for the upstream. Bodies nested deeper than ``MAX_JSON_DEPTH`` are
-refused with a 400 before routing (docs/policies.md#request-bodies).
+orjson parses up to 1,024 levels but serialises only 254: a tool schema nested 255 deep parsed
+fine and then failed with a 500 when the proxy re-serialised it for the upstream. Bodies nested
+deeper than ``MAX_JSON_DEPTH`` (250) are refused with a 400 before routing
+(docs/policies.md#request-bodies). The bound leaves room for translation between wires, which
+can add a level (an Anthropic tool's ``input_schema`` becomes ``function.parameters``). Bodies
+between 129 and 250 levels are served as before: the cache key and the token counter stop at
+128, so such a body bypasses the cache and its prompt tokens are estimated.
 
 The check costs one C-speed serialisation instead of a Python walk of every node (which an
 adversarial 4 MiB body of a million small arrays stretches to half a second): the parsed body is
@@ -18,9 +21,9 @@ from typing import Any
 
 import orjson
 
-# The deepest nesting a request may have (``{"a": [1]}`` is 2 deep), the same as the cache key's
-# and the token counter's bound, so every body the proxy accepts can be keyed and counted.
-MAX_JSON_DEPTH = 128
+# The deepest nesting a request may have (``{"a": [1]}`` is 2 deep): orjson's 254, less room for
+# the level a translation between wires can add.
+MAX_JSON_DEPTH = 250
 
 
 def _orjson_dump_depth() -> int:
