@@ -57,9 +57,8 @@ GET_HEALTHZ = request_bytes("GET", "/healthz")
 def make_proxy(loop_thread: LoopThread) -> Iterator[Callable[..., ProxyServer]]:
     proxies: list[ProxyServer] = []
 
-    def make(**kwargs: Any) -> ProxyServer:
-        policy = load_policy_text(POLICY, "edge.yaml", {})
-        proxy = ProxyServer(policy, port=0, **kwargs)
+    def make(policy: str = POLICY, **kwargs: Any) -> ProxyServer:
+        proxy = ProxyServer(load_policy_text(policy, "edge.yaml", {}), port=0, **kwargs)
         loop_thread.run(proxy.start())
         proxies.append(proxy)
         return proxy
@@ -162,30 +161,84 @@ def test_a_complete_head_is_not_cut_while_its_request_runs(
 def test_idle_sockets_cannot_lock_everyone_out(
     make_proxy: Callable[..., ProxyServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Issue 15 item 7: idle sockets up to the fd limit locked every client out, silently. Now
-    # the cap answers the excess at once with a 503 (and says so in the log and the metrics),
-    # and the header timeout frees the idle ones.
+    # Issue 15 item 7: idle sockets up to the fd limit locked every client out, silently. Now a
+    # new connection at the cap closes the longest-idle one (logged and counted), and the header
+    # timeout frees the rest.
     caplog.set_level(logging.WARNING, logger="edgeproxy.server")
     proxy = make_proxy(connections=_settings(header_timeout=3.0, max_connections=20))
     idle = [connect(proxy.port) for _ in range(20)]
     try:
         wait_until(lambda: proxy.connections.open == 20, what="20 idle connections")
-        refused = roundtrip(proxy.port, GET_HEALTHZ)
-        assert refused.status == 503
-        assert refused.headers["retry-after"] == "1"
-        assert refused.json()["error"]["code"] == "too_many_connections"
-        assert any("at the limit" in r.getMessage() for r in caplog.records)
+        assert roundtrip(proxy.port, GET_HEALTHZ).status == 200  # served, at the cap
+        assert _read_to_close(idle[0]) == b""  # the oldest idle one made room, without a word
         assert any("near the limit" in r.getMessage() for r in caplog.records)
+        assert any("at the limit" in r.getMessage() for r in caplog.records)
         wait_until(lambda: proxy.connections.open == 0, what="idle connections cut")
-        assert all(_read_to_close(sock) == b"" for sock in idle)
+        assert all(_read_to_close(sock) == b"" for sock in idle[1:])
     finally:
         for sock in idle:
             sock.close()
-    assert roundtrip(proxy.port, GET_HEALTHZ).status == 200
     metrics = httpx.get(f"{proxy.url}/metrics").text
-    assert "edgeproxy_client_connections_refused_total 1" in metrics
-    assert "edgeproxy_client_connections_header_timeouts_total 20" in metrics
+    assert "edgeproxy_client_connections_evicted_total 1" in metrics
+    assert "edgeproxy_client_connections_refused_total 0" in metrics
+    assert "edgeproxy_client_connections_header_timeouts_total 19" in metrics
     assert "edgeproxy_client_connections_limit 20" in metrics
+
+
+def test_slow_heads_and_bodies_make_room_for_a_new_client(
+    make_proxy: Callable[..., ProxyServer],
+) -> None:
+    proxy = make_proxy(connections=_settings(max_connections=3))
+    head = request_bytes("POST", "/v1/chat/completions", b'{"model": ', content_length=1000)
+    slow = [
+        Trickler(proxy.port, head, every=0.1),  # the oldest: a body that trickles
+        Trickler(proxy.port, b"GET /healthz HTTP/1.1\r\nX-Slow: ", every=0.1),  # a slow head
+        Trickler(proxy.port, head, every=0.1),
+    ]
+    try:
+        wait_until(lambda: proxy.connections.open == 3, what="3 slow connections")
+        wait_until(lambda: proxy.state.telemetry.inflight == 2, what="both bodies being read")
+        assert roundtrip(proxy.port, GET_HEALTHZ).status == 200
+        evicted = slow[0].response()
+        assert evicted.status == 408 and evicted.json()["error"]["code"] == "request_timeout"
+        assert roundtrip(proxy.port, GET_HEALTHZ).status == 200
+        assert slow[1].response().status == 408  # the slow head, next in line
+    finally:
+        for trickler in slow:
+            trickler.close()
+    assert proxy.connections.evicted_total == 2
+
+
+def test_when_every_connection_is_serving_a_new_one_gets_a_503(
+    make_proxy: Callable[..., ProxyServer],
+) -> None:
+    # Two requests wait on an upstream that accepts and never answers: both connections are
+    # serving, nothing may be closed for a third.
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        port = black_hole.getsockname()[1]
+        proxy = make_proxy(
+            connections=_settings(max_connections=2),
+            policy=POLICY.replace("http://127.0.0.1:9/v1", f"http://127.0.0.1:{port}/v1"),
+        )
+        body = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+        busy = [connect(proxy.port) for _ in range(2)]
+        try:
+            for sock in busy:
+                sock.sendall(request_bytes("POST", "/v1/chat/completions", body))
+            wait_until(lambda: proxy.state.telemetry.inflight == 2, what="2 requests upstream")
+            refused = roundtrip(proxy.port, GET_HEALTHZ)
+            assert refused.status == 503
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "too_many_connections"
+            assert refused.json()["error"]["request_id"] == refused.headers["x-request-id"]
+        finally:
+            for sock in busy:
+                sock.close()
+        wait_until(lambda: proxy.connections.open == 0, what="the busy connections gone")
+        assert roundtrip(proxy.port, GET_HEALTHZ).status == 200
+        assert proxy.connections.refused_total == 1 and proxy.connections.evicted_total == 0
 
 
 def test_the_default_cap_is_half_the_open_file_limit(

@@ -5,17 +5,23 @@ aiohttp keeps an idle connection for 3,630 s and has no header-read timeout, so 
 opens sockets and sends nothing (or half a request line) holds file descriptors until the process
 runs out of them and every other client is locked out without a word in the log. Here:
 
-- ``keepalive_timeout`` (75 s, like common load balancers): an idle connection, before its first
-  request or between two, is closed (aiohttp's own timer, given a sane value).
+- ``keepalive_timeout`` (75 s, like common load balancers): a connection idle between two
+  requests is closed (aiohttp's own timer, given a sane value).
 - ``header_timeout`` (10 s): a request head (request line and headers) must be complete within
   this time of the connection opening, or of the first byte of the next request on a kept-alive
   one; otherwise the connection is closed, with a 408 when part of a head had arrived. aiohttp
   has no such timer: ``_GuardedHandler`` adds one per connection (one timer handle, armed only
-  while a head is awaited).
-- ``max_connections`` (half the process's open-file limit): beyond it a new connection gets a 503
-  and is closed at once, so the other half of the descriptors stays free for upstream
-  connections, policy and key files, and the prober. Crossing 90 % of the cap and refusing are
-  logged (rate-limited) and counted on ``/metrics`` (``edgeproxy_client_connections*``).
+  while a head is awaited). A partial head that arrives in the same packet as a complete one
+  (pipelining) is left to the keep-alive timer.
+- ``max_connections`` (half the process's open-file limit, so the other half stays free for
+  upstream connections, policy and key files, and the prober). At the cap, a new connection
+  first makes room by closing the connection that has been *waiting on its client* the longest:
+  idle between requests, or still sending its head or body (those get a 408), never one whose
+  request is being served (nginx likewise reuses idle keep-alive connections when it runs out).
+  Only when every connection is busy serving is the new one answered 503 and closed. So neither
+  idle sockets nor trickled heads and bodies can lock other clients out, even before their
+  timeouts cut them. Crossing 90 % of the cap and acting at it are logged (rate-limited) and
+  counted on ``/metrics`` (``edgeproxy_client_connections*``).
 
 Request bodies have their own limits (``body.py``: size and ``limits.body_read_timeout``).
 """
@@ -40,7 +46,7 @@ log = logging.getLogger("edgeproxy.server")
 
 DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_HEADER_TIMEOUT = 10.0
-_WARN_EVERY = 10.0  # seconds between two "refusing connections" warnings
+_WARN_EVERY = 10.0  # seconds between two "at the limit" warnings
 _NEAR = 0.9  # share of the cap that is logged as "near the limit"
 
 
@@ -70,7 +76,8 @@ class ConnectionSettings:
 
 
 class ConnectionGuard:
-    """Counts client connections against the cap, and what was cut or refused."""
+    """Counts client connections against the cap, knows which ones are waiting on their client
+    (oldest first: the ones to close to make room), and what was cut, closed or refused."""
 
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
@@ -78,9 +85,11 @@ class ConnectionGuard:
         self.open = 0
         self.accepted_total = 0
         self.refused_total = 0
+        self.evicted_total = 0
         self.header_timeouts_total = 0
+        self._waiting: dict[_GuardedHandler, None] = {}  # insertion order: longest waiting first
         self._near = False
-        self._refused_unlogged = 0
+        self._unlogged = {"evicted": 0, "refused": 0}
         self._warned_at = -_WARN_EVERY
 
     def opened(self) -> None:
@@ -93,32 +102,51 @@ class ConnectionGuard:
                 extra={"open": self.open, "max_connections": self.limit, **_fd_limits()},
             )
 
-    def closed(self) -> None:
+    def closed(self, handler: _GuardedHandler) -> None:
+        self._waiting.pop(handler, None)
         self.open -= 1
         if self._near and self.open < 0.75 * self.limit:
             self._near = False
 
-    @property
-    def full(self) -> bool:
-        return self.open >= self.limit
+    def waiting(self, handler: _GuardedHandler, waiting: bool) -> None:
+        """``handler`` now waits on its client (idle, or sending a head or body), or not."""
+        if not waiting:
+            self._waiting.pop(handler, None)
+        elif handler not in self._waiting:
+            self._waiting[handler] = None  # keeps its age while it goes on waiting
 
-    def refused(self) -> None:
+    def admit(self) -> bool:
+        """Whether a new connection may be accepted, closing a waiting one to make room."""
+        if self.open < self.limit:
+            return True
+        if self._waiting:
+            victim = next(iter(self._waiting))
+            del self._waiting[victim]
+            self.evicted_total += 1
+            self._at_limit("evicted")
+            victim.evict()
+            return True  # its descriptor is released as the loop closes it
         self.refused_total += 1
-        self._refused_unlogged += 1
+        self._at_limit("refused")
+        return False
+
+    def _at_limit(self, what: str) -> None:
+        self._unlogged[what] += 1
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
             log.warning(
-                "client connections at the limit: refusing new ones with 503 "
+                "client connections at the limit: closing the longest-waiting idle or slow "
+                "connection for each new one, refusing with 503 when every one is busy "
                 "(raise --max-connections and the open-file limit, or add capacity)",
                 extra={
                     "open": self.open,
                     "max_connections": self.limit,
-                    "refused": self._refused_unlogged,
+                    **self._unlogged,
                     **_fd_limits(),
                 },
             )
             self._warned_at = now
-            self._refused_unlogged = 0
+            self._unlogged = {"evicted": 0, "refused": 0}
 
     def header_timed_out(self) -> None:
         self.header_timeouts_total += 1
@@ -129,6 +157,7 @@ class ConnectionGuard:
             "max_connections": self.limit,
             "accepted_total": self.accepted_total,
             "refused_total": self.refused_total,
+            "evicted_total": self.evicted_total,
             "header_timeouts_total": self.header_timeouts_total,
             "keepalive_timeout": self.settings.keepalive_timeout,
             "header_timeout": self.settings.header_timeout,
@@ -143,9 +172,14 @@ class ConnectionGuard:
             "# HELP edgeproxy_client_connections_limit The cap on open client connections.",
             "# TYPE edgeproxy_client_connections_limit gauge",
             f"edgeproxy_client_connections_limit {self.limit}",
-            "# HELP edgeproxy_client_connections_refused_total Connections refused at the cap.",
+            "# HELP edgeproxy_client_connections_refused_total Connections refused at the cap "
+            "(every open one busy serving).",
             "# TYPE edgeproxy_client_connections_refused_total counter",
             f"edgeproxy_client_connections_refused_total {self.refused_total}",
+            "# HELP edgeproxy_client_connections_evicted_total Idle or slow connections closed "
+            "at the cap to make room for a new one.",
+            "# TYPE edgeproxy_client_connections_evicted_total counter",
+            f"edgeproxy_client_connections_evicted_total {self.evicted_total}",
             "# HELP edgeproxy_client_connections_header_timeouts_total Connections closed "
             "because no complete request head arrived in time.",
             "# TYPE edgeproxy_client_connections_header_timeouts_total counter",
@@ -176,13 +210,10 @@ def _raw_error(status: int, reason: str, message: str, code: str, extra: str = "
 
 
 class _Refused(asyncio.Protocol):
-    """A connection over the cap: a 503 and close, without reading anything."""
-
-    def __init__(self, guard: ConnectionGuard) -> None:
-        self._guard = guard
+    """A connection over the cap while every open one is serving: a 503 and close, without
+    reading anything."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._guard.refused()
         transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio subclass
         transport.write(
             _raw_error(
@@ -197,12 +228,15 @@ class _Refused(asyncio.Protocol):
 
 
 class _GuardedHandler(web.RequestHandler):
-    """aiohttp's connection handler, plus the header-read timer and the connection count.
+    """aiohttp's connection handler, plus the header-read timer and the connection's state for
+    the cap (waiting on its client, or serving).
 
     Bytes that arrive when every request head so far has its whole body are the start of a new
-    head: they arm the timer, and the head's completion disarms it. That needs two attributes of
-    aiohttp's handler: ``_request_count`` (grows when the parser completes a head) and
-    ``_messages`` (the parsed heads with their body streams, newest last); the tests in
+    head: they arm the timer, and the head's completion disarms it. A connection is serving from
+    the moment its request's body is complete until its response is done (``log_access``, which
+    aiohttp calls once per response). That needs two attributes of aiohttp's handler:
+    ``_request_count`` (grows when the parser completes a head) and ``_messages`` (the parsed
+    heads with their body streams, newest last); the tests in
     tests/integration/test_edge_limits.py fail if a new aiohttp changes them."""
 
     def __init__(
@@ -214,6 +248,7 @@ class _GuardedHandler(web.RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = False  # part of the awaited head has arrived
         self._last_body: Any = None  # the newest request's body stream (StreamReader)
+        self._unanswered = 0  # requests whose head arrived and whose response is not done
         self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -221,12 +256,13 @@ class _GuardedHandler(web.RequestHandler):
         self._guard.opened()
         self._counted = True
         self._arm()  # a new connection owes a request head within the timeout
+        self._guard.waiting(self, True)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
         if self._counted:
             self._counted = False
-            self._guard.closed()
+            self._guard.closed(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -238,12 +274,41 @@ class _GuardedHandler(web.RequestHandler):
         super().data_received(data)
         if self._request_count != heads:
             self._disarm()  # a whole head arrived: from here the body's own limits apply
+            self._unanswered += self._request_count - heads
             if self._messages:
                 self._last_body = self._messages[-1][1]
+        self._track()
+
+    def log_access(self, request: Any, response: Any, time: float | None) -> None:
+        super().log_access(request, response, time)  # a response is done
+        self._unanswered = max(0, self._unanswered - 1)
+        self._track()
 
     def _between_requests(self) -> bool:
         body = self._last_body
         return body is None or bool(body.is_eof())
+
+    def _track(self) -> None:
+        if self._counted:
+            serving = self._unanswered > 0 and self._between_requests()
+            self._guard.waiting(self, not serving)
+
+    def evict(self) -> None:
+        """Closed to make room at the cap: a 408 if it was sending a head or a body."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if (self._head_bytes and self._head_timer is not None) or not self._between_requests():
+            transport.write(
+                _raw_error(
+                    408,
+                    "Request Timeout",
+                    "The request did not arrive in time: the proxy needed the connection for "
+                    "another client.",
+                    "request_timeout",
+                )
+            )
+        self.force_close()
 
     def _arm(self) -> None:
         self._disarm()
@@ -290,8 +355,8 @@ def protocol_factory(server: web.Server, guard: ConnectionGuard) -> Callable[[],
     header_timeout = guard.settings.header_timeout
 
     def make() -> asyncio.Protocol:
-        if guard.full:
-            return _Refused(guard)
+        if not guard.admit():
+            return _Refused()
         return _GuardedHandler(server, guard, header_timeout, loop=loop, **options)
 
     return make
