@@ -6,6 +6,7 @@ with a traceback; each now gets a clean 4xx in the client's own wire, and nothin
 from __future__ import annotations
 
 import gzip
+import logging
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -18,7 +19,15 @@ import pytest
 from edgeproxy.server.json_nesting import MAX_JSON_DEPTH
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimConfig
-from fixtures.rawhttp import RawResponse, Trickler, request_bytes, roundtrip
+from fixtures.rawhttp import (
+    RawResponse,
+    Trickler,
+    closed_by_peer,
+    connect,
+    read_response,
+    request_bytes,
+    roundtrip,
+)
 from fixtures.reloadkit import wait_until
 from harness import THREE_WAY, THREE_WAY_SIMS, LoopThread, Stack
 
@@ -406,3 +415,38 @@ def test_non_utf8_authorization_on_admin_is_a_401(
     )
     assert response.status == 401, response.body
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n", id="header"
+        ),
+        pytest.param(b"GET /healthz HTTP/9.z\r\nHost: 127.0.0.1\r\n\r\n", id="version"),
+        pytest.param(
+            request_bytes(
+                "POST", "/v1/chat/completions", headers={"Transfer-Encoding": "chunked"}
+            ).replace(b"Content-Length: 0\r\n", b"")
+            + b"zz\r\n{}\r\n0\r\n\r\n",
+            id="chunk-size",
+        ),
+        pytest.param(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", id="long-line"),
+    ],
+)
+def test_malformed_http_is_a_400_without_a_logged_traceback(
+    stack: Stack, data: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp answered these in plain text and logged each with a traceback at ERROR: a client
+    # could fill the log. Now: the OpenAI error shape with a request id, and a debug line.
+    caplog.set_level(logging.DEBUG)
+    with connect(stack.proxy.port) as sock:
+        sock.sendall(data)
+        response = read_response(sock)
+        assert closed_by_peer(sock)
+    assert response.status in (400, 413, 414, 431), response.body
+    assert "not valid HTTP/1.1" in assert_openai_error(
+        response, response.status, "bad_http_request"
+    )
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert upstream_requests(stack) == 0

@@ -99,7 +99,7 @@ class ConnectionGuard:
             self._near = True
             log.warning(
                 "client connections near the limit",
-                extra={"open": self.open, "max_connections": self.limit, **_fd_limits()},
+                extra={"open": self.open, "max_connections": self.limit, **fd_limits()},
             )
 
     def closed(self, handler: _GuardedHandler) -> None:
@@ -142,7 +142,7 @@ class ConnectionGuard:
                     "open": self.open,
                     "max_connections": self.limit,
                     **self._unlogged,
-                    **_fd_limits(),
+                    **fd_limits(),
                 },
             )
             self._warned_at = now
@@ -191,7 +191,8 @@ class ConnectionGuard:
 CONNECTIONS = web.AppKey("edgeproxy_connections", ConnectionGuard)
 
 
-def _fd_limits() -> dict[str, int]:
+def fd_limits() -> dict[str, int]:
+    """The process's open-file limits (``ulimit -n``: soft, and hard)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return {"fd_soft_limit": soft, "fd_hard_limit": hard}
 
@@ -283,6 +284,38 @@ class _GuardedHandler(web.RequestHandler):
         super().log_access(request, response, time)  # a response is done
         self._unanswered = max(0, self._unanswered - 1)
         self._track()
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request its HTTP parser refused (a bad request line, header or
+        chunk framing): the client's fault, so one debug line instead of a logged traceback (a
+        client could flood the log with them) and an OpenAI-shaped 4xx with a request id instead
+        of plain text. Server errors keep aiohttp's handling."""
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        reason = (getattr(exc, "message", None) or message or "malformed request").splitlines()[0]
+        reason = reason[:200]
+        self.logger.debug("bad HTTP request from %s: %s", request.remote, reason)
+        rid = new_request_id(None)
+        body = error_body(
+            f"The request is not valid HTTP/1.1 ({reason.strip().rstrip(':')}).",
+            type="invalid_request_error",
+            request_id=rid,
+            code="bad_http_request",
+        )
+        response = web.Response(
+            status=status,
+            body=orjson.dumps(body),
+            content_type="application/json",
+            headers={"x-request-id": rid},
+        )
+        response.force_close()
+        return response
 
     def _between_requests(self) -> bool:
         body = self._last_body

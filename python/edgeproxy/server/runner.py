@@ -18,6 +18,7 @@ from edgeproxy.server.connections import (
     CONNECTIONS,
     ConnectionGuard,
     ConnectionSettings,
+    fd_limits,
     protocol_factory,
 )
 from edgeproxy.server.context import ProxyState
@@ -140,15 +141,21 @@ class ProxyServer:
         if self.port == 0:
             self.port = int(self._listener.sockets[0].getsockname()[1])
         settings = self.connections.settings
-        log.info(
-            "client connections",
-            extra={
-                "max_connections": self.connections.limit,
-                "keepalive_timeout": settings.keepalive_timeout,
-                "header_timeout": settings.header_timeout,
-                "allowed_hosts": self.allowed_hosts.describe(),
-            },
-        )
+        limits = fd_limits()
+        facts = {
+            "max_connections": self.connections.limit,
+            "keepalive_timeout": settings.keepalive_timeout,
+            "header_timeout": settings.header_timeout,
+            "allowed_hosts": self.allowed_hosts.describe(),
+            **limits,
+        }
+        log.info("client connections", extra=facts)
+        if self.connections.limit >= limits["fd_soft_limit"]:
+            log.warning(
+                "--max-connections is not below the open-file limit: client connections can "
+                "use every descriptor and leave none for upstream connections",
+                extra=facts,
+            )
         if self.reloader is not None:
             await self.reloader.start()
 
