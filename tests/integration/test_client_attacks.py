@@ -192,7 +192,10 @@ def test_the_framework_cap_is_the_policys_limit(stack: Stack) -> None:
 
 
 def test_count_tokens_is_behind_the_concurrency_limit(make_stack: Callable[..., Stack]) -> None:
-    stack = make_stack(_with_limits("max_in_flight: 1, max_queued: 0"), THREE_WAY_SIMS)
+    policy = _with_limits("max_in_flight: 1, max_queued: 0").replace(
+        "first_token: 1s", "first_token: 3s"
+    )
+    stack = make_stack(policy, THREE_WAY_SIMS)
     stack.fault("alpha_one", mode="hang")  # holds the only slot until timeouts.first_token
     stack.fault("alpha_two", mode="hang")
     stack.fault("beta", mode="hang")
@@ -217,7 +220,7 @@ def test_count_tokens_is_behind_the_concurrency_limit(make_stack: Callable[..., 
 @pytest.fixture
 def slow_body_stack(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(
-        _with_limits("max_in_flight: 1, max_queued: 0, body_read_timeout: 2s"), THREE_WAY_SIMS
+        _with_limits("max_in_flight: 1, max_queued: 0, body_read_timeout: 3s"), THREE_WAY_SIMS
     )
 
 

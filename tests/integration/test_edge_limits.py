@@ -165,7 +165,7 @@ def test_idle_sockets_cannot_lock_everyone_out(
     # new connection at the cap closes the longest-idle one (logged and counted), and the header
     # timeout frees the rest.
     caplog.set_level(logging.WARNING, logger="edgeproxy.server")
-    proxy = make_proxy(connections=_settings(header_timeout=3.0, max_connections=20))
+    proxy = make_proxy(connections=_settings(header_timeout=5.0, max_connections=20))
     idle = [connect(proxy.port) for _ in range(20)]
     try:
         wait_until(lambda: proxy.connections.open == 20, what="20 idle connections")
@@ -201,8 +201,11 @@ def test_slow_heads_and_bodies_make_room_for_a_new_client(
         assert roundtrip(proxy.port, GET_HEALTHZ).status == 200
         evicted = slow[0].response()
         assert evicted.status == 408 and evicted.json()["error"]["code"] == "request_timeout"
-        assert roundtrip(proxy.port, GET_HEALTHZ).status == 200
-        assert slow[1].response().status == 408  # the slow head, next in line
+        wait_until(lambda: proxy.connections.open == 2, what="the served connection gone")
+        with connect(proxy.port):  # at the cap again, with a connection younger than the rest
+            wait_until(lambda: proxy.connections.open == 3, what="the cap reached again")
+            assert roundtrip(proxy.port, GET_HEALTHZ).status == 200
+            assert slow[1].response().status == 408  # the slow head, next in line
     finally:
         for trickler in slow:
             trickler.close()
