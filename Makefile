@@ -48,6 +48,7 @@ lint: build
 	$(BIN)/ruff check python tests bench loadtests tools
 	$(BIN)/ruff format --check python tests bench loadtests tools
 	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest edgeproxy._core
 	$(BIN)/python tools/import_graph.py
 	$(BIN)/edgeproxy policy check $$(find policies -name '*.yaml' | sort)
 	cargo fmt --all --check
@@ -76,7 +77,8 @@ bench: build $(VENV)/.load
 soak: build $(VENV)/.load
 	$(BIN)/python -m loadtests.soak --minutes $(SOAK_MINUTES)
 
-# The failover fault matrix of docs/failover.md (a measurement, minutes long).
+# The failover fault matrix of docs/failover.md: the 0-100 % primary-failure sweep and the
+# outage rows (a measurement, not a test; about half a minute). FAULT_MATRIX_ARGS="--requests N"...
 fault-matrix: build
 	$(BIN)/python bench/fault_matrix.py $(FAULT_MATRIX_ARGS)
 

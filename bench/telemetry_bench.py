@@ -31,6 +31,7 @@ from edgeproxy.failure import FailureClass
 from edgeproxy.snapshot import Candidate, Price
 from edgeproxy.telemetry.metrics import ProxyMetrics
 from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.wires import upstream_wire
 
 
 def _candidate(region: str, port: int) -> Candidate:
@@ -39,7 +40,7 @@ def _candidate(region: str, port: int) -> Candidate:
         region=region,
         model="gpt-4o-mini",
         upstream_model="gpt-4o-mini",
-        kind="openai",
+        wire=upstream_wire("openai"),
         base_url=f"http://127.0.0.1:{port}/v1",
         chat_url=f"http://127.0.0.1:{port}/v1/chat/completions",
         context_window=128000,

@@ -11,16 +11,19 @@ import asyncio
 import string
 import threading
 from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import httpx
 import openai
 import uvloop
+import yaml
 
 from edgeproxy.clock import Clock
 from edgeproxy.policy import load_policy_text
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster, SimConfig
+from edgeproxy.sim.config import SimWire
 from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.request import Telemetry
 
@@ -42,6 +45,20 @@ class LoopThread:
         self.loop.close()
 
 
+def sim_wires(policy_template: str) -> dict[str, SimWire]:
+    """Which wire each ``$name`` simulator must speak: its provider's ``kind`` in the policy
+    (each simulator speaks one wire, as a provider's endpoint does)."""
+    document = yaml.safe_load(policy_template) or {}
+    wires: dict[str, SimWire] = {}
+    for provider in (document.get("providers") or {}).values():
+        kind = provider.get("kind", "openai")
+        for region in (provider.get("regions") or {}).values():
+            url = str(region.get("base_url", ""))
+            if url.startswith("$"):
+                wires[url[1:].strip("{}")] = kind
+    return wires
+
+
 class Stack:
     """Simulated providers named in ``sims`` plus a proxy serving ``policy_template``.
 
@@ -58,8 +75,12 @@ class Stack:
         clock: Clock | None = None,
     ) -> None:
         self.loop = loop
+        wires = sim_wires(policy_template)
         configs = [
-            s if isinstance(s, SimConfig) else SimConfig(name=s, ttft=0.0, tokens_per_second=0)
+            replace(
+                s if isinstance(s, SimConfig) else SimConfig(name=s, ttft=0.0, tokens_per_second=0),
+                wire=wires.get(s if isinstance(s, str) else s.name, "openai"),
+            )
             for s in sims
         ]
         self.cluster = SimCluster(configs, control_port=0)

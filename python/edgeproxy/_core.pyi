@@ -71,7 +71,7 @@ class SseParser:
 
     def __new__(cls, max_event_bytes: int = 16777216) -> SseParser: ...
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        """Parse one chunk; return the events it completed (GIL released for chunks >= 64 KiB)."""
+        """Parse one chunk; return the events it completed (GIL released for chunks >= 16 KiB)."""
     @property
     def pending(self) -> bool:
         """True when the stream so far ended mid-event (partial line or undispatched fields)."""
@@ -159,7 +159,7 @@ class ChatStreamScanner:
         max_event_bytes: int = 16777216,
     ) -> ChatStreamScanner: ...
     def feed(self, chunk: bytes) -> ChunkScan:
-        """Scan one chunk (GIL released for chunks >= 64 KiB); ``SseError`` on bad framing."""
+        """Scan one chunk (GIL released for chunks >= 16 KiB); ``SseError`` on bad framing."""
     @property
     def done(self) -> bool:
         """``[DONE]`` was seen."""
@@ -219,7 +219,7 @@ def cache_key(
     """The 16-byte XXH3-128 key of a request body, scoped by served model, wire and tenant.
 
     Hashes the canonical form (``canonical_request``) after the length-prefixed scope fields.
-    Raises ``CacheError`` for a body that is not valid JSON (GIL released for bodies >= 32 KiB).
+    Raises ``CacheError`` for a body that is not valid JSON (GIL released for bodies >= 16 KiB).
     ``utf8_checked=True`` skips the UTF-8 check when the caller has already decoded the same
     bytes (orjson validates UTF-8): same key; only pass it for bytes known to be UTF-8.
     """
@@ -288,7 +288,7 @@ class OpenAIToAnthropicStream:
         cls, model: str | None = None, max_event_bytes: int = 16777216
     ) -> OpenAIToAnthropicStream: ...
     def feed(self, chunk: bytes) -> bytes:
-        """Translate one chunk (GIL released >= 64 KiB); raises ``TranslationError``/``SseError``."""
+        """Translate one chunk (GIL released >= 16 KiB); raises ``TranslationError``/``SseError``."""
     def finish(self) -> tuple[bytes, bool]:
         """End of the upstream body: (bytes still to write, whether the answer was complete)."""
     @property
@@ -325,7 +325,7 @@ class AnthropicToOpenAIStream:
         max_event_bytes: int = 16777216,
     ) -> AnthropicToOpenAIStream: ...
     def feed(self, chunk: bytes) -> bytes:
-        """Translate one chunk (GIL released >= 64 KiB); raises ``TranslationError``/``SseError``."""
+        """Translate one chunk (GIL released >= 16 KiB); raises ``TranslationError``/``SseError``."""
     def finish(self) -> tuple[bytes, bool]:
         """End of the upstream body: (bytes still to write, whether the answer was complete)."""
     @property

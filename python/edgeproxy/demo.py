@@ -13,7 +13,7 @@ import orjson
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster
 from edgeproxy.sim_from_policy import plan_sims, sim_name
-from edgeproxy.snapshot import Policy
+from edgeproxy.snapshot import Policy, Route
 
 
 @dataclass
@@ -80,14 +80,7 @@ def _print_intro(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> Non
         f'  client.chat.completions.create(model="{route.name}", '
         'messages=[{"role": "user", "content": "Hello"}])'
     )
-    claude = next(
-        (
-            policy.routes[n]
-            for n in policy.route_names
-            if policy.routes[n].chain[0].kind == "anthropic"
-        ),
-        None,
-    )
+    claude = _other_wire_route(policy, route)
     if claude is not None:
         _say("Or with the Anthropic SDK (its own wire; OpenAI models take over if Claude fails):")
         _say(
@@ -105,6 +98,14 @@ def _print_intro(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> Non
     _say()
 
 
+def _other_wire_route(policy: Policy, route: Route) -> Route | None:
+    """A route whose primary speaks another wire than ``route``'s (the default policy's
+    Claude route), to show failover across wires."""
+    wire = route.chain[0].wire
+    routes = (policy.routes[n] for n in policy.route_names)
+    return next((r for r in routes if r.chain[0].wire is not wire), None)
+
+
 async def _tour(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> bool:
     """Show failover happening: one request, break the primary, another, heal — then the same
     across wires when the policy has an Anthropic-first route."""
@@ -112,14 +113,7 @@ async def _tour(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> bool
     ok = True
     _say("A short tour (an OpenAI-SDK-style streamed request each time):")
     tours = [(route.name, sim_name(route.chain[0]), {"mode": "status", "status": 503})]
-    claude = next(
-        (
-            policy.routes[n]
-            for n in policy.route_names
-            if policy.routes[n].chain[0].kind == "anthropic"
-        ),
-        None,
-    )
+    claude = _other_wire_route(policy, route)
     if claude is not None:
         tours.append((claude.name, sim_name(claude.chain[0]), {"mode": "status", "status": 529}))
     async with aiohttp.ClientSession() as session:

@@ -46,6 +46,8 @@ class SkipReason(enum.StrEnum):
     BREAKER_OPEN = "breaker_open"  # ejected (outlier detection, a failed probe, Retry-After)
     CONTEXT_WINDOW = "context_window"  # the prompt plus max_tokens does not fit its window
     WIRE = "wire"  # the request uses a feature this candidate's wire cannot carry
+    # A failover onto a candidate that is failing itself, with the retry budget spent.
+    RETRY_BUDGET = "retry_budget"
 
 
 # "ok", a ``FailureClass`` value, or "abandoned" (a hedge that lost, a client that left).

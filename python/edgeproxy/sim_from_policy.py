@@ -7,9 +7,11 @@ proxy serves (same ports, same provider keys).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast, get_args
 from urllib.parse import urlsplit
 
 from edgeproxy.sim import SimConfig
+from edgeproxy.sim.config import SimWire
 from edgeproxy.snapshot import Candidate, Policy
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -41,9 +43,18 @@ def plan_sims(policy: Policy, *, ttft: float, tokens_per_second: float) -> SimPl
                 ttft=ttft,
                 tokens_per_second=tokens_per_second,
                 require_api_key=_bearer(candidate),
+                wire=sim_wire(candidate),
             )
             ports[key] = url.port
     return SimPlan(list(configs.values()), ports)
+
+
+def sim_wire(candidate: Candidate) -> SimWire:
+    """The simulator's wire for a candidate: the same API, by the same name."""
+    name = candidate.wire.name
+    if name not in get_args(SimWire):
+        raise ValueError(f"the simulator does not speak the {name!r} wire ({candidate.key})")
+    return cast(SimWire, name)
 
 
 def _bearer(candidate: Candidate) -> str | None:

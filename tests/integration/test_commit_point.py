@@ -38,13 +38,13 @@ def _stream_text(stack: Stack) -> str:
     "fault",
     [
         {"mode": "cut", "after_tokens": 3},
-        {"mode": "malformed", "after_tokens": 3},
         {
             "mode": "stall",
             "after_tokens": 3,
         },  # the idle timeout (1s) turns the stall into a failure
     ],
-    ids=["cut", "malformed", "stall"],
+    # (One malformed event after the first byte is skipped, not fatal: test_hostile_upstream.py.)
+    ids=["cut", "stall"],
 )
 def test_failure_after_first_byte_raises_in_the_sdk(stack: Stack, fault: dict[str, object]) -> None:
     stack.fault("alpha_one", **fault)

@@ -53,7 +53,13 @@ WEATHER = {
 def stack(make_stack: Callable[..., Stack]) -> Stack:
     sims = [
         SimConfig(name="oai", ttft=0.0, tokens_per_second=200, require_api_key="sk-oai"),
-        SimConfig(name="claude", ttft=0.0, tokens_per_second=200, require_api_key="sk-ant"),
+        SimConfig(
+            name="claude",
+            ttft=0.0,
+            tokens_per_second=200,
+            require_api_key="sk-ant",
+            wire="anthropic",
+        ),
     ]
     return make_stack(POLICY, sims)
 

@@ -45,7 +45,13 @@ TOOLS = [
 @pytest.fixture
 def stack(make_stack: Callable[..., Stack]) -> Stack:
     sims = [
-        SimConfig(name="claude", ttft=0.0, tokens_per_second=200, require_api_key="sk-ant"),
+        SimConfig(
+            name="claude",
+            ttft=0.0,
+            tokens_per_second=200,
+            require_api_key="sk-ant",
+            wire="anthropic",
+        ),
         SimConfig(name="oai", ttft=0.0, tokens_per_second=200, require_api_key="sk-oai"),
     ]
     return make_stack(POLICY, sims)

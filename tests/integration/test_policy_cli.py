@@ -261,3 +261,76 @@ def test_schema_command_matches_the_checked_in_file() -> None:
     assert result.stdout == (ROOT / "policies" / "schema.json").read_text(), (
         "policies/schema.json is stale: run `edgeproxy policy schema > policies/schema.json`"
     )
+
+
+def test_diff_reports_resilience_changes_and_fails_the_gate(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The change the CI gate used to pass as "no change for traffic": hedging and caching on, a
+    # breaker opening on one failure for 10 minutes, no retry budget.
+    base = (ROOT / "policies" / "default.yaml").read_text()
+    changed = base.replace(
+        "providers:\n",
+        "outlier_detection: {consecutive_failures: 1, base_ejection_time: 600s, "
+        "max_ejection_time: 600s}\nretry_budget: {budget_percent: 0}\nproviders:\n",
+        1,
+    ).replace("  timeouts:\n", "  cache: {ttl: 1m}\n  timeouts:\n", 1)
+    assert base.rstrip().endswith("alpha/*/gpt-4o")  # the last route: claude-sonnet
+    changed += "    hedge: {delay: 300ms}\n"
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(base)
+    new.write_text(changed)
+    code, out, _ = cli(capsys, "policy", "diff", "--format", "json", str(old), str(new))
+    assert code == 1
+    rows = {(c["scope"], c["what"]): (c["old"], c["new"]) for c in json.loads(out)["changes"]}
+    assert rows[("policy", "outlier_detection.consecutive_failures")] == ("5", "1")
+    assert rows[("policy", "outlier_detection.base_ejection_time")] == ("30s", "10m")
+    assert rows[("policy", "outlier_detection.max_ejection_time")] == ("5m", "10m")
+    assert rows[("policy", "retry_budget.budget_percent")] == ("20%", "0%")
+    assert rows[("route gpt-4o-mini", "cache.enabled")] == ("false", "true")
+    assert rows[("route claude-sonnet", "hedge.delay")] == ("-", "300ms")
+    code, out, _ = cli(capsys, "policy", "diff", str(old), str(new))
+    assert code == 1 and "no change for traffic" not in out
+
+
+def test_docs_command_prints_and_updates_the_reference_tables(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = cli(capsys, "policy", "docs")
+    assert code == 0
+    assert "| `outlier_detection.quota_ejection_time` | duration | `1h` |" in out
+    page = tmp_path / "policies.md"
+    shipped = (ROOT / "docs" / "policies.md").read_text()
+    page.write_text(shipped.replace("| `max_in_flight` | int ≥ 1 | `512` |", "| stale |"))
+    code, _, _ = cli(capsys, "policy", "docs", "--update", str(page))
+    assert code == 0 and page.read_text() == shipped
+    page.write_text("# a page without the markers\n")
+    code, _, err = cli(capsys, "policy", "docs", "--update", str(page))
+    assert code == 1 and "no generated block 'top'" in err
+
+
+def test_explain_shows_the_route_settings_a_request_runs_under(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    request = str(FIXTURES / "requests" / "short.json")
+    code, out, _ = cli(
+        capsys,
+        "policy",
+        "explain",
+        "policies/default.yaml",
+        "--request",
+        request,
+        "--format",
+        "json",
+    )
+    assert code == 0
+    settings = json.loads(out)["route_settings"]
+    assert settings["timeouts"] == {
+        "connect": 2.0,
+        "first_token": 30.0,
+        "idle": 30.0,
+        "response": 120.0,
+        "total": 300.0,
+    }
+    assert settings["max_attempts"] == 3 and settings["hedge"] is None
+    assert settings["cache"]["enabled"] is False

@@ -1,11 +1,14 @@
 """The lean upstream HTTP/1.1 client against scripted servers on loopback: keep-alive reuse,
-body framing (length, chunked, end of connection), cuts, stale idle connections, flow control,
+body framing (length, chunked, end of connection), cuts, stale idle connections (dropped before
+a byte is written; a request once written is never re-sent), unusable URLs, flow control,
 header injection and the idle reaper (on a fake clock)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -323,7 +326,7 @@ def test_targets_are_parsed_once_per_url(url: str, host: bytes, path: bytes) -> 
 
 
 def test_a_non_http_url_is_refused() -> None:
-    with pytest.raises(ValueError, match="not an http"):
+    with pytest.raises(ConnectFailed, match="not an http"):
         Http1Pool().target("ftp://h.example/x")
 
 
@@ -388,27 +391,98 @@ async def test_addresses_are_resolved_once_per_ttl(serve, monkeypatch, make_pool
     assert lookups == ["127.0.0.1", "127.0.0.1"]  # the cached addresses expired once
 
 
-async def test_a_reused_connection_lost_after_the_stale_window_is_not_sent_twice(
-    serve, monkeypatch, pool
-) -> None:
-    # The upstream read the request and then the connection died: it may have been working on
-    # it, so the failure goes to the resilience engine instead of a silent second POST.
-    monkeypatch.setattr(http1, "_STALE_WINDOW", 0.0)  # every loss counts as "not at once"
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Drop the connection with an RST (SO_LINGER 0), not a FIN."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
+
+async def test_a_reused_connection_reset_after_the_request_is_not_sent_again(serve, pool) -> None:
+    # The upstream reads the request on a reused keep-alive connection, then resets it at once,
+    # with nothing answered. The request was written: the upstream may be working on it (and
+    # bills it), so the loss goes to the attempt loop; a silent second POST on a fresh
+    # connection would be an attempt nobody counts.
     async def handler(reader, writer, n):
         await server.read_request(reader)
-        writer.write(ok(b"{}"))
+        writer.write(ok(b'{"n": 1}'))
         await writer.drain()
-        await server.read_request(reader)  # the second request arrives, then the upstream dies
+        if n == 1:
+            await server.read_request(reader)  # the second request arrives ...
+            _reset(writer)  # ... and the upstream dies with it
+            return
+        await reader.read()
 
     server = await serve(handler)
     response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
     await response.read(10)
     response.release()
+    assert pool.idle_connections == 1
     with pytest.raises(UpstreamConnectionError):
         await pool.post(server.url, b'{"n": 2}', {}, connect_timeout=1)
     assert [r.endswith(b'{"n": 2}') for r in server.requests] == [False, True]
-    assert server.connections == 1
+    assert server.connections == 1  # no fresh connection carried a copy
+    assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
+
+
+@pytest.mark.parametrize("close", ["fin", "rst"])
+async def test_an_idle_connection_closed_by_the_upstream_is_dropped_before_writing(
+    serve, pool, close: str
+) -> None:
+    # The upstream closes the idle connection; when the next request comes, the close is here
+    # (read by the event loop or still in the socket): nothing is written on it, and the request
+    # goes once over a new connection.
+    parked, closed = asyncio.Event(), asyncio.Event()
+
+    async def handler(reader, writer, n):
+        await server.read_request(reader)
+        writer.write(ok(b"{}"))
+        await writer.drain()
+        if n == 1:
+            await parked.wait()
+            if close == "rst":
+                _reset(writer)
+            else:
+                writer.close()
+            closed.set()
+            return
+        await reader.read()
+
+    server = await serve(handler)
+    response = await pool.post(server.url, b"{}", {}, connect_timeout=1)
+    await response.read(10)
+    response.release()
+    assert pool.idle_connections == 1
+    parked.set()
+    await closed.wait()
+    response = await pool.post(server.url, b'{"n": 2}', {}, connect_timeout=1)
+    assert (response.status, await response.read(10)) == (200, b"{}")
+    response.release()
+    assert [r.endswith(b'{"n": 2}') for r in server.requests] == [False, True]
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:sk-secret@127.0.0.1:99999/v1",  # port out of range
+        "http://user:sk-secret@[::1/v1",  # an IPv6 literal never closed
+        "http://user:sk-secret@127.0.0.1:0/v1",
+        "http://user:sk-secret@127.0.0.1/v1/caf\u00e9",  # a path HTTP/1.1 cannot carry
+        "http://user:sk-secret@127.0.0.1/v1/a b",
+        "http://user:sk-secret@" + "a" * 64 + ".example/v1",  # a DNS label of 64 characters
+        "http://user:sk-secret@a..example/v1",  # an empty label
+        "ftp://user:sk-secret@h.example/v1",
+    ],
+)
+async def test_a_url_no_request_can_go_to_is_a_connect_failure_that_quotes_nothing(
+    pool, url: str
+) -> None:
+    with pytest.raises(ConnectFailed) as info:
+        await pool.post(url, b"{}", {}, connect_timeout=1)
+    assert "sk-secret" not in str(info.value)
+    assert http1.url_problem(url) == str(info.value)
+    assert pool.stats() == {"idle_by_host": {}, "in_use": 0}
 
 
 async def test_a_second_unsolicited_response_cannot_replace_the_answer(serve, pool) -> None:

@@ -91,12 +91,12 @@ def test_env_expansion_sets_the_key_and_repr_never_shows_it() -> None:
 
 def test_env_default_and_escape() -> None:
     text = MINIMAL.replace("${P_KEY}", "${P_KEY:-fallback}").replace(
-        "http://127.0.0.1:1/v1", "http://127.0.0.1:1/v1?x=$${literal}"
+        '"http://127.0.0.1:1/v1"}', '"http://127.0.0.1:1/v1", tags: {note: "x=$${literal}"}}'
     )
     policy = load_policy_text(text, "t.yaml", {})
     chain = policy.routes["m"].chain
     assert chain[0].headers["Authorization"] == "Bearer fallback"
-    assert chain[0].base_url.endswith("?x=${literal}")
+    assert chain[0].tags["note"] == "x=${literal}"
 
 
 def test_unset_env_is_an_error_with_its_line_or_a_warning_when_linting() -> None:
@@ -202,7 +202,7 @@ def test_invalid_yaml_and_wrong_shapes() -> None:
     assert problems("") == ["t.yaml:1:1: the policy is empty"]
     assert "must be a mapping" in problems("- 1\n- 2\n")[0]
     assert problems("version: 2\nproviders: {}\n") == [
-        "t.yaml:1:1: version: Input should be 1",
+        "t.yaml:1:1: version: must be 1 (the only policy schema version this proxy reads)",
         "t.yaml:2:1: providers: must not be empty",
         "t.yaml:1:1: routes: this required key is missing",
     ]

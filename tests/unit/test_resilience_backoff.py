@@ -63,6 +63,12 @@ def test_fail_over_comes_first_and_does_not_wait() -> None:
     assert _decide(next_candidate=True, retry_after=5.0) == (Action.FAIL_OVER, 0.0)
 
 
+def test_an_empty_budget_does_not_stop_a_failover() -> None:
+    # Whether a failover spends depends on the candidate it lands on: the loop asks the budget
+    # when it admits that candidate (free onto a healthy one), so decide() must not refuse it.
+    assert _decide(next_candidate=True, budget_allows=False) == (Action.FAIL_OVER, 0.0)
+
+
 def test_retry_the_same_candidate_when_nothing_else_is_left() -> None:
     action, delay = _decide(FailureClass.RATE_LIMITED, retry_after=2.0)
     assert action is Action.RETRY_SAME and delay >= 2.0
@@ -77,11 +83,13 @@ def test_retry_the_same_candidate_when_nothing_else_is_left() -> None:
         ({"next_candidate": True}, FailureClass.DEADLINE),
         ({"next_candidate": True, "remaining": 0.5}, FailureClass.SERVER_ERROR),
         ({"next_candidate": True, "attempts_left": 0}, FailureClass.SERVER_ERROR),
-        ({"next_candidate": True, "budget_allows": False}, FailureClass.SERVER_ERROR),
+        ({"budget_allows": False}, FailureClass.SERVER_ERROR),  # a same-candidate retry
         ({}, FailureClass.FIRST_TOKEN_TIMEOUT),  # not retried on the same candidate
         ({}, FailureClass.MALFORMED),
         ({"retries_on_candidate": 1}, FailureClass.SERVER_ERROR),  # its retry is spent
         ({"retry_after": 60.0}, FailureClass.RATE_LIMITED),  # too long to hold the request
+        ({"retry_after": float("inf")}, FailureClass.RATE_LIMITED),
+        ({"retry_after": float("nan")}, FailureClass.RATE_LIMITED),
         ({"retry_after": 10.0, "remaining": 10.5}, FailureClass.RATE_LIMITED),  # no time left
     ],
 )

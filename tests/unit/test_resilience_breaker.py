@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from edgeproxy.clock import FakeClock
+from edgeproxy.events import BreakerTransition
 from edgeproxy.failure import FailureClass
-from edgeproxy.resilience.breaker import Breaker, BreakerRegistry
+from edgeproxy.resilience.breaker import Breaker, BreakerRegistry, Ejection
 from edgeproxy.snapshot import BreakerSettings
 
 FAIL = FailureClass.SERVER_ERROR
@@ -201,17 +202,53 @@ def test_late_failures_while_open_do_not_extend_the_ejection() -> None:
     assert b.reopen_at == reopen_at
 
 
-def test_eject_holds_the_breaker_open_and_probes_cannot_end_it() -> None:
+def test_a_quota_ejection_holds_the_breaker_open_and_probes_cannot_end_it() -> None:
     clock = FakeClock()
-    b = make(clock)
-    b.eject(600, "insufficient_quota")
-    assert b.state == "open" and b.reopen_at == clock.monotonic() + 600
+    b = make(clock)  # max_ejection_time 300 s: a quota ejection is not capped by it
+    b.eject(3600, Ejection.QUOTA)
+    assert b.state == "open" and b.reopen_at == clock.monotonic() + 3600
     b.probe_succeeded()
     assert b.state == "open"
-    b.eject(5, "Retry-After 5")  # a shorter ejection does not shorten a longer one
-    assert b.reopen_at == clock.monotonic() + 600
-    clock.advance(600)
+    b.eject(5, Ejection.RETRY_AFTER)  # a shorter ejection does not shorten a longer one
+    assert b.reopen_at == clock.monotonic() + 3600
+    clock.advance(3600)
     assert b.state == "half_open"
+
+
+def test_a_retry_after_ejection_is_capped_and_a_passing_probe_ends_it() -> None:
+    clock = FakeClock()
+    b = make(clock, max_ejection_time=300.0)
+    b.eject(1e308, Ejection.RETRY_AFTER)  # what a hostile upstream says
+    assert b.reopen_at == clock.monotonic() + 300
+    b.probe_succeeded()  # the upstream answers again: trial traffic decides
+    assert b.state == "half_open"
+    b.eject(30, Ejection.RETRY_AFTER)
+    assert b.reopen_at == clock.monotonic() + 30
+    assert b.trips_total == 0  # the upstream named the time: no growing outlier ejection
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("-inf"), -5.0, 0.0])
+def test_an_ejection_of_no_time_does_nothing(seconds: float) -> None:
+    b = make(FakeClock())
+    b.eject(seconds, Ejection.RETRY_AFTER)
+    b.eject(seconds, Ejection.QUOTA)
+    assert b.state == "closed"
+
+
+def test_a_permit_carries_the_candidates_recent_failure_ratio() -> None:
+    clock = FakeClock()
+    b = make(clock, consecutive_failures=100)
+    permit = b.acquire()
+    assert permit is not None and permit.failure_ratio == 0.0  # no evidence: healthy
+    b.record_failure(FAIL)
+    for _ in range(3):
+        b.record_success()
+    permit = b.acquire()
+    assert permit is not None and permit.failure_ratio == 0.25
+    b.trip("down")
+    clock.advance(b.settings.base_ejection_time)
+    trial = b.acquire()
+    assert trial is not None and trial.trial and trial.failure_ratio == 1.0
 
 
 def test_a_probe_success_ends_an_outlier_ejection_early() -> None:
@@ -275,3 +312,70 @@ def test_registry_carry_over_keeps_unchanged_candidates_only() -> None:
     assert registry.get("b").settings.consecutive_failures == 3
     assert "c" not in registry
     assert [s["key"] for s in registry.snapshot()] == ["a", "b", "d"]
+
+
+def test_every_state_change_is_reported_to_the_registrys_listeners() -> None:
+    clock = FakeClock()
+    settings = BreakerSettings(consecutive_failures=2, base_ejection_time=10.0)
+    registry = BreakerRegistry(lambda _key: settings, clock)
+    seen: list[BreakerTransition] = []
+    registry.on_transition(seen.append)
+    b = registry.get("p/r/m")
+    b.record_failure(FAIL)
+    b.record_failure(FAIL)  # closed -> open
+    clock.advance(10)
+    assert b.state == "half_open"  # open -> half_open, when looked at
+    trial = b.acquire()
+    assert trial is not None
+    trial.failure(FAIL)  # half_open -> open
+    clock.advance(20)
+    assert b.state == "half_open"
+    trial = b.acquire()
+    assert trial is not None
+    trial.success()  # half_open -> closed
+    b.eject(30, Ejection.RETRY_AFTER)  # closed -> open
+    b.eject(60, Ejection.QUOTA)  # open -> open: a longer ejection
+    b.probe_succeeded()  # held: no change
+    b.trip("probe failed 2x")  # already open: no change
+    assert [(t.key, t.old, t.new) for t in seen] == [
+        ("p/r/m", "closed", "open"),
+        ("p/r/m", "open", "half_open"),
+        ("p/r/m", "half_open", "open"),
+        ("p/r/m", "open", "half_open"),
+        ("p/r/m", "half_open", "closed"),
+        ("p/r/m", "closed", "open"),
+        ("p/r/m", "open", "open"),
+    ]
+    assert "2 consecutive failures" in seen[0].reason
+    assert seen[2].reason.startswith("half-open trial failed")
+    assert (seen[5].reason, seen[6].reason) == ("Retry-After", "quota exhausted")
+
+
+def test_probe_trips_and_breakers_made_by_a_reload_report_too() -> None:
+    clock = FakeClock()
+    seen: list[BreakerTransition] = []
+    registry = BreakerRegistry(lambda _key: BreakerSettings(), clock, on_transition=[seen.append])
+    registry.get("a").trip("health probe failed 2x: refused")
+    registry.carry_over(["a", "b"], lambda _key: BreakerSettings(consecutive_failures=1))
+    registry.get("b").record_failure(FAIL)  # a breaker made by the reload
+    assert [(t.key, t.new, t.reason) for t in seen] == [
+        ("a", "open", "health probe failed 2x: refused"),
+        ("b", "open", "1 consecutive failures (last: server_error)"),
+    ]
+
+
+def test_a_listener_can_leave_and_a_failing_one_breaks_nothing() -> None:
+    clock = FakeClock()
+    registry = BreakerRegistry(lambda _key: BreakerSettings(consecutive_failures=1), clock)
+    seen: list[BreakerTransition] = []
+
+    def broken(_transition: BreakerTransition) -> None:
+        raise RuntimeError("a telemetry bug")
+
+    registry.on_transition(broken)
+    leave = registry.on_transition(seen.append)
+    registry.get("a").record_failure(FAIL)
+    assert registry.get("a").state == "open" and len(seen) == 1
+    leave()
+    registry.get("b").record_failure(FAIL)
+    assert registry.get("b").state == "open" and len(seen) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edgeproxy.clock import FakeClock
 from edgeproxy.resilience.budget import RetryBudget, WindowCounter
 from edgeproxy.snapshot import RetryBudgetSettings
@@ -71,3 +73,26 @@ def test_the_budget_recovers_after_the_window() -> None:
     assert budget.try_retry() and not budget.try_retry()  # 0.1/s x 10 s = 1
     clock.advance(10)
     assert budget.try_retry()
+
+
+def test_a_failover_onto_a_healthy_candidate_is_free_and_onto_a_failing_one_spends() -> None:
+    settings = RetryBudgetSettings(ratio=0.0, min_retries_per_second=0.1, failing_ratio=0.2)
+    budget = RetryBudget(settings, FakeClock())  # one retry in the window
+    for _ in range(100):  # healthy fallback: never refused, never spends
+        assert budget.try_attempt(failover=True, failure_ratio=0.19)
+    assert budget.snapshot()["retries_in_window"] == 0
+    assert budget.free_failovers_total == 100
+    assert budget.try_attempt(failover=True, failure_ratio=0.2)  # failing: spends the one retry
+    assert not budget.try_attempt(failover=True, failure_ratio=1.0)
+    assert not budget.try_attempt(failover=False, failure_ratio=0.0)  # a retry always spends
+    assert budget.denied_total == 2
+
+
+def test_failing_ratio_zero_budgets_every_failover() -> None:
+    # Envoy's and Linkerd's accounting: every attempt after the first is a retry.
+    budget = RetryBudget(
+        RetryBudgetSettings(ratio=0.0, min_retries_per_second=0.0, failing_ratio=0.0), FakeClock()
+    )
+    assert not budget.try_attempt(failover=True, failure_ratio=0.0)
+    with pytest.raises(ValueError):
+        RetryBudgetSettings(failing_ratio=1.5)

@@ -12,6 +12,7 @@ from edgeproxy.failure import FailureClass
 from edgeproxy.resilience.breaker import BreakerRegistry
 from edgeproxy.resilience.prober import Prober, ProbeResult, ProbeTarget
 from edgeproxy.snapshot import BreakerSettings, ProberSettings
+from edgeproxy.snapshot.wire import ProbeRequest
 
 UP = ProbeResult(True, "HTTP 200")
 DOWN = ProbeResult(False, "connect failed", FailureClass.CONNECT_ERROR)
@@ -51,7 +52,12 @@ def setup(
     return clock, registry, script, prober
 
 
-EAST = ProbeTarget("http://east/v1", ("openai/east/gpt-4o", "openai/east/gpt-4o-mini"))
+def models_probe(base_url: str, keys: tuple[str, ...]) -> ProbeTarget:
+    """A target probed at GET {base_url}/models (what a wire builds by default)."""
+    return ProbeTarget(base_url, keys, request=ProbeRequest("GET", f"{base_url}/models", {}))
+
+
+EAST = models_probe("http://east/v1", ("openai/east/gpt-4o", "openai/east/gpt-4o-mini"))
 
 
 async def probe_after(clock: FakeClock, prober: Prober, seconds: float) -> None:
@@ -109,7 +115,7 @@ async def test_a_probe_that_raises_counts_as_down_and_the_prober_survives() -> N
 
 
 async def test_the_global_probe_budget_holds_for_many_targets() -> None:
-    targets = [ProbeTarget(f"http://r{i}/v1", (f"p/r{i}/m",)) for i in range(20)]
+    targets = [models_probe(f"http://r{i}/v1", (f"p/r{i}/m",)) for i in range(20)]
     clock, _, script, prober = setup(targets, max_probes_per_second=2.0, interval=5.0)
     start = clock.monotonic()
     while clock.monotonic() - start < 60:
@@ -134,12 +140,10 @@ async def test_intervals_are_jittered() -> None:
     assert max(gaps) - min(gaps) > 1.0  # not in lockstep
 
 
-async def test_configured_modes_pick_their_url() -> None:
-    assert ProbeTarget("http://x/v1/", ()).probe_url == "http://x/v1/models"
-    assert ProbeTarget("http://x/v1", (), mode="url", url="http://x/h").probe_url == "http://x/h"
-    completion = ProbeTarget("http://x/v1", (), mode="completion", model="m")
-    assert completion.probe_url == "http://x/v1/chat/completions"
-    secret = ProbeTarget("http://x/v1", (), headers={"Authorization": "Bearer sk-secret"})
+async def test_a_target_is_known_by_its_probe_url_and_never_shows_its_key() -> None:
+    request = ProbeRequest("POST", "http://x/v1/messages", {"x-api-key": "sk-secret"}, b"{}")
+    secret = ProbeTarget("http://x/v1", (), "completion", request=request)
+    assert secret.probe_url == "http://x/v1/messages"
     assert "sk-secret" not in repr(secret)
 
 
@@ -164,7 +168,7 @@ async def test_run_sleeps_on_the_clock_between_probes() -> None:
 
 
 async def test_a_reload_keeps_the_streaks_of_unchanged_targets() -> None:
-    west = ProbeTarget("http://west/v1", ("openai/west/gpt-4o",))
+    west = models_probe("http://west/v1", ("openai/west/gpt-4o",))
     clock, registry, script, prober = setup([EAST, west], unhealthy_threshold=2, jitter=0)
     script.answer["http://east/v1/models"] = DOWN
     await prober.step()

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import anthropic
 import httpx2
+import openai
 import orjson
 import pytest
 from anthropic import AsyncAnthropic
@@ -53,6 +54,7 @@ async def sim() -> AsyncIterator[SimProvider]:
             default_completion_tokens=8,
             seed=3,
             require_api_key=KEY,
+            wire="anthropic",
         )
     )
     await provider.start()
@@ -176,7 +178,18 @@ async def test_tool_result_turn_gets_text(client: AsyncAnthropic) -> None:
     assert answer.content[0].type == "text" and answer.stop_reason == "end_turn"
 
 
-async def test_openai_wire_tool_calls(sim: SimProvider) -> None:
+@pytest.fixture
+async def openai_sim() -> AsyncIterator[SimProvider]:
+    provider = SimProvider(
+        SimConfig(name="gpt", ttft=0.0, tokens_per_second=0, seed=3, require_api_key=KEY)
+    )
+    await provider.start()
+    yield provider
+    await provider.stop()
+
+
+async def test_openai_wire_tool_calls(openai_sim: SimProvider) -> None:
+    sim = openai_sim
     openai_tools: list[Any] = [
         {
             "type": "function",
@@ -324,15 +337,15 @@ async def test_stream_faults(sim: SimProvider, client: AsyncAnthropic) -> None:
         await client.messages.create(model="c", max_tokens=5, messages=HI)
 
 
-async def test_faults_count_on_both_wires(sim: SimProvider, client: AsyncAnthropic) -> None:
-    sim.set_fault(Fault(mode="status", status=503, count=1))
-    with pytest.raises(anthropic.InternalServerError):
-        await client.messages.create(model="c", max_tokens=5, messages=HI)
+async def test_a_sim_speaks_one_wire(sim: SimProvider, client: AsyncAnthropic) -> None:
+    """Each simulator speaks its own wire, as a provider's endpoint does: a request in the other
+    wire is a 404, so a proxy that sent the wrong shape could not pass by accident."""
     sdk = AsyncOpenAI(base_url=sim.url, api_key=KEY, max_retries=0, timeout=5)
     try:
-        done = await sdk.chat.completions.create(model="gpt-sim", messages=HI)  # fault used up
-        assert done.choices[0].finish_reason == "stop"
+        with pytest.raises(openai.NotFoundError):
+            await sdk.chat.completions.create(model="gpt-sim", messages=HI)
     finally:
         await sdk.close()
-    assert sim.stats.outcomes == {"status": 1, "ok": 1}
-    assert sim.stats.requests_total == 2
+    done = await client.messages.create(model="c", max_tokens=5, messages=HI)
+    assert done.content and done.stop_reason in ("end_turn", "max_tokens")
+    assert sim.stats.requests_total == 1

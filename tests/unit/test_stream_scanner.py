@@ -26,6 +26,7 @@ from edgeproxy.server.relay import (
     UpstreamErrorEvent,
     UpstreamStream,
     add_usage,
+    usage_is_valid,
 )
 
 _SUBSTANCE = ("content", "tool_calls", "function_call", "refusal", "reasoning_content")
@@ -97,7 +98,8 @@ class LegacyStream:
         rewrite = self.options.continues is not None
         if isinstance(usage, dict) and usage:
             progress.started = True
-            progress.usage = usage
+            if usage_is_valid(usage):  # since issue 15: a malformed usage is not taken
+                progress.usage = usage
             if self.options.prior_usage:
                 chunk["usage"] = add_usage(usage, self.options.prior_usage)
                 rewrite = True
@@ -118,7 +120,7 @@ class LegacyStream:
 
     def _counted_usage(self) -> bytes:
         assert self.options.count_usage is not None
-        counted = asyncio.run(self.options.count_usage("".join(self.progress.text)))
+        counted = asyncio.run(self.options.count_usage(self.progress.text.kept or ""))
         self.progress.usage = counted
         usage = add_usage(counted, self.options.prior_usage or {})
         original = self.options.continues or self.progress
@@ -183,7 +185,7 @@ def run_old(chunks: list[bytes], options: StreamOptions | None = None) -> Outcom
 def _summary(progress: StreamProgress) -> dict[str, Any]:
     # Text pieces are per event in the old code and per chunk now: compare the joined text.
     fields = dict(vars(progress))
-    fields["text"] = "".join(progress.text)
+    fields["text"] = progress.text.kept
     fields["resumable"] = progress.resumable
     return fields
 
@@ -316,7 +318,7 @@ def test_recorded_stream_details() -> None:
     out, progress, failure = assert_same([RECORDED["text+usage"]])
     assert failure is None
     assert progress.done and progress.finished and progress.started and progress.resumable
-    assert "".join(progress.text) == "".join(WORDS)
+    assert progress.text.kept == "".join(WORDS)
     assert progress.usage is not None and progress.usage["total_tokens"] == 13
     assert (progress.model, progress.id) == (MODEL, CID)
     assert out.endswith(b"data: [DONE]\n\n") and out.count(b"[DONE]") == 1
@@ -328,7 +330,7 @@ def test_recorded_stream_details() -> None:
     _, progress, _ = assert_same([RECORDED["tool-calls"]])
     assert progress.tool_calls and not progress.resumable
     _, progress, _ = assert_same([RECORDED["n2"]])
-    assert progress.multiple_choices and "".join(progress.text) == "ac"
+    assert progress.multiple_choices and progress.text.kept == "ac"
 
 
 async def _counter(text: str) -> dict[str, int]:

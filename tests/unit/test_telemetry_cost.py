@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from edgeproxy.snapshot import Price
 from edgeproxy.cost import Usage, cost_usd, parse_price
+from edgeproxy.snapshot import Price
 
 # USD per million tokens.
 TABLE = {

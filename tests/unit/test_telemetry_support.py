@@ -13,6 +13,7 @@ from edgeproxy.clock import FakeClock
 from edgeproxy.snapshot import Candidate, Policy, Route, Timeouts
 from edgeproxy.telemetry.metrics import ProxyMetrics
 from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.wires import upstream_wire
 
 CANARY_KEY = "sk-canary-5f2c9e1d7a3b4c8e9f00112233445566"
 
@@ -25,7 +26,7 @@ def candidate(
         region=region,
         model=model,
         upstream_model=model,
-        kind="openai",
+        wire=upstream_wire("openai"),
         base_url=f"http://127.0.0.1:{port}/v1",
         chat_url=f"http://127.0.0.1:{port}/v1/chat/completions",
         context_window=128000,

@@ -44,7 +44,8 @@ def openai_error_event(kind: str, message: str) -> bytes:
 
 @dataclass
 class Translating:
-    sim: SimProvider
+    sim: SimProvider  # speaks OpenAI's wire (behind the Anthropic ingress)
+    claude: SimProvider  # speaks Anthropic's wire (behind the OpenAI ingress)
     http: aiohttp.ClientSession
     base_url: str = ""
 
@@ -84,7 +85,7 @@ async def openai_ingress(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     upstream = openai_to_anthropic_request(body, default_max_tokens=256)
     resp = await state.http.post(
-        state.sim.base_url + "/v1/messages", json=upstream, headers=VERSION
+        state.claude.base_url + "/v1/messages", json=upstream, headers=VERSION
     )
     if not body.get("stream"):
         return web.json_response(anthropic_to_openai_response(await resp.json()))
@@ -131,12 +132,23 @@ async def golden_openai(request: web.Request) -> web.StreamResponse:
 
 @pytest.fixture
 async def server() -> AsyncIterator[Translating]:
-    sim = SimProvider(
-        SimConfig(name="up", ttft=0, tokens_per_second=0, default_completion_tokens=6, seed=1)
+    sim, claude = (
+        SimProvider(
+            SimConfig(
+                name="up",
+                ttft=0,
+                tokens_per_second=0,
+                default_completion_tokens=6,
+                seed=1,
+                wire=wire,
+            )
+        )
+        for wire in ("openai", "anthropic")
     )
     await sim.start()
+    await claude.start()
     http = aiohttp.ClientSession()
-    state = Translating(sim, http)
+    state = Translating(sim, claude, http)
     app = web.Application()
     app[STATE] = state
     app.router.add_post("/v1/messages", anthropic_ingress)
@@ -153,6 +165,7 @@ async def server() -> AsyncIterator[Translating]:
     await runner.cleanup()
     await http.close()
     await sim.stop()
+    await claude.stop()
 
 
 @pytest.fixture
@@ -239,7 +252,7 @@ async def test_openai_sdk_tool_calls_over_anthropic_upstream(gpt: AsyncOpenAI) -
 async def test_openai_sdk_sees_upstream_overload_as_error(
     server: Translating, gpt: AsyncOpenAI
 ) -> None:
-    server.sim.set_fault(Fault(mode="overloaded", after_tokens=2))
+    server.claude.set_fault(Fault(mode="overloaded", after_tokens=2))
     stream = await gpt.chat.completions.create(model="gpt-x", messages=HI, stream=True)
     with pytest.raises(openai.APIError, match="Overloaded"):
         async for _ in stream:

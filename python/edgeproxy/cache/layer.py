@@ -286,7 +286,12 @@ class StreamRecorder:
         self._events.append(data)
 
     def feed_bytes(self, sse: bytes) -> None:
-        """Feed SSE bytes as written to the client (parsed here with the Rust SSE parser)."""
+        """Feed SSE bytes as written to the client (parsed here with the Rust SSE parser).
+
+        Once the recording is over (``[DONE]``) or given up (over ``MAX_RECORD_BYTES``, say an
+        endless stream), the bytes are not even parsed."""
+        if self.broken or self.done:
+            return
         if self._parser is None:
             self._parser = SseParser()
         for event in self._parser.feed(sse):
@@ -309,6 +314,7 @@ class StreamRecorder:
     def _fail(self) -> None:
         self.broken = True
         self._events = []
+        self._parser = None
 
 
 def _replay(answer: Answer, include_usage: bool) -> list[bytes]:

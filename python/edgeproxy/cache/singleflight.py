@@ -11,6 +11,9 @@ already SSE-encoded) to a shared buffer; followers replay it from the start and 
 live, ending when the leader ends. Once the leader has appended a chunk it is committed, and so
 are the followers: if its stream then fails, they get the same in-band error event its client
 got. If the leader fails before its first chunk, followers fall back to their own call.
+The shared buffer is bounded (``MAX_SHARED_BYTES``): a stream that outgrows it stops taking new
+followers, and keeps only what the followers already reading have not read yet; one that falls
+that far behind the leader is dropped (``FollowerTimeout``, committed).
 
 Everything here runs on one event loop; nothing is shared across threads.
 """
@@ -18,11 +21,16 @@ Everything here runs on one event loop; nothing is shared across threads.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
+
+# The most a stream's shared buffer holds (the cache's recording cap: a longer stream is not
+# stored either).
+MAX_SHARED_BYTES: Final = 8 * 1024 * 1024
 
 
 class LeaderFailed(Exception):
@@ -124,10 +132,20 @@ class Flight:
 class StreamBroadcast:
     """The leader's relayed SSE chunks, shared with followers that replay and follow them."""
 
-    def __init__(self, table: FlightTable[StreamBroadcast] | None = None, key: bytes = b""):
+    def __init__(
+        self,
+        table: FlightTable[StreamBroadcast] | None = None,
+        key: bytes = b"",
+        max_bytes: int = MAX_SHARED_BYTES,
+    ):
         self._table = table
         self._key = key
-        self._chunks: list[bytes] = []
+        self._max_bytes = max_bytes
+        self._chunks: deque[bytes] = deque()
+        self._base = 0  # the index, in the whole stream, of _chunks[0]
+        self._held = 0  # bytes in _chunks
+        self._cursors: dict[object, int] = {}  # each follower's next index in the whole stream
+        self._sent_any = False  # the leader appended a chunk (followers are committed)
         self._closed = False
         self._failed_early = False
         self._changed = asyncio.Event()
@@ -137,13 +155,37 @@ class StreamBroadcast:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the stream kept for followers (bounded by ``max_bytes``)."""
+        return self._held
+
     def append(self, chunk: bytes) -> None:
         """Leader: one chunk written to its client (commits the followers too)."""
         if self._closed:
             raise RuntimeError("append after the broadcast ended")
-        if chunk:
-            self._chunks.append(chunk)
-            self._wake()
+        if not chunk:
+            return
+        self._sent_any = True
+        self._chunks.append(chunk)
+        self._held += len(chunk)
+        if self._held > self._max_bytes:
+            self._shrink()
+        self._wake()
+
+    def _shrink(self) -> None:
+        """Over the bound: no new followers, and only what the current ones have yet to read
+        is kept; a follower that is still too far behind is dropped."""
+        self._detach()
+        while self._chunks and (
+            self._held > self._max_bytes or self._base < min(self._cursors.values(), default=0)
+        ):
+            self._held -= len(self._chunks.popleft())
+            self._base += 1
+        if not self._cursors:
+            self._held = 0
+            self._base += len(self._chunks)
+            self._chunks.clear()
 
     def close(self) -> None:
         """Leader: its stream ended (cleanly, or after an in-band error it appended)."""
@@ -154,7 +196,7 @@ class StreamBroadcast:
         after, they get ``error_chunk`` (the in-band error event) and end."""
         if self._closed:
             return
-        if self._chunks:
+        if self._sent_any:
             self._chunks.append(error_chunk)
         else:
             self._failed_early = True
@@ -164,17 +206,26 @@ class StreamBroadcast:
         """Follower: every chunk from the start, live, until the leader ends.
 
         Raises ``LeaderFailed`` when the leader failed before its first chunk, and
-        ``FollowerTimeout`` when ``within`` seconds pass before the leader ends.
+        ``FollowerTimeout`` when ``within`` seconds pass before the leader ends (or when it
+        falls more than ``max_bytes`` behind the leader).
         """
         loop = asyncio.get_running_loop()
         end = loop.time() + within
-        sent = 0
+        if self._base > 0:  # the start is gone: it can only make its own call
+            raise LeaderFailed()
+        cursor = object()
+        sent = self._cursors[cursor] = 0
         self.followers += 1
         try:
             while True:
-                while sent < len(self._chunks):
+                while sent < self._base + len(self._chunks):
+                    if sent < self._base:  # dropped: it fell too far behind
+                        raise FollowerTimeout(committed=True)
                     sent += 1
-                    yield self._chunks[sent - 1]
+                    yield self._chunks[sent - 1 - self._base]
+                    self._cursors[cursor] = sent
+                if sent < self._base:
+                    raise FollowerTimeout(committed=True)
                 if self._closed:
                     if self._failed_early:
                         raise LeaderFailed()
@@ -187,15 +238,20 @@ class StreamBroadcast:
                     raise FollowerTimeout(committed=sent > 0) from None
         finally:
             self.followers -= 1
+            del self._cursors[cursor]
 
     def _wake(self) -> None:
         # Swap the event so every waiter wakes once and the next wait blocks again.
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def _detach(self) -> None:
+        if self._table is not None:
+            self._table.discard(self._key, self)
+            self._table = None
+
     def _end(self) -> None:
         if not self._closed:
             self._closed = True
             self._wake()
-            if self._table is not None:
-                self._table.discard(self._key, self)
+            self._detach()

@@ -1,17 +1,28 @@
 """Turn a validated ``PolicySpec`` into the frozen ``Policy`` snapshot.
 
 Resolves defaults, expands ``provider/*/model`` into every region, checks that every chain entry
-names something that exists, and reads provider keys (from the document or a file).
+names something that exists, and reads provider keys (from the document or a file). Settings are
+built from each key's declared place in the snapshot (``keys.At``): only what the policy wrote
+is passed, so every default comes from the snapshot's dataclasses, written once there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
+import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path as FsPath
 from types import MappingProxyType
+from typing import Any
 
+from pydantic import BaseModel
+
+from edgeproxy.policy.catalog import leaf_keys
+from edgeproxy.policy.files import FileRefused, read_key_file
+from edgeproxy.policy.keys import At, Key
 from edgeproxy.policy.schema import (
     CacheSpec,
     PolicySpec,
@@ -20,45 +31,47 @@ from edgeproxy.policy.schema import (
     RouteSpec,
     TimeoutsSpec,
 )
-from edgeproxy.policy.yamlsource import LocatedDocument
+from edgeproxy.policy.shown import quoted_name
+from edgeproxy.policy.yamlsource import LocatedDocument, Path, format_path
 from edgeproxy.snapshot import (
-    DEFAULT_BODY_READ_TIMEOUT,
-    DEFAULT_CACHE_MAX_BYTES,
-    DEFAULT_CACHE_MAX_ENTRIES,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BODY_BYTES,
-    BackoffSettings,
-    BreakerSettings,
+    DEFAULT_ON_MIDSTREAM_FAILURE,
     CacheSettings,
     Candidate,
-    EngineSettings,
     Excluded,
     Hedge,
     Policy,
     Price,
-    ProberSettings,
-    RetryBudgetSettings,
     Route,
-    ShedSettings,
     Timeouts,
 )
 from edgeproxy.tokens import encoding_for_model
-from edgeproxy.upstreams.anthropic import messages_url
 from edgeproxy.upstreams.http1 import header_problem
+from edgeproxy.wires import upstream_wire
 
 
 def content_version(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
+_DEFAULT_MAX_OUTPUT_TOKENS: int = At(Candidate, "max_output_tokens").default()
+
+
+def written(block: BaseModel) -> dict[str, Any]:
+    """The keys written in one spec block, by the snapshot attribute each sets (unset ones are
+    left out, so the dataclass default, or the inherited value, stays)."""
+    out = {}
+    for name, field in type(block).model_fields.items():
+        value = getattr(block, name)
+        declared = field.json_schema_extra
+        if value is not None and isinstance(declared, Key) and declared.at is not None:
+            out[declared.at.path.rpartition(".")[2]] = value
+    return out
+
+
 def _merge_timeouts(base: Timeouts, spec: TimeoutsSpec) -> Timeouts:
-    return Timeouts(
-        connect=spec.connect or base.connect,
-        first_token=spec.first_token or base.first_token,
-        idle=spec.idle or base.idle,
-        response=spec.response or base.response,
-        total=spec.total or base.total,
-    )
+    return replace(base, **written(spec))
 
 
 def _check_headers(name: str, spec: ProviderSpec, doc: LocatedDocument) -> None:
@@ -89,13 +102,13 @@ def _provider_headers(
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
         try:
-            key = path.read_text().strip()
-        except OSError as exc:
-            problem = doc.problem(
-                ("providers", name, "api_key_file"),
-                f"cannot read the key file {str(path)!r}: {exc.strerror or exc}",
-            )
-            (doc.problems if doc.missing_secrets == "error" else doc.warnings).append(problem)
+            key = read_key_file(path)
+        except FileRefused as exc:
+            problem = doc.problem(("providers", name, "api_key_file"), str(exc))
+            # A key file that is missing in CI is a warning when linting; one that is not a
+            # file, too large or hangs is always an error (no reading can make it work).
+            missing = doc.missing_secrets == "warn" and exc.missing
+            (doc.warnings if missing else doc.problems).append(problem)
     if key and header_problem(spec.auth_header, key) is not None:
         doc.problems.append(
             doc.problem(
@@ -109,15 +122,6 @@ def _provider_headers(
     elif key and spec.auth_header == "api-key":
         headers["api-key"] = key
     return headers
-
-
-def _chat_url(base_url: str, query: dict[str, str]) -> str:
-    url = base_url.rstrip("/") + "/chat/completions"
-    if query:
-        from urllib.parse import urlencode
-
-        url += "?" + urlencode(query)
-    return url
 
 
 def compile_policy(
@@ -142,12 +146,12 @@ def compile_policy(
             or DEFAULT_MAX_ATTEMPTS,
             on_midstream_failure=route_spec.on_midstream_failure
             or spec.defaults.on_midstream_failure
-            or "error",
+            or DEFAULT_ON_MIDSTREAM_FAILURE,
             require_tags=MappingProxyType(dict(route_spec.require_tags)),
             min_context_window=route_spec.min_context_window,
             excluded=tuple(excluded),
             hedge=_hedge(route_name, route_spec, doc),
-            cache=_cache(route_spec.cache or spec.defaults.cache),
+            cache=_cache(route_name, route_spec.cache or spec.defaults.cache, doc),
         )
         for i, name in enumerate((route_name, *route_spec.aliases)):
             if name in routes:
@@ -157,15 +161,16 @@ def compile_policy(
                 doc.problems.append(
                     doc.problem(
                         path,
-                        f"the model name {name!r} is already served by route {routes[name].name!r}",
+                        f"the model name {quoted_name(name)} is already served by route "
+                        f"{quoted_name(routes[name].name)}",
                     )
                 )
             else:
                 routes[name] = route
-        if len({c.kind for c in chain}) > 1:
+        if len({c.wire.name for c in chain}) > 1:
             line, _ = doc.locate(("routes", route_name, "chain"))
             warnings.append(
-                f"{doc.source}:{line}: routes.{route_name}.chain: mixes OpenAI- and "
+                f"{doc.source}:{line}: {format_path(('routes', route_name, 'chain'))}: mixes OpenAI- and "
                 "Anthropic-wire candidates: requests using a feature the other wire lacks (n > 1, "
                 "logprobs, response_format json_schema, extended thinking, ...) skip the "
                 "candidates that cannot carry them (docs/anthropic.md)"
@@ -173,124 +178,76 @@ def compile_policy(
         if chain and len({c.provider for c in chain}) == 1:
             line, _ = doc.locate(("routes", route_name, "chain"))
             warnings.append(
-                f"{doc.source}:{line}: routes.{route_name}.chain: every candidate is on provider "
+                f"{doc.source}:{line}: {format_path(('routes', route_name, 'chain'))}: every candidate "
+                f"is on provider "
                 f"{chain[0].provider!r}: a provider-wide outage has no fallback"
             )
-    engine = _engine_settings(spec, doc)
-    if doc.problems or engine is None:
+    settings = _policy_settings(spec, doc)
+    if doc.problems or settings is None:
         return None
     return Policy(
         source=doc.source,
         version=content_version(text),
         routes=MappingProxyType(routes),
         route_names=tuple(spec.routes),
-        max_body_bytes=spec.limits.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
-        body_read_timeout=spec.limits.body_read_timeout or DEFAULT_BODY_READ_TIMEOUT,
         warnings=tuple(warnings),
-        engine=engine,
-        capture_content=spec.telemetry.capture_content,
-        cache_max_bytes=spec.limits.cache_max_bytes or DEFAULT_CACHE_MAX_BYTES,
-        cache_max_entries=spec.limits.cache_max_entries or DEFAULT_CACHE_MAX_ENTRIES,
+        **{"max_body_bytes": DEFAULT_MAX_BODY_BYTES, **settings},  # type: ignore[arg-type]
     )
 
 
-def _given(**values: object) -> dict[str, object]:
-    """Only the settings the policy wrote: the rest keep the dataclass defaults."""
-    return {k: v for k, v in values.items() if v is not None}
+def _spec_value(spec: BaseModel, path: Path) -> Any:
+    value: Any = spec
+    for part in path:
+        value = getattr(value, str(part))
+    return value
 
 
-def _engine_settings(spec: PolicySpec, doc: LocatedDocument) -> EngineSettings | None:
-    """The process-wide resilience settings, each block checked as a whole (e.g. base <= max)."""
-    od, rp, rb, hc, lim = (
-        spec.outlier_detection,
-        spec.retry_policy,
-        spec.retry_budget,
-        spec.health_check,
-        spec.limits,
-    )
-    built: dict[str, object] = {}
-    blocks: list[tuple[str, str, type, dict[str, object]]] = [
-        (
-            "outlier_detection",
-            "breaker",
-            BreakerSettings,
-            _given(
-                consecutive_failures=od.consecutive_failures,
-                failure_ratio=None
-                if od.failure_percentage_threshold is None
-                else od.failure_percentage_threshold / 100,
-                min_requests=od.failure_percentage_request_volume,
-                window=od.interval,
-                base_ejection_time=od.base_ejection_time,
-                max_ejection_time=od.max_ejection_time,
-                half_open_max_trials=od.half_open_max_requests,
-            ),
-        ),
-        (
-            "retry_policy",
-            "backoff",
-            BackoffSettings,
-            _given(
-                base=rp.base_interval,
-                cap=rp.max_interval,
-                max_retries_per_candidate=rp.max_retries_per_candidate,
-                max_retry_after=rp.max_retry_after,
-                min_attempt_time=rp.min_attempt_time,
-            ),
-        ),
-        (
-            "retry_budget",
-            "budget",
-            RetryBudgetSettings,
-            _given(
-                ratio=None if rb.budget_percent is None else rb.budget_percent / 100,
-                min_retries_per_second=rb.min_retries_per_second,
-                window=rb.ttl,
-            ),
-        ),
-        (
-            "health_check",
-            "probe",
-            ProberSettings,
-            _given(
-                interval=hc.interval,
-                timeout=hc.timeout,
-                unhealthy_threshold=hc.unhealthy_threshold,
-                healthy_threshold=hc.healthy_threshold,
-                max_probes_per_second=hc.max_probes_per_second,
-            ),
-        ),
-        (
-            "limits",
-            "shed",
-            ShedSettings,
-            _given(
-                max_in_flight=lim.max_in_flight,
-                max_queue=lim.max_queued,
-                max_queue_wait=lim.max_queue_wait,
-            ),
-        ),
-    ]
+def _policy_settings(spec: PolicySpec, doc: LocatedDocument) -> dict[str, object] | None:
+    """The ``Policy`` fields the process-wide keys set (limits, outlier_detection, retry_policy,
+    retry_budget, health_check, telemetry), each nested settings block checked as a whole (e.g.
+    base <= max), its problem reported at the block the policy wrote."""
+    given: dict[str, tuple[object, Path]] = {}
+    for info in leaf_keys():
+        if info.scope != "policy" or info.at is None or info.key is None:
+            continue
+        value = _spec_value(spec, info.path)
+        if value is None:
+            continue
+        if info.key.percent:
+            value = value / 100
+        given[info.at.path] = (value, info.path)
+    return _build(Policy, given, doc)
+
+
+def _build(
+    cls: type[Any], given: dict[str, tuple[object, Path]], doc: LocatedDocument
+) -> dict[str, object] | None:
+    """Keyword arguments for dataclass ``cls`` from dotted attribute paths; the dataclasses
+    nested in it are built here, so their own checks (``__post_init__``) run."""
+    kwargs: dict[str, object] = {}
+    nested: dict[str, dict[str, tuple[object, Path]]] = {}
+    for dotted, item in given.items():
+        head, _, rest = dotted.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = item
+        else:
+            kwargs[head] = item[0]
     ok = True
-    for block, name, cls, values in blocks:
-        try:
-            built[name] = cls(**values)
-        except ValueError as exc:
-            doc.problems.append(doc.problem((block,), str(exc)))
+    hints = typing.get_type_hints(cls)
+    for head, values in nested.items():
+        inner: type[Any] = hints[head]
+        assert dataclasses.is_dataclass(inner), (cls, head)
+        inner_kwargs = _build(inner, values, doc)
+        if inner_kwargs is None:
             ok = False
-    if not ok:
-        return None
-    return EngineSettings(
-        breaker=built["breaker"],  # type: ignore[arg-type]
-        backoff=built["backoff"],  # type: ignore[arg-type]
-        budget=built["budget"],  # type: ignore[arg-type]
-        probe=built["probe"],  # type: ignore[arg-type]
-        probes_enabled=hc.enabled if hc.enabled is not None else True,
-        shed=built["shed"],  # type: ignore[arg-type]
-        max_hedge_ratio=(lim.max_hedge_percent if lim.max_hedge_percent is not None else 10.0)
-        / 100,
-        quota_ejection=od.quota_ejection_time or 3600.0,
-    )
+            continue
+        try:
+            kwargs[head] = inner(**inner_kwargs)
+        except ValueError as exc:
+            first_key = next(iter(values.values()))[1]
+            doc.problems.append(doc.problem(first_key[:-1], str(exc)))
+            ok = False
+    return kwargs if ok else None
 
 
 def _resolve_chain(
@@ -319,7 +276,8 @@ def _resolve_chain(
             doc.problems.append(
                 doc.problem(
                     path,
-                    f"unknown provider {entry.provider!r} {_hint(entry.provider, spec.providers)}",
+                    f"unknown provider {quoted_name(entry.provider)} "
+                    f"{_hint(entry.provider, spec.providers)}",
                 )
             )
             continue
@@ -328,7 +286,7 @@ def _resolve_chain(
             doc.problems.append(
                 doc.problem(
                     path,
-                    f"provider {entry.provider!r} has no model {entry.model!r} "
+                    f"provider {entry.provider!r} has no model {quoted_name(entry.model)} "
                     f"{_hint(entry.model, provider.models)}",
                 )
             )
@@ -337,7 +295,7 @@ def _resolve_chain(
             doc.problems.append(
                 doc.problem(
                     path,
-                    f"provider {entry.provider!r} has no region {entry.region!r} "
+                    f"provider {entry.provider!r} has no region {quoted_name(entry.region)} "
                     f"{_hint(entry.region, provider.regions)}",
                 )
             )
@@ -365,6 +323,7 @@ def _resolve_chain(
                 )
                 continue
         regions = [entry.region] if entry.region is not None else list(provider.regions)
+        wire = upstream_wire(provider.kind)
         for region_name in regions:
             region = provider.regions[region_name]
             mismatch = tag_mismatch(route.require_tags, region.tags)
@@ -386,20 +345,16 @@ def _resolve_chain(
                 region=region_name,
                 model=entry.model,
                 upstream_model=model.upstream_name or entry.model,
-                kind=provider.kind,
+                wire=wire,
                 base_url=region.base_url,
-                chat_url=(
-                    _chat_url(region.base_url, provider.query)
-                    if provider.kind == "openai"
-                    else messages_url(region.base_url)
-                ),
+                chat_url=wire.endpoint_url(region.base_url, provider.query),
                 context_window=model.context_window,
                 tags=MappingProxyType(dict(region.tags)),
                 headers=MappingProxyType(headers_by_provider[entry.provider]),
                 price=_price(model.price),
                 tokenizer=model.tokenizer or encoding_for_model(model.upstream_name or entry.model),
                 assistant_prefill=model.assistant_prefill,
-                max_output_tokens=model.max_output_tokens or 4096,
+                max_output_tokens=model.max_output_tokens or _DEFAULT_MAX_OUTPUT_TOKENS,
                 health_check=provider.health_check.kind,
                 health_check_url=provider.health_check.url,
             )
@@ -427,12 +382,14 @@ def _price(spec: PriceSpec | None) -> Price | None:
     return Price(spec.input, spec.output, spec.cached_input, spec.cache_write)
 
 
-def _cache(spec: CacheSpec | None) -> CacheSettings:
+def _cache(route_name: str, spec: CacheSpec | None, doc: LocatedDocument) -> CacheSettings:
     if spec is None:
         return CacheSettings()
-    return CacheSettings(
-        enabled=spec.enabled, ttl=spec.ttl or 300.0, cacheable=spec.cacheable or "deterministic"
-    )
+    try:
+        return CacheSettings(**written(spec))
+    except ValueError as exc:
+        doc.problems.append(doc.problem(("routes", route_name, "cache"), str(exc)))
+        return CacheSettings()
 
 
 def _hedge(route_name: str, route: RouteSpec, doc: LocatedDocument) -> Hedge | None:
@@ -447,7 +404,7 @@ def _hedge(route_name: str, route: RouteSpec, doc: LocatedDocument) -> Hedge | N
             )
         )
         return None
-    return Hedge(spec.delay, spec.percentile)
+    return Hedge(**written(spec))
 
 
 def _hint(name: str, known: Iterable[str]) -> str:

@@ -1,13 +1,57 @@
-"""A policy snapshot as plain data (for ``GET /admin/policy`` and ``policy diff``); no secrets.
+"""A policy snapshot as plain data (``GET /admin/policy``, ``policy diff``); never a secret.
 
-Candidate headers hold provider keys, so they are never part of this view: only their names.
+What is shown is derived from the spec (``catalog.views``): every key that reaches the compiled
+snapshot, named as the policy writes it, with its effective value (defaults applied, ``defaults``
+inherited, percentages as percentages). Values that can hold a secret go through their key's
+``show``: headers by name only, URLs without credentials, credential-like query values masked.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from edgeproxy.policy.catalog import KeyInfo, optional_blocks, views
+from edgeproxy.policy.keys import Scope, as_percent
+from edgeproxy.policy.shown import plain
 from edgeproxy.snapshot import Candidate, Policy, Route
+
+
+def raw_value(info: KeyInfo, obj: Any) -> Any:
+    """The key's effective value on a compiled object, as the proxy holds it (may be secret)."""
+    assert info.at is not None
+    return info.at.read(obj)
+
+
+def shown_value(info: KeyInfo, raw: Any) -> Any:
+    """What may be printed of ``raw``: JSON-ready, in the key's unit, never a secret."""
+    if info.key is not None and info.key.show is not None and raw is not None:
+        raw = info.key.show(raw)
+    if info.unit == "percent" and isinstance(raw, int | float):
+        return as_percent(raw)
+    return plain(raw)
+
+
+def flat_view(obj: Any, scope: Scope) -> dict[str, tuple[KeyInfo, Any]]:
+    """``{view name: (key, raw value)}`` for every key shown on ``obj``."""
+    return {info.view: (info, raw_value(info, obj)) for info in views(scope)}
+
+
+def _nested(obj: Any, scope: Scope) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, (info, raw) in flat_view(obj, scope).items():
+        *parents, leaf = name.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = shown_value(info, raw)
+    for block in optional_blocks(scope):  # an absent hedge or price is null, not all nulls
+        *parents, leaf = block.split(".")
+        node = out
+        for parent in parents:
+            node = node[parent]
+        if all(v is None for v in node[leaf].values()):
+            node[leaf] = None
+    return out
 
 
 def describe_candidate(candidate: Candidate) -> dict[str, Any]:
@@ -16,30 +60,14 @@ def describe_candidate(candidate: Candidate) -> dict[str, Any]:
         "provider": candidate.provider,
         "region": candidate.region,
         "model": candidate.model,
-        "upstream_model": candidate.upstream_model,
-        "base_url": candidate.base_url,
-        "context_window": candidate.context_window,
-        "tags": dict(candidate.tags),
-        "header_names": sorted(candidate.headers),
+        **_nested(candidate, "candidate"),
     }
 
 
 def describe_route(route: Route) -> dict[str, Any]:
-    t = route.timeouts
     return {
-        "aliases": list(route.aliases),
         "chain": [describe_candidate(c) for c in route.chain],
-        "max_attempts": route.max_attempts,
-        "timeouts": {
-            "connect": t.connect,
-            "first_token": t.first_token,
-            "idle": t.idle,
-            "response": t.response,
-            "total": t.total,
-        },
-        "on_midstream_failure": route.on_midstream_failure,
-        "require_tags": dict(route.require_tags),
-        "min_context_window": route.min_context_window,
+        **_nested(route, "route"),
         "excluded": [{"key": e.key, "reason": e.reason} for e in route.excluded],
     }
 
@@ -48,7 +76,7 @@ def describe_policy(policy: Policy) -> dict[str, Any]:
     return {
         "version": policy.version,
         "source": policy.source,
-        "max_body_bytes": policy.max_body_bytes,
+        "settings": _nested(policy, "policy"),
         "routes": {name: describe_route(policy.routes[name]) for name in policy.route_names},
         "warnings": list(policy.warnings),
     }

@@ -2,7 +2,13 @@
 
 Both files are compiled first, so the diff is between what the proxy would serve: ``*`` regions
 expanded, defaults applied, aliases resolved. A reordered YAML map with the same effect shows no
-change; a changed default timeout shows on every route that inherits it.
+change; a changed default shows on every route that inherits it.
+
+What is compared is every key the spec declares with a place in the snapshot (``catalog.views``):
+the process-wide settings (limits, breakers, retries, budget, probes, telemetry), each route's
+settings and chain, and each candidate's endpoint, wire, headers, query, model settings and
+health check. A new key is compared as soon as it is declared. Values that can hold a secret are
+compared but never printed: a header whose value changed shows as changed, without the value.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgeproxy.policy.describe import describe_policy
-from edgeproxy.policy.units import format_duration
-from edgeproxy.snapshot import Policy
+from edgeproxy.policy.catalog import KeyInfo
+from edgeproxy.policy.describe import flat_view, shown_value
+from edgeproxy.policy.keys import Scope
+from edgeproxy.policy.units import format_duration, format_size
+from edgeproxy.snapshot import Policy, Route
 
 
 @dataclass(frozen=True)
@@ -26,12 +34,29 @@ class Change:
         return {"scope": self.scope, "what": self.what, "old": self.old, "new": self.new}
 
 
-def _chain(route: dict[str, Any]) -> str:
-    return " > ".join(c["key"] for c in route["chain"]) or "(empty)"
+def format_value(info: KeyInfo, value: Any) -> str:
+    """A shown value (``describe.shown_value``) as one table cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        if info.unit == "seconds":
+            return format_duration(value)
+        if info.unit == "bytes":
+            return format_size(int(value))
+        if info.unit == "percent":
+            return f"{value:g}%"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)
 
 
-def _tags(tags: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in tags.items()) or "-"
+def _chain(route: Route) -> str:
+    return " > ".join(c.key for c in route.chain) or "(empty)"
 
 
 def _chain_note(old: list[str], new: list[str]) -> str:
@@ -51,28 +76,33 @@ def _chain_note(old: list[str], new: list[str]) -> str:
     return "; ".join(parts)
 
 
+def _view_changes(scope_name: str, old: Any, new: Any, scope: Scope) -> list[Change]:
+    """Every shown key whose effective value differs between two compiled objects."""
+    before, after = flat_view(old, scope), flat_view(new, scope)
+    out = []
+    for name, (info, a) in before.items():
+        b = after[name][1]
+        if a == b:
+            continue
+        shown_a = format_value(info, shown_value(info, a))
+        shown_b = format_value(info, shown_value(info, b))
+        if shown_a == shown_b:  # it differs only in what is never printed (a key, a header)
+            shown_b += " (values changed, not shown)"
+        out.append(Change(scope_name, name, shown_a, shown_b))
+    return out
+
+
 def diff_policies(old: Policy, new: Policy) -> list[Change]:
-    a, b = describe_policy(old), describe_policy(new)
-    changes: list[Change] = []
-    if a["max_body_bytes"] != b["max_body_bytes"]:
-        changes.append(
-            Change(
-                "policy",
-                "limits.max_body_bytes",
-                str(a["max_body_bytes"]),
-                str(b["max_body_bytes"]),
-            )
-        )
-    old_routes: dict[str, Any] = a["routes"]
-    new_routes: dict[str, Any] = b["routes"]
-    for name in old_routes:
-        if name not in new_routes:
-            changes.append(Change(f"route {name}", "removed", _chain(old_routes[name]), "-"))
-    for name, route in new_routes.items():
-        if name not in old_routes:
+    changes = _view_changes("policy", old, new, "policy")
+    for name in old.route_names:
+        if name not in new.route_names:
+            changes.append(Change(f"route {name}", "removed", _chain(old.routes[name]), "-"))
+    for name in new.route_names:
+        route = new.routes[name]
+        if name not in old.route_names:
             changes.append(Change(f"route {name}", "added", "-", _chain(route)))
             continue
-        changes.extend(_route_changes(name, old_routes[name], route))
+        changes.extend(_route_changes(name, old.routes[name], route))
     # Which route answers each model name the app may send (aliases moving between routes).
     old_names = {n: r.name for n, r in old.routes.items()}
     new_names = {n: r.name for n, r in new.routes.items()}
@@ -89,81 +119,29 @@ def diff_policies(old: Policy, new: Policy) -> list[Change]:
                     f"route {after}" if after else "404",
                 )
             )
-    changes.extend(_candidate_changes(old_routes, new_routes))
+    changes.extend(_candidate_changes(old, new))
     return changes
 
 
-def _route_changes(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+def _route_changes(name: str, old: Route, new: Route) -> list[Change]:
     scope = f"route {name}"
     out: list[Change] = []
-    old_keys = [c["key"] for c in old["chain"]]
-    new_keys = [c["key"] for c in new["chain"]]
+    old_keys = [c.key for c in old.chain]
+    new_keys = [c.key for c in new.chain]
     if old_keys != new_keys:
         out.append(Change(scope, "chain", _chain(old), _chain(new)))
         out.append(Change(scope, "chain (summary)", "", _chain_note(old_keys, new_keys)))
-    if old["aliases"] != new["aliases"]:
-        out.append(
-            Change(
-                scope, "aliases", ", ".join(old["aliases"]) or "-", ", ".join(new["aliases"]) or "-"
-            )
-        )
-    if old["max_attempts"] != new["max_attempts"]:
-        out.append(
-            Change(scope, "max_attempts", str(old["max_attempts"]), str(new["max_attempts"]))
-        )
-    for key, value in old["timeouts"].items():
-        if new["timeouts"][key] != value:
-            out.append(
-                Change(
-                    scope,
-                    f"timeouts.{key}",
-                    format_duration(value),
-                    format_duration(new["timeouts"][key]),
-                )
-            )
-    if old["on_midstream_failure"] != new["on_midstream_failure"]:
-        out.append(
-            Change(
-                scope,
-                "on_midstream_failure",
-                old["on_midstream_failure"],
-                new["on_midstream_failure"],
-            )
-        )
-    if old["require_tags"] != new["require_tags"]:
-        out.append(
-            Change(scope, "require_tags", _tags(old["require_tags"]), _tags(new["require_tags"]))
-        )
-    if old["min_context_window"] != new["min_context_window"]:
-        out.append(
-            Change(
-                scope,
-                "min_context_window",
-                str(old["min_context_window"] or "-"),
-                str(new["min_context_window"] or "-"),
-            )
-        )
+    out.extend(_view_changes(scope, old, new, "route"))
     return out
 
 
-_CANDIDATE_FIELDS = ("base_url", "upstream_model", "context_window", "tags", "header_names")
-
-
-def _candidate_changes(old_routes: dict[str, Any], new_routes: dict[str, Any]) -> list[Change]:
-    """Candidates in both versions whose endpoint or model changed under the same key."""
-    old_c = {c["key"]: c for r in old_routes.values() for c in r["chain"]}
-    new_c = {c["key"]: c for r in new_routes.values() for c in r["chain"]}
+def _candidate_changes(old: Policy, new: Policy) -> list[Change]:
+    """Candidates in both versions whose endpoint, wire, headers or model settings changed."""
+    old_c = {c.key: c for n in old.route_names for c in old.routes[n].chain}
+    new_c = {c.key: c for n in new.route_names for c in new.routes[n].chain}
     out = []
     for key in old_c.keys() & new_c.keys():
-        for f in _CANDIDATE_FIELDS:
-            before, after = old_c[key][f], new_c[key][f]
-            if before != after:
-                show = (
-                    _tags
-                    if f == "tags"
-                    else (lambda v: ", ".join(v) if isinstance(v, list) else str(v))
-                )
-                out.append(Change(f"candidate {key}", f, show(before), show(after)))
+        out.extend(_view_changes(f"candidate {key}", old_c[key], new_c[key], "candidate"))
     return sorted(out, key=lambda c: (c.scope, c.what))
 
 

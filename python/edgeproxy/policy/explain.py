@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeproxy.policy.compile import format_tags
+from edgeproxy.policy.describe import describe_route
 from edgeproxy.snapshot import Candidate, Policy, Route
 
 
@@ -51,6 +52,9 @@ class Explanation:
     max_attempts: int = 0
     verdicts: tuple[Verdict, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # The route's effective settings as ``GET /admin/policy`` shows them (timeouts, hedging,
+    # caching, ...): what the request would run under, never a secret.
+    route_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tried(self) -> list[Verdict]:
@@ -83,6 +87,7 @@ class Explanation:
             "max_attempts": self.max_attempts,
             "candidates": [v.as_dict() for v in self.verdicts],
             "notes": list(self.notes),
+            "route_settings": self.route_settings,
             "outcome": self.outcome,
             "served": bool(self.tried),
         }
@@ -185,6 +190,9 @@ def explain(policy: Policy, body: dict[str, Any], down: Sequence[str] = ()) -> E
         max_attempts=route.max_attempts,
         verdicts=tuple(verdicts),
         notes=tuple(notes),
+        route_settings={
+            k: v for k, v in describe_route(route).items() if k not in ("chain", "excluded")
+        },
     )
 
 

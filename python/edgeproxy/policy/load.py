@@ -13,9 +13,12 @@ from pydantic import BaseModel, ValidationError
 
 from edgeproxy.errors import PolicyError, PolicyProblem
 from edgeproxy.policy.compile import compile_policy
+from edgeproxy.policy.files import FileRefused, read_policy_file
 from edgeproxy.policy.schema import PolicySpec
+from edgeproxy.policy.shown import is_identifier, quoted_key
 from edgeproxy.policy.yamlsource import LocatedDocument, Path, load_located_yaml
 from edgeproxy.snapshot import Policy
+from edgeproxy.telemetry.redact import register_policy_secrets
 
 
 def load_policy(
@@ -29,17 +32,24 @@ def load_policy(
 
 
 def read_policy_text(path: FsPath) -> str:
-    """The file's text, or PolicyError saying (without a traceback) why it cannot be read."""
+    """The file's text, or PolicyError saying (without a traceback) why it cannot be read:
+    only a regular file of at most 1 MiB, read within a timeout (``files.py``)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(
-            [PolicyProblem(str(path), 0, 0, f"cannot read the policy: {exc.strerror or exc}")]
-        ) from None
-    except UnicodeDecodeError:
-        raise PolicyError(
-            [PolicyProblem(str(path), 0, 0, "the policy is not UTF-8 text")]
-        ) from None
+        return read_policy_file(path)
+    except FileRefused as exc:
+        raise PolicyError([PolicyProblem(str(path), 0, 0, str(exc))]) from None
+
+
+# Beyond this many, the rest are counted, not listed: a file that is not a policy at all (a
+# wrong path, a symlink to something else) would otherwise fill the log with one line per line.
+MAX_PROBLEMS = 50
+
+
+def _bounded(problems: list[PolicyProblem], source: str) -> list[PolicyProblem]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], PolicyProblem(source, 0, 0, f"... and {more} more problems")]
 
 
 def load_policy_text(
@@ -52,40 +62,52 @@ def load_policy_text(
     """Parse, validate and compile; raise PolicyError listing every problem found."""
     doc = load_located_yaml(text, source, environ, missing_secrets)
     if doc.data is None:
-        raise PolicyError(doc.problems)
+        raise PolicyError(_bounded(doc.problems, source))
     if not isinstance(doc.data, dict):
         raise PolicyError([doc.problem((), "the policy must be a mapping (key: value) at the top")])
     try:
         spec = PolicySpec.model_validate(doc.data)
     except ValidationError as exc:
         doc.problems.extend(_problems_from_validation(exc, doc))
-        raise PolicyError(doc.problems) from None
+        raise PolicyError(_bounded(doc.problems, source)) from None
     policy = compile_policy(spec, doc, text, base_dir)
     if policy is None or doc.problems:
-        raise PolicyError(doc.problems)
+        raise PolicyError(_bounded(doc.problems, source))
+    register_policy_secrets(policy)  # its keys are scrubbed from everything the proxy says
     return policy
 
 
 def _problems_from_validation(exc: ValidationError, doc: LocatedDocument) -> list[PolicyProblem]:
-    problems = []
+    problems: list[PolicyProblem] = []
     for err in exc.errors(include_input=False, include_url=False):
         loc: Path = tuple(err["loc"])
+        if len(doc.problems) + len(problems) >= MAX_PROBLEMS:
+            # Not listed (``_bounded`` counts them): skip the "did you mean" search for each.
+            problems.append(PolicyProblem(doc.source, 0, 0, "(not listed)"))
+            continue
         message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = _unknown_key_message(loc)
-        elif err["type"] == "missing":
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            message = _unknown_key_message(loc, doc.locate(loc)[0])
+        elif kind == "missing":
             message = "this required key is missing"
-        elif err["type"] == "too_short":
+        elif kind == "too_short":
             message = "must not be empty"
+        elif loc == ("version",):
+            message = "must be 1 (the only policy schema version this proxy reads)"
+        elif kind == "literal_error":
+            message = f"must be {err.get('ctx', {}).get('expected', 'one of the listed values')}"
         problems.append(doc.problem(loc, message))
     return problems
 
 
-def _unknown_key_message(loc: Path) -> str:
-    key = str(loc[-1])
+def _unknown_key_message(loc: Path, line: int) -> str:
+    """``unknown key 'max_atempts' (did you mean 'max_attempts'?)``. The key is quoted only
+    when it looks like a key: the "policy" may be any file, and its lines stay unquoted."""
+    key = loc[-1]
     known = _fields_at(loc[:-1])
-    hint = difflib.get_close_matches(key, known, n=1)
-    message = f"unknown key {key!r}"
+    hint = difflib.get_close_matches(key, known, n=1) if is_identifier(key) else []
+    message = f"unknown key {quoted_key(key, line)}"
     if hint:
         message += f" (did you mean {hint[0]!r}?)"
     elif known:

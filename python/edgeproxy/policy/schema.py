@@ -1,8 +1,11 @@
-"""The policy document as SREs write it (YAML), validated by pydantic.
+"""The policy document as SREs write it (YAML), validated by pydantic: every key declared once.
 
-This is the *written* form: optional fields stay optional here. ``compile.py`` resolves defaults
-and references into the frozen snapshot the proxy serves from. Field names borrow Envoy's
-vocabulary where one exists (timeouts, max_attempts, outlier detection later).
+This is the *written* form: optional fields stay optional here (``None``: not written), and
+``compile.py`` resolves defaults and references into the frozen snapshot the proxy serves from.
+Each key is declared with :func:`~edgeproxy.policy.keys.key`: its doc line and where its value
+lives in the snapshot (``At``), from which its default, the JSON Schema, the docs tables,
+``describe`` and ``diff`` are derived (see ``keys.py`` and ``catalog.py``). Field names borrow
+Envoy's vocabulary where one exists (timeouts, max_attempts, outlier detection).
 """
 
 from __future__ import annotations
@@ -10,11 +13,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from edgeproxy.policy.keys import FROM_SNAPSHOT, At, Prose, key
+from edgeproxy.policy.shown import (
+    header_names,
+    masked_query,
+    query_of,
+    quoted_name,
+    wire_name,
+    without_userinfo,
+)
 from edgeproxy.policy.units import ByteSize, Duration
+from edgeproxy.policy.urls import url_problem
+from edgeproxy.snapshot import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_ON_MIDSTREAM_FAILURE,
+    Candidate,
+    MidstreamPolicy,
+    Policy,
+    Route,
+)
+from edgeproxy.wires import UPSTREAM_WIRES
 
 
 @dataclass(frozen=True)
@@ -34,167 +65,354 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _url(value: str) -> str:
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# -- time limits ------------------------------------------------------------------------------
+
+
 class TimeoutsSpec(_Spec):
     """Per-attempt and per-request time limits. Unset fields inherit ``defaults.timeouts``."""
 
-    connect: Duration | None = Field(None, description="TCP/TLS connect to the upstream.")
-    first_token: Duration | None = Field(
-        None, description="Stream: from sending the request to the first event from upstream."
+    connect: Duration | None = key(
+        "TCP (and TLS) connect to the upstream.", at=At(Route, "timeouts.connect")
     )
-    idle: Duration | None = Field(
-        None, description="Stream: the longest silence allowed between two upstream events."
+    first_token: Duration | None = key(
+        "Stream: from sending the request to the first token (headers, and events that carry "
+        "only the role, included). Long because reasoning models think before they speak.",
+        at=At(Route, "timeouts.first_token"),
     )
-    response: Duration | None = Field(
-        None, description="Non-stream: one attempt, from sending the request to the whole answer."
+    idle: Duration | None = key(
+        "Stream: the longest silence between two upstream reads after the first token.",
+        at=At(Route, "timeouts.idle"),
     )
-    total: Duration | None = Field(
-        None, description="The whole request: every attempt and the stream relay share it."
+    response: Duration | None = key(
+        "Non-stream: one attempt, from sending the request to the whole answer.",
+        at=At(Route, "timeouts.response"),
+    )
+    total: Duration | None = key(
+        "The whole request: every attempt and the stream relay share it.",
+        at=At(Route, "timeouts.total"),
     )
 
 
-MidstreamPolicy = Literal["error", "resume"]
+# -- process-wide settings ------------------------------------------------------------------------
 
 
 class LimitsSpec(_Spec):
-    max_body_bytes: ByteSize | None = Field(None, description="Largest request body accepted.")
-    body_read_timeout: Duration | None = Field(
-        None, description="The whole request body must arrive within this time (else 408)."
+    """Request limits and load shedding."""
+
+    max_body_bytes: ByteSize | None = key(
+        "Larger request bodies (counted once `gzip`/`deflate` is decoded) are refused with 413 "
+        "before anything is parsed or forwarded.",
+        at=At(Policy, "max_body_bytes"),
+        default=DEFAULT_MAX_BODY_BYTES,
     )
-    max_in_flight: int | None = Field(
-        None, ge=1, description="Requests served at once; more wait in a short queue."
+    body_read_timeout: Duration | None = key(
+        "The whole request body must arrive within this time of its head; else 408 and the "
+        "connection is closed. The body is read before the request takes a concurrency slot.",
+        at=At(Policy, "body_read_timeout"),
     )
-    max_queued: int | None = Field(
-        None, ge=0, description="Requests waiting for a slot; beyond it: 503 + Retry-After."
+    max_in_flight: int | None = key(
+        "Requests served at once; more wait in a short queue.",
+        at=At(Policy, "engine.shed.max_in_flight"),
+        ge=1,
     )
-    max_queue_wait: Duration | None = Field(
-        None, description="Longest wait in the queue before a 503 + Retry-After."
+    max_queued: int | None = key(
+        "Requests waiting for a slot; beyond it the answer is 503 + `Retry-After` at once.",
+        at=At(Policy, "engine.shed.max_queue"),
+        ge=0,
     )
-    max_hedge_percent: float | None = Field(
-        None, ge=0, le=100, description="Hedged requests, as a percentage of all requests."
+    max_queue_wait: Duration | None = key(
+        "The longest wait in the queue before a 503 + `Retry-After`.",
+        at=At(Policy, "engine.shed.max_queue_wait"),
     )
-    cache_max_bytes: ByteSize | None = Field(
-        None, description="The prompt-hash cache's size, all routes together (read at start)."
+    max_hedge_percent: float | None = key(
+        "Hedged requests as a share of all requests (a hedge can bill twice).",
+        at=At(Policy, "engine.max_hedge_ratio"),
+        percent=True,
+        ge=0,
+        le=100,
     )
-    cache_max_entries: int | None = Field(
-        None, ge=1, description="The most answers the cache holds (read at start)."
+    cache_max_bytes: ByteSize | None = key(
+        "The prompt-hash cache's size, all routes together (read at start).",
+        at=At(Policy, "cache_max_bytes"),
+    )
+    cache_max_entries: int | None = key(
+        "The most answers the cache holds (read at start).",
+        at=At(Policy, "cache_max_entries"),
+        ge=1,
     )
 
 
 class OutlierDetectionSpec(_Spec):
     """Circuit breakers per candidate, in Envoy's outlier-detection vocabulary."""
 
-    consecutive_failures: int | None = Field(None, ge=1)
-    failure_percentage_threshold: float | None = Field(
-        None, gt=0, le=100, description="Eject when this percentage of requests in `interval` fail."
+    consecutive_failures: int | None = key(
+        "Failures in a row that open a candidate's breaker.",
+        at=At(Policy, "engine.breaker.consecutive_failures"),
+        ge=1,
     )
-    failure_percentage_request_volume: int | None = Field(
-        None, ge=1, description="The percentage trigger needs at least this many requests."
+    failure_percentage_threshold: float | None = key(
+        "Or: this percentage of failed requests in `interval` opens it.",
+        at=At(Policy, "engine.breaker.failure_ratio"),
+        percent=True,
+        gt=0,
+        le=100,
     )
-    interval: Duration | None = Field(None, description="The window the percentage is taken over.")
-    base_ejection_time: Duration | None = None
-    max_ejection_time: Duration | None = None
-    half_open_max_requests: int | None = Field(None, ge=1)
-    quota_ejection_time: Duration | None = Field(
-        None,
-        description="How long a candidate whose quota is exhausted (429 insufficient_quota) "
-        "stays out.",
+    failure_percentage_request_volume: int | None = key(
+        "The percentage trigger needs at least this many requests in `interval`.",
+        at=At(Policy, "engine.breaker.min_requests"),
+        ge=1,
+    )
+    interval: Duration | None = key(
+        "The window the percentage is taken over.", at=At(Policy, "engine.breaker.window")
+    )
+    base_ejection_time: Duration | None = key(
+        "The first ejection; it grows with each consecutive one.",
+        at=At(Policy, "engine.breaker.base_ejection_time"),
+    )
+    max_ejection_time: Duration | None = key(
+        "The longest ejection.", at=At(Policy, "engine.breaker.max_ejection_time")
+    )
+    half_open_max_requests: int | None = key(
+        "Trial requests at once when an ejection ends.",
+        at=At(Policy, "engine.breaker.half_open_max_trials"),
+        ge=1,
+    )
+    quota_ejection_time: Duration | None = key(
+        "How long a candidate whose quota is exhausted (429 `insufficient_quota`) stays out.",
+        at=At(Policy, "engine.quota_ejection"),
     )
 
 
 class RetryPolicySpec(_Spec):
     """Retries of the same candidate, once no other candidate is left."""
 
-    base_interval: Duration | None = None
-    max_interval: Duration | None = None
-    max_retries_per_candidate: int | None = Field(None, ge=0, le=10)
-    max_retry_after: Duration | None = Field(
-        None, description="A longer upstream Retry-After is not waited out."
+    base_interval: Duration | None = key(
+        "Full-jitter backoff: the first retry waits up to this.",
+        at=At(Policy, "engine.backoff.base"),
     )
-    min_attempt_time: Duration | None = Field(
-        None, description="No attempt starts with less than this left of the deadline."
+    max_interval: Duration | None = key(
+        "No jittered wait beyond this (an upstream `Retry-After` is a floor).",
+        at=At(Policy, "engine.backoff.cap"),
+    )
+    max_retries_per_candidate: int | None = key(
+        "Retries of one candidate after its first attempt.",
+        at=At(Policy, "engine.backoff.max_retries_per_candidate"),
+        ge=0,
+        le=10,
+    )
+    max_retry_after: Duration | None = key(
+        "A longer upstream `Retry-After` is not waited out.",
+        at=At(Policy, "engine.backoff.max_retry_after"),
+    )
+    min_attempt_time: Duration | None = key(
+        "No attempt starts with less than this left of the deadline.",
+        at=At(Policy, "engine.backoff.min_attempt_time"),
     )
 
 
 class RetryBudgetSpec(_Spec):
-    """Retries (every attempt after a request's first) as a share of live requests."""
+    """Retries (of the same candidate, or onto a failing one) as a share of live requests;
+    failover onto a healthy candidate is free."""
 
-    budget_percent: float | None = Field(None, ge=0, le=100)
-    min_retries_per_second: float | None = Field(None, ge=0)
-    ttl: Duration | None = Field(None, description="The window the budget is counted over.")
+    budget_percent: float | None = key(
+        "Retries as a share of requests: retries of the same candidate, failovers onto failing "
+        "candidates, hedges (failover onto a healthy candidate is free).",
+        at=At(Policy, "engine.budget.ratio"),
+        percent=True,
+        ge=0,
+        le=100,
+    )
+    min_retries_per_second: float | None = key(
+        "Retries always allowed, so a quiet app can still fail over.",
+        at=At(Policy, "engine.budget.min_retries_per_second"),
+        ge=0,
+    )
+    ttl: Duration | None = key(
+        "The window the budget is counted over.", at=At(Policy, "engine.budget.window")
+    )
+    failing_percent: float | None = key(
+        "A candidate failing at least this share of its recent requests (its breaker window) is "
+        "failing: failing over onto it spends the budget; `0` budgets every failover (Envoy's "
+        "and Linkerd's accounting).",
+        at=At(Policy, "engine.budget.failing_ratio"),
+        percent=True,
+        ge=0,
+        le=100,
+    )
 
 
 class HealthCheckSpec(_Spec):
     """Active health probes of every region (GET <base_url>/models by default: never billed)."""
 
-    enabled: bool | None = None
-    interval: Duration | None = None
-    timeout: Duration | None = None
-    unhealthy_threshold: int | None = Field(None, ge=1)
-    healthy_threshold: int | None = Field(None, ge=1)
-    max_probes_per_second: float | None = Field(None, gt=0)
-
-
-class ProviderHealthSpec(_Spec):
-    kind: Literal["models", "tcp", "url", "completion"] = Field(
-        "models",
-        description="models: GET <base_url>/models; tcp: a connect; url: GET `url`; "
-        "completion: a 1-token completion (billed: only when asked for).",
+    enabled: bool | None = key(
+        "Probe every region's base URL.", at=At(Policy, "engine.probes_enabled")
     )
-    url: str | None = None
+    interval: Duration | None = key(
+        "Between two probes of one URL (with 20 % jitter).", at=At(Policy, "engine.probe.interval")
+    )
+    timeout: Duration | None = key(
+        "A slower probe counts as failed.", at=At(Policy, "engine.probe.timeout")
+    )
+    unhealthy_threshold: int | None = key(
+        "Failed probes in a row that open the breakers behind the URL.",
+        at=At(Policy, "engine.probe.unhealthy_threshold"),
+        ge=1,
+    )
+    healthy_threshold: int | None = key(
+        "Passing probes in a row that move an open breaker to half-open.",
+        at=At(Policy, "engine.probe.healthy_threshold"),
+        ge=1,
+    )
+    max_probes_per_second: float | None = key(
+        "All probes together.", at=At(Policy, "engine.probe.max_probes_per_second"), gt=0
+    )
 
 
-class PriceSpec(_Spec):
-    """USD per million tokens."""
+class TelemetrySpec(_Spec):
+    """What goes into traces."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cached_input: float | None = Field(None, ge=0)
-    cache_write: float | None = Field(None, ge=0)
+    capture_content: bool = key(
+        "Put prompt and completion text on spans; off, they never leave the proxy.",
+        at=At(Policy, "capture_content"),
+        spec_default=FROM_SNAPSHOT,
+    )
+
+
+# -- what routes inherit ----------------------------------------------------------------------
 
 
 class HedgeSpec(_Spec):
-    """Start the next candidate when the first has not produced a token after a delay."""
+    """Streams: when the first candidate has produced no token after a delay, the next one
+    starts too; the first to produce a token wins and the other is cancelled. Capped by
+    ``limits.max_hedge_percent``. Set exactly one of ``delay`` and ``percentile``."""
 
-    delay: Duration | None = Field(None, description="A fixed delay.")
-    percentile: float | None = Field(
-        None,
+    delay: Duration | None = key("A fixed delay.", at=At(Route, "hedge.delay"))
+    percentile: float | None = key(
+        "Or: this percentile of the first candidate's recent time to first token (after 20 "
+        "observations).",
+        at=At(Route, "hedge.percentile"),
         gt=0,
         le=100,
-        description="Or: this percentile of the candidate's recent TTFT (after 20 samples).",
     )
 
 
 class CacheSpec(_Spec):
     """The prompt-hash cache for a route (docs/cache.md)."""
 
-    enabled: bool = Field(True, description="Answer identical requests from the cache.")
-    ttl: Duration | None = Field(None, description="How long an answer is served (default 5m).")
-    cacheable: Literal["deterministic", "all"] | None = Field(
-        None,
-        description="deterministic: only requests with temperature or top_p 0 (default); "
-        "all: every request (one sampled answer is replayed until the TTL ends).",
+    enabled: bool = key(
+        "Answer identical requests from the cache (a written cache block is on unless this "
+        "says otherwise).",
+        at=At(Route, "cache.enabled"),
+        spec_default=True,
+    )
+    ttl: Duration | None = key("How long an answer is served.", at=At(Route, "cache.ttl"))
+    cacheable: Literal["deterministic", "all"] | None = key(
+        "`deterministic`: only requests with `temperature` or `top_p` 0; `all`: every request "
+        "(one sampled answer is replayed until the TTL ends).",
+        at=At(Route, "cache.cacheable"),
     )
 
 
 class DefaultsSpec(_Spec):
-    timeouts: TimeoutsSpec = TimeoutsSpec()
-    cache: CacheSpec | None = Field(None, description="The cache of every route (off if unset).")
-    max_attempts: int | None = Field(None, ge=1, le=20)
-    on_midstream_failure: MidstreamPolicy | None = None
+    """What every route inherits unless it says otherwise."""
+
+    timeouts: TimeoutsSpec = key(
+        "Inherited field by field by each route.", spec_default=TimeoutsSpec()
+    )
+    cache: CacheSpec | None = key("The cache of every route (off if unset).")
+    max_attempts: int | None = key(
+        "Attempts per request across the whole chain.",
+        at=At(Route, "max_attempts"),
+        default=DEFAULT_MAX_ATTEMPTS,
+        ge=1,
+        le=20,
+    )
+    on_midstream_failure: MidstreamPolicy | None = key(
+        "What happens when a committed stream fails. `error`: an in-band error event in the "
+        "client's format, then the stream ends (never with `[DONE]`). `resume`: another "
+        "candidate whose model has `assistant_prefill` continues the text already sent (plain "
+        "text of one choice only; never inside a tool call); if none can, `error`.",
+        at=At(Route, "on_midstream_failure"),
+        default=DEFAULT_ON_MIDSTREAM_FAILURE,
+    )
 
 
-class TelemetrySpec(_Spec):
-    capture_content: bool = Field(
-        False, description="Put prompt and completion text on spans (off: they never leave)."
+# -- providers --------------------------------------------------------------------------------
+
+
+class ProviderHealthSpec(_Spec):
+    """How the prober checks this provider's regions."""
+
+    kind: Literal["models", "tcp", "url", "completion"] = key(
+        "`models`: `GET <base_url>/models` (free); `tcp`: a connect; `url`: `GET url`; "
+        "`completion`: a 1-token completion (billed: only when asked for).",
+        at=At(Candidate, "health_check"),
+        spec_default=FROM_SNAPSHOT,
+    )
+    url: str | None = key(
+        "With `kind: url`: the URL probed.",
+        at=At(Candidate, "health_check_url"),
+        show=without_userinfo,
+        type_text="URL",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        return None if value is None else _url(value)
+
+
+class PriceSpec(_Spec):
+    """USD per million tokens."""
+
+    input: float = key("Prompt tokens.", at=At(Candidate, "price.input"), required=True, ge=0)
+    output: float = key("Completion tokens.", at=At(Candidate, "price.output"), required=True, ge=0)
+    cached_input: float | None = key(
+        "Prompt tokens read from the provider's cache.",
+        at=At(Candidate, "price.cached_input"),
+        default=Prose("`input`"),
+        ge=0,
+    )
+    cache_write: float | None = key(
+        "Prompt tokens written to the provider's cache (Anthropic).",
+        at=At(Candidate, "price.cache_write"),
+        default=Prose("`input`"),
+        ge=0,
     )
 
 
 class RegionSpec(_Spec):
-    base_url: str = Field(
-        description="The API root of this region, e.g. https://api.openai.com/v1",
-        pattern=r"^https?://[^\s/]+(/\S*)?$",
+    """Where a provider can be reached."""
+
+    base_url: str = key(
+        "The API root: the proxy posts to `<base_url>/chat/completions` (Anthropic: "
+        "`<base_url>/messages`). For Azure, the deployment URL "
+        "(`https://X.openai.azure.com/openai/deployments/NAME`). No credentials, query or "
+        "fragment: keys go in `api_key`, `api_key_file` or `headers`, parameters in `query`.",
+        at=At(Candidate, "base_url"),
+        required=True,
+        show=without_userinfo,
+        type_text="`http(s)://host[:port]/path`",
+        schema={"format": "uri", "pattern": r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"},
     )
-    tags: dict[str, str] = {}
+    tags: dict[str, str] = key(
+        'Labels such as `jurisdiction: eu` or `self_hosted: "true"`; a route\'s '
+        "`require_tags` matches them.",
+        at=At(Candidate, "tags"),
+        spec_default={},
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return _url(value)
 
 
 def _none_as_empty(value: Any) -> Any:
@@ -203,49 +421,119 @@ def _none_as_empty(value: Any) -> Any:
 
 
 class ModelSpec(_Spec):
-    upstream_name: str | None = Field(
-        None, description="The name sent to the provider, when it differs from the key."
+    """A model the provider serves, by the name routes use. May be written with no settings
+    (``gpt-4o-mini:``)."""
+
+    upstream_name: str | None = key(
+        "The name sent to the provider, when it differs (e.g. "
+        "`meta-llama/Llama-3.1-8B-Instruct` on vLLM).",
+        at=At(Candidate, "upstream_model"),
+        default=Prose("the key"),
     )
-    context_window: int | None = Field(None, ge=1, description="Tokens the model can hold.")
-    price: PriceSpec | None = Field(None, description="USD per million tokens, for cost.")
-    tokenizer: Literal["cl100k_base", "o200k_base", "estimate"] | None = Field(
-        None, description="How the proxy counts this model's tokens (default: from the name)."
-    )
-    max_output_tokens: int | None = Field(
-        None,
+    context_window: int | None = key(
+        "Tokens the model can hold; checked against a route's `min_context_window`, and by "
+        "`policy explain` against a request's prompt. An upstream's `context_length_exceeded` "
+        "sends the request on only to candidates with a larger window.",
+        at=At(Candidate, "context_window"),
         ge=1,
-        description="max_tokens sent to an Anthropic-wire model when the client gave none "
-        "(Anthropic requires it; default 4096).",
     )
-    assistant_prefill: bool = Field(
-        False,
-        description="The model continues a trailing assistant message (vLLM, Anthropic): "
-        "a stream cut mid-answer may be resumed on it.",
+    price: PriceSpec | None = key(
+        "USD per million tokens; every answer's cost (and every failed attempt's) is computed "
+        "from it."
     )
+    tokenizer: Literal["cl100k_base", "o200k_base", "estimate"] | None = key(
+        "How the proxy counts this model's tokens (exact for the two OpenAI encodings; "
+        "`estimate` for models without a public tokenizer).",
+        at=At(Candidate, "tokenizer"),
+        default=Prose("from the model name"),
+    )
+    max_output_tokens: int | None = key(
+        "`max_tokens` sent to an Anthropic-wire model when the client gave none (Anthropic "
+        "requires it).",
+        at=At(Candidate, "max_output_tokens"),
+        ge=1,
+    )
+    assistant_prefill: bool = key(
+        "The model continues a trailing assistant message (vLLM, Anthropic): a stream cut "
+        "mid-answer may be resumed on it.",
+        at=At(Candidate, "assistant_prefill"),
+        spec_default=FROM_SNAPSHOT,
+    )
+
+
+_HEADERS = At(Candidate, "headers")
+
+
+def _registered_wire(name: str) -> str:
+    if name not in UPSTREAM_WIRES:
+        raise ValueError(f"must be one of {', '.join(repr(n) for n in UPSTREAM_WIRES)}")
+    return name
+
+
+# A provider's ``kind``: any wire registered in ``edgeproxy.wires`` (the registry is the one
+# list; the JSON schema's enum is read from it).
+WireKind = Annotated[
+    str,
+    AfterValidator(_registered_wire),
+    WithJsonSchema({"type": "string", "enum": list(UPSTREAM_WIRES)}),
+]
 
 
 class ProviderSpec(_Spec):
-    kind: Literal["openai", "anthropic"] = Field(
-        description="The wire the provider speaks. 'openai' covers OpenAI, Azure OpenAI, "
-        "Gemini's OpenAI-compatible endpoint, vLLM, Ollama and LocalAI; 'anthropic' is "
-        "Anthropic's Messages API (requests and streams are translated as needed)."
+    """An upstream: its wire, its key, its regions and its models."""
+
+    kind: WireKind = key(
+        "The wire the provider speaks (a registered wire plug-in, `edgeproxy.wires`). `openai` "
+        "covers OpenAI, Azure OpenAI, Gemini's OpenAI-compatible endpoint, vLLM, Ollama and "
+        "LocalAI; `anthropic` is Anthropic's Messages API (requests and streams are translated "
+        "as needed).",
+        at=At(Candidate, "wire", via=wire_name),
+        required=True,
+        type_text=", ".join(f"`{name}`" for name in UPSTREAM_WIRES),
     )
-    api_key: str | None = Field(
-        None, description="The provider key, usually written as ${ENV_VAR}. Never logged."
+    api_key: str | None = key(
+        "The provider key, normally written as `${SOME_ENV_VAR}`. Never logged, never in "
+        "errors, never taken from clients.",
+        at=_HEADERS,
+        view="headers",
+        show=header_names,
     )
-    api_key_file: str | None = Field(
-        None, description="A file holding the provider key (e.g. a mounted secret)."
+    api_key_file: str | None = key(
+        "A file holding the key (a mounted secret), relative to the policy file; a regular "
+        "file of at most 64 KiB, read with a timeout. Not with `api_key`.",
+        at=_HEADERS,
+        view="headers",
+        show=header_names,
+        type_text="path",
     )
-    auth_header: Literal["authorization", "api-key", "none"] = Field(
-        "authorization",
-        description="How the key is sent: 'Authorization: Bearer KEY' or Azure's 'api-key: KEY'.",
+    auth_header: Literal["authorization", "api-key", "none"] = key(
+        "How the key is sent: `Authorization: Bearer KEY`, Azure's `api-key: KEY`, or not at all.",
+        at=_HEADERS,
+        view="headers",
+        show=header_names,
+        spec_default="authorization",
     )
-    headers: dict[str, str] = Field({}, description="Extra headers sent on every request.")
-    health_check: ProviderHealthSpec = ProviderHealthSpec()
-    query: dict[str, str] = Field(
-        {}, description="Query parameters added to every request (e.g. Azure's api-version)."
+    headers: dict[str, str] = key(
+        "Extra headers on every request (e.g. `OpenAI-Organization`). Names must be HTTP "
+        "tokens; the headers the proxy's client writes itself (`Host`, `Content-Length`, ...) "
+        "and the key's own header are refused; values may not hold line breaks or NUL and must "
+        "be latin-1. Problems name the header, never its value.",
+        at=_HEADERS,
+        show=header_names,
+        spec_default={},
     )
-    regions: dict[str, RegionSpec] = Field(min_length=1)
+    health_check: ProviderHealthSpec = key(
+        "How the prober checks this provider's regions.", spec_default=ProviderHealthSpec()
+    )
+    query: dict[str, str] = key(
+        "Query parameters added to every request (e.g. Azure's `api-version`).",
+        at=At(Candidate, "chat_url", via=query_of),
+        show=masked_query,
+        spec_default={},
+    )
+    regions: dict[str, RegionSpec] = key(
+        "Where the provider can be reached.", required=True, min_length=1
+    )
     models: dict[
         str,
         Annotated[
@@ -253,7 +541,10 @@ class ProviderSpec(_Spec):
             BeforeValidator(_none_as_empty),
             _AlsoAccepts({"type": "null", "description": "No settings."}),
         ],
-    ] = Field(min_length=1)
+    ] = key("The models this provider serves, by the name routes use.", required=True, min_length=1)
+
+
+# -- routes -----------------------------------------------------------------------------------
 
 
 def _candidate_from_string(value: Any) -> Any:
@@ -263,7 +554,8 @@ def _candidate_from_string(value: Any) -> Any:
         parts = value.split("/", 2)
         if len(parts) != 3 or not all(parts):
             raise ValueError(
-                f"write a candidate as provider/region/model (region may be *), got {value!r}"
+                f"write a candidate as provider/region/model (region may be *), got "
+                f"{quoted_name(value)}"
             )
         provider, region, model = parts
         return {"provider": provider, "region": None if region == "*" else region, "model": model}
@@ -271,13 +563,25 @@ def _candidate_from_string(value: Any) -> Any:
 
 
 class CandidateSpec(_Spec):
-    provider: str
-    region: str | None = Field(None, description="Omitted or '*': every region of the provider.")
-    model: str
+    """A chain entry, when written as a mapping rather than provider/region/model."""
+
+    provider: str = key("A provider's name.", required=True)
+    region: str | None = key(
+        "A region of it; omitted or `*`: every region, in the order the provider lists them.",
+        default=Prose("every region"),
+    )
+    model: str = key("A model of that provider.", required=True)
 
 
 class RouteSpec(_Spec):
-    aliases: list[str] = Field([], description="Other model names the app may ask for.")
+    """What the app may ask for, and the chain that serves it."""
+
+    aliases: list[str] = key(
+        "Other model names that reach this route; `GET /v1/models` lists the route names and "
+        "aliases.",
+        at=At(Route, "aliases"),
+        spec_default=[],
+    )
     chain: list[
         Annotated[
             CandidateSpec,
@@ -290,39 +594,73 @@ class RouteSpec(_Spec):
                 }
             ),
         ]
-    ] = Field(min_length=1, description="Candidates in the order they are tried.")
-    timeouts: TimeoutsSpec = TimeoutsSpec()
-    max_attempts: int | None = Field(None, ge=1, le=20)
-    on_midstream_failure: MidstreamPolicy | None = None
-    require_tags: dict[str, str] = Field(
-        {},
-        description="Residency: every candidate's region must carry all of these tags "
-        "(e.g. {jurisdiction: eu}). Failover never leaves this set.",
+    ] = key(
+        "Candidates in the order they are tried: `provider/region/model`, or a mapping.",
+        required=True,
+        min_length=1,
     )
-    min_context_window: int | None = Field(
-        None,
+    timeouts: TimeoutsSpec = key(
+        "Per field; unset fields inherit.",
+        spec_default=TimeoutsSpec(),
+        inherits="defaults.timeouts",
+    )
+    max_attempts: int | None = key(
+        "A cap on attempts; a chain longer than this is cut.",
+        at=At(Route, "max_attempts"),
+        inherits="defaults.max_attempts",
         ge=1,
-        description="Every candidate's model must hold at least this many tokens "
-        "(its context_window must be set and at least this large).",
+        le=20,
     )
-    hedge: HedgeSpec | None = Field(
-        None, description="Opt-in hedging of slow first tokens (streams)."
+    on_midstream_failure: MidstreamPolicy | None = key(
+        "What happens when a committed stream fails (see defaults).",
+        at=At(Route, "on_midstream_failure"),
+        inherits="defaults.on_midstream_failure",
     )
-    cache: CacheSpec | None = Field(None, description="The prompt-hash cache for this route.")
+    require_tags: dict[str, str] = key(
+        "Residency: every candidate's region must carry all of these tags (e.g. "
+        "`{jurisdiction: eu}`). Failover never leaves this set.",
+        at=At(Route, "require_tags"),
+        spec_default={},
+    )
+    min_context_window: int | None = key(
+        "Every candidate's model must declare a `context_window` of at least this many "
+        "tokens; a smaller (or undeclared) one is an error.",
+        at=At(Route, "min_context_window"),
+        ge=1,
+    )
+    hedge: HedgeSpec | None = key(
+        "Opt-in hedging of slow first tokens (streams): `{delay: D}` or `{percentile: P}`."
+    )
+    cache: CacheSpec | None = key(
+        "The prompt-hash cache for this route.", inherits="defaults.cache"
+    )
 
 
 class PolicySpec(_Spec):
-    version: Literal[1] = Field(description="The policy schema version.")
-    limits: LimitsSpec = LimitsSpec()
-    defaults: DefaultsSpec = DefaultsSpec()
-    outlier_detection: OutlierDetectionSpec = OutlierDetectionSpec()
-    retry_policy: RetryPolicySpec = RetryPolicySpec()
-    retry_budget: RetryBudgetSpec = RetryBudgetSpec()
-    health_check: HealthCheckSpec = HealthCheckSpec()
-    telemetry: TelemetrySpec = TelemetrySpec()
-    providers: dict[str, ProviderSpec] = Field(min_length=1)
-    routes: dict[str, RouteSpec] = Field(
-        min_length=1, description="Keyed by the model name the app asks for."
+    """A policy file."""
+
+    version: Literal[1] = key("The policy schema version.", required=True)
+    limits: LimitsSpec = key("Request limits and load shedding.", spec_default=LimitsSpec())
+    defaults: DefaultsSpec = key("What every route inherits.", spec_default=DefaultsSpec())
+    outlier_detection: OutlierDetectionSpec = key(
+        "Circuit breakers per candidate.", spec_default=OutlierDetectionSpec()
+    )
+    retry_policy: RetryPolicySpec = key(
+        "Retries of the same candidate, once no other is left.", spec_default=RetryPolicySpec()
+    )
+    retry_budget: RetryBudgetSpec = key(
+        "Retries as a share of live requests.", spec_default=RetryBudgetSpec()
+    )
+    health_check: HealthCheckSpec = key("Active health probes.", spec_default=HealthCheckSpec())
+    telemetry: TelemetrySpec = key("What goes into traces.", spec_default=TelemetrySpec())
+    providers: dict[str, ProviderSpec] = key(
+        "Upstreams and their regions and models.", required=True, min_length=1
+    )
+    routes: dict[str, RouteSpec] = key(
+        "Keyed by the model name the app asks for.",
+        required=True,
+        min_length=1,
+        type_text="mapping model name → route",
     )
 
 
@@ -339,5 +677,5 @@ def policy_json_schema() -> dict[str, Any]:
         "title": "edgeproxy policy",
         "description": "Failover policy for the edgeproxy sidecar. Generated by "
         "`edgeproxy policy schema`; see docs/policies.md.",
-        **{k: v for k, v in schema.items() if k != "title"},
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
     }

@@ -7,6 +7,7 @@ Exit codes, for CI:
   eligible: fails closed), 2 the policy or the request file is unusable.
 - ``diff``: 0 no change for traffic, 1 changes (like diff(1)), 2 a policy is invalid.
 - ``schema``: 0.
+- ``docs``: 0; with ``--update FILE``, 1 when FILE lacks a generated block's markers.
 """
 
 from __future__ import annotations
@@ -183,6 +184,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from edgeproxy.policy.reference import render_all, update
+
+    if args.update is None:
+        _out(render_all())
+        return 0
+    path = Path(args.update)
+    try:
+        path.write_text(update(path.read_text(encoding="utf-8")), encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        print(f"edgeproxy policy docs: {path}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def add_policy_commands(sub: Any) -> None:
     """Register the ``policy`` subcommands on ``sub`` (an argparse subparsers object)."""
     check = sub.add_parser(
@@ -223,3 +239,13 @@ def add_policy_commands(sub: Any) -> None:
 
     schema = sub.add_parser("schema", help="print the policy's JSON Schema (policies/schema.json)")
     schema.set_defaults(func=cmd_schema)
+
+    docs = sub.add_parser(
+        "docs", help="print the key reference tables of docs/policies.md, generated from the spec"
+    )
+    docs.add_argument(
+        "--update",
+        metavar="FILE",
+        help="rewrite the generated blocks of FILE (docs/policies.md) in place",
+    )
+    docs.set_defaults(func=cmd_docs)

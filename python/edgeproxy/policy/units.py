@@ -82,6 +82,20 @@ ByteSize = Annotated[
 
 
 def format_duration(seconds: float) -> str:
+    """``250ms``, ``30s``, ``5m``, ``1h``: as an SRE would write it (whole minutes and hours
+    shortened; anything else in seconds)."""
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def format_size(size: int) -> str:
+    """``4MiB``, ``512KiB``, ``65536`` (bytes): the largest binary unit that divides it."""
+    for unit in ("GiB", "MiB", "KiB"):
+        step = _SIZE_UNITS[unit]
+        if size >= step and size % step == 0:
+            return f"{size // step}{unit}"
+    return str(size)

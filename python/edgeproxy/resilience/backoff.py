@@ -8,6 +8,14 @@ clients that failed together, which a fixed or "equal jitter" delay does not. An
 After a failed attempt, ``decide`` says what the attempt loop does next. Failing over to another
 candidate needs no wait (it is a different upstream), so it comes before retrying the same one;
 waiting on the same candidate is for when nothing else is left and the wait fits the deadline.
+
+The retry budget is asked here only for a retry of the same candidate, which always spends from
+it. Whether a failover spends depends on the candidate it lands on (free onto a healthy one, see
+``budget``), so the attempt loop asks the budget when it admits that candidate, not here.
+
+``Retry-After`` (parsed by ``failure.parse_retry_after``: finite, at most a day) is a floor of the
+wait, and waits are clamped by ``max_retry_after``: a longer one is not waited out at all (the
+request gives up on that candidate), so no upstream can hold a request longer than that.
 """
 
 from __future__ import annotations
@@ -80,9 +88,9 @@ def decide(
     """What to do after a failed attempt.
 
     ``retries_on_candidate``: retries already spent on the failed candidate. ``next_candidate``:
-    another candidate in the chain is available (its breaker admits). ``attempts_left``: the
-    request's attempt cap minus attempts made. ``remaining``: seconds left on the deadline.
-    ``budget_allows``: the retry budget's ``can_retry()`` (every later attempt is a retry).
+    another candidate of the chain is still to be tried. ``attempts_left``: the request's attempt
+    cap minus attempts made. ``remaining``: seconds left on the deadline. ``budget_allows``: the
+    retry budget's ``can_retry()``, asked only before a retry of the same candidate.
     """
     s = backoff.settings
     if failure is FailureClass.CLIENT_ERROR:
@@ -91,15 +99,15 @@ def decide(
         return Decision(Action.GIVE_UP, 0.0, "the request deadline is (almost) spent")
     if attempts_left <= 0:
         return Decision(Action.GIVE_UP, 0.0, "the attempt cap is reached")
-    if not budget_allows:
-        return Decision(Action.GIVE_UP, 0.0, "the retry budget is exhausted")
     if next_candidate:
         return Decision(Action.FAIL_OVER, 0.0, f"{failure}: next candidate")
     if failure not in RETRY_SAME:
         return Decision(Action.GIVE_UP, 0.0, f"{failure} is not retried on the same candidate")
     if retries_on_candidate >= s.max_retries_per_candidate:
         return Decision(Action.GIVE_UP, 0.0, "no candidate left to try")
-    if retry_after is not None and retry_after > s.max_retry_after:
+    if not budget_allows:
+        return Decision(Action.GIVE_UP, 0.0, "the retry budget is exhausted")
+    if retry_after is not None and not retry_after <= s.max_retry_after:  # NaN too
         return Decision(Action.GIVE_UP, 0.0, f"Retry-After {retry_after:g}s is too long to wait")
     delay = backoff.delay(retries_on_candidate, retry_after)
     if delay + s.min_attempt_time > remaining:

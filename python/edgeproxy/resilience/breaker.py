@@ -8,6 +8,20 @@ An ejection lasts ``base_ejection_time * consecutive ejections``, capped at ``ma
 so a candidate that keeps failing is tried less and less often. The multiplier resets once the
 candidate has stayed closed for ``max_ejection_time``.
 
+An upstream can also name the time itself (``eject``): a ``Retry-After`` on a 429 opens the
+breaker for that long, capped at ``max_ejection_time``, and a passing health probe ends it early
+(the upstream's own word is a hint, not a sentence: a hostile ``Retry-After: 1e308`` must not
+take a candidate out for good). An exhausted quota is held instead: ``/models`` answers fine on an
+account without credit, so only the ejection's end (``quota_ejection_time``) lets trials back in.
+
+Every state change is reported as a ``BreakerTransition`` to the callbacks registered with
+``BreakerRegistry.on_transition`` (telemetry counts them); a transition from ``open`` to
+``open`` is an ejection that lengthened an open breaker's.
+
+A permit carries the candidate's recent failure ratio (failures over outcomes in the breaker's
+window, as it stood when the permit was taken; 1.0 for a half-open trial): the retry budget asks
+it whether failing over to this candidate is free (``budget.RetryBudget.try_attempt``).
+
 Why not pybreaker: see docs/failover.md ("Why not pybreaker"). In short, it reads wall-clock
 ``datetime.now``, serialises calls with a thread lock around a synchronous ``call(func)``, has no
 ratio trigger, no growing ejection and no bound on half-open trials.
@@ -15,28 +29,42 @@ ratio trigger, no growing ejection and no bound on half-open trials.
 
 from __future__ import annotations
 
+import enum
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
 
 from edgeproxy.clock import Clock
+from edgeproxy.events import BreakerState, BreakerTransition, TransitionListener
 from edgeproxy.failure import FailureClass
 from edgeproxy.resilience.budget import WindowCounter
 from edgeproxy.snapshot.settings import BreakerSettings
 
-BreakerState = Literal["closed", "open", "half_open"]
+log = logging.getLogger("edgeproxy.resilience")
+
+
+class Ejection(enum.StrEnum):
+    """The reasons an upstream names an ejection's length itself (``Breaker.eject``)."""
+
+    # Capped at ``max_ejection_time``; a passing health probe ends it early.
+    RETRY_AFTER = "Retry-After"
+    # Held for its whole length (``quota_ejection_time``): a probe cannot see a quota.
+    QUOTA = "quota exhausted"
 
 
 class Permit:
     """The right to send one attempt. Record its outcome once; ``release()`` (or leaving a ``with``
     block) without an outcome frees a half-open trial slot, e.g. when the request was cancelled."""
 
-    __slots__ = ("_breaker", "_done", "trial")
+    __slots__ = ("_breaker", "_done", "failure_ratio", "trial")
 
     def __init__(self, breaker: Breaker, trial: bool) -> None:
         self._breaker = breaker
         self.trial = trial  # taken in half_open: its outcome decides the breaker's state
+        # The candidate's recent failures / outcomes when the permit was taken (a trial's
+        # candidate was failing until it proves otherwise).
+        self.failure_ratio = 1.0 if trial else breaker.failure_ratio()
         self._done = False
 
     # A permit taken while closed only counts while the breaker is still closed: a request sent
@@ -78,10 +106,17 @@ class Permit:
 
 
 class Breaker:
-    def __init__(self, key: str, settings: BreakerSettings, clock: Clock) -> None:
+    def __init__(
+        self,
+        key: str,
+        settings: BreakerSettings,
+        clock: Clock,
+        on_transition: TransitionListener | None = None,
+    ) -> None:
         self.key = key
         self.settings = settings
         self._clock = clock
+        self._on_transition = on_transition
         self._state: BreakerState = "closed"
         self._consecutive = 0
         self._requests = WindowCounter(settings.window, clock)
@@ -112,6 +147,12 @@ class Breaker:
     def reopen_at(self) -> float | None:
         """Clock time when an open breaker admits trials again; None unless open."""
         return self._reopen_at if self.state == "open" else None
+
+    def failure_ratio(self) -> float:
+        """Failures over outcomes in the window (0 without any): how much the candidate fails
+        now. Counted while closed only; the window starts afresh when the breaker closes."""
+        requests = self._requests.total()
+        return self._failures.total() / requests if requests else 0.0
 
     def allow(self) -> bool:
         """Would ``acquire()`` admit an attempt now? Takes nothing (for filtering a chain)."""
@@ -175,17 +216,23 @@ class Breaker:
             self._trip(reason)
 
     def eject(self, seconds: float, reason: str) -> None:
-        """Open for at least ``seconds`` (Retry-After, quota exhausted), whatever the state.
+        """Open for at least ``seconds``, whatever the state: the upstream said how long.
 
-        Unlike a trip, it does not grow the ejection multiplier (the upstream told us how long),
-        and a successful health probe does not end it early: /models answers fine on an account
-        whose quota is exhausted.
+        Unlike a trip, it does not grow the ejection multiplier. ``Ejection.RETRY_AFTER`` is
+        capped at ``max_ejection_time`` and a passing health probe ends it early; any other
+        reason (``Ejection.QUOTA``) is held: a probe does not end it (/models answers fine on an
+        account whose quota is exhausted).
         """
+        if not seconds > 0:  # also NaN: nothing to eject for
+            return
+        held = reason != Ejection.RETRY_AFTER
+        if not held:
+            seconds = min(seconds, self.settings.max_ejection_time)
         now = self._clock.monotonic()
         until = now + seconds
         if self.state == "open" and self._reopen_at is not None and self._reopen_at >= until:
             return  # already out for longer
-        self._open(now, until, reason, held=True)
+        self._open(now, until, reason, held=held)
 
     def probe_succeeded(self) -> None:
         """A health probe passed: an outlier ejection may end now (trial traffic decides)."""
@@ -205,6 +252,7 @@ class Breaker:
         self._open(now, now + duration, reason, held=False)
 
     def _open(self, now: float, until: float, reason: str, *, held: bool) -> None:
+        old = self._state
         self._state = "open"
         self._opened_at = now
         self._reopen_at = until
@@ -214,13 +262,16 @@ class Breaker:
         self._requests.clear()
         self._failures.clear()
         # Trials still in flight keep their permits; they settle against the open state.
+        self._emit(old, "open", reason)
 
     def _to_half_open(self) -> None:
         self._state = "half_open"
         self._reopen_at = None
         self._held = False
+        self._emit("open", "half_open", self.reason)
 
     def _close(self) -> None:
+        old = self._state
         self._state = "closed"
         self._closed_at = self._clock.monotonic()
         self._opened_at = self._reopen_at = None
@@ -228,6 +279,11 @@ class Breaker:
         self._requests.clear()
         self._failures.clear()
         self.reason = ""
+        self._emit(old, "closed", "half-open trial succeeded")
+
+    def _emit(self, old: BreakerState, new: BreakerState, reason: str) -> None:
+        if self._on_transition is not None:
+            self._on_transition(BreakerTransition(self.key, old, new, reason))
 
     def snapshot(self) -> dict[str, object]:
         state = self.state
@@ -259,17 +315,48 @@ class CarryOver:
 
 
 class BreakerRegistry:
-    """One breaker per candidate key; created on first use."""
+    """One breaker per candidate key; created on first use. Every breaker's state changes go to
+    the callbacks given to ``on_transition``."""
 
-    def __init__(self, settings_for_key: Callable[[str], BreakerSettings], clock: Clock) -> None:
+    def __init__(
+        self,
+        settings_for_key: Callable[[str], BreakerSettings],
+        clock: Clock,
+        on_transition: Iterable[TransitionListener] = (),
+    ) -> None:
         self._settings_for_key = settings_for_key
         self._clock = clock
         self._breakers: dict[str, Breaker] = {}
+        self._listeners: list[TransitionListener] = list(on_transition)
+
+    def on_transition(self, listener: TransitionListener) -> Callable[[], None]:
+        """Call ``listener`` with every ``BreakerTransition`` from now on; returns the function
+        that unsubscribes it. A listener runs inline on the event loop: it must be quick."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _emit(self, transition: BreakerTransition) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(transition)
+            except Exception as exc:  # a listener's bug must not break a breaker mid-change
+                log.warning(
+                    "breaker transition listener failed",
+                    extra={"candidate": transition.key, "error": type(exc).__name__},
+                )
+
+    def _new(self, key: str, settings: BreakerSettings) -> Breaker:
+        return Breaker(key, settings, self._clock, self._emit)
 
     def get(self, key: str) -> Breaker:
         breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = Breaker(key, self._settings_for_key(key), self._clock)
+            breaker = self._new(key, self._settings_for_key(key))
             self._breakers[key] = breaker
         return breaker
 
@@ -300,7 +387,7 @@ class BreakerRegistry:
                 fresh[key] = old
                 kept.append(key)
             else:
-                fresh[key] = Breaker(key, settings, self._clock)
+                fresh[key] = self._new(key, settings)
                 (reset if old is not None else added).append(key)
         dropped = tuple(k for k in self._breakers if k not in fresh)
         self._breakers = fresh

@@ -7,9 +7,29 @@ budget bounds retries *across* requests instead: within the window,
 
     retries <= ratio * requests + min_retries_per_second * window
 
-A retry is any attempt after the first of a request: a retry on the same candidate and a failover
-to the next one both spend from it. The floor (``min_retries_per_second``) keeps a quiet sidecar,
-whose few requests would give a ratio of almost nothing, able to fail over at all.
+What a retry is. A storm is extra load on upstreams that are failing; moving a request that failed
+onto an upstream that is up is not one. So the budget gates:
+
+- a retry of the **same** candidate (after a backoff);
+- a failover (or a resume) onto a candidate that is **itself failing**: its recent failure ratio
+  (failures over outcomes in its breaker's window) is at or above ``failing_ratio``, or its breaker
+  is half-open (its trial is the candidate's first chance to prove it healed);
+- a hedge (an extra attempt while the first still runs), which has its own cap as well.
+
+A failover onto a candidate whose breaker is closed and whose failure ratio is below
+``failing_ratio`` is **free**: a request that a healthy fallback can serve is never refused for
+budget. This keeps the storm bounded: the healthy fallback receives at most one attempt per request
+(as if the primary did not exist), the failing primary only first attempts, so attempts per request
+stay <= 1 + the primary's failure rate. When the fallbacks fail too, their ratio crosses
+``failing_ratio`` after their first failures (and their breakers open after
+``consecutive_failures``), and from then on every further attempt spends from the budget again.
+
+(Envoy and Linkerd count every retry, wherever it goes; both sit in meshes where "another host" is
+another replica of the same service, failing for the same reasons. A sidecar's fallback is another
+provider or region, failing independently, so the fallback's own health is the better gate.)
+
+The floor (``min_retries_per_second``) keeps a quiet sidecar, whose few requests would give a ratio
+of almost nothing, able to retry at all.
 """
 
 from __future__ import annotations
@@ -66,14 +86,27 @@ class WindowCounter:
 
 
 class RetryBudget:
-    """Call ``request_started()`` once per request and ``retry_started()`` for each later attempt
-    (or ``try_retry()``, which checks and records in one step)."""
+    """Call ``request_started()`` once per request, and ``try_attempt()`` before each later
+    attempt (``try_retry()`` for one that always spends: a hedge)."""
 
     def __init__(self, settings: RetryBudgetSettings, clock: Clock) -> None:
         self.settings = settings
         self._requests = WindowCounter(settings.window, clock)
         self._retries = WindowCounter(settings.window, clock)
         self.denied_total = 0
+        self.free_failovers_total = 0  # failovers onto a healthy candidate (never denied)
+
+    def is_failing(self, failure_ratio: float) -> bool:
+        """Does a candidate failing this share of its recent outcomes count as failing?"""
+        return failure_ratio >= self.settings.failing_ratio
+
+    def try_attempt(self, *, failover: bool, failure_ratio: float) -> bool:
+        """May an attempt after a request's first start? A failover onto a candidate that is not
+        failing always may (and spends nothing); anything else spends from the budget."""
+        if failover and not self.is_failing(failure_ratio):
+            self.free_failovers_total += 1
+            return True
+        return self.try_retry()
 
     def allowance(self) -> float:
         s = self.settings
@@ -102,4 +135,5 @@ class RetryBudget:
             "retries_in_window": self._retries.total(),
             "allowance": self.allowance(),
             "denied_total": self.denied_total,
+            "free_failovers_total": self.free_failovers_total,
         }

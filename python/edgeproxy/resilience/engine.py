@@ -6,7 +6,7 @@ carries over for candidates that did not change); per-route knobs come from the 
 
 from __future__ import annotations
 
-import aiohttp
+from functools import partial
 
 from edgeproxy.clock import Clock
 from edgeproxy.resilience.attempts import Permit
@@ -17,6 +17,7 @@ from edgeproxy.resilience.hedge import Hedger, HedgeSettings
 from edgeproxy.resilience.prober import Prober, ProbeTarget, http_probe
 from edgeproxy.resilience.shedding import Shedder
 from edgeproxy.snapshot import Candidate, EngineSettings, Hedge, Policy
+from edgeproxy.upstreams.http1 import Http1Pool
 
 
 class ResilienceEngine:
@@ -29,7 +30,7 @@ class ResilienceEngine:
         self.hedger = Hedger(HedgeSettings(max_ratio=settings.max_hedge_ratio), clock)
         self.shedder = Shedder(settings.shed, clock)
         self.prober: Prober | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._http: Http1Pool | None = None
 
     def hedge_delay(self, hedge: Hedge | None, key: str) -> float | None:
         """Seconds to wait on ``key`` before hedging; None: no hedge (off, or too few samples)."""
@@ -68,7 +69,7 @@ class ResilienceEngine:
         if new.shed != old.shed:
             # Requests admitted by the old shedder release their slots to it: harmless.
             self.shedder = Shedder(new.shed, self.clock)
-        if self._session is not None and (
+        if self._http is not None and (
             new.probe != old.probe or new.probes_enabled != old.probes_enabled
         ):
             self._restart_prober(policy)
@@ -77,10 +78,10 @@ class ResilienceEngine:
         keys = [c.key for name in policy.route_names for c in policy.routes[name].chain]
         return self.breakers.carry_over(keys, lambda _key: new.breaker)
 
-    def start_probing(self, policy: Policy, session: aiohttp.ClientSession) -> None:
-        """Health probes over the pooled upstream session: GET <base_url>/models, never billed
-        unless a provider's health_check asks for a completion."""
-        self._session = session
+    def start_probing(self, policy: Policy, http: Http1Pool) -> None:
+        """Health probes over the proxy's one upstream client, each in its candidate's wire
+        (free by default: the provider's model list; a billed completion only when asked)."""
+        self._http = http
         self._restart_prober(policy)
 
     def _restart_prober(self, policy: Policy) -> None:
@@ -88,12 +89,12 @@ class ResilienceEngine:
             task = self.prober.start()
             task.cancel()  # stop() is async; the old task ends at its next await
         self.prober = None
-        if not self.settings.probes_enabled or self._session is None:
+        if not self.settings.probes_enabled or self._http is None:
             return
         self.prober = Prober(
             probe_targets(policy),
             self.breakers,
-            http_probe(self._session),
+            http_probe(self._http),
             self.settings.probe,
             self.clock,
         )
@@ -105,23 +106,28 @@ class ResilienceEngine:
 
 
 def probe_targets(policy: Policy) -> list[ProbeTarget]:
-    """One probe per region base URL, feeding the breakers of every candidate behind it."""
+    """One probe per region base URL, feeding the breakers of every candidate behind it; the
+    first candidate met at that URL builds the probe in its wire."""
     keys: dict[str, list[str]] = {}
     first: dict[str, Candidate] = {}
     for name in policy.route_names:
         for candidate in policy.routes[name].chain:
-            keys.setdefault(candidate.base_url, [])
-            if candidate.key not in keys[candidate.base_url]:
-                keys[candidate.base_url].append(candidate.key)
+            at = keys.setdefault(candidate.base_url, [])
+            if candidate.key not in at:
+                at.append(candidate.key)
             first.setdefault(candidate.base_url, candidate)
-    return [
-        ProbeTarget(
-            url,
-            tuple(k),
-            mode=first[url].health_check,
-            url=first[url].health_check_url,
-            model=first[url].upstream_model,
-            headers=dict(first[url].headers),
-        )
-        for url, k in keys.items()
-    ]
+    return [probe_target(first[url], tuple(k)) for url, k in keys.items()]
+
+
+def probe_target(candidate: Candidate, keys: tuple[str, ...]) -> ProbeTarget:
+    mode = candidate.health_check
+    wire = candidate.wire
+    if mode == "tcp":
+        return ProbeTarget(candidate.base_url, keys, mode)
+    return ProbeTarget(
+        candidate.base_url,
+        keys,
+        mode,
+        request=wire.probe(candidate, mode, candidate.health_check_url),
+        verdict=partial(wire.probe_verdict, mode),
+    )

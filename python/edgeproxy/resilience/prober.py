@@ -23,16 +23,16 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from edgeproxy.clock import Clock
 from edgeproxy.failure import FailureClass, classify_status
 from edgeproxy.resilience.breaker import BreakerRegistry
 from edgeproxy.snapshot.settings import ProbeMode, ProberSettings
+from edgeproxy.snapshot.wire import ProbeRequest
+from edgeproxy.upstreams.http1 import ConnectFailed, Http1Pool
 
 log = logging.getLogger("edgeproxy.prober")
 
@@ -42,21 +42,20 @@ class ProbeTarget:
     base_url: str  # the API root, e.g. https://api.openai.com/v1
     keys: tuple[str, ...]  # candidate keys whose breakers this probe feeds
     mode: ProbeMode = "models"
-    url: str | None = None  # mode "url": the URL to GET
-    model: str | None = None  # mode "completion": the upstream model name
-    # Provider auth (the /models endpoint needs a key); kept out of repr so it is never logged.
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The HTTP probe, built by the candidate's wire (None for ``tcp``): its URL, method, body
+    # and headers (the provider's key among them; ``ProbeRequest`` keeps them out of repr).
+    request: ProbeRequest | None = None
+    # The wire's verdict on the probe's HTTP status: True healthy, False down, None busy.
+    verdict: Callable[[int], bool | None] | None = field(default=None, compare=False)
 
     @property
     def probe_url(self) -> str:
-        if self.mode == "url" and self.url:
-            return self.url
-        if self.mode == "completion":
-            return self.base_url.rstrip("/") + "/chat/completions"
+        if self.request is not None:
+            return self.request.url
         if self.mode == "tcp":
             host, port = _host_port(self.base_url)
             return f"tcp://{host}:{port}"
-        return self.base_url.rstrip("/") + "/models"
+        return self.base_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,54 +240,55 @@ class Prober:
 
 # -- the real probes -----------------------------------------------------------------------------
 
-
-def _from_status(status: int) -> ProbeResult:
-    failure = classify_status(status)
-    if failure is None:
-        return ProbeResult(True, f"HTTP {status}")
-    if failure is FailureClass.RATE_LIMITED:
-        return ProbeResult(None, "HTTP 429: busy, not down", failure)
-    if failure is FailureClass.CLIENT_ERROR:
-        # It answered: reachable. A 401 or a server without /models is a config matter, which
-        # user traffic reports as a client error; ejecting the upstream would not fix it.
-        return ProbeResult(True, f"HTTP {status}: reachable")
-    return ProbeResult(False, f"HTTP {status}", failure)
+# A probe's answer is read up to this much (then dropped): a hostile or broken upstream cannot make
+# the prober buffer more. The client never asks for compression, so this is what arrives.
+MAX_PROBE_BODY = 64 * 1024
 
 
-def http_probe(session: aiohttp.ClientSession) -> ProbeFn:
-    """Probes that speak HTTP over ``session`` (pooled, like user traffic), or connect over TCP."""
+def http_probe(pool: Http1Pool) -> ProbeFn:
+    """Probes over the proxy's one upstream client (the pool user traffic uses): the wire's own
+    request, no redirect ever followed, the answer read capped; or a TCP connect."""
 
     async def probe(target: ProbeTarget, time_limit: float) -> ProbeResult:
-        if target.mode == "tcp":
+        request = target.request
+        if target.mode == "tcp" or request is None:
             return await tcp_probe(target, time_limit)
-        limit = aiohttp.ClientTimeout(total=time_limit)
         try:
-            if target.mode == "completion":
-                body = {
-                    "model": target.model,
-                    "messages": [{"role": "user", "content": "ping"}],
-                    "max_tokens": 1,
-                }
-                request = session.post(
-                    target.probe_url, json=body, headers=dict(target.headers), timeout=limit
+            async with asyncio.timeout(time_limit):
+                response = await pool.post(
+                    request.url,
+                    request.body,
+                    request.headers,
+                    connect_timeout=time_limit,
+                    method=request.method,
                 )
-            else:
-                request = session.get(target.probe_url, headers=dict(target.headers), timeout=limit)
-            async with request as response:
-                await response.read()
-                return _from_status(response.status)
+                try:
+                    await response.read(MAX_PROBE_BODY)
+                finally:
+                    response.release()  # reused when read whole, else dropped
         except TimeoutError:
             return ProbeResult(
                 False, f"no answer within {time_limit:g}s", FailureClass.CONNECT_TIMEOUT
             )
-        except aiohttp.ClientConnectorError as exc:
-            return ProbeResult(False, f"connect failed: {exc.os_error}", FailureClass.CONNECT_ERROR)
-        except (aiohttp.ClientError, ConnectionError) as exc:
+        except ConnectFailed as exc:
+            return ProbeResult(False, f"connect failed: {exc}", FailureClass.CONNECT_ERROR)
+        except (ConnectionError, OSError, ValueError) as exc:
             return ProbeResult(
                 False, f"connection failed: {type(exc).__name__}", FailureClass.RESET
             )
+        return _verdict(target, response.status)
 
     return probe
+
+
+def _verdict(target: ProbeTarget, status: int) -> ProbeResult:
+    ok = target.verdict(status) if target.verdict is not None else 200 <= status < 300
+    if ok is None:
+        return ProbeResult(None, f"HTTP {status}: busy, not down", classify_status(status))
+    if ok:
+        return ProbeResult(True, f"HTTP {status}" if status < 300 else f"HTTP {status}: reachable")
+    failure = classify_status(status)
+    return ProbeResult(False, f"HTTP {status}", failure)
 
 
 async def tcp_probe(target: ProbeTarget, time_limit: float) -> ProbeResult:

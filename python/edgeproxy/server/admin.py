@@ -161,7 +161,6 @@ async def handle_admin_debug_runtime(request: web.Request) -> web.Response:
     data = runtime_facts(
         started=config.started,
         http=pool.http,
-        prober=pool.session if pool.started else None,
         cache=state.cache.stats(),
         inflight=state.telemetry.inflight,
         tracemalloc_top=15 if request.query.get("tracemalloc") == "top" else 0,

@@ -1,4 +1,4 @@
-"""One upstream attempt on the OpenAI wire: send, then wait for the whole answer (non-stream) or
+"""One upstream attempt, in the candidate's wire: send, then wait for the whole answer (non-stream) or
 the first token (stream), within the attempt's time limits clipped to the request deadline."""
 
 from __future__ import annotations
@@ -11,16 +11,14 @@ from typing import Any
 
 import orjson
 
-from edgeproxy._core import TranslationError
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.server.context import ProxyState
-from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream
+from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream, usage_is_valid
 from edgeproxy.snapshot import Candidate, Route
-from edgeproxy.translate import anthropic_to_openai_response
-from edgeproxy.upstreams import anthropic as anthropic_upstream
-from edgeproxy.upstreams import openai as openai_upstream
+from edgeproxy.telemetry.redact import redact
 from edgeproxy.upstreams.http1 import UpstreamResponse
+from edgeproxy.upstreams.send import send
 
 # A non-stream answer larger than this is refused rather than buffered without bound.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -39,9 +37,6 @@ class UpstreamCall:
     trace_headers: Mapping[str, str]
 
     async def send(self, stream: bool) -> UpstreamResponse:
-        send = (
-            anthropic_upstream.send if self.candidate.kind == "anthropic" else openai_upstream.send
-        )
         return await send(
             self.state.pool.http,
             self.candidate,
@@ -98,20 +93,14 @@ async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
             response.release()
     if len(data) > MAX_RESPONSE_BYTES:
         raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is larger than 64 MiB")
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is not valid JSON") from None
-    if call.candidate.kind == "anthropic":
-        # An Anthropic message, answered to an OpenAI-shaped exchange as a chat.completion.
-        message = anthropic_upstream.check_message(parsed)
-        try:
-            parsed = anthropic_to_openai_response(message)
-        except TranslationError as exc:
-            raise AttemptFailure(FailureClass.MALFORMED, f"untranslatable answer: {exc}") from None
-        return orjson.dumps(parsed), parsed
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
-        raise AttemptFailure(FailureClass.MALFORMED, "upstream answer has no 'choices' array")
+    # The candidate's wire checks the answer and turns it into an OpenAI chat.completion.
+    data, parsed = call.candidate.wire.answer(data)
+    if isinstance(parsed.get("model"), str):
+        parsed["model"] = redact(parsed["model"])  # for the span (the client gets ``data``)
+    if parsed.get("usage") is not None and not usage_is_valid(parsed["usage"]):
+        # Not a count the proxy can pass on or bill by: dropped, so the proxy counts its own.
+        del parsed["usage"]
+        data = orjson.dumps(parsed)
     return data, parsed
 
 
@@ -130,6 +119,8 @@ async def attempt_stream(
                 FailureClass.MALFORMED,
                 f"upstream answered a stream request with {response.content_type!r}",
             )
-        if call.candidate.kind == "anthropic":
-            options = replace(options or StreamOptions(), translate_from_anthropic=True)
+        options = options or StreamOptions()
+        translator = call.candidate.wire.stream(include_usage=options.count_usage is not None)
+        if translator is not None:
+            options = replace(options, translator=translator)
         return await open_stream(response, allowed, options)

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import logging
 
-from edgeproxy.failure import AttemptFailure
+from edgeproxy.events import (
+    AttemptEnded,
+    AttemptStarted,
+    BackingOff,
+    CandidateSkipped,
+    FirstToken,
+    RequestEvent,
+)
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.server.relay import UpstreamStream, UsageCounter
-from edgeproxy.snapshot import Candidate
+from edgeproxy.telemetry.redact import redact
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 
 log = logging.getLogger("edgeproxy.access")
 
 
 class AttemptLog:
-    """The attempt loop's observer: a log line per failed attempt, TTFT samples for hedging,
-    backoff events on the request's trace."""
+    """The attempt loop's listener: a log line per failed attempt, TTFT samples for hedging,
+    skips and backoffs on the request's trace."""
 
     def __init__(
         self, rid: str, engine: ResilienceEngine, stream: bool, tel: RequestTelemetry
@@ -25,34 +32,32 @@ class AttemptLog:
         self._engine = engine
         self._stream = stream
         self._tel = tel
+        self._keys: dict[int, str] = {}  # attempt number -> candidate key
 
-    def attempt_started(self, candidate: Candidate, number: int, hedge: bool) -> None:
-        pass
-
-    def attempt_finished(
-        self, candidate: Candidate, number: int, failure: AttemptFailure | None, seconds: float
-    ) -> None:
-        if failure is None:
-            if self._stream:
-                self._engine.hedger.observe_ttft(candidate.key, seconds)
-            return
-        log.info(
-            "attempt failed",
-            extra={
-                "request_id": self._rid,
-                "candidate": candidate.key,
-                "attempt": number,
-                "failure": str(failure),
-            },
-        )
-
-    def skipped(self, candidate: Candidate, reason: str) -> None:
-        self._tel.event(
-            "edgeproxy.candidate_skipped", {"edgeproxy.candidate": candidate.key, "reason": reason}
-        )
-
-    def backing_off(self, candidate: Candidate, seconds: float) -> None:
-        self._tel.backoff(seconds, f"retrying {candidate.key}")
+    def on_event(self, event: RequestEvent) -> None:
+        if isinstance(event, AttemptStarted):
+            self._keys[event.number] = event.candidate.key
+        elif isinstance(event, FirstToken):
+            if self._stream and event.number in self._keys:
+                self._engine.hedger.observe_ttft(self._keys[event.number], event.seconds)
+        elif isinstance(event, AttemptEnded) and event.failure is not None:
+            log.info(
+                "attempt failed",
+                extra={
+                    "request_id": self._rid,
+                    "candidate": event.candidate.key,
+                    "attempt": event.number,
+                    # Scrubbed here, not only by the formatter: any handler may see the record.
+                    "failure": redact(str(event.failure)),
+                },
+            )
+        elif isinstance(event, CandidateSkipped):
+            self._tel.event(
+                "edgeproxy.candidate_skipped",
+                {"edgeproxy.candidate": event.candidate.key, "reason": event.detail},
+            )
+        elif isinstance(event, BackingOff):
+            self._tel.backoff(event.seconds, f"retrying {event.candidate.key}")
 
 
 def discard_stream(value: tuple[UpstreamStream, bytes, AttemptTelemetry, UsageCounter]) -> None:

@@ -4,6 +4,8 @@ flight (single-flight), and the tap that records a leader's stream for both."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Protocol
 
 from aiohttp import web
@@ -74,42 +76,56 @@ async def follow_stream(
     request: web.Request, broadcast: StreamBroadcast, exchange: Following
 ) -> web.StreamResponse | None:
     """Relay an identical stream already in flight; None when its leader failed before
-    sending anything (then this request makes its own upstream call)."""
+    sending anything (then this request makes its own upstream call). Every write is bounded
+    by the follower's own deadline: a follower whose client stops reading is dropped."""
     response: web.StreamResponse | None = None
     encoder = exchange.client.stream()
     failure: AttemptFailure | None = None
     try:
-        async for chunk in broadcast.follow(max(exchange.deadline.remaining(), 0.0)):
-            if response is None:
-                headers = {
-                    CACHE_HEADER: HIT,
-                    "x-edgeproxy-attempts": "0",
-                    "x-edgeproxy-policy-version": exchange.policy.version,
-                    **SSE_HEADERS,
-                }
-                response = web.StreamResponse(headers=headers)
-                await response.prepare(request)
-                exchange.tel.first_token()
-            try:
-                await response.write(encoder.encode(chunk))
-            except TranslationError:
-                # The leader's stream ended in an error event (OpenAI's shape).
-                failure = AttemptFailure(FailureClass.CUT, "the shared stream failed")
-                break
-    except LeaderFailed:
-        return None
-    except FollowerTimeout as timeout:
-        if response is None and not timeout.committed:
+        try:
+            async for chunk in broadcast.follow(max(exchange.deadline.remaining(), 0.0)):
+                if response is None:
+                    headers = {
+                        CACHE_HEADER: HIT,
+                        "x-edgeproxy-attempts": "0",
+                        "x-edgeproxy-policy-version": exchange.policy.version,
+                        **SSE_HEADERS,
+                    }
+                    response = web.StreamResponse(headers=headers)
+                    await response.prepare(request)
+                    exchange.tel.first_token()
+                try:
+                    await _bounded(response.write(encoder.encode(chunk)), exchange.deadline)
+                except TranslationError:
+                    # The leader's stream ended in an error event (OpenAI's shape).
+                    failure = AttemptFailure(FailureClass.CUT, "the shared stream failed")
+                    break
+        except LeaderFailed:
             return None
-        failure = AttemptFailure(FailureClass.DEADLINE, "the shared stream outlasted it")
-    if response is None:
-        return None
-    if failure is not None:
-        await response.write(encoder.error(failure, 0, exchange.rid, None))
-    else:
-        await response.write(encoder.close())
-    await response.write_eof()
+        except FollowerTimeout as timeout:
+            if response is None and not timeout.committed:
+                return None
+            failure = AttemptFailure(FailureClass.DEADLINE, "the shared stream outlasted it")
+        if response is None:
+            return None
+        if failure is not None:
+            await _bounded(
+                response.write(encoder.error(failure, 0, exchange.rid, None)), exchange.deadline
+            )
+        else:
+            await _bounded(response.write(encoder.close()), exchange.deadline)
+        await _bounded(response.write_eof(), exchange.deadline)
+    except TimeoutError:
+        # Its client did not read before the deadline: drop it (the slot is freed on return).
+        if request.transport is not None:
+            request.transport.abort()
     return response
+
+
+async def _bounded(write: Awaitable[None], deadline: Deadline) -> None:
+    """A write to the client within what is left of the deadline (TimeoutError after)."""
+    async with asyncio.timeout(max(deadline.remaining(), 0.0)):
+        await write
 
 
 def who_served(headers: dict[str, str]) -> dict[str, str]:
@@ -121,12 +137,18 @@ _WHO = frozenset({"x-edgeproxy-provider", "x-edgeproxy-region", "x-edgeproxy-mod
 
 
 class CacheTap:
-    """Records a leader's stream for the cache and shares it with coalesced followers."""
+    """Records a leader's stream for the cache and shares it with coalesced followers.
+
+    Neither grows with the stream: the recording stops (and the answer is not stored) past the
+    cache's ``MAX_RECORD_BYTES``, and the broadcast keeps at most ``MAX_SHARED_BYTES``; a
+    stream nobody can follow (its plan has no key, or no lookup) is not shared at all.
+    """
 
     def __init__(
         self, broadcast: StreamBroadcast | None, plan: CachePlan, cache: PromptCache
     ) -> None:
-        self._broadcast = broadcast
+        followable = plan.key is not None and plan.lookup  # as ``PromptCache.join_stream``
+        self._broadcast = broadcast if followable else None
         self._plan = plan
         self._cache = cache
         self._recorder: StreamRecorder | None = None
@@ -141,12 +163,12 @@ class CacheTap:
         if self._broadcast is not None:
             self._broadcast.append(data)
 
-    def end(self, complete: bool, error: bytes) -> None:
+    def end(self, complete: bool, error: bytes, cacheable: bool = True) -> None:
         if self._ended:
             return
         self._ended = True
         if self._recorder is not None:
-            self._recorder.finish(complete)  # stores only a complete answer
+            self._recorder.finish(complete and cacheable)  # stores only a complete answer
         if self._broadcast is not None:
             if complete:
                 self._broadcast.close()

@@ -24,6 +24,7 @@ from edgeproxy.cache.layer import (
 )
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
 from edgeproxy.errors import TokenizerError
+from edgeproxy.events import AttemptKind
 from edgeproxy.failure import AttemptFailure
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
 from edgeproxy.resilience.shedding import Overloaded
@@ -52,8 +53,6 @@ from edgeproxy.server.relay import (
 from edgeproxy.server.responses import all_failed, pass_through, served_headers
 from edgeproxy.snapshot import Candidate, Policy, Route
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
-from edgeproxy.translate import TranslationError, error_to_openai, openai_to_anthropic_request
-from edgeproxy.upstreams import openai as openai_upstream
 
 Serve = Callable[
     [web.Request, ProxyState, str, RequestTelemetry, bytes], Awaitable[web.StreamResponse]
@@ -244,11 +243,11 @@ class ChatExchange:
             outcome = await loop.run(self._attempt(self.body, StreamOptions()))
         except PassThrough as final:
             failure = final.failure
-            if final.candidate.kind == "anthropic" and failure.status is not None:
-                # The upstream's own error, in OpenAI's shape (the client wire re-shapes it
-                # again if the client speaks Anthropic).
-                failure.body = error_to_openai(failure.status, failure.body, self.rid)
-                failure.content_type = "application/json"
+            # The upstream's own error, in OpenAI's shape (the client wire re-shapes it again
+            # if the client does not speak OpenAI).
+            failure.body, failure.content_type = final.candidate.wire.client_error_body(
+                failure, self.rid
+            )
             return pass_through(failure, final.candidate, loop.outcome.attempts, policy.version)
         finally:
             self.attempts_used = len(loop.outcome.attempts)
@@ -293,16 +292,18 @@ class ChatExchange:
         """The candidates whose wire can carry this request. An OpenAI request that uses a
         feature Anthropic lacks (n > 1, logprobs, ...) skips Anthropic-wire candidates, with the
         field named, rather than being silently changed."""
-        if all(c.kind == "openai" for c in chain):
+        refusals = {}
+        for wire in {c.wire for c in chain}:
+            refusal = wire.refusal(self.body)
+            if refusal is not None:
+                refusals[wire] = refusal
+                self._untranslatable_param = refusal.param
+        if not refusals:
             return chain, []
-        try:
-            openai_to_anthropic_request(self.body, default_max_tokens=1)
-        except TranslationError as exc:
-            self._untranslatable_param = exc.param
-            reason = f"the Anthropic wire cannot take it ({exc})"
-            kept = tuple(c for c in chain if c.kind == "openai")
-            return kept, [(c.key, f"{c.key}: {reason}") for c in chain if c.kind == "anthropic"]
-        return chain, []
+        kept = tuple(c for c in chain if c.wire not in refusals)
+        return kept, [
+            (c.key, f"{c.key}: {refusals[c.wire].reason}") for c in chain if c.wire in refusals
+        ]
 
     def _max_output(self) -> int:
         out = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
@@ -381,7 +382,11 @@ class ChatExchange:
             self._prompt_task(encoding)
 
     def _loop(
-        self, chain: tuple[Candidate, ...], max_attempts: int, hedge_delay: float | None = None
+        self,
+        chain: tuple[Candidate, ...],
+        max_attempts: int,
+        hedge_delay: float | None = None,
+        resume: bool = False,
     ) -> AttemptLoop[Any]:
         engine = self.engine
         return AttemptLoop(
@@ -391,12 +396,14 @@ class ChatExchange:
             gate=engine,
             budget=engine.budget,
             backoff=engine.backoff,
-            observer=AttemptLog(self.rid, engine, self.stream, self.tel),
+            listener=AttemptLog(self.rid, engine, self.stream, self.tel),
             discard=discard_stream if self.stream else None,
             defer_success=self.stream,
             hedge_delay=hedge_delay,
             try_hedge=engine.hedger.try_hedge,
             quota_ejection=self.policy.engine.quota_ejection,
+            first_number=self.attempts_used + 1,
+            first_kind=AttemptKind.RESUME if resume else AttemptKind.FIRST,
         )
 
     def _attempt(
@@ -510,7 +517,7 @@ class ChatExchange:
             "messages": [*self.body["messages"], {"role": "assistant", "content": text}],
         }
         options = StreamOptions(continues=original, prior_usage=prior)
-        loop = self._loop(chain, attempts_left)
+        loop = self._loop(chain, attempts_left, resume=True)
         try:
             outcome = await loop.run(self._attempt(body, options))
         except PassThrough:
@@ -535,9 +542,4 @@ def _skipped_header(skipped: list[tuple[str, str]]) -> str:
 
 def _upstream_body(body: dict[str, Any], candidate: Candidate) -> bytes:
     """The request as this candidate's wire and model name want it."""
-    if candidate.kind == "anthropic":
-        translated = openai_to_anthropic_request(
-            body, default_max_tokens=candidate.max_output_tokens, model=candidate.upstream_model
-        )
-        return orjson.dumps(translated)
-    return openai_upstream.upstream_body(body, candidate)
+    return candidate.wire.request_body(body, candidate)

@@ -1,5 +1,10 @@
 """The proxy's own answers: who-served-it headers, a client error passed through, and the one
-error a client gets when no candidate could answer."""
+error a client gets when no candidate could answer.
+
+Everything here that carries an upstream's words (its error body, failure details quoting its
+error code or message) is scrubbed by ``telemetry.redact`` first: an upstream that quotes the
+provider key back ("Incorrect API key provided: Bearer sk-…") never hands it to the client.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from edgeproxy.failure import TIMEOUTS, AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import AttemptRecord, Outcome
 from edgeproxy.server.openai_wire import error_body
 from edgeproxy.snapshot import Candidate, Route
+from edgeproxy.telemetry.redact import redact, redact_body
 
 
 def served_headers(
@@ -33,10 +39,10 @@ def pass_through(
     assert failure.status is not None
     return web.Response(
         status=failure.status,
-        body=failure.body,
+        body=redact_body(failure.body),
         headers={
             **served_headers(candidate, attempts, version),
-            "Content-Type": failure.content_type,
+            "Content-Type": redact(failure.content_type),
         },
     )
 
@@ -65,9 +71,9 @@ def all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> w
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     tried = "; ".join(f"{a.candidate.key}: {a.failure}" for a in attempts)
-    skipped = "; ".join(f"{c.key}: skipped ({why})" for c, why in outcome.skipped)
+    skipped = "; ".join(f"{s.candidate.key}: skipped ({s.detail})" for s in outcome.skipped)
     detail = "; ".join(part for part in (tried, skipped) if part)
-    message = (
+    message = redact(
         f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "
         f"{outcome.stopped_because}): {detail}."
     )
@@ -80,7 +86,10 @@ def all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> w
 def midstream_error(failure: AttemptFailure, events: int, rid: str) -> bytes:
     """The in-band error that ends a committed stream: the OpenAI SDK raises ``APIError`` on it."""
     body = error_body(
-        f"The upstream stream failed after {events} events ({failure}); the answer is incomplete.",
+        redact(
+            f"The upstream stream failed after {events} events ({failure}); "
+            "the answer is incomplete."
+        ),
         type="upstream_error",
         code="stream_interrupted",
         request_id=rid,

@@ -106,7 +106,7 @@ class ProxyServer:
         if encodings:
             asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
-        self.state.engine.start_probing(self.state.policy, self.state.pool.session)
+        self.state.engine.start_probing(self.state.policy, self.state.pool.http)
         app = create_app(self.state, self.allowed_hosts)
         add_admin_routes(
             app,

@@ -3,12 +3,13 @@
 Used by ``make demo``, the integration tests (the real proxy against simulated providers on
 loopback, with the official ``openai`` SDK as client) and the locust load tests.
 
-Each simulated provider (``SimProvider``) serves the OpenAI Chat Completions wire:
+Each simulated provider (``SimProvider``) speaks one wire (``SimConfig.wire``), on its own port
+as a real provider's endpoint does (a request in the other wire gets a 404):
 
-- ``POST /v1/chat/completions`` with ``stream`` false (``chat.completion``) or true (SSE
-  ``chat.completion.chunk`` events, a usage chunk when ``stream_options.include_usage`` is true,
-  then ``data: [DONE]``). The text is deterministic for a given seed and request messages.
-- ``POST /v1/messages``: the Anthropic Messages wire on the same port, with the same simulated
+- ``openai``: ``POST /v1/chat/completions`` with ``stream`` false (``chat.completion``) or true
+  (SSE ``chat.completion.chunk`` events, a usage chunk when ``stream_options.include_usage`` is
+  true, then ``data: [DONE]``). The text is deterministic for a given seed and request messages.
+- ``anthropic``: ``POST /v1/messages``, the Anthropic Messages wire, with the same simulated
   model and the same faults (``sim/anthropic.py`` documents the shapes): ``x-api-key`` auth,
   Anthropic error bodies, ``message`` objects and the Messages event stream.
 - Tool use (both wires, ``sim/tools.py``): when the request offers tools and the last user message

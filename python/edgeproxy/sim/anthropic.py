@@ -1,7 +1,7 @@
 """The simulated provider's Anthropic Messages wire: ``POST /v1/messages``.
 
-Served on the same port as the OpenAI wire, with the same simulated model (text, tool use,
-``max_tokens``), the same faults and the same stats:
+Served by a simulator whose ``SimConfig.wire`` is ``anthropic``, with the same simulated model as
+the OpenAI wire (text, tool use, ``max_tokens``), the same faults and the same stats:
 
 - non-stream: a ``message`` object (``text`` or ``tool_use`` content, ``stop_reason``
   ``end_turn`` / ``max_tokens`` / ``tool_use``, ``usage``);
@@ -16,8 +16,10 @@ Served on the same port as the OpenAI wire, with the same simulated model (text,
   ``context_length_exceeded`` -> "prompt is too long");
 - fault ``overloaded``: an ``event: error`` with ``overloaded_error`` after ``after_tokens``
   deltas, then the end of the body (non-stream: 529); ``no_done``: no ``message_stop``;
-  ``malformed``: an event whose JSON is broken; ``cut``, ``stall``, ``slow_first_token``,
-  ``reset``, ``hang``, ``refuse`` as on the OpenAI wire.
+  ``malformed``: an event whose JSON is broken; ``echo_key``: an ``authentication_error``
+  quoting the key received (HTTP ``status``, or in-stream after ``after_tokens`` deltas);
+  ``keepalive_only``: ``ping`` events only after ``after_tokens`` deltas; ``cut``, ``stall``,
+  ``slow_first_token``, ``reset``, ``hang``, ``refuse`` as on the OpenAI wire.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from . import netio
 from .completion import Completion, plan_completion
 from .faults import Fault
 from .request import ChatRequest
-from .respond import Pacer, send_body
+from .respond import Pacer, keep_alive, send_body
+from .wire import credential_of
 
 if TYPE_CHECKING:
     from .provider import SimProvider
@@ -109,6 +112,12 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
         sim.stats.record("ok")
 
     chat = to_chat_request(parsed)
+    if fault is not None and fault.mode == "echo_key" and not (chat.stream and fault.after_tokens):
+        return aw.error_response(
+            fault.status,
+            code=fault.error_code or "invalid_api_key",
+            message=f"invalid x-api-key: {credential_of(request.headers)}",
+        )
     sim._models.setdefault(chat.model, None)
     completion = plan_completion(sim.config, chat)
     slow = fault is not None and fault.mode == "slow_first_token"
@@ -216,6 +225,18 @@ async def send_stream(
             if mode == "overloaded":
                 await response.write(aw.OVERLOADED_EVENT)
                 await response.write_eof()
+                return response, False
+            if mode == "echo_key":
+                message = f"invalid x-api-key: {credential_of(request.headers)}"
+                error = {
+                    "type": "error",
+                    "error": {"type": "authentication_error", "message": message},
+                }
+                await response.write(aw.event("error", error))
+                await response.write_eof()
+                return response, False
+            if mode == "keepalive_only":
+                await keep_alive(request, response, park, aw.PING)
                 return response, False
         if index == len(deltas):
             break

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
+
+# The provider APIs a simulator can speak (one per simulator: a port speaks one wire, as a real
+# provider's endpoint does, so a request sent in the wrong wire gets a 404 instead of an answer).
+SimWire = Literal["openai", "anthropic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +31,15 @@ class SimConfig:
     reports_usage: bool = True
     # Text in the last user message that makes the model call a tool (when tools are offered).
     tool_trigger: str = "use tool"
+    # The wire this simulator speaks: ``openai`` (POST /v1/chat/completions) or ``anthropic``
+    # (POST /v1/messages).
+    wire: SimWire = "openai"
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("SimConfig.name must be a non-empty string")
+        if self.wire not in ("openai", "anthropic"):
+            raise ValueError(f"SimConfig.wire must be 'openai' or 'anthropic', got {self.wire!r}")
         if self.ttft < 0:
             raise ValueError(f"SimConfig.ttft must be >= 0, got {self.ttft}")
         if self.tokens_per_second < 0 or math.isnan(self.tokens_per_second):

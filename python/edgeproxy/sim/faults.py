@@ -21,6 +21,8 @@ FAULT_MODES: Final = frozenset(
         "malformed",
         "no_done",
         "overloaded",
+        "echo_key",
+        "keepalive_only",
     }
 )
 

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import netio
+from . import netio, wire
+from .anthropic import authorized as anthropic_authorized
 from .anthropic import serve_messages
 from .completion import plan_completion
 from .config import SimConfig
@@ -166,8 +167,10 @@ class SimProvider:
     def _build_app(self) -> web.Application:
         app = web.Application()
         app.on_response_prepare.append(self._stamp)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/messages", self._messages)
+        if self.config.wire == "openai":
+            app.router.add_post("/v1/chat/completions", self._chat)
+        else:
+            app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._list_models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/_sim/stats", self._stats)
@@ -183,7 +186,9 @@ class SimProvider:
         return web.json_response(self.describe(), dumps=_dumps)
 
     async def _list_models(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        # Each wire's own auth header (Anthropic's model list takes x-api-key).
+        wire_auth = anthropic_authorized if self.config.wire == "anthropic" else None
+        if not (wire_auth(self, request) if wire_auth else self._authorized(request)):
             return _unauthorized()
         data = [
             {"id": model, "object": "model", "created": 0, "owned_by": self.config.name}
@@ -251,6 +256,16 @@ class SimProvider:
             return error_response(400, code=exc.code, message=exc.message, param=exc.param)
         if fault is None:
             self.stats.record("ok")
+        if (
+            fault is not None
+            and fault.mode == "echo_key"
+            and not (chat.stream and fault.after_tokens)
+        ):
+            return error_response(
+                fault.status,
+                code=fault.error_code or "invalid_api_key",
+                message=wire.echo_key_message(request.headers),
+            )
 
         self._models.setdefault(chat.model, None)
         completion = plan_completion(self.config, chat)

@@ -104,6 +104,21 @@ async def send_body(
     return response
 
 
+async def keep_alive(
+    request: web.Request, response: web.StreamResponse, park: Park, beat: bytes
+) -> None:
+    """Fault mode ``keepalive_only``: ``beat`` (a comment, a ping) every
+    ``KEEPALIVE_INTERVAL`` and nothing else, until the client leaves or the provider stops."""
+    while True:
+        await response.write(beat)
+        try:
+            await asyncio.wait_for(park(), wire.KEEPALIVE_INTERVAL)
+        except TimeoutError:
+            continue
+        netio.abort_transport(request.transport)
+        return
+
+
 async def send_stream(
     request: web.Request,
     completion: Completion,
@@ -154,6 +169,20 @@ async def send_stream(
             if mode == "overloaded":
                 await response.write(wire.SSE_OVERLOADED)
                 netio.drop_connection(request)
+                return response, False
+            if mode == "echo_key":
+                error = {
+                    "error": {
+                        "message": wire.echo_key_message(request.headers),
+                        "type": "invalid_request_error",
+                        "code": "invalid_api_key",
+                    }
+                }
+                await response.write(wire.sse(error))
+                netio.drop_connection(request)
+                return response, False
+            if mode == "keepalive_only":
+                await keep_alive(request, response, park, wire.SSE_KEEPALIVE)
                 return response, False
         if index == len(pieces):
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Final
 
 import orjson
@@ -17,6 +18,25 @@ SSE_OVERLOADED: Final = (
     b'"code": null}}\n\n'
 )
 MALFORMED_BODY: Final = b'{"id": "chatcmpl-broken", "choices": [ broken'
+
+
+# Seconds between the comments of fault mode "keepalive_only".
+KEEPALIVE_INTERVAL: Final = 0.05
+SSE_KEEPALIVE: Final = b": keep-alive\n\n"
+
+
+def credential_of(headers: Mapping[str, str]) -> str:
+    """The credential a request carried, as sent (fault mode "echo_key" quotes it back)."""
+    for name in ("Authorization", "x-api-key", "api-key"):
+        value = headers.get(name)
+        if value:
+            return value
+    return "(none)"
+
+
+def echo_key_message(headers: Mapping[str, str]) -> str:
+    """What a provider says about a key it rejects, quoting the key (some do)."""
+    return f"Incorrect API key provided: {credential_of(headers)}."
 
 
 def new_completion_id() -> str:

@@ -20,6 +20,7 @@ from edgeproxy.snapshot.policy import (
 )
 from edgeproxy.snapshot.settings import (
     DEFAULT_MAX_BYTES,
+    DEFAULT_ON_MIDSTREAM_FAILURE,
     NOT_COUNTED,
     BackoffSettings,
     BreakerSettings,
@@ -27,6 +28,7 @@ from edgeproxy.snapshot.settings import (
     CacheSettings,
     EngineSettings,
     Hedge,
+    MidstreamPolicy,
     Price,
     ProbeMode,
     ProberSettings,
@@ -42,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_ON_MIDSTREAM_FAILURE",
     "NOT_COUNTED",
     "BackoffSettings",
     "BreakerSettings",
@@ -51,6 +54,7 @@ __all__ = [
     "EngineSettings",
     "Excluded",
     "Hedge",
+    "MidstreamPolicy",
     "Policy",
     "Price",
     "ProbeMode",

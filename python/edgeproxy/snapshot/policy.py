@@ -20,6 +20,7 @@ from edgeproxy.snapshot.settings import (
     ProbeMode,
     Timeouts,
 )
+from edgeproxy.snapshot.wire import UpstreamWire
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_BODY_READ_TIMEOUT = 30.0
@@ -36,9 +37,11 @@ class Candidate:
     region: str
     model: str  # the name in the policy
     upstream_model: str  # the name sent to the provider
-    kind: Literal["openai", "anthropic"]
+    # The provider's API, resolved once from the registry (``edgeproxy.wires``): everything the
+    # request path does differently per provider goes through it.
+    wire: UpstreamWire
     base_url: str
-    chat_url: str
+    chat_url: str  # where an attempt is POSTed (the wire's endpoint for this region)
     context_window: int | None
     tags: Mapping[str, str]
     # Static headers including the provider key: kept out of repr so it can never be printed.

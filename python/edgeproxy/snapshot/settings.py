@@ -28,6 +28,11 @@ class Timeouts:
     total: float = 600.0
 
 
+# What a route does when a stream fails after its first byte reached the client.
+MidstreamPolicy = Literal["error", "resume"]
+DEFAULT_ON_MIDSTREAM_FAILURE: MidstreamPolicy = "error"
+
+
 @dataclass(frozen=True, slots=True)
 class Hedge:
     """A route's hedging: a fixed delay, or a percentile of the first candidate's recent TTFT."""
@@ -110,10 +115,16 @@ class RetryBudgetSettings:
     min_retries_per_second: float = 1.0
     # Seconds the counts cover: long enough to smooth bursts, short enough to recover quickly.
     window: float = 10.0
+    # A candidate whose recent failure ratio (its breaker's window) is at least this is failing:
+    # failing over onto it spends the budget; onto one below it is free. Well under the breaker's
+    # 50 %: a fallback failing one request in five is no longer "up" for the budget's purposes.
+    failing_ratio: float = 0.2
 
     def __post_init__(self) -> None:
         if self.ratio < 0 or self.min_retries_per_second < 0 or self.window <= 0:
             raise ValueError("retry budget: ratio and floor must be >= 0, window > 0")
+        if not 0 <= self.failing_ratio <= 1:
+            raise ValueError("retry budget: failing_ratio must be in [0, 1]")
 
 
 # -- health probes ----------------------------------------------------------------------------

@@ -27,8 +27,6 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from edgeproxy.upstreams.http1 import Http1Pool
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -73,47 +71,18 @@ def max_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def pool_connections(
-    http: Http1Pool | None, prober: aiohttp.ClientSession | None = None
-) -> dict[str, Any] | None:
-    """Idle keep-alive and in-use connections of the upstream clients: the attempts' pool and
-    the health prober's aiohttp session, added up (the soak's fd check allows that many)."""
+def pool_connections(http: Http1Pool | None) -> dict[str, Any] | None:
+    """Idle keep-alive and in-use connections of the proxy's one upstream client (attempts and
+    health probes share it): the soak's fd check allows that many."""
     if http is None:
         return None
     stats = http.stats()
     idle_by_host: dict[str, int] = dict(stats["idle_by_host"])
-    in_use: int | None = stats["in_use"]
-    probing = _session_connections(prober)
-    if probing is None:
-        in_use = None
-    else:
-        for host, n in probing[0].items():
-            idle_by_host[host] = idle_by_host.get(host, 0) + n
-        in_use = (in_use or 0) + probing[1]
-    return {"idle": sum(idle_by_host.values()), "in_use": in_use, "idle_by_host": idle_by_host}
-
-
-def _session_connections(
-    session: aiohttp.ClientSession | None,
-) -> tuple[dict[str, int], int] | None:
-    """The prober session's idle connections by host and its in-use count.
-
-    aiohttp has no public counter for these; the connector's ``_conns`` (idle, per host) and
-    ``_acquired`` (in use) are read defensively (None if their shape changes).
-    """
-    if session is None or session.closed or session.connector is None:
-        return {}, 0
-    connector = session.connector
-    try:
-        idle_by_host = {
-            f"{key.host}:{key.port}": len(conns)
-            for key, conns in getattr(connector, "_conns").items()  # noqa: B009
-            if conns
-        }
-        acquired = len(getattr(connector, "_acquired"))  # noqa: B009
-    except (AttributeError, TypeError):
-        return None
-    return idle_by_host, acquired
+    return {
+        "idle": sum(idle_by_host.values()),
+        "in_use": stats["in_use"],
+        "idle_by_host": idle_by_host,
+    }
 
 
 _last_snapshot: list[tracemalloc.Snapshot] = []
@@ -156,7 +125,6 @@ def runtime_facts(
     *,
     started: float,
     http: Http1Pool | None = None,
-    prober: aiohttp.ClientSession | None = None,
     cache: dict[str, int] | None = None,
     inflight: int | None = None,
     tracemalloc_top: int = 0,
@@ -182,7 +150,7 @@ def runtime_facts(
             "uncollectable": [s["uncollectable"] for s in gc.get_stats()],
             "garbage": len(gc.garbage),
         },
-        "upstream_pool": pool_connections(http, prober),
+        "upstream_pool": pool_connections(http),
         "requests_in_flight": inflight,
         "cache": cache,
         "tracemalloc": tracemalloc_facts(tracemalloc_top),

@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import orjson
 
+from edgeproxy.telemetry.redact import redact
+
 from .util import as_dict, as_list, as_str, refuse
 
 _STOP_REASONS: Final = {
@@ -78,9 +80,10 @@ def openai_to_anthropic_response(
         )
     finish = choice.get("finish_reason")
     stop_reason = "refusal" if refusal and finish == "stop" else stop_reason_for(finish)
-    usage = completion.get("usage") or {}
-    prompt = int(usage.get("prompt_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    # An upstream's usage is not trusted to be well formed: anything but a count counts as 0.
+    usage = _mapping(completion.get("usage"))
+    prompt = _count(usage.get("prompt_tokens"))
+    cached = _count(_mapping(usage.get("prompt_tokens_details")).get("cached_tokens"))
     msg_id = str(completion.get("id") or "")
     if msg_id.startswith("chatcmpl-"):
         msg_id = "msg_" + msg_id.removeprefix("chatcmpl-")
@@ -96,9 +99,20 @@ def openai_to_anthropic_response(
             "input_tokens": max(prompt - cached, 0),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": cached,
-            "output_tokens": int(usage.get("completion_tokens") or 0),
+            "output_tokens": _count(usage.get("completion_tokens")),
         },
     }
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _count(value: object) -> int:
+    """A token count from an upstream's usage: a non-negative finite number, else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 2**63:
+        return 0
+    return int(value)
 
 
 def anthropic_to_openai_response(
@@ -138,14 +152,14 @@ def anthropic_to_openai_response(
     }
     if calls:
         out_message["tool_calls"] = calls
-    usage = message.get("usage") or {}
-    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    usage = _mapping(message.get("usage"))
+    cache_read = _count(usage.get("cache_read_input_tokens"))
     prompt = (
-        int(usage.get("input_tokens") or 0)
-        + int(usage.get("cache_creation_input_tokens") or 0)
+        _count(usage.get("input_tokens"))
+        + _count(usage.get("cache_creation_input_tokens"))
         + cache_read
     )
-    completion_tokens = int(usage.get("output_tokens") or 0)
+    completion_tokens = _count(usage.get("output_tokens"))
     msg_id = str(message.get("id") or "")
     if msg_id.startswith("msg_"):
         msg_id = "chatcmpl-" + msg_id.removeprefix("msg_")
@@ -194,7 +208,8 @@ def anthropic_error_type(status: int) -> str:
 
 
 def _message_of(body: bytes) -> tuple[str | None, str | None]:
-    """(message, type/code) of an OpenAI or Anthropic error body, when it is one."""
+    """(message, type/code) of an OpenAI or Anthropic error body, when it is one; scrubbed of
+    credentials (an upstream may quote the key it was sent, escaped so the raw body hides it)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -205,8 +220,8 @@ def _message_of(body: bytes) -> tuple[str | None, str | None]:
     message = err.get("message")
     kind = err.get("code") or err.get("type")
     return (
-        message if isinstance(message, str) else None,
-        kind if isinstance(kind, str) else None,
+        redact(message) if isinstance(message, str) else None,
+        redact(kind) if isinstance(kind, str) else None,
     )
 
 

@@ -10,9 +10,18 @@ as they arrive. Everything else (timeouts, retries, failover) belongs to the res
 What it does: connections pooled per (scheme, host, port), reused newest first, closed after
 ``keepalive_timeout`` idle or when the upstream says ``Connection: close``; TCP_NODELAY so small
 SSE chunks are not held back; TLS through the ``ssl`` module with the system's trust store; flow
-control (a slow client pauses reading from the upstream); a request on a reused connection that
-the upstream closed while it sat idle (lost at once, nothing answered) is sent again once on a
-fresh connection; any later loss goes to the resilience engine, never a hidden second POST. Never: redirects, cookies, proxies from the environment, the client's headers.
+control (a slow client pauses reading from the upstream). Never: redirects, cookies, proxies from
+the environment, the client's headers.
+
+Every request an upstream sees is an attempt the resilience engine knows of (Go's rule for a
+POST): a request is only ever sent again when nothing of it was written. An idle connection is
+checked just before it is reused: one the upstream closed while it sat idle (its FIN or RST
+already here: the socket reads as ready) is dropped and the next one taken, before a byte is
+written. Once the request is written, any loss (a reset, a close crossing the request on the
+wire) is an ``UpstreamConnectionError`` for the attempt loop to count and fail over, never a
+hidden second POST that the provider bills and the breaker, budget, log and metrics miss.
+A URL this client cannot use (port out of range, a bad IPv6 literal, a host or path it cannot
+encode) is a ``ConnectFailed``, like a host that cannot be reached.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import select
 import socket
 import ssl
 import time
@@ -40,11 +50,6 @@ _MAX_IDLE_PER_ORIGIN = 128
 # How long a host's resolved addresses are reused for new connections (dropped at once when a
 # connection to them fails, so a moved upstream is found again on the next attempt).
 _DNS_TTL = 60.0
-# A request on a reused connection that fails this soon, with no byte of an answer, met a
-# connection the upstream had closed while it sat idle (one round trip at most): it is sent
-# again on a fresh connection. A later failure may mean the upstream was working on it, so it
-# goes to the resilience engine like any reset (never a hidden second POST).
-_STALE_WINDOW = 0.25
 # A response head larger than this is refused (a hostile upstream cannot make us buffer more).
 _MAX_HEAD_BYTES = 64 * 1024
 # After [DONE] a stream's end-of-body marker may still be in flight: wait this long (and at
@@ -208,7 +213,7 @@ class _Connection(asyncio.Protocol):
         self.head: asyncio.Future[None] | None = None
         self.closed = False
         self.received = False  # any byte of the current response arrived
-        self.sent_at = 0.0  # loop time the current request was written
+        self.fd = -1  # the socket's descriptor, to look at an idle connection before reuse
         self.idle_since = 0.0
         self.paused = False
         self.keep_alive = False
@@ -224,8 +229,10 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is not None:
+            self.fd = sock.fileno()
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         if self.response is None and not self.draining:
@@ -347,7 +354,6 @@ class _Connection(asyncio.Protocol):
         self.received = False
         self.keep_alive = False
         self._length_known = False
-        self.sent_at = loop.time()
         self.transport.writelines((head, body))
         try:
             await self.head
@@ -355,6 +361,24 @@ class _Connection(asyncio.Protocol):
             self.close()  # cancelled or failed mid-request: the connection state is unknown
             raise
         return response
+
+    def closed_while_idle(self) -> bool:
+        """Whether this idle connection is unusable, looked at before anything is written: closed
+        (or closing) already, or its socket readable. An idle connection has nothing to read but
+        the upstream's FIN or RST (any byte would be unsolicited), which the event loop may not
+        have taken in yet; one zero-timeout poll tells."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return True
+        if self.fd < 0:
+            return False
+        # poll, not select: select() cannot take a descriptor above 1023, and a busy proxy has
+        # more sockets than that.
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN | select.POLLPRI)
+        try:
+            return bool(poller.poll(0))
+        except OSError:
+            return True
 
     def reusable_after(self, response: UpstreamResponse) -> None:
         if self.response is not response or self.closed or not self.keep_alive:
@@ -413,6 +437,7 @@ class Http1Pool:
         self._dns: dict[tuple[str, int], tuple[float, list[AddrInfo]]] = {}
 
     def target(self, url: str) -> Target:
+        """Where ``url``'s requests go; ConnectFailed when no request can go there."""
         target = self._targets.get(url)
         if target is None:
             target = _parse_target(url)
@@ -440,25 +465,20 @@ class Http1Pool:
         headers: Mapping[str, str],
         *,
         connect_timeout: float,
+        method: str = "POST",
     ) -> UpstreamResponse:
-        """POST ``body``; the response once its status and headers are in.
+        """POST ``body`` (or send it with ``method``: the health prober GETs); the response once
+        its status and headers are in.
 
         Raises ConnectFailed (no connection), TimeoutError (none within ``connect_timeout``) or
         UpstreamConnectionError (lost before the response head).
         """
         target = self.target(url)
-        head = _request_head(target, headers, len(body))
+        head = _request_head(target, headers, len(body), method)
         conn = self._idle_connection(target.key)
-        if conn is not None:
-            try:
-                return await conn.request(head, body)
-            except UpstreamConnectionError:
-                quick = asyncio.get_running_loop().time() - conn.sent_at < _STALE_WINDOW
-                if conn.received or not quick:
-                    raise
-                # Lost at once, answering nothing: the upstream had closed the idle connection
-                # (its close crossed our request on the wire), so it never saw the request.
-        conn = await self._connect(target, connect_timeout)
+        if conn is None:
+            conn = await self._connect(target, connect_timeout)
+        # Sent once: a loss from here on is the caller's to see (see the module docstring).
         return await conn.request(head, body)
 
     def _idle_connection(self, key: tuple[str, str, int]) -> _Connection | None:
@@ -468,7 +488,7 @@ class Http1Pool:
         oldest_ok = self._clock() - self.keepalive_timeout
         while conns:
             conn = conns.pop()  # newest first: the one least likely to have been closed
-            if not conn.closed and conn.idle_since >= oldest_ok:
+            if conn.idle_since >= oldest_ok and not conn.closed_while_idle():
                 return conn
             conn.close()
         return None
@@ -492,7 +512,8 @@ class Http1Pool:
                     ssl=self._tls_context() if target.tls else None,
                     server_hostname=host if target.tls else None,
                 )
-        except OSError as exc:  # TimeoutError and ssl.SSLError are OSErrors too
+        except (OSError, ValueError) as exc:  # TimeoutError and ssl.SSLError are OSErrors too
+            # ValueError: UnicodeError from the resolver's IDNA encoding, among others.
             conn.close()
             self._dns.pop((host, port), None)
             if sock is not None and conn.transport is None:
@@ -568,21 +589,51 @@ class Http1Pool:
         self._idle.clear()
 
 
+# What a Host header may carry once IDNA-encoded: names, IPv4, [IPv6] (with a zone), a port.
+_HOST = re.compile(rb"[A-Za-z0-9._~%:\[\]-]+")
+
+
+def url_problem(url: str) -> str | None:
+    """Why this client cannot send a request to ``url`` (in words that never quote the URL: it
+    may carry credentials), or None. Policy loading may ask the same."""
+    try:
+        _parse_target(url)
+    except ConnectFailed as exc:
+        return str(exc)
+    return None
+
+
 def _parse_target(url: str) -> Target:
-    parts = urlsplit(url)
+    """Raises ConnectFailed for a URL no request can be sent to."""
+    try:
+        parts = urlsplit(url)
+        port_given = parts.port  # raises ValueError when out of range or not a number
+    except ValueError:
+        raise ConnectFailed("the URL's host or port is not valid") from None
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    tls = scheme == "https"
-    port = parts.port or (443 if tls else 80)
     host = parts.hostname
+    if scheme not in ("http", "https") or not host:
+        raise ConnectFailed("not an http(s) URL with a host")
+    if port_given == 0:
+        raise ConnectFailed("the URL's port is 0")
+    tls = scheme == "https"
+    port = port_given or (443 if tls else 80)
     default_port = port == (443 if tls else 80)
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if default_port else f"{shown}:{port}"
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-    return Target((scheme, host, port), host_header.encode("idna"), path.encode("ascii"), tls)
+    try:
+        # IDNA refuses an empty or over-long (> 63 characters) label, as DNS would.
+        host_bytes = host_header.encode("idna")
+    except UnicodeError:
+        raise ConnectFailed("the URL's host name cannot be encoded (IDNA)") from None
+    if _HOST.fullmatch(host_bytes) is None:
+        raise ConnectFailed("the URL's host name has characters a Host header cannot carry")
+    if not path.isascii() or any(c in path for c in " \r\n\t\0"):
+        raise ConnectFailed("the URL's path is not ASCII without spaces or line breaks")
+    return Target((scheme, host, port), host_bytes, path.encode("ascii"), tls)
 
 
 # Headers this client writes itself, or that belong to the connection rather than the
@@ -631,11 +682,13 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
+def _request_head(
+    target: Target, headers: Mapping[str, str], length: int, method: str = "POST"
+) -> bytes:
     # identity: without the header an upstream may compress as it likes (RFC 9110), and the
     # relay forwards bytes as they come.
     lines = [
-        b"POST ",
+        method.encode("ascii") + b" ",
         target.path,
         b" HTTP/1.1\r\nHost: ",
         target.host_header,

@@ -8,10 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::to_py_err;
-
-/// Bodies at least this large are canonicalised and hashed with the GIL released.
-const DETACH_THRESHOLD: usize = 32 * 1024;
+use crate::{detach_if_large, to_py_err};
 
 /// The 128-bit cache key (16 bytes) of a request body, scoped by the served model
 /// (route name), the wire format and the tenant.
@@ -33,24 +30,16 @@ pub fn cache_key<'py>(
     } else {
         cache::cache_key
     };
-    let key = if body.len() >= DETACH_THRESHOLD {
-        py.detach(|| key_of(body, model, wire, tenant))
-    } else {
-        key_of(body, model, wire, tenant)
-    }
-    .map_err(to_py_err)?;
+    let key =
+        detach_if_large(py, body.len(), || key_of(body, model, wire, tenant)).map_err(to_py_err)?;
     Ok(PyBytes::new(py, &key))
 }
 
 /// The canonical form of a request body (what `cache_key` hashes).
 #[pyfunction]
 pub fn canonical_request<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let out = if body.len() >= DETACH_THRESHOLD {
-        py.detach(|| cache::canonical_request(body))
-    } else {
-        cache::canonical_request(body)
-    }
-    .map_err(to_py_err)?;
+    let out =
+        detach_if_large(py, body.len(), || cache::canonical_request(body)).map_err(to_py_err)?;
     Ok(PyBytes::new(py, &out))
 }
 

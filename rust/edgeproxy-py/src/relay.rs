@@ -5,10 +5,7 @@ use edgeproxy_core::sse;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::to_py_err;
-
-/// Chunks at least this large are scanned with the GIL released.
-const DETACH_THRESHOLD: usize = 64 * 1024;
+use crate::{detach_if_large, to_py_err};
 
 /// What one upstream chunk held: the bytes to write, what it says about the answer, the failure.
 #[pyclass(frozen, get_all, module = "edgeproxy._core")]
@@ -88,12 +85,7 @@ impl ChatStreamScanner {
     /// Scans one chunk (GIL released for chunks >= 64 KiB); raises `SseError` on bad framing.
     fn feed(&mut self, py: Python<'_>, chunk: &[u8]) -> PyResult<ChunkScan> {
         let inner = &mut self.inner;
-        let scan = if chunk.len() >= DETACH_THRESHOLD {
-            py.detach(|| inner.feed(chunk))
-        } else {
-            inner.feed(chunk)
-        }
-        .map_err(to_py_err)?;
+        let scan = detach_if_large(py, chunk.len(), || inner.feed(chunk)).map_err(to_py_err)?;
         let (malformed, error_event) = match scan.failure {
             None => (None, None),
             Some(StreamFailure::Malformed(msg)) => (Some(msg), None),

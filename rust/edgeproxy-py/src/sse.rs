@@ -4,10 +4,7 @@ use edgeproxy_core::sse;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::to_py_err;
-
-/// Chunks at least this large are parsed with the GIL released.
-const DETACH_THRESHOLD: usize = 64 * 1024;
+use crate::{detach_if_large, to_py_err};
 
 /// One dispatched Server-Sent Event.
 #[pyclass(frozen, eq, hash, get_all, module = "edgeproxy._core")]
@@ -85,12 +82,7 @@ impl SseParser {
     /// Parses one chunk and returns the events it completed.
     fn feed(&mut self, py: Python<'_>, chunk: &[u8]) -> PyResult<Vec<SseEvent>> {
         let inner = &mut self.inner;
-        let events = if chunk.len() >= DETACH_THRESHOLD {
-            py.detach(|| inner.feed(chunk))
-        } else {
-            inner.feed(chunk)
-        }
-        .map_err(to_py_err)?;
+        let events = detach_if_large(py, chunk.len(), || inner.feed(chunk)).map_err(to_py_err)?;
         Ok(events.into_iter().map(SseEvent::from).collect())
     }
 

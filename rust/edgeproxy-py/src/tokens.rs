@@ -5,22 +5,10 @@
 use edgeproxy_core::tokens::{self, Encoding};
 use pyo3::prelude::*;
 
-use crate::to_py_err;
-
-/// Texts and bodies at least this large are counted with the GIL released.
-const DETACH_THRESHOLD: usize = 16 * 1024;
+use crate::{detach_if_large, to_py_err};
 
 fn encoding(name: &str) -> PyResult<Encoding> {
     Encoding::from_name(name).map_err(to_py_err)
-}
-
-/// Runs `work` with the GIL released when the input is large.
-fn maybe_detach<T: Send>(py: Python<'_>, len: usize, work: impl FnOnce() -> T + Send) -> T {
-    if len >= DETACH_THRESHOLD {
-        py.detach(work)
-    } else {
-        work()
-    }
 }
 
 /// The token count of a chat request.
@@ -58,7 +46,7 @@ impl TokenCount {
 #[pyo3(signature = (text, encoding = "cl100k_base"))]
 pub fn count_tokens(py: Python<'_>, text: &str, encoding: &str) -> PyResult<usize> {
     let encoding = self::encoding(encoding)?;
-    Ok(maybe_detach(py, text.len(), || {
+    Ok(detach_if_large(py, text.len(), || {
         tokens::count(text, encoding)
     }))
 }
@@ -73,7 +61,7 @@ pub fn count_tokens_up_to(
     encoding: &str,
 ) -> PyResult<usize> {
     let encoding = self::encoding(encoding)?;
-    Ok(maybe_detach(py, text.len(), || {
+    Ok(detach_if_large(py, text.len(), || {
         tokens::count_up_to(text, encoding, limit)
     }))
 }
@@ -83,8 +71,8 @@ pub fn count_tokens_up_to(
 #[pyo3(signature = (body, encoding))]
 pub fn count_chat_tokens(py: Python<'_>, body: &[u8], encoding: &str) -> PyResult<TokenCount> {
     let encoding = self::encoding(encoding)?;
-    let count =
-        maybe_detach(py, body.len(), || tokens::count_chat(body, encoding)).map_err(to_py_err)?;
+    let count = detach_if_large(py, body.len(), || tokens::count_chat(body, encoding))
+        .map_err(to_py_err)?;
     Ok(TokenCount {
         tokens: count.tokens,
         exact: count.exact,

@@ -5,10 +5,7 @@ use edgeproxy_core::translate::{self, StreamError, Usage};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::to_py_err;
-
-/// Chunks at least this large are translated with the GIL released.
-const DETACH_THRESHOLD: usize = 64 * 1024;
+use crate::{detach_if_large, to_py_err};
 
 fn error_tuple(e: Option<&StreamError>) -> Option<(String, String)> {
     e.map(|e| (e.kind.clone(), e.message.clone()))
@@ -40,12 +37,7 @@ impl OpenAIToAnthropicStream {
     /// Translates one network chunk; returns the bytes to write to the client.
     fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let inner = &mut self.inner;
-        let out = if chunk.len() >= DETACH_THRESHOLD {
-            py.detach(|| inner.feed(chunk))
-        } else {
-            inner.feed(chunk)
-        }
-        .map_err(to_py_err)?;
+        let out = detach_if_large(py, chunk.len(), || inner.feed(chunk)).map_err(to_py_err)?;
         Ok(PyBytes::new(py, &out))
     }
 
@@ -121,12 +113,7 @@ impl AnthropicToOpenAIStream {
     /// Translates one network chunk; returns the bytes to write to the client.
     fn feed<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let inner = &mut self.inner;
-        let out = if chunk.len() >= DETACH_THRESHOLD {
-            py.detach(|| inner.feed(chunk))
-        } else {
-            inner.feed(chunk)
-        }
-        .map_err(to_py_err)?;
+        let out = detach_if_large(py, chunk.len(), || inner.feed(chunk)).map_err(to_py_err)?;
         Ok(PyBytes::new(py, &out))
     }
 

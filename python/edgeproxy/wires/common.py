@@ -1,0 +1,54 @@
+"""What the provider wires share: reading an error's code, probe verdicts, probe headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import orjson
+
+from edgeproxy.failure import FailureClass, classify_status
+from edgeproxy.snapshot import ProbeMode
+
+
+def error_code(body: bytes) -> str | None:
+    """The error's own code (or type) from an ``{"error": {...}}`` body, OpenAI's shape."""
+    try:
+        err = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if isinstance(err, dict):
+        code = err.get("code") or err.get("type")
+        if isinstance(code, str) and code:
+            return code[:128]
+    return None
+
+
+def probe_verdict(mode: ProbeMode, status: int) -> bool | None:
+    """True healthy, False down, None inconclusive.
+
+    A free probe (``models``, ``url``) only asks "is it reachable and serving": a 401, 403 or
+    404 answers that (a key or path problem is a configuration matter that user traffic reports
+    as a client error; ejecting the upstream would not fix it). A billed ``completion`` probe
+    asks "does it answer": only a 2xx passes, since a 404 there means the model or the endpoint
+    is wrong. A 429 says "busy", not "down", in every mode.
+    """
+    failure = classify_status(status)
+    if failure is None:
+        return True
+    if failure is FailureClass.RATE_LIMITED:
+        return None
+    if failure is FailureClass.CLIENT_ERROR:
+        return mode != "completion"
+    return False
+
+
+def same_origin(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)
+
+
+def probe_headers(headers: Mapping[str, str], base_url: str, url: str) -> dict[str, str]:
+    """The provider's headers (its key among them) only for a URL on the provider's own origin:
+    a ``health_check.url`` elsewhere gets none."""
+    return dict(headers) if same_origin(base_url, url) else {}

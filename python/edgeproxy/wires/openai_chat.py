@@ -1,0 +1,99 @@
+"""The OpenAI Chat Completions wire (policy ``kind: openai``): OpenAI, Azure OpenAI, Gemini's
+OpenAI-compatible endpoint, vLLM, Ollama, LocalAI. The proxy's own shape, so bodies, answers and
+streams pass through; only the model name is replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import orjson
+
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status, parse_retry_after
+from edgeproxy.snapshot import Candidate, ProbeMode
+from edgeproxy.snapshot.wire import ProbeRequest, Refusal, StreamTranslator
+from edgeproxy.wires import common
+
+
+class OpenAIChatWire:
+    name: Final = "openai"
+
+    def endpoint_url(self, base_url: str, query: Mapping[str, str]) -> str:
+        url = base_url.rstrip("/") + "/chat/completions"
+        return f"{url}?{urlencode(query)}" if query else url
+
+    def refusal(self, body: Mapping[str, Any]) -> Refusal | None:
+        return None  # the proxy's own shape: anything the client sent can be carried
+
+    def request_body(self, body: Mapping[str, Any], candidate: Candidate) -> bytes:
+        if body.get("model") == candidate.upstream_model:
+            return orjson.dumps(body)
+        return orjson.dumps({**body, "model": candidate.upstream_model})
+
+    def request_headers(
+        self, candidate: Candidate, *, stream: bool, request_id: str, extra: Mapping[str, str]
+    ) -> dict[str, str]:
+        return {
+            **candidate.headers,
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "X-Request-Id": request_id,
+            **extra,  # trace context (traceparent)
+        }
+
+    def failure(
+        self, status: int, body: bytes, headers: Mapping[str, str], content_type: str
+    ) -> AttemptFailure:
+        code = common.error_code(body)
+        failure = classify_status(status, code)
+        assert failure is not None  # only non-2xx answers reach here
+        return AttemptFailure(
+            failure,
+            f"HTTP {status} from upstream" + (f" ({code})" if code else ""),
+            status=status,
+            body=body,
+            content_type=content_type,
+            retry_after=parse_retry_after(headers.get("retry-after")),
+            code=code,
+        )
+
+    def client_error_body(self, failure: AttemptFailure, request_id: str) -> tuple[bytes, str]:
+        return failure.body, failure.content_type
+
+    def answer(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise AttemptFailure(
+                FailureClass.MALFORMED, "upstream answer is not valid JSON"
+            ) from None
+        choices = parsed.get("choices") if isinstance(parsed, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise AttemptFailure(
+                FailureClass.MALFORMED, "upstream answer has no 'choices' array of objects"
+            )
+        return data, parsed
+
+    def stream(self, *, include_usage: bool) -> StreamTranslator | None:
+        return None  # OpenAI SSE already: the relay's scanner checks it as it passes
+
+    def probe(self, candidate: Candidate, mode: ProbeMode, url: str | None) -> ProbeRequest:
+        if mode == "completion":
+            body = {
+                "model": candidate.upstream_model,
+                "messages": [{"role": "user", "content": "ping"}],
+                "max_tokens": 1,
+            }
+            headers = {**candidate.headers, "Content-Type": "application/json"}
+            return ProbeRequest("POST", candidate.chat_url, headers, orjson.dumps(body))
+        target = url if mode == "url" and url else candidate.base_url.rstrip("/") + "/models"
+        return ProbeRequest(
+            "GET", target, common.probe_headers(candidate.headers, candidate.base_url, target)
+        )
+
+    def probe_verdict(self, mode: ProbeMode, status: int) -> bool | None:
+        return common.probe_verdict(mode, status)
+
+
+WIRE: Final = OpenAIChatWire()
