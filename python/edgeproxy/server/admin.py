@@ -25,7 +25,7 @@ from edgeproxy.policy.reload import PolicyReloader
 from edgeproxy.server.connections import CONNECTIONS
 from edgeproxy.server.context import STATE
 from edgeproxy.server.hosts import is_loopback as is_loopback  # re-exported (it lived here)
-from edgeproxy.server.openai_wire import IngressError
+from edgeproxy.server.ingress.base import ClientError
 from edgeproxy.telemetry.runtime import runtime_facts
 from edgeproxy.telemetry.status import build_status
 
@@ -46,10 +46,10 @@ ADMIN = web.AppKey("edgeproxy_admin", AdminConfig)
 
 
 def authorize(config: AdminConfig, authorization: str | None, remote: str | None) -> None:
-    """Raise the IngressError to answer with, or return if the caller may use admin endpoints."""
+    """Raise the ClientError to answer with, or return if the caller may use admin endpoints."""
     if config.token:
         if not _bearer_matches(authorization, config.token):
-            raise IngressError(
+            raise ClientError(
                 401,
                 "Admin endpoints need 'Authorization: Bearer <EDGEPROXY_ADMIN_TOKEN>'.",
                 type="authentication_error",
@@ -58,7 +58,7 @@ def authorize(config: AdminConfig, authorization: str | None, remote: str | None
             )
         return
     if not is_loopback(remote):
-        raise IngressError(
+        raise ClientError(
             403,
             "Admin endpoints answer loopback clients only unless EDGEPROXY_ADMIN_TOKEN is set.",
             type="permission_error",
@@ -70,7 +70,7 @@ def authorize_metrics(config: AdminConfig, authorization: str | None) -> None:
     """``/metrics``: the metrics token or the admin token when either is set, else open."""
     tokens = [t for t in (config.metrics_token, config.token) if t]
     if tokens and not any(_bearer_matches(authorization, t) for t in tokens):
-        raise IngressError(
+        raise ClientError(
             401,
             "/metrics needs 'Authorization: Bearer <token>' with EDGEPROXY_METRICS_TOKEN "
             "(or EDGEPROXY_ADMIN_TOKEN).",
@@ -117,7 +117,7 @@ async def handle_admin_reload(request: web.Request) -> web.Response:
     config = admin_config(request)
     authorize(config, request.headers.get("Authorization"), request.remote)
     if config.reloader is None:
-        raise IngressError(
+        raise ClientError(
             409,
             "This proxy was started without a policy file to reload.",
             code="reload_unavailable",

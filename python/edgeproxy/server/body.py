@@ -16,7 +16,7 @@ import zlib
 
 from aiohttp import web
 
-from edgeproxy.server.openai_wire import IngressError
+from edgeproxy.server.ingress.base import ClientError
 
 READ_CHUNK = 64 * 1024
 # Codings a request may use; RFC 9110 §8.4.1 names x-gzip an alias of gzip.
@@ -34,7 +34,7 @@ async def read_json_body(request: web.Request, limit: int, time_limit: float) ->
     content_type = request.content_type  # aiohttp strips parameters such as charset
     if content_type != "application/json":
         shown = content_type or "none"
-        raise IngressError(
+        raise ClientError(
             415,
             f"Unsupported Content-Type {shown!r}: send the body as JSON with "
             "'Content-Type: application/json'.",
@@ -48,7 +48,7 @@ async def read_json_body(request: web.Request, limit: int, time_limit: float) ->
         async with asyncio.timeout(time_limit):
             body = await _read(request, decoder, limit)
     except TimeoutError:
-        raise IngressError(
+        raise ClientError(
             408,
             f"The request body did not arrive within {time_limit:g} s "
             "(see limits.body_read_timeout in the policy).",
@@ -56,7 +56,7 @@ async def read_json_body(request: web.Request, limit: int, time_limit: float) ->
             headers=_CLOSE,
         ) from None
     if not body:
-        raise IngressError(400, "The request body is empty: send a JSON object.")
+        raise ClientError(400, "The request body is empty: send a JSON object.")
     return body
 
 
@@ -86,7 +86,7 @@ def _decoder(header: str) -> _Decoder | None:
         return None
     if len(codings) == 1 and codings[0] in ("gzip", "x-gzip", "deflate"):
         return _Decoder(codings[0])
-    raise IngressError(
+    raise ClientError(
         415,
         f"Unsupported Content-Encoding {header!r}: send the body uncompressed, or with one of "
         f"{ACCEPTED_ENCODINGS}.",
@@ -136,8 +136,8 @@ class _Decoder:
         if self._inflate is None or not self._inflate.eof:
             raise self._malformed()
 
-    def _malformed(self) -> IngressError:
-        return IngressError(
+    def _malformed(self) -> ClientError:
+        return ClientError(
             400,
             f"The request body is not valid {self.coding} data (Content-Encoding: {self.coding}).",
             code="invalid_content_encoding",
@@ -145,8 +145,8 @@ class _Decoder:
         )
 
 
-def _too_large(limit: int) -> IngressError:
-    return IngressError(
+def _too_large(limit: int) -> ClientError:
+    return ClientError(
         413,
         f"The request body is larger than this proxy accepts ({limit} bytes once decoded; "
         "see limits.max_body_bytes in the policy).",

@@ -40,7 +40,7 @@ import orjson
 from aiohttp import web
 
 from edgeproxy.server.context import new_request_id
-from edgeproxy.server.openai_wire import error_body
+from edgeproxy.server.responses import error_body
 
 log = logging.getLogger("edgeproxy.server")
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from edgeproxy.server.admin import admin_config, authorize_metrics
 from edgeproxy.server.connections import CONNECTIONS
 from edgeproxy.telemetry.metrics import PROMETHEUS_CONTENT_TYPE
-from edgeproxy.telemetry.request import Telemetry, get_telemetry
+from edgeproxy.telemetry.process import Telemetry, get_telemetry
 
 # The app's telemetry; without it the process default (configured from OTEL_* variables).
 TELEMETRY = web.AppKey("edgeproxy_telemetry", Telemetry)

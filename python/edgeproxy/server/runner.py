@@ -24,7 +24,7 @@ from edgeproxy.server.connections import (
 from edgeproxy.server.context import ProxyState
 from edgeproxy.server.hosts import HostAllowList
 from edgeproxy.snapshot import CacheSettings, Policy
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
 
 log = logging.getLogger("edgeproxy.server")
@@ -67,6 +67,8 @@ class ProxyServer:
             ),
         )
         self.state.telemetry.observe_breakers(self.state.engine.breakers.snapshot)
+        # Every breaker state change is counted and logged (edgeproxy_breaker_transitions_total).
+        self.state.engine.breakers.on_transition(self.state.telemetry.breaker_transition)
         # Hot reload of the policy file (watch, SIGHUP via the CLI, POST /admin/reload).
         self.reloader = PolicyReloader(self.state, reload) if reload is not None else None
         if self.reloader is not None:

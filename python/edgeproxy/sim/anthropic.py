@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edgeproxy.server.anthropic_wire import AnthropicIngressError, parse_messages_request
+from edgeproxy.server.ingress.anthropic_messages import parse_messages_request
+from edgeproxy.server.ingress.base import ClientError
 
 from . import anthropic_wire as aw
 from . import netio
@@ -105,7 +106,7 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
         return aw.error_response(400, message="anthropic-version: header is required")
     try:
         parsed = parse_messages_request(body)
-    except AnthropicIngressError as exc:
+    except ClientError as exc:
         sim.stats.record("bad_request")
         return aw.error_response(exc.status, code=exc.type, message=exc.message)
     if fault is None:

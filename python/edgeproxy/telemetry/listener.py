@@ -94,6 +94,9 @@ if TYPE_CHECKING:
     from edgeproxy.telemetry.process import Telemetry
 
 log = logging.getLogger("edgeproxy.telemetry")
+# One line per failed attempt, beside the request's access-log line (which lists every attempt's
+# outcome): which candidate failed, how, in the upstream's (scrubbed) words.
+attempts_log = logging.getLogger("edgeproxy.access")
 
 NO_ROUTE = "none"  # metric label when no route matched (never the client's model string)
 MAX_CONTENT = 32_768  # characters of captured prompt or completion text per attribute
@@ -314,6 +317,17 @@ class RequestTelemetry:
             att.status = event.failure.status
         if event.response_model:
             att.response_model = event.response_model[:256]
+        if event.failure is not None and attempts_log.isEnabledFor(logging.INFO):
+            attempts_log.info(
+                "attempt failed",
+                extra={
+                    "request_id": self.request_id,
+                    "candidate": att.key,
+                    "attempt": event.number,
+                    # Scrubbed here, not only by the formatter: any handler may see the record.
+                    "failure": redact(str(event.failure)),
+                },
+            )
         self._end_attempt(att, event.seconds)
 
     def _backing_off(self, event: BackingOff) -> None:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from edgeproxy.clock import Clock, SystemClock
 from edgeproxy.events import BreakerTransition
 from edgeproxy.telemetry.access_log import AccessLog, NoAccessLog, process_access_log
-from edgeproxy.telemetry.legacy import HopByHopTelemetry
+from edgeproxy.telemetry.listener import RequestTelemetry
 from edgeproxy.telemetry.metrics import BreakerSource, ProxyMetrics, metrics_from_env
 from edgeproxy.telemetry.recent import RecentStats
 from edgeproxy.telemetry.redact import redact
@@ -77,15 +77,10 @@ class Telemetry:
         path: str = "/v1/chat/completions",
         operation: str = "chat",
         capture_content: bool = False,
-    ) -> HopByHopTelemetry:
+    ) -> RequestTelemetry:
         """At ingress, before the body is read: the request's listener (its SERVER span is a
-        child of a valid incoming ``traceparent``); counts the request in flight.
-
-        LEGACY: returns the hop-by-hop facade (a ``RequestTelemetry`` with the old calls on
-        top) until the request path emits events; then it returns ``RequestTelemetry``."""
-        return HopByHopTelemetry(
-            self, request_id, headers, method, path, operation, capture_content
-        )
+        child of a valid incoming ``traceparent``); counts the request in flight."""
+        return RequestTelemetry(self, request_id, headers, method, path, operation, capture_content)
 
     def breaker_transition(self, event: BreakerTransition) -> None:
         """A breaker changed state (register with ``BreakerRegistry.on_transition``)."""
