@@ -171,7 +171,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_with_progress(options: EvalOptions, *, show: bool, err: Console) -> int:
     import uvloop
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

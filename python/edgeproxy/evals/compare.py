@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeproxy.evals.objective import (
+    UNITS,
     Limits,
     Objective,
     Ranked,
@@ -101,7 +102,7 @@ def _cell_value(cell: Cell | None, objective: Objective) -> str:
     )
 
 
-def _why(t: TaskComparison, objective: Objective) -> list[str]:
+def _why(t: TaskComparison, objective: Objective, limits: Limits) -> list[str]:
     """Sentences saying why the winner changed (or did not)."""
     lines: list[str] = []
     new_w, old_w = t.new_winner, t.old_winner
@@ -112,12 +113,18 @@ def _why(t: TaskComparison, objective: Objective) -> list[str]:
     incumbent = old_w.cell.candidate
     if not t.switched:
         runner_up = next(
-            (c for c in rank(t.new.values(), objective) if c.cell.candidate != incumbent), None
+            (c for c in rank(t.new.values(), objective, limits) if c.cell.candidate != incumbent),
+            None,
         )
         lines.append(f"`{incumbent}` stays best ({fmt(objective, new_w.value)}).")
         if runner_up is not None:
             lead = improvement(new_w.value, runner_up.value, objective)
-            lines.append(f"Next best: `{runner_up.cell.candidate}`, {_pct(lead)} behind it.")
+            apart = separated(new_w.cell, runner_up.cell, objective)
+            lines.append(
+                f"Next best: `{runner_up.cell.candidate}` ({fmt(objective, runner_up.value)}); "
+                f"the winner is {_pct(lead).lstrip('+')} better, intervals "
+                f"{'apart' if apart else 'overlapping'}."
+            )
         return lines
     challenger = new_w.cell
     lines.append(
@@ -153,7 +160,7 @@ def _changes(before: Cell, after: Cell) -> list[str]:
     checks = (
         ("quality", before.quality.mean, after.quality.mean, 0.03, "{:.1%}"),
         ("cost per request", before.cost_usd, after.cost_usd, 0.05, "${:.3g}"),
-        ("output tokens", before.output_tokens, after.output_tokens, 0.1, "{:.0f}"),
+        ("output tokens", before.output_tokens, after.output_tokens, 0.1, "{:.1f}"),
         ("latency", before.latency_s.mean or 0, after.latency_s.mean or 0, 0.1, "{:.3f}s"),
         ("error rate", before.error_rate, after.error_rate, 0.03, "{:.1%}"),
     )
@@ -204,14 +211,14 @@ def markdown(
         lines.append(f"| {t.task} | `{old_w}` | `{new_w}` | {decision} |")
     for t in comparisons:
         lines += ["", f"## {t.task}", ""]
-        lines += [f"- {sentence}" for sentence in _why(t, objective)]
+        lines += [f"- {sentence}" for sentence in _why(t, objective, limits)]
         lines += [
             "",
-            f"| candidate | {objective} old | {objective} new | change | quality new | "
+            f"| candidate | {objective} old | {objective} new | change (+ better) | quality new | "
             "cost/request new | output tokens new | latency p50 new | errors new |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        ranked = [r.cell.candidate for r in rank(t.new.values(), objective)]
+        ranked = [r.cell.candidate for r in rank(t.new.values(), objective, limits)]
         order = (
             ranked + [c for c in t.new if c not in ranked] + [c for c in t.old if c not in t.new]
         )
@@ -279,10 +286,23 @@ def write_plot(comparisons: list[TaskComparison], objective: Objective, path: Pa
                 lows.append(v - low)
                 highs.append(high - v)
             ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o", color=color, label=label, capsize=3)
-        ax.set_yticks(range(len(names)))
-        ax.set_yticklabels(names, fontsize=8)
         winner = t.new_winner.cell.candidate if t.new_winner else "-"
-        ax.set_title(f"{t.task}: {objective} (new winner {winner})", fontsize=10)
+        labels = [
+            name
+            + (" (winner)" if name == winner else " (below limits)" if name in t.excluded else "")
+            for name in names
+        ]
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(labels, fontsize=8)
+        finite = [
+            value(c, objective)
+            for c in (*t.old.values(), *t.new.values())
+            if 0 < value(c, objective) < math.inf
+        ]
+        if finite and max(finite) / min(finite) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{objective} ({UNITS[objective] or 'share'}; 95 % intervals)", fontsize=8)
+        ax.set_title(f"{t.task}: {objective}, new winner {winner}", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

@@ -8,8 +8,9 @@ real judge is asked to (docs/evals.md, "The judge"):
 - each criterion (``<criteria>``, a JSON list) gets a score from 1 to 10: with ``expect``
   phrases, ``1 + 9 x`` the share of them the answer contains (case-insensitive); otherwise,
   with a ``<reference>`` answer, ``1 + 9 x`` the share of the reference's content words (4+
-  letters, not a stop word) the answer contains; with neither, 10 for a non-empty answer and 1
-  for an empty one. Scores are rounded to integers.
+  letters, not a stop word) the answer contains; with neither, ``1 + 9 x`` the share of the
+  user's request's content words the answer uses (on topic or not: crude, but it tells an
+  answer from a refusal). Scores are rounded to integers.
 - ``mode=score``: ``{"scores": {criterion: score, ...}, "reason": ...}``.
 - ``mode=pairwise``: the mean scores of ``<answer_a>`` and ``<answer_b>``; the higher wins, but
   when they are less than 1 point apart the judge prefers the answer shown first (``A``): a
@@ -101,7 +102,8 @@ def verdict(prompt: str) -> str:
     """The JSON the simulated judge answers ``prompt`` with."""
     mode = "pairwise" if "mode=pairwise" in prompt.split("\n", 1)[0] else "score"
     criteria = _criteria(section(prompt, "criteria"))
-    reference = section(prompt, "reference")
+    # Without a reference the request itself is what an answer is compared with.
+    reference = section(prompt, "reference") or _request(section(prompt, "conversation"))
     if mode == "score":
         answer = section(prompt, "answer") or ""
         scores = {name: _score(answer, expect, reference) for name, expect in criteria}
@@ -113,6 +115,14 @@ def verdict(prompt: str) -> str:
     return json.dumps(
         {"winner": winner, "reason": f"simulated judge: A scored {a:.1f}, B scored {b:.1f}"}
     )
+
+
+def _request(conversation: str | None) -> str | None:
+    """The user's lines of the conversation section (``role: text`` lines)."""
+    if not conversation:
+        return None
+    lines = [line for line in conversation.splitlines() if line.startswith("user:")]
+    return " ".join(line.removeprefix("user:") for line in lines) or None
 
 
 def _criteria(text: str | None) -> list[tuple[str, list[str]]]:
@@ -142,7 +152,7 @@ def _score(answer: str, expect: list[str], reference: str | None) -> int:
         wanted = _content_words(reference)
         share = len(wanted & _content_words(answer)) / len(wanted) if wanted else 1.0
     else:
-        share = 1.0 if answer.strip() else 0.0
+        share = 1.0 if answer.strip() else 0.0  # nothing to compare with: any answer will do
     return round(1 + 9 * share)
 
 
