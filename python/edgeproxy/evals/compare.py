@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeproxy.evals.objective import (
+    HIGHER_IS_BETTER,
     UNITS,
     Limits,
     Objective,
@@ -91,6 +92,19 @@ def _pct(change: float) -> str:
     if math.isinf(change):
         return "better" if change > 0 else "worse"
     return f"{change * 100:+.1f}%"
+
+
+def _delta(before: Cell, after: Cell, objective: Objective) -> str:
+    """The change from ``before`` to ``after`` (positive: better) with its range: from the
+    worst end of the new interval against the best of the old, to the reverse."""
+    central = improvement(value(after, objective), value(before, objective), objective)
+    b_low, b_high = interval(before, objective)
+    a_low, a_high = interval(after, objective)
+    if HIGHER_IS_BETTER[objective]:
+        worst, best = improvement(a_low, b_high, objective), improvement(a_high, b_low, objective)
+    else:
+        worst, best = improvement(a_high, b_low, objective), improvement(a_low, b_high, objective)
+    return f"{_pct(central)} [{_pct(worst)}, {_pct(best)}]"
 
 
 def _cell_value(cell: Cell | None, objective: Objective) -> str:
@@ -226,9 +240,7 @@ def markdown(
             before, after = t.old.get(candidate), t.new.get(candidate)
             change = "-"
             if before is not None and after is not None:
-                change = _pct(
-                    improvement(value(after, objective), value(before, objective), objective)
-                )
+                change = _delta(before, after, objective)
             marks = ""
             if t.new_winner is not None and candidate == t.new_winner.cell.candidate:
                 marks = " **(winner)**"
