@@ -48,15 +48,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         from edgeproxy.policy.reload import ReloadOptions
-        from edgeproxy.server.admin import ADMIN_TOKEN_ENV, is_loopback
+        from edgeproxy.server.admin import ADMIN_TOKEN_ENV, METRICS_TOKEN_ENV
+        from edgeproxy.server.connections import ConnectionSettings
+        from edgeproxy.server.hosts import ALLOWED_HOSTS_ENV, is_loopback
         from edgeproxy.server.runner import ProxyServer
 
         token = os.environ.get(ADMIN_TOKEN_ENV) or None
         reload = ReloadOptions(
             Path(args.policy), watch=not args.no_watch, debounce=args.reload_debounce
         )
+        try:
+            given = {
+                "keepalive_timeout": args.keepalive_timeout,
+                "header_timeout": args.header_timeout,
+                "max_connections": args.max_connections,
+            }
+            connections = ConnectionSettings(**{k: v for k, v in given.items() if v is not None})
+        except ValueError as exc:
+            print(f"edgeproxy: {exc}", file=sys.stderr)
+            return 2
         proxy = ProxyServer(
-            policy, host=args.host, port=args.port, reload=reload, admin_token=token
+            policy,
+            host=args.host,
+            port=args.port,
+            reload=reload,
+            admin_token=token,
+            metrics_token=os.environ.get(METRICS_TOKEN_ENV) or None,
+            connections=connections,
+            allowed_hosts=args.allowed_hosts or os.environ.get(ALLOWED_HOSTS_ENV) or None,
         )
         try:
             await proxy.start()
@@ -208,6 +227,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         metavar="SECONDS",
         help="quiet time after the last change to the policy file before reloading (default 0.2)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close a client connection idle this long between requests (default 75)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close a client connection that has not sent a whole request head this long after "
+        "it opened, or after the first byte of its next request (default 10)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse client connections beyond N with a 503 (default: half the open-file limit)",
+    )
+    serve.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="LIST",
+        help="Host header values to answer, comma-separated, '*' for any (default: "
+        "$EDGEPROXY_ALLOWED_HOSTS, else loopback names when bound to loopback, any otherwise)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -226,7 +226,7 @@ routes:
     try:
         client.connect(("127.0.0.1", stack.proxy.port))
         client.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body

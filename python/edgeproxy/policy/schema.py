@@ -107,9 +107,15 @@ class LimitsSpec(_Spec):
     """Request limits and load shedding."""
 
     max_body_bytes: ByteSize | None = key(
-        "Larger request bodies are refused with 413 before anything is parsed or forwarded.",
+        "Larger request bodies (counted once `gzip`/`deflate` is decoded) are refused with 413 "
+        "before anything is parsed or forwarded.",
         at=At(Policy, "max_body_bytes"),
         default=DEFAULT_MAX_BODY_BYTES,
+    )
+    body_read_timeout: Duration | None = key(
+        "The whole request body must arrive within this time of its head; else 408 and the "
+        "connection is closed. The body is read before the request takes a concurrency slot.",
+        at=At(Policy, "body_read_timeout"),
     )
     max_in_flight: int | None = key(
         "Requests served at once; more wait in a short queue.",

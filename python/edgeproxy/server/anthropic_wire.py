@@ -16,6 +16,7 @@ from aiohttp import web
 
 from edgeproxy._core import encode_sse
 from edgeproxy.failure import AttemptFailure, FailureClass
+from edgeproxy.server.json_nesting import check_nesting
 from edgeproxy.tokens import ESTIMATE, TokenizerError, count_chat_async
 from edgeproxy.translate.responses import anthropic_error_type
 
@@ -104,6 +105,7 @@ def _decode(raw: bytes) -> dict[str, Any]:
         raise _bad(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.")
+    check_nesting(body, AnthropicIngressError)
     return body
 
 

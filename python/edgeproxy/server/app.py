@@ -9,8 +9,10 @@ import orjson
 from aiohttp import web
 
 from edgeproxy import __version__
+from edgeproxy.server.anthropic_wire import anthropic_error_response
 from edgeproxy.server.chat import handle_chat_completions
 from edgeproxy.server.context import STATE, ProxyState, request_id
+from edgeproxy.server.hosts import HostAllowList
 from edgeproxy.server.messages import handle_count_tokens, handle_messages
 from edgeproxy.server.metrics import TELEMETRY, handle_metrics
 from edgeproxy.server.openai_wire import IngressError, error_response
@@ -51,8 +53,33 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
 
 
+ALLOWED_HOSTS = web.AppKey("edgeproxy_allowed_hosts", HostAllowList)
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests whose ``Host`` the proxy does not answer to (DNS rebinding: ``hosts.py``) get a
+    421 in the client's wire, before anything else runs."""
+    allowed = request.app.get(ALLOWED_HOSTS)
+    host = request.headers.get("Host")
+    if allowed is None or allowed.allows(host):
+        return await handler(request)
+    rid = request_id(request)
+    message = (
+        f"This proxy does not answer to the host {host!r} (allowed: {allowed.describe()}; "
+        "see --allowed-hosts)."
+    )
+    if request.path.startswith("/v1/messages"):
+        return anthropic_error_response(421, "invalid_request_error", message, rid)
+    return error_response(IngressError(421, message, code="misdirected_request"), rid)
+
+
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["x-request-id"] = request_id(request)
+    if response.headers.get("Connection", "").lower() == "close":
+        # An error that left the request body unread (413, 408, ...): the connection cannot
+        # carry another request; aiohttp only closes it when told so.
+        response.force_close()
 
 
 async def handle_models(request: web.Request) -> web.Response:
@@ -76,10 +103,17 @@ async def handle_readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "policy_version": state.policy.version})
 
 
-def create_app(state: ProxyState) -> web.Application:
-    # client_max_size is the framework's own cap; the policy's limit is enforced in read_json_body.
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024**3)
+def create_app(state: ProxyState, allowed_hosts: HostAllowList | None = None) -> web.Application:
+    # Bodies are read by body.read_json_body under the current policy's limits, never by
+    # aiohttp's request.read()/json()/post(); client_max_size (what those would accept) is the
+    # policy's limit at start, so a handler that ever used them would not take 1 GiB.
+    app = web.Application(
+        middlewares=[host_middleware, errors_middleware],
+        client_max_size=state.policy.max_body_bytes,
+    )
     app[STATE] = state
+    if allowed_hosts is not None:
+        app[ALLOWED_HOSTS] = allowed_hosts
     app.on_response_prepare.append(_stamp_request_id)
     app.router.add_post("/v1/chat/completions", handle_chat_completions)
     app.router.add_post("/v1/messages", handle_messages)

@@ -54,7 +54,9 @@ from edgeproxy.server.responses import all_failed, pass_through, served_headers
 from edgeproxy.snapshot import Candidate, Policy, Route
 from edgeproxy.telemetry.request import AttemptTelemetry, RequestTelemetry
 
-Serve = Callable[[web.Request, ProxyState, str, RequestTelemetry], Awaitable[web.StreamResponse]]
+Serve = Callable[
+    [web.Request, ProxyState, str, RequestTelemetry, bytes], Awaitable[web.StreamResponse]
+]
 
 
 async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
@@ -62,9 +64,10 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.StreamResponse:
-    """What every ingress shares: the request's telemetry, load shedding, and the request's
-    outcome recorded however it ends. Errors are raised as ``IngressError`` (the ingress renders
-    them in its own wire)."""
+    """What every ingress shares: the request's telemetry, the body read (its size and time
+    limits) and then load shedding, and the request's outcome recorded however it ends. Errors
+    are raised as ``IngressError`` (the ingress renders them in its own wire). The body is in
+    before a slot is taken: a client trickling its body holds a connection, never a slot."""
     state = request.app[STATE]
     rid = request_id(request)
     tel = state.telemetry.start_request(
@@ -74,6 +77,8 @@ async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.Str
         capture_content=state.policy.capture_content,
     )
     try:
+        policy = state.policy
+        raw = await read_json_body(request, policy.max_body_bytes, policy.body_read_timeout)
         try:
             slot = await state.engine.shedder.acquire()
         except Overloaded as overloaded:
@@ -86,7 +91,7 @@ async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.Str
                 headers={"Retry-After": str(max(1, round(overloaded.retry_after)))},
             ) from None
         with slot:
-            response = await serve(request, state, rid, tel)
+            response = await serve(request, state, rid, tel, raw)
     except IngressError as err:
         tel.finish(err.status, error_type=err.code or err.type)
         raise
@@ -101,10 +106,9 @@ async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.Str
 
 
 async def _serve(
-    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry
+    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry, raw: bytes
 ) -> web.StreamResponse:
     policy = state.policy  # this request is served start to end under this one snapshot
-    raw = await read_json_body(request, policy.max_body_bytes)
     body = parse_chat_request(raw)
     stream = bool(body.get("stream"))
     tel.request_parsed(body["model"], stream=stream)

@@ -19,10 +19,9 @@ from edgeproxy.server.anthropic_wire import (
     error_response,
     parse_messages_request,
 )
-from edgeproxy.server.body import read_json_body
 from edgeproxy.server.chat import ChatExchange, run_exchange
 from edgeproxy.server.client_wire import AnthropicClient
-from edgeproxy.server.context import STATE, ProxyState, request_id
+from edgeproxy.server.context import ProxyState, request_id
 from edgeproxy.server.openai_wire import IngressError
 from edgeproxy.telemetry.request import RequestTelemetry
 from edgeproxy.translate import TranslationError, anthropic_error_type, anthropic_to_openai_request
@@ -39,10 +38,9 @@ async def handle_messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _serve(
-    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry
+    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry, raw: bytes
 ) -> web.StreamResponse:
     policy = state.policy  # this request is served start to end under this one snapshot
-    raw = await read_json_body(request, policy.max_body_bytes)
     body = parse_messages_request(raw)
     model = body["model"]
     tel.request_parsed(model, stream=bool(body.get("stream")))
@@ -64,15 +62,20 @@ async def _serve(
     return await exchange.serve(request)
 
 
-async def handle_count_tokens(request: web.Request) -> web.Response:
+async def handle_count_tokens(request: web.Request) -> web.StreamResponse:
     """POST /v1/messages/count_tokens, answered locally (a labelled estimate: Anthropic's
-    tokenizer is not public)."""
+    tokenizer is not public). The same path as every other endpoint: the body's limits, then a
+    concurrency slot (counting a large prompt is real work)."""
     rid = request_id(request)
     try:
-        # The same body rules as every other endpoint: a size limit, JSON content type.
-        raw = await read_json_body(request, request.app[STATE].policy.max_body_bytes)
+        return await run_exchange(request, _count_tokens, "/v1/messages/count_tokens")
     except IngressError as err:
         return _refusal(err, rid)
+
+
+async def _count_tokens(
+    request: web.Request, state: ProxyState, rid: str, tel: RequestTelemetry, raw: bytes
+) -> web.StreamResponse:
     return await count_tokens_response(raw, rid)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from edgeproxy.server.json_nesting import check_nesting
+
 VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -80,6 +82,7 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
         raise IngressError(400, f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise IngressError(400, "The request body must be a JSON object.")
+    check_nesting(body, IngressError)
     model = body.get("model")
     if model is None:
         raise IngressError(

@@ -774,8 +774,7 @@ async def _pump(out: _Writer, leg: Leg, route: Route, deadline: Deadline) -> Att
             relay.client_gone()
             raise
         finally:
-            if upstream.skipped and relay.span is not None:
-                relay.span.set_attribute(SKIPPED_ATTRIBUTE, upstream.skipped)
+            relay.skipped_events = upstream.skipped
             if upstream.progress.usage is not None:
                 leg.attempt.record_usage(upstream.progress.usage)
             elif leg.count_usage is not None:
@@ -835,5 +834,3 @@ def _client_timed_out(relay: RelayTelemetry, attempt: AttemptTelemetry) -> None:
 
 
 CLIENT_TIMEOUT: Final = "client_timeout"
-# The relay span's count of malformed events skipped (docs/observability.md).
-SKIPPED_ATTRIBUTE: Final = "edgeproxy.relay.skipped_events"

@@ -8,6 +8,7 @@ resilience, upstreams, telemetry, server), so they can all depend on it without 
 from __future__ import annotations
 
 from edgeproxy.snapshot.policy import (
+    DEFAULT_BODY_READ_TIMEOUT,
     DEFAULT_CACHE_MAX_BYTES,
     DEFAULT_CACHE_MAX_ENTRIES,
     DEFAULT_MAX_ATTEMPTS,
@@ -38,6 +39,7 @@ from edgeproxy.snapshot.settings import (
 )
 
 __all__ = [
+    "DEFAULT_BODY_READ_TIMEOUT",
     "DEFAULT_CACHE_MAX_BYTES",
     "DEFAULT_CACHE_MAX_ENTRIES",
     "DEFAULT_MAX_ATTEMPTS",

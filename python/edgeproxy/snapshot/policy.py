@@ -23,6 +23,7 @@ from edgeproxy.snapshot.settings import (
 from edgeproxy.snapshot.wire import UpstreamWire
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_BODY_READ_TIMEOUT = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_CACHE_MAX_BYTES = DEFAULT_MAX_BYTES
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
@@ -133,6 +134,7 @@ class Policy:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # the cache's bounds (read at start)
     cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
     capture_content: bool = False  # prompt/completion text on spans (opt-in)
+    body_read_timeout: float = DEFAULT_BODY_READ_TIMEOUT  # seconds for the whole request body
     evals: EvalSettings = field(default_factory=EvalSettings)
 
     def route_for(self, model: str) -> Route | None:
