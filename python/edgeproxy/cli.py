@@ -1,4 +1,4 @@
-"""The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema."""
+"""The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema, eval."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeproxy import __version__
 from edgeproxy.errors import PolicyError
+from edgeproxy.evals.cli import add_eval_commands
 from edgeproxy.policy import load_policy
 from edgeproxy.policy.tool import add_policy_commands
 from edgeproxy.snapshot import Policy
@@ -130,6 +131,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, "text")
+    if args.market:
+        return _run(_serve_market(args.time_scale))
     policy = _load_or_explain(args.policy)
     if policy is None:
         return 2
@@ -169,6 +172,26 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return 0
 
     return _run(main())
+
+
+async def _serve_market(time_scale: float) -> int:
+    """The simulated market on the ports of policies/examples/auto-market.yaml."""
+    from edgeproxy.sim import run_forever
+    from edgeproxy.sim.market import Market
+
+    market = Market(fixed_ports=True, time_scale=time_scale)
+
+    def started(cluster: object) -> None:
+        for name, sim in market.cluster.sims.items():
+            print(f"{name:<12} {sim.url}  models={', '.join(sim.player.profiles)}", flush=True)
+        print(f"control: {market.control_url}/sims", flush=True)
+
+    try:
+        await run_forever(market.cluster, on_start=started)
+    except OSError as exc:
+        print(f"edgeproxy sim: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -260,11 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=SPEC",
         help="start a sim with a fault, e.g. alpha-us-east=status:503 or alpha-eu-west=cut:after_tokens=5",
     )
+    sim.add_argument(
+        "--market",
+        action="store_true",
+        help="serve the simulated model market of policies/examples/auto-market.yaml instead",
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="--market: multiply every simulated delay by this (0.1 runs 10x faster)",
+    )
     sim.set_defaults(func=cmd_sim)
 
     policy = sub.add_parser("policy", help="work with policy files")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     add_policy_commands(policy_sub)
+
+    add_eval_commands(sub)
 
     status = sub.add_parser("status", help="show a running proxy's candidates, breakers, health")
     status.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the proxy")
@@ -277,6 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if (
         getattr(args, "policy", None) is not None
+        and not getattr(args, "market", False)
         and not Path(args.policy).exists()
         and args.policy == DEFAULT_POLICY
     ):

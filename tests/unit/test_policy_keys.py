@@ -87,6 +87,9 @@ STRING_VALUES: dict[str, Any] = {
     "routes.<name>.chain[].model": "m2",
     # Every region is tagged zone=a: a requirement all of them meet changes no chain.
     "routes.<name>.require_tags": {"zone": "a"},
+    "evals.judge": "p2/r1/m",
+    "evals.candidates": ["p/r1/m", "q/x/qm"],
+    "evals.suite": "suites/other.yaml",
 }
 NOT_TRAFFIC = {"version"}  # the only value it may have is 1
 
@@ -318,6 +321,7 @@ NOT_FROM_KEYS = {
     (Policy, "routes"),
     (Policy, "route_names"),
     (Policy, "warnings"),
+    (Policy, "evals.pool"),  # evals.judge and evals.candidates, compiled
     (Policy, "engine.breaker.not_counted"),  # which failures count is the proxy's rule
     (Policy, "engine.probe.jitter"),
     (Policy, "engine.shed.retry_after"),

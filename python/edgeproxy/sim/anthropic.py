@@ -36,7 +36,7 @@ from edgeproxy.server.ingress.base import ClientError
 
 from . import anthropic_wire as aw
 from . import netio
-from .completion import Completion, plan_completion
+from .completion import Completion
 from .faults import Fault
 from .request import ChatRequest
 from .respond import Pacer, keep_alive, send_body
@@ -120,10 +120,7 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
             message=f"invalid x-api-key: {credential_of(request.headers)}",
         )
     sim._models.setdefault(chat.model, None)
-    completion = plan_completion(sim.config, chat)
-    slow = fault is not None and fault.mode == "slow_first_token"
-    ttft = fault.ttft if fault is not None and slow else sim.config.ttft
-    interval = sim.config.token_interval
+    completion, ttft, interval, fault = sim.plan(chat, body, fault)
     if not chat.stream:
         if fault is not None and fault.mode == "overloaded":
             return aw.error_response(529)
