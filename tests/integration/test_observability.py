@@ -311,3 +311,70 @@ def test_a_hedge_is_counted_and_traced(make_stack: Callable[..., Stack], traced:
     assert [a.attributes["edgeproxy.outcome"] for a in attempts] == ["abandoned", "ok"]
     (server,) = [s for s in traced.spans() if s.kind is SpanKind.SERVER]
     assert server.attributes["edgeproxy.candidate"] == "beta/main/m-small"
+
+
+BREAKING = """
+version: 1
+defaults:
+  timeouts: {connect: 1s, first_token: 2s, idle: 1s, response: 2s, total: 10s}
+outlier_detection: {consecutive_failures: 2, base_ejection_time: 60s}
+health_check: {enabled: false}
+telemetry: {capture_content: true}
+providers:
+  alpha:
+    kind: openai
+    regions: {one: {base_url: "$alpha_one"}}
+    models: {m: {}}
+  beta:
+    kind: openai
+    regions: {main: {base_url: "$beta"}}
+    models: {m-small: {}}
+routes:
+  m:
+    chain: [alpha/one/m, beta/main/m-small]
+"""
+
+
+def _samples(stack: Stack, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    text = stack.http.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for s in families[family].samples
+        if s.name.endswith("_total")
+    }
+
+
+def test_a_breaker_opening_is_counted(make_stack: Callable[..., Stack], traced: Traced) -> None:
+    """The breaker registry's transitions reach /metrics (edgeproxy_breaker_transitions_total)
+    through telemetry's process-wide listener."""
+    sims = [SimConfig(name=n, ttft=0.0, tokens_per_second=0) for n in ("alpha_one", "beta")]
+    stack = make_stack(BREAKING, sims, telemetry=traced.telemetry)
+    stack.fault("alpha_one", mode="status", status=503)
+    client = stack.client()
+    for _ in range(3):
+        client.chat.completions.create(model="m", messages=MESSAGES)
+    transitions = _samples(stack, "edgeproxy_breaker_transitions")
+    opened = (("edgeproxy_breaker_to", "open"), ("edgeproxy_candidate", "alpha/one/m"))
+    assert transitions == {opened: 1.0}
+    # The third request skipped the open breaker: two attempts at alpha, not three.
+    assert stack.requests_to("alpha_one") == 2
+
+
+def test_captured_content_goes_on_the_server_span(
+    make_stack: Callable[..., Stack], traced: Traced
+) -> None:
+    """telemetry.capture_content: true puts the prompt and the answer on the SERVER span, for
+    whole answers and streams alike (and only then: the other tests' spans carry no text)."""
+    sims = [SimConfig(name=n, ttft=0.0, tokens_per_second=0) for n in ("alpha_one", "beta")]
+    stack = make_stack(BREAKING, sims, telemetry=traced.telemetry)
+    client = stack.client()
+    answer = client.chat.completions.create(model="m", messages=MESSAGES)
+    chunks = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    servers = [s for s in traced.spans() if s.kind is SpanKind.SERVER]
+    assert len(servers) == 2
+    for server, text in zip(servers, (answer.choices[0].message.content, streamed), strict=True):
+        assert orjson.loads(str(server.attributes["gen_ai.input.messages"])) == MESSAGES
+        output = orjson.loads(str(server.attributes["gen_ai.output.messages"]))
+        assert output[0]["content"] == text and text
