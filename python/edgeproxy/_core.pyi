@@ -1,4 +1,6 @@
-"""Rust hot path of edgeproxy (built from rust/edgeproxy-py): SSE parsing and encoding."""
+"""Rust hot path of edgeproxy (built from rust/edgeproxy-py): SSE parsing and the relay's per-chunk
+checks, exact token counting, the prompt-hash cache and stream translation between wires. Errors
+raised here share the root ``EdgeProxyError`` with the Python ones (``edgeproxy.errors``)."""
 
 from typing import final
 

@@ -1,7 +1,27 @@
 """The project's exception tree.
 
 Its root, ``EdgeProxyError``, is defined by the Rust extension (``edgeproxy._core``) so that errors
-raised in Rust and in Python share one ancestor: ``except EdgeProxyError`` catches both.
+raised in Rust and in Python share one ancestor: ``except EdgeProxyError`` catches both. Every
+exception the proxy defines derives from it (a test walks the package to keep it so); where a
+standard meaning fits, it is a second base (``except TimeoutError`` still catches
+``FollowerTimeout``)::
+
+    EdgeProxyError
+    ├── SseError, CacheError, TokenizerError, TranslationError   (Rust: _core)
+    ├── PolicyError                  a policy that cannot load; .problems, each with file:line
+    ├── ClientError                  a request refused, in the client's wire (server.ingress)
+    ├── AttemptFailure               one upstream attempt failed, classified (failure)
+    │   └── UpstreamErrorEvent       an in-band error event from the upstream's stream
+    ├── PassThrough                  an upstream client error handed back as is (attempt loop)
+    ├── Overloaded                   shed by the concurrency limit
+    ├── UpstreamConnectionError      (also ConnectionError) a connection lost or not made
+    │   └── ConnectFailed
+    ├── ClientWriteTimeout           a client did not read a stream before the deadline
+    ├── LeaderFailed, FollowerTimeout (also TimeoutError)   coalesced identical requests
+    ├── FileRefused                  a policy or key file that may not be read
+    ├── TracingConfigError, MetricsConfigError (also ValueError)   OTEL_* settings
+    └── SuiteError, ScorecardError, JudgeError, ProgressError (also ValueError), CapReached
+                                     edgeproxy eval
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
+from edgeproxy.errors import EdgeProxyError
+
 
 class FailureClass(enum.StrEnum):
     CONNECT_ERROR = "connect_error"  # refused, unreachable, DNS, a base URL no client can use
@@ -115,7 +117,7 @@ def _seconds_until_http_date(text: str, now: float) -> float | None:
 
 
 @dataclass(eq=False)
-class AttemptFailure(Exception):
+class AttemptFailure(EdgeProxyError):
     """One failed attempt. ``status``/``body``/``content_type`` are kept for 4xx pass-through."""
 
     failure: FailureClass

@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Final, Generic, TypeVar
 
+from edgeproxy.errors import EdgeProxyError
+
 T = TypeVar("T")
 
 # The most a stream's shared buffer holds (the cache's recording cap: a longer stream is not
@@ -33,11 +35,11 @@ T = TypeVar("T")
 MAX_SHARED_BYTES: Final = 8 * 1024 * 1024
 
 
-class LeaderFailed(Exception):
+class LeaderFailed(EdgeProxyError):
     """The leader produced nothing to share: the follower should make its own call."""
 
 
-class FollowerTimeout(TimeoutError):
+class FollowerTimeout(EdgeProxyError, TimeoutError):
     """A follower's own deadline passed while waiting for the leader.
 
     ``committed`` tells whether the follower had already yielded chunks (then it must end its

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.evals.suite import Criterion
 
 MARKER_PREFIX: Final = "[edgeproxy-judge v1"
@@ -47,7 +48,7 @@ SYSTEM_PAIRWISE: Final = (
 Winner = Literal["A", "B", "tie"]
 
 
-class JudgeError(ValueError):
+class JudgeError(EdgeProxyError, ValueError):
     """The judge's answer is not a verdict the prompt asked for."""
 
 

@@ -18,13 +18,14 @@ from typing import Any, Final
 import orjson
 
 from edgeproxy.cost import Usage
+from edgeproxy.errors import EdgeProxyError
 
 SUFFIX: Final = ".progress.jsonl"
 # Answers are kept in the progress file (for reports and debugging) up to this length.
 MAX_KEPT_ANSWER: Final = 4000
 
 
-class ProgressError(ValueError):
+class ProgressError(EdgeProxyError, ValueError):
     """A progress file that cannot be resumed from."""
 
 

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from edgeproxy.clock import Clock, SystemClock
 from edgeproxy.cost import Usage
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.evals import aggregate
 from edgeproxy.evals.budget import CostCap, Pacer, worst_case_usd
 from edgeproxy.evals.client import CallResult, call
@@ -50,7 +51,7 @@ from edgeproxy.upstreams.http1 import Http1Pool
 JUDGE_MAX_TOKENS: Final = 400
 
 
-class CapReached(Exception):
+class CapReached(EdgeProxyError):
     """The cost cap refused a call: the unit is not recorded (a rerun with a larger cap does it)."""
 
 

@@ -21,6 +21,8 @@ from typing import Annotated, Final, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgeproxy.errors import EdgeProxyError
+
 FORMAT: Final = "edgeproxy-scorecard"
 VERSION: Final = 1
 MAX_SCORECARD_BYTES: Final = 64 * 1024 * 1024
@@ -28,7 +30,7 @@ MAX_SCORECARD_BYTES: Final = 64 * 1024 * 1024
 Ratio = Annotated[float, Field(ge=0, le=1)]
 
 
-class ScorecardError(ValueError):
+class ScorecardError(EdgeProxyError, ValueError):
     """A file that is not a scorecard this code can read."""
 
 

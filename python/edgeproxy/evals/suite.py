@@ -38,12 +38,14 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgeproxy.errors import EdgeProxyError
+
 MAX_SUITE_BYTES = 16 * 1024 * 1024
 SHIPPED_SUFFIX = ".yaml"
 DEFAULT_CRITERION_DESCRIPTION = "The answer is correct, complete and clear."
 
 
-class SuiteError(ValueError):
+class SuiteError(EdgeProxyError, ValueError):
     """A suite that cannot be used; ``problems`` lists each one with its location."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

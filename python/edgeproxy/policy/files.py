@@ -14,12 +14,14 @@ import stat
 import threading
 from pathlib import Path
 
+from edgeproxy.errors import EdgeProxyError
+
 MAX_POLICY_BYTES = 1024 * 1024  # a large policy is tens of KiB
 MAX_KEY_FILE_BYTES = 64 * 1024  # a key is under 1 KiB; a PEM bundle a few KiB
 READ_TIMEOUT = 5.0  # seconds; a local file reads in microseconds
 
 
-class FileRefused(Exception):
+class FileRefused(EdgeProxyError):
     """The file cannot be used; the message says why (never what the file holds)."""
 
     def __init__(self, message: str, missing: bool = False) -> None:

@@ -1,1 +1,2 @@
-"""Failure classification and the attempt loop (breakers, budgets and probes join later)."""
+"""Resilience: the attempt loop, circuit breakers, the retry budget, backoff, hedging, load
+shedding and health probes, each on a clock object (tested on a fake clock)."""

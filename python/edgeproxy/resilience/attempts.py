@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from edgeproxy.clock import Clock
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.events import (
     AttemptEnded,
     AttemptKind,
@@ -148,7 +149,7 @@ class Outcome(Generic[T]):
     permit: Permit | None = None
 
 
-class PassThrough(Exception):
+class PassThrough(EdgeProxyError):
     """A client error from the upstream: answer with it as is, no failover."""
 
     def __init__(self, candidate: Candidate, failure: AttemptFailure) -> None:

@@ -15,10 +15,11 @@ from collections import deque
 from types import TracebackType
 
 from edgeproxy.clock import Clock
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.snapshot.settings import ShedSettings
 
 
-class Overloaded(Exception):
+class Overloaded(EdgeProxyError):
     """Rejected: answer 503 with ``Retry-After: retry_after``."""
 
     def __init__(self, reason: str, retry_after: float) -> None:

@@ -20,7 +20,7 @@ from typing import Final, Protocol
 import aiohttp
 from aiohttp import web
 
-from edgeproxy._core import encode_sse
+from edgeproxy._core import EdgeProxyError, encode_sse
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline, Permit
 from edgeproxy.server.answer_text import MAX_RESUME_CHARS, AnswerText
@@ -93,7 +93,7 @@ class StreamTap(Protocol):
         ...
 
 
-class ClientWriteTimeout(Exception):
+class ClientWriteTimeout(EdgeProxyError):
     """The client did not take the stream's bytes before the request's deadline."""
 
 

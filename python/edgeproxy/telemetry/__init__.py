@@ -14,6 +14,5 @@ attempt sends upstream. One module per job:
 - ``access_log``: the per-request line, written off the event loop; ``logs``: the log formats;
   ``escape``: control characters in text lines; ``redact``: secrets out of free text;
 - ``recent``, ``status``, ``runtime``: ``/admin/status``, ``edgeproxy status``,
-  ``/admin/debug/runtime``;
-- ``legacy``/``request``: the hop-by-hop facade the request path still calls (to be deleted).
+  ``/admin/debug/runtime``.
 """

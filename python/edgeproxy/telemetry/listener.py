@@ -133,7 +133,7 @@ class RequestTelemetry:
         self._last_failure: str | None = None
         self._relay_failed = False  # the request's outcome is a relay's failure
         self._chain: tuple[str, ...] = ()
-        self.finished: Finished | None = None  # for tests and the hop-by-hop facade only
+        self.finished: Finished | None = None  # what finish() recorded (tests read it)
         self._content: dict[str, str] = {}
         builder = telemetry.spans
         if builder is None:

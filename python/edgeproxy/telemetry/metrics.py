@@ -45,6 +45,7 @@ from opentelemetry.util.types import AttributeValue
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.telemetry.tracing import INSTRUMENTATION_SCOPE, _truthy, resource_from_env
 
 log = logging.getLogger("edgeproxy.telemetry")
@@ -66,7 +67,7 @@ BREAKER_STATE_VALUES: Mapping[str, int] = {"closed": 0, "half_open": 1, "open": 
 BreakerSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
-class MetricsConfigError(ValueError):
+class MetricsConfigError(EdgeProxyError, ValueError):
     pass
 
 

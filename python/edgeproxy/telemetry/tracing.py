@@ -38,6 +38,7 @@ from opentelemetry.trace import Span, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from edgeproxy import __version__
+from edgeproxy.errors import EdgeProxyError
 
 log = logging.getLogger("edgeproxy.telemetry")
 
@@ -51,7 +52,7 @@ _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
 
-class TracingConfigError(ValueError):
+class TracingConfigError(EdgeProxyError, ValueError):
     """An OTEL_* variable has a value this proxy cannot honour."""
 
 

@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 import aiohappyeyeballs
 import httptools
 
+from edgeproxy.errors import EdgeProxyError
+
 # A stream's reader may lag its upstream; past this many buffered bytes reading pauses.
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -60,7 +62,7 @@ _DRAIN_BYTES = 64 * 1024
 AddrInfo = tuple[Any, Any, int, str, tuple[Any, ...]]
 
 
-class UpstreamConnectionError(ConnectionError):
+class UpstreamConnectionError(EdgeProxyError, ConnectionError):
     """The connection failed or was lost before or while reading a response."""
 
 
