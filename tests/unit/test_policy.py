@@ -75,7 +75,7 @@ def test_star_region_expands_in_written_order_and_defaults_apply() -> None:
     assert route.chain[2].chat_url == "https://q.example/v1/chat/completions"
     assert route.max_attempts == 3
     assert route.timeouts.first_token == 60.0
-    assert route.on_midstream_failure == "error"
+    assert route.on_midstream_failure == "resume"  # where a prefill-capable model allows
     assert policy.max_body_bytes == 4 * 1024 * 1024
 
 

@@ -338,7 +338,8 @@ class DefaultsSpec(_Spec):
         "What happens when a committed stream fails. `error`: an in-band error event in the "
         "client's format, then the stream ends (never with `[DONE]`). `resume`: another "
         "candidate whose model has `assistant_prefill` continues the text already sent (plain "
-        "text of one choice only; never inside a tool call); if none can, `error`.",
+        "text of one choice only; never inside a tool call); if none can, `error`. The default "
+        "resumes where a model of the chain declares `assistant_prefill` (docs/failover.md).",
         at=At(Route, "on_midstream_failure"),
         default=DEFAULT_ON_MIDSTREAM_FAILURE,
     )

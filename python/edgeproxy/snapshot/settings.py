@@ -30,7 +30,7 @@ class Timeouts:
 
 # What a route does when a stream fails after its first byte reached the client.
 MidstreamPolicy = Literal["error", "resume"]
-DEFAULT_ON_MIDSTREAM_FAILURE: MidstreamPolicy = "error"
+DEFAULT_ON_MIDSTREAM_FAILURE: MidstreamPolicy = "resume"
 
 
 @dataclass(frozen=True, slots=True)
