@@ -3,11 +3,22 @@
 //! The typed public API is `edgeproxy.routing.classifier` (models) and `edgeproxy.routing.tasks`
 //! (rules); these classes are their engine.
 
+use std::borrow::Cow;
+
 use edgeproxy_core::classify::{self, FeatureConfig, TrainOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::{detach_if_large, to_py_err};
+
+/// The text of a Python string; one holding lone surrogates (not UTF-8, but a JSON body may
+/// carry them as `\ud800` escapes) is read with U+FFFD in their place rather than refused.
+fn text_of<'a>(text: &'a Bound<'_, PyString>) -> Cow<'a, str> {
+    match text.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(text.to_string_lossy().into_owned()),
+    }
+}
 
 /// A trained task classifier (immutable; safe to share between threads).
 #[pyclass(frozen, module = "edgeproxy._core")]
@@ -82,14 +93,16 @@ impl TaskModel {
     }
 
     /// The most probable task for `text` and its probability.
-    fn predict(&self, py: Python<'_>, text: &str) -> (Py<PyString>, f32) {
-        let p = detach_if_large(py, text.len(), || self.inner.predict(text));
+    fn predict(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> (Py<PyString>, f32) {
+        let text = text_of(text);
+        let p = detach_if_large(py, text.len(), || self.inner.predict(&text));
         (self.labels[p.label].clone_ref(py), p.confidence)
     }
 
     /// The probability of each task (in `labels` order) for `text`.
-    fn probabilities(&self, py: Python<'_>, text: &str) -> Vec<f32> {
-        detach_if_large(py, text.len(), || self.inner.probabilities(text))
+    fn probabilities(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> Vec<f32> {
+        let text = text_of(text);
+        detach_if_large(py, text.len(), || self.inner.probabilities(&text))
     }
 
     fn __repr__(&self) -> String {
@@ -173,8 +186,9 @@ impl TextPattern {
     }
 
     /// Whether the pattern occurs in `text`.
-    fn is_match(&self, py: Python<'_>, text: &str) -> bool {
-        detach_if_large(py, text.len(), || self.inner.is_match(text))
+    fn is_match(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> bool {
+        let text = text_of(text);
+        detach_if_large(py, text.len(), || self.inner.is_match(&text))
     }
 
     fn __repr__(&self) -> String {
