@@ -395,14 +395,15 @@ def train_task_model(
     tasks: list[str],
     *,
     bits: int = 18,
-    char_ngrams: tuple[int, int] = (3, 5),
+    char_ngrams: tuple[int, int] = ...,  # (3, 5)
     word_ngrams: int = 2,
     max_bytes: int = 8192,
     epochs: int = 10,
     seed: int = 0,
     learning_rate: float = 0.5,
 ) -> TaskModel:
-    """Train on ``texts`` labelled ``labels`` (indices into ``tasks``) by averaged SGD; the same
+    """Train on ``texts`` labelled ``labels`` (indices into ``tasks``) by averaged SGD
+    (``char_ngrams`` defaults to ``(3, 5)``); the same
     inputs and seed give the same model. The GIL is released while it trains. ``TaskError``
     for what it refuses (no examples, fewer than 2 tasks, bad names, bad settings)."""
 
@@ -418,6 +419,6 @@ class TextPattern:
     @staticmethod
     def keywords(words: list[str]) -> TextPattern:
         """Any of ``words``, ignoring case; whole words where a keyword starts or ends with a
-        letter or digit. Regex syntax in a keyword is literal text."""
+        word character (a letter, mark, decimal digit or ``_``). Regex syntax in a keyword is literal text."""
     def is_match(self, text: str) -> bool:
         """Whether the pattern occurs in ``text`` (GIL released >= 16 KiB)."""

@@ -629,7 +629,7 @@ class TaskRuleSpec(_Spec):
     )
     system_keywords: list[str] | None = _rule_key(
         "Any of these words in the system prompt, ignoring case (whole words where a keyword "
-        "starts or ends with a letter or digit).",
+        "starts or ends with a letter, digit or `_`).",
         default=Prose("not checked"),
         min_length=1,
     )

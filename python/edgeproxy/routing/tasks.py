@@ -223,10 +223,6 @@ def _known(tasks: Tasks) -> tuple[str, ...]:
     return (*tasks.categories, DEFAULT_TASK)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class _Request:
     """What rules look at, each read once and only when a rule asks."""
 
@@ -259,8 +255,8 @@ class _Request:
     def max_tokens(self) -> int | None:
         for name in ("max_completion_tokens", "max_tokens"):
             value = self.body.get(name)
-            if _is_int(value):
-                return int(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
         return None
 
 

@@ -30,7 +30,7 @@ class Range:
     max: int | None = None
 
     def __contains__(self, n: object) -> bool:
-        if not isinstance(n, int):
+        if not isinstance(n, int) or isinstance(n, bool):
             return False
         return (self.min is None or n >= self.min) and (self.max is None or n <= self.max)
 

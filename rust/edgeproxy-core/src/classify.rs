@@ -9,7 +9,7 @@
 //!   allocated per feature and nothing is deduplicated: scoring adds one weight row per
 //!   occurrence.
 //! - [`TaskModel`]: multinomial logistic regression over those buckets; `predict` gives the
-//!   best task and its softmax probability. Weights are `i16` with one scale per task (a quarter
+//!   best task and its softmax probability. Weights are `i16` with one scale per task (half
 //!   of the memory of `f32`, so more of the model stays in cache while scoring).
 //! - [`train`]: averaged SGD on the log loss, deterministic given a seed.
 //! - The model file format (versioned, checksummed, checked on load): [`TaskModel::from_bytes`].

@@ -175,8 +175,8 @@ impl TextPattern {
         })
     }
 
-    /// Any of `words`, case-insensitive, as whole words where they begin or end with a letter
-    /// or digit.
+    /// Any of `words`, case-insensitive, as whole words where they begin or end with a word
+    /// character (Unicode `\w`).
     #[staticmethod]
     fn keywords(words: Vec<String>) -> PyResult<TextPattern> {
         Ok(TextPattern {

@@ -39,8 +39,9 @@ impl TextPattern {
         Self::build(pattern)
     }
 
-    /// Any of `words`, case-insensitive; a keyword that starts (ends) with a letter or digit
-    /// must start (end) a word in the text: `spec` matches "the spec." but not "special".
+    /// Any of `words`, case-insensitive; a keyword that starts (ends) with a word character
+    /// (Unicode `\w`: letters, marks, decimal digits, `_`) must start (end) a word in the text:
+    /// `spec` matches "the spec." but not "special".
     pub fn keywords<S: AsRef<str>>(words: &[S]) -> Result<TextPattern, Error> {
         if words.is_empty() {
             return Err(refuse("no keywords".to_owned()));
@@ -51,8 +52,15 @@ impl TextPattern {
             if word.trim().is_empty() {
                 return Err(refuse("a keyword is empty".to_owned()));
             }
-            let starts = word.chars().next().is_some_and(char::is_alphanumeric);
-            let ends = word.chars().last().is_some_and(char::is_alphanumeric);
+            // `\b` needs a word character (Unicode `\w`, the regex's own notion) on its side.
+            let starts = word
+                .chars()
+                .next()
+                .is_some_and(regex_syntax::is_word_character);
+            let ends = word
+                .chars()
+                .last()
+                .is_some_and(regex_syntax::is_word_character);
             alternatives.push(format!(
                 "{}{}{}",
                 if starts { r"\b" } else { "" },

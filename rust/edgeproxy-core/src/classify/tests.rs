@@ -338,6 +338,14 @@ fn keywords_are_case_insensitive_whole_words() {
     let dots = TextPattern::keywords(&["a.b"]).unwrap();
     assert!(dots.is_match("see a.b"));
     assert!(!dots.is_match("see axb"));
+    // A keyword ending in a non-word character that Rust calls alphanumeric ('²' is a
+    // number, not a decimal digit) still matches: boundaries follow the regex's `\w`.
+    assert!(TextPattern::keywords(&["m²"])
+        .unwrap()
+        .is_match("price per m² here"));
+    assert!(TextPattern::keywords(&["²"])
+        .unwrap()
+        .is_match("see ² here"));
     assert!(TextPattern::keywords::<&str>(&[]).is_err());
     assert!(TextPattern::keywords(&["  "]).is_err());
 }
