@@ -200,3 +200,17 @@ def test_the_example_policys_model_matches_its_categories() -> None:
     assert set(classifier.model.labels) == set(policy.tasks.categories)
     held = read_examples(FIXTURES / "heldout.jsonl")
     assert evaluate(classifier.model, held, 0.6).accuracy >= 0.82
+
+
+def test_a_long_prompt_is_read_as_its_head_and_tail(trained: TaskModel) -> None:
+    # 40 KB: scored with the GIL released, and only its first and last max_bytes / 2 count, so
+    # the cost is bounded whatever the prompt's length.
+    head = "Extract the invoice number and total as JSON. " * 100
+    tail = " Return only the JSON object." * 150
+    a = head + "lorem ipsum " * 3000 + tail
+    b = head + "the quarterly plan " * 2000 + tail
+    assert len(a.encode()) > 40_000 and len(b.encode()) > 40_000
+    assert trained.probabilities(a) == trained.probabilities(b)
+    # Both halves kept are wholly inside head and tail: the middle never counted.
+    assert trained.probabilities(a) == trained.probabilities(head + tail)
+    assert trained.probabilities(a) != trained.probabilities(head)
