@@ -23,11 +23,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def serve_argv(policy: Path, port: int) -> list[str]:
-    """``edgeproxy serve`` of this interpreter's install, quiet, on ``port``."""
+def serve_argv(policy: Path, port: int, log_level: str = "warning") -> list[str]:
+    """``edgeproxy serve`` of this interpreter's install on ``port``; quiet (no access log)
+    unless ``log_level`` is ``info``."""
     return [
         *EDGEPROXY,
-        *("serve", "--policy", str(policy), "--port", str(port), "--log-level", "warning"),
+        *("serve", "--policy", str(policy), "--port", str(port), "--log-level", log_level),
     ]
 
 

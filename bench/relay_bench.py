@@ -19,7 +19,13 @@ from typing import Any, cast
 import orjson
 
 from edgeproxy._core import ChatStreamScanner, SseEvent, SseParser, encode_sse
-from edgeproxy.server.relay import DONE, StreamOptions, StreamProgress, UpstreamStream, add_usage
+from edgeproxy.server.upstream_stream import (
+    DONE,
+    StreamOptions,
+    StreamProgress,
+    UpstreamStream,
+    add_usage,
+)
 
 RUNS = 9
 _SUBSTANCE = ("content", "tool_calls", "function_call", "refusal", "reasoning_content")

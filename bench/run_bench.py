@@ -362,6 +362,16 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         )
         procs.append(traced)
         wait_port(tport, 30, traced.popen)
+        # The same proxy with its access log on (`--log-level info`: one line per request, to
+        # its log file), against the default proxy's `--log-level warning`.
+        aport = free_port()
+        logged = Proc(
+            "proxy-accesslog",
+            serve_argv(policy, aport, log_level="info"),
+            out / "proxy-accesslog.log",
+        )
+        procs.append(logged)
+        wait_port(aport, 30, logged.popen)
         proxy = Server(
             "edgeproxy",
             pport,
@@ -382,6 +392,13 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 JSON_BODY,
             ),
             (
+                "access_log",
+                proxy,
+                Server("edgeproxy-logged", aport, *[proxy.json_path] * 3, proxy.headers, logged),
+                JSON_BODY,
+                JSON_BODY,
+            ),
+            (
                 "cache",
                 Server("cache-miss", pport, *[proxy.json_path] * 3, proxy.headers, edgeproxy),
                 Server("cache-hit", pport, *[proxy.json_path] * 3, proxy.headers, edgeproxy),
@@ -395,7 +412,7 @@ def measure(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             text=True,
         ).stdout.strip()
         litellm: Server | None = None
-        if args.litellm:
+        if args.litellm and not args.pairs_only:
             exe, version = ensure_litellm()
             results["litellm"] = {"spec": LITELLM_SPEC, "version": version}
             if exe is not None:
@@ -508,7 +525,7 @@ def run_measurements(
     peaks.start()
 
     print("bench: warm-up (discarded) ...", flush=True)
-    for s in servers:
+    for s in [] if args.pairs_only else servers:
         wrk.run(s, s.json_path, JSON_BODY, 32, max(1.0, secs / 2))
         wrk.run(s, s.sse_path, stream_body("bench-sse"), 8, 1)
     for _, base_srv, var_srv, base_body, var_body in pairs:
@@ -520,6 +537,8 @@ def run_measurements(
         print(f"bench: round {r + 1}/{args.rounds} ...", flush=True)
         row: dict[str, Any] = {}
         order = servers[r % len(servers) :] + servers[: r % len(servers)]
+        if args.pairs_only:
+            order = []
         # throughput at c=32 (wrk), and proxy CPU per request
         for s in order:
             before = sample(s.proc.pid, tree=s.pid_tree).cpu_seconds if s.proc else 0.0
@@ -547,7 +566,7 @@ def run_measurements(
         # not interleaved with each other: LiteLLM keeps working for milliseconds after it has
         # answered (logging callbacks), which would land on the next peer's request.
         n = args.c1_requests
-        for peer in proxied:
+        for peer in [] if args.pairs_only else proxied:
             base = "direct" if peer.name == "edgeproxy" else f"direct-for-{peer.name}"
             pair = [direct_server, peer] if r % 2 == 0 else [peer, direct_server]
             for kind, attr, body in (
@@ -594,6 +613,9 @@ def run_measurements(
                 }
         rounds.append(row)
     results["rounds"] = rounds
+    if args.pairs_only:
+        peaks.stop()
+        return results
 
     print("bench: concurrency sweep ...", flush=True)
     sweep: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
@@ -760,6 +782,58 @@ def fmt(x: float, digits: int = 2) -> str:
     return f"{x:,.{digits}f}"
 
 
+PAIR_ROWS = {
+    "tracing": (
+        "tracing off (default)",
+        "tracing on (OTLP/HTTP, batch processor, to a loopback sink)",
+        "on / off",
+    ),
+    "access_log": (
+        "access log off (`--log-level warning`)",
+        "access log on (`--log-level info`, JSON lines, to a file)",
+        "on / off",
+    ),
+    "cache": (
+        "cache miss (route without cache)",
+        "cache hit (`cache: {ttl: 60s}`, temperature 0)",
+        "hit / miss",
+    ),
+}
+
+
+def pairs_table(s: dict[str, Any]) -> list[str]:
+    """The on/off pairs, each measured side by side in the same rounds, with their ratios."""
+    if not s.get("pairs"):
+        return []
+    lines = [
+        "Tracing on vs off (a second proxy process with `OTEL_TRACES_EXPORTER=otlp` exporting "
+        "every span through the SDK's BatchSpanProcessor and OTLP/HTTP exporter to an nginx "
+        "location that reads the body and answers 200), access log on vs off (a third proxy "
+        "process at `--log-level info`, its log going to a file) and cache hit vs miss (the same "
+        "proxy, a cached route vs the plain one, both on nginx's JSON location), non-stream, in "
+        "the same rounds; c=1 latency interleaves the two sides request by request:",
+        "",
+        "| comparison | req/s, c=32 | CPU-s per 1,000 req | p50 ms, c=1 | p99 ms, c=1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, sides in s["pairs"].items():
+        names_ = PAIR_ROWS.get(label, (f"{label} base", f"{label} variant", "variant / base"))
+        b, v = sides["base"], sides["variant"]
+        for name_, x in ((names_[0], b), (names_[1], v)):
+            errs = f" ({x['c32_errors']} errors)" if x["c32_errors"] else ""
+            lines.append(
+                f"| {name_} | {fmt(x['rps_c32'], 0)}{errs} | {fmt(x['cpu_s_per_1000'], 3)} "
+                f"| {fmt(x['c1_p50_ms'], 3)} | {fmt(x['c1_p99_ms'], 3)} |"
+            )
+        ratios = [
+            v[k] / b[k] if b[k] == b[k] and v[k] == v[k] and b[k] else float("nan")
+            for k in ("rps_c32", "cpu_s_per_1000", "c1_p50_ms", "c1_p99_ms")
+        ]
+        lines.append(f"| *{names_[2]}* | " + " | ".join(f"{fmt(x, 2)}x" for x in ratios) + " |")
+    lines.append("")
+    return lines
+
+
 def report(results: dict[str, Any], s: dict[str, Any], img_prefix: str) -> str:
     d, p = s["direct"], s["edgeproxy"]
     li = s.get("litellm")
@@ -847,44 +921,7 @@ def report(results: dict[str, Any], s: dict[str, Any], img_prefix: str) -> str:
         f"{held['cpu_s']:.1f} CPU-seconds."
     )
     a("")
-    pair_rows = {
-        "tracing": (
-            "tracing off (default)",
-            "tracing on (OTLP/HTTP, batch processor, to a loopback sink)",
-            "on / off",
-        ),
-        "cache": (
-            "cache miss (route without cache)",
-            "cache hit (`cache: {ttl: 60s}`, temperature 0)",
-            "hit / miss",
-        ),
-    }
-    if s.get("pairs"):
-        a(
-            "Tracing on vs off (a second proxy process with `OTEL_TRACES_EXPORTER=otlp` exporting "
-            "every span through the SDK's BatchSpanProcessor and OTLP/HTTP exporter to an nginx "
-            "location that reads the body and answers 200) and cache hit vs miss (the same proxy, "
-            "a cached route vs the plain one, both on nginx's JSON location), non-stream, in the "
-            "same rounds; c=1 latency interleaves the two sides request by request:"
-        )
-        a("")
-        a("| comparison | req/s, c=32 | CPU-s per 1,000 req | p50 ms, c=1 | p99 ms, c=1 |")
-        a("|---|---:|---:|---:|---:|")
-        for label, sides in s["pairs"].items():
-            names_ = pair_rows.get(label, (f"{label} base", f"{label} variant", "variant / base"))
-            b, v = sides["base"], sides["variant"]
-            for name_, x in ((names_[0], b), (names_[1], v)):
-                errs = f" ({x['c32_errors']} errors)" if x["c32_errors"] else ""
-                a(
-                    f"| {name_} | {fmt(x['rps_c32'], 0)}{errs} | {fmt(x['cpu_s_per_1000'], 3)} "
-                    f"| {fmt(x['c1_p50_ms'], 3)} | {fmt(x['c1_p99_ms'], 3)} |"
-                )
-            ratios = [
-                v[k] / b[k] if b[k] == b[k] and v[k] == v[k] and b[k] else float("nan")
-                for k in ("rps_c32", "cpu_s_per_1000", "c1_p50_ms", "c1_p99_ms")
-            ]
-            a(f"| *{names_[2]}* | " + " | ".join(f"{fmt(x, 2)}x" for x in ratios) + " |")
-        a("")
+    lines += pairs_table(s)
     if li is None:
         a(
             f"LiteLLM: not measured: {results.get('litellm', {}).get('failed', 'disabled (--no-litellm)')}"
@@ -919,7 +956,11 @@ def report(results: dict[str, Any], s: dict[str, Any], img_prefix: str) -> str:
 
 
 def plots(s: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the `load` extra is missing: the figures and results.json still stand
+        print("bench: matplotlib is not installed (the `load` extra): no plots", flush=True)
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -990,6 +1031,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-reps", type=int, default=2)
     parser.add_argument("--hold-streams", type=int, default=1000)
     parser.add_argument("--no-litellm", dest="litellm", action="store_false")
+    parser.add_argument(
+        "--pairs-only",
+        action="store_true",
+        help="only the on/off pairs (tracing, access log, cache): no sweep, no peer, docs untouched",
+    )
     parser.add_argument("--quick", action="store_true", help="short runs: checks the harness")
     parser.add_argument(
         "--no-docs",
@@ -1003,15 +1049,23 @@ def main(argv: list[str] | None = None) -> int:
         args.sweep, args.sweep_seconds, args.sweep_reps = [1, 32], 1.0, 1
         args.hold_streams = min(args.hold_streams, 200)
         args.docs = False
+    if args.pairs_only:
+        args.docs = False
     out = REPO / "bench-results" / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     results = measure(args, out)
     s = summarize(results)
     results["summary"] = s
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    if args.pairs_only:
+        text = "\n".join(pairs_table(s)) + "\n"
+        (out / "report.md").write_text(text)
+        print(text)
+        print(f"bench: results in {out.relative_to(REPO)}", flush=True)
+        return 0
     made = plots(s, out)
     text = report(results, s, "img/" if args.docs else "")
     (out / "report.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     if args.docs:
         img = REPO / "docs" / "img"
         img.mkdir(exist_ok=True)

@@ -25,7 +25,7 @@ from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster, SimConfig
 from edgeproxy.sim.config import SimWire
 from edgeproxy.snapshot import Policy
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema."""
+"""The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema, eval."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeproxy import __version__
 from edgeproxy.errors import PolicyError
+from edgeproxy.evals.cli import add_eval_commands
 from edgeproxy.policy import load_policy
 from edgeproxy.policy.tool import add_policy_commands
 from edgeproxy.snapshot import Policy
@@ -48,15 +49,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         from edgeproxy.policy.reload import ReloadOptions
-        from edgeproxy.server.admin import ADMIN_TOKEN_ENV, is_loopback
+        from edgeproxy.server.admin import ADMIN_TOKEN_ENV, METRICS_TOKEN_ENV
+        from edgeproxy.server.connections import ConnectionSettings
+        from edgeproxy.server.hosts import ALLOWED_HOSTS_ENV, is_loopback
         from edgeproxy.server.runner import ProxyServer
 
         token = os.environ.get(ADMIN_TOKEN_ENV) or None
         reload = ReloadOptions(
             Path(args.policy), watch=not args.no_watch, debounce=args.reload_debounce
         )
+        try:
+            given = {
+                "keepalive_timeout": args.keepalive_timeout,
+                "header_timeout": args.header_timeout,
+                "max_connections": args.max_connections,
+            }
+            connections = ConnectionSettings(**{k: v for k, v in given.items() if v is not None})
+        except ValueError as exc:
+            print(f"edgeproxy: {exc}", file=sys.stderr)
+            return 2
         proxy = ProxyServer(
-            policy, host=args.host, port=args.port, reload=reload, admin_token=token
+            policy,
+            host=args.host,
+            port=args.port,
+            reload=reload,
+            admin_token=token,
+            metrics_token=os.environ.get(METRICS_TOKEN_ENV) or None,
+            connections=connections,
+            allowed_hosts=args.allowed_hosts or os.environ.get(ALLOWED_HOSTS_ENV) or None,
         )
         try:
             await proxy.start()
@@ -112,6 +132,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, "text")
+    if args.market:
+        return _run(_serve_market(args.time_scale))
     policy = _load_or_explain(args.policy)
     if policy is None:
         return 2
@@ -153,6 +175,26 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return _run(main())
 
 
+async def _serve_market(time_scale: float) -> int:
+    """The simulated market on the ports of policies/examples/auto-market.yaml."""
+    from edgeproxy.sim import run_forever
+    from edgeproxy.sim.market import Market
+
+    market = Market(fixed_ports=True, time_scale=time_scale)
+
+    def started(cluster: object) -> None:
+        for name, sim in market.cluster.sims.items():
+            print(f"{name:<12} {sim.url}  models={', '.join(sim.player.profiles)}", flush=True)
+        print(f"control: {market.control_url}/sims", flush=True)
+
+    try:
+        await run_forever(market.cluster, on_start=started)
+    except OSError as exc:
+        print(f"edgeproxy sim: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from edgeproxy.telemetry.status import status_command
 
@@ -187,6 +229,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="quiet time after the last change to the policy file before reloading (default 0.2)",
     )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close a client connection idle this long between requests (default 75)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close a client connection that has not sent a whole request head this long after "
+        "it opened, or after the first byte of its next request (default 10)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse client connections beyond N with a 503 (default: half the open-file limit)",
+    )
+    serve.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="LIST",
+        help="Host header values to answer, comma-separated, '*' for any (default: "
+        "$EDGEPROXY_ALLOWED_HOSTS, else loopback names when bound to loopback, any otherwise)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="run the proxy in front of simulated providers")
@@ -213,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=SPEC",
         help="start a sim with a fault, e.g. alpha-us-east=status:503 or alpha-eu-west=cut:after_tokens=5",
     )
+    sim.add_argument(
+        "--market",
+        action="store_true",
+        help="serve the simulated model market of policies/examples/auto-market.yaml instead",
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="--market: multiply every simulated delay by this (0.1 runs 10x faster)",
+    )
     sim.set_defaults(func=cmd_sim)
 
     policy = sub.add_parser("policy", help="work with policy files")
@@ -222,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="train and evaluate the task classifier")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
     add_tasks_commands(tasks_sub)
+    add_eval_commands(sub)
 
     status = sub.add_parser("status", help="show a running proxy's candidates, breakers, health")
     status.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the proxy")
@@ -234,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if (
         getattr(args, "policy", None) is not None
+        and not getattr(args, "market", False)
         and not Path(args.policy).exists()
         and args.policy == DEFAULT_POLICY
     ):

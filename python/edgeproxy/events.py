@@ -129,6 +129,7 @@ class RelayEnded:
     chunks: int
     bytes: int
     detail: str = ""
+    skipped_events: int = 0  # malformed upstream events skipped (docs/failover.md)
 
 
 @dataclass(frozen=True, slots=True)

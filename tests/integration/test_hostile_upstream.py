@@ -25,9 +25,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from edgeproxy import tokens
-from edgeproxy.server.relay import MAX_SKIPPED_EVENTS
+from edgeproxy.server.upstream_stream import MAX_SKIPPED_EVENTS
 from edgeproxy.sim import SimConfig
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 from harness import LoopThread, Stack
 
 MESSAGES = [{"role": "user", "content": "Write something long."}]
@@ -226,7 +226,7 @@ routes:
     try:
         client.connect(("127.0.0.1", stack.proxy.port))
         client.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from edgeproxy.policy import load_policy_text
 from edgeproxy.sim import SimConfig
+from edgeproxy.telemetry.process import Telemetry
 from edgeproxy.telemetry.redact import REDACTED, clear_secrets, redact
-from edgeproxy.telemetry.request import Telemetry
 from harness import Stack
 
 # Keys with no vendor shape: only their registration at policy load can find them in free text.

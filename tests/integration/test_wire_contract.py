@@ -19,7 +19,7 @@ import pytest
 
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.prober import ProbeTarget, http_probe
-from edgeproxy.server.relay import StreamOptions, open_stream
+from edgeproxy.server.upstream_stream import StreamOptions, open_stream
 from edgeproxy.sim import Fault, SimConfig, SimProvider
 from edgeproxy.snapshot import Candidate, ProbeMode
 from edgeproxy.snapshot.wire import UpstreamWire

@@ -10,9 +10,9 @@ import pytest
 
 from edgeproxy._core import SseParser
 from edgeproxy.failure import AttemptFailure, FailureClass
-from edgeproxy.server.anthropic_wire import (
+from edgeproxy.server.ingress import ClientError
+from edgeproxy.server.ingress.anthropic_messages import (
     TOKEN_COUNT_HEADER,
-    AnthropicIngressError,
     anthropic_error_response,
     count_tokens_response,
     error_response,
@@ -83,7 +83,7 @@ def test_valid_request_passes() -> None:
     ],
 )
 def test_invalid_requests(body: bytes, message: str) -> None:
-    with pytest.raises(AnthropicIngressError) as info:
+    with pytest.raises(ClientError) as info:
         parse_messages_request(body)
     err = info.value
     assert (err.status, err.type) == (400, "invalid_request_error")
@@ -99,11 +99,22 @@ def test_invalid_requests(body: bytes, message: str) -> None:
     }
 
 
+def _type_of(err: ClientError) -> str:
+    return str(orjson.loads(error_response(err, "r").body)["error"]["type"])  # type: ignore[arg-type]
+
+
 def test_error_types_follow_status() -> None:
-    assert AnthropicIngressError(429, "slow").type == "rate_limit_error"
-    assert AnthropicIngressError(529, "busy").type == "overloaded_error"
-    assert AnthropicIngressError(401, "who").type == "authentication_error"
-    assert AnthropicIngressError(502, "bad").type == "api_error"
+    assert _type_of(ClientError(429, "slow")) == "rate_limit_error"
+    assert _type_of(ClientError(529, "busy")) == "overloaded_error"
+    assert _type_of(ClientError(401, "who")) == "authentication_error"
+    assert _type_of(ClientError(502, "bad")) == "api_error"
+    # An OpenAI type a raiser named gives way to the status's Anthropic type...
+    assert _type_of(ClientError(503, "full", type="server_error")) == "api_error"
+    # ... and the proxy's own overload is Anthropic's 529, which its SDK retries.
+    overloaded = error_response(ClientError(503, "full", code="overloaded"), "r")
+    assert overloaded.status == 529 and _type_of(ClientError(503, "x", code="overloaded")) == (
+        "overloaded_error"
+    )
     response = anthropic_error_response(
         529, "overloaded_error", "Overloaded", "r1", {"Retry-After": "3"}
     )

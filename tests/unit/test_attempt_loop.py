@@ -86,9 +86,11 @@ class Script:
                 steps = [Step(steps)]
             self.plan[key] = steps
         self.calls: list[str] = []
+        self.numbers: list[int] = []  # the attempt number each call was given
 
-    async def __call__(self, candidate: Candidate) -> Any:
+    async def __call__(self, candidate: Candidate, number: int) -> Any:
         self.calls.append(candidate.key)
+        self.numbers.append(number)
         steps = self.plan[candidate.key]
         step = steps.pop(0) if len(steps) > 1 else steps[0]
         if step.seconds:
@@ -235,6 +237,7 @@ async def test_attempts_are_numbered_over_the_whole_request_when_a_loop_resumes_
         (5, AttemptKind.FAILOVER),
     ]
     assert [e.number for e in events.of(AttemptStarted)] == [4, 5]
+    assert script.numbers == [4, 5]  # each try is told its number (for its trace context)
 
 
 async def test_the_attempt_cap_covers_retries_and_failovers_together() -> None:

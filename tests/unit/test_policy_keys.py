@@ -109,6 +109,9 @@ STRING_VALUES: dict[str, Any] = {
     "tasks.rules[].system_keywords": ["cite", "sources"],
     "tasks.classifier.model": "OTHER_MODEL_FILE",
     "tasks.classifier.min_confidence": 0.8,  # a probability: 0.6 + 1 is out of bounds
+    "evals.judge": "p2/r1/m",
+    "evals.candidates": ["p/r1/m", "q/x/qm"],
+    "evals.suite": "suites/other.yaml",
 }
 NOT_TRAFFIC = {"version"}  # the only value it may have is 1
 
@@ -354,6 +357,7 @@ NOT_FROM_KEYS = {
     (Policy, "routes"),
     (Policy, "route_names"),
     (Policy, "warnings"),
+    (Policy, "evals.pool"),  # evals.judge and evals.candidates, compiled
     (Policy, "engine.breaker.not_counted"),  # which failures count is the proxy's rule
     (Policy, "engine.probe.jitter"),
     (Policy, "engine.shed.retry_after"),

@@ -14,7 +14,7 @@ from edgeproxy.policy.diff import diff_policies
 from edgeproxy.policy.explain import count_prompt_tokens, estimate_tokens, explain, render_text
 from edgeproxy.policy.tool import schema_text
 from edgeproxy.server.admin import AdminConfig, authorize, is_loopback
-from edgeproxy.server.openai_wire import IngressError
+from edgeproxy.server.ingress import ClientError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "policies"
@@ -214,13 +214,13 @@ def test_loopback_detection(remote: str | None, loopback: bool) -> None:
 def test_admin_access_rules() -> None:
     open_ = AdminConfig(token=None)
     authorize(open_, None, "127.0.0.1")
-    with pytest.raises(IngressError) as info:
+    with pytest.raises(ClientError) as info:
         authorize(open_, None, "10.1.2.3")
     assert info.value.status == 403
     locked = AdminConfig(token="t0ken")
     authorize(locked, "Bearer t0ken", "10.1.2.3")
     for header in (None, "Bearer nope", "Basic t0ken", "t0ken"):
-        with pytest.raises(IngressError) as info:
+        with pytest.raises(ClientError) as info:
             authorize(locked, header, "127.0.0.1")
         assert info.value.status == 401
 

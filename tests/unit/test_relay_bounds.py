@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 from edgeproxy import tokens
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed, StreamBroadcast
 from edgeproxy.failure import AttemptFailure, FailureClass
-from edgeproxy.server.relay import (
+from edgeproxy.server.answer_text import (
     COUNT_PIECE_CHARS,
     MAX_RESUME_CHARS,
     AnswerText,
-    UpstreamStream,
     split_point,
 )
+from edgeproxy.server.upstream_stream import UpstreamStream
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from edgeproxy._core import ChatStreamScanner, SseError, SseEvent, SseParser, encode_sse
 from edgeproxy.failure import AttemptFailure, FailureClass
-from edgeproxy.server.relay import (
+from edgeproxy.server.upstream_stream import (
     DONE,
     StreamOptions,
     StreamProgress,

@@ -4,60 +4,64 @@ from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
-from test_telemetry_support import CANARY_KEY, EU, US, rig
+from test_telemetry_support import CANARY_KEY, EU, US, parse, rig, value
 
-from edgeproxy.failure import FailureClass
+from edgeproxy.cost import Usage
+from edgeproxy.events import (
+    AttemptEnded,
+    AttemptKind,
+    AttemptStarted,
+    BreakerTransition,
+    CacheLooked,
+    Committed,
+    FirstToken,
+    RelayEnded,
+    RouteDecided,
+    UsageRecorded,
+)
+from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.server.metrics import TELEMETRY, handle_metrics
-from edgeproxy.snapshot import Price
+from edgeproxy.telemetry.listener import RequestTelemetry
 from edgeproxy.telemetry.metrics import metrics_readers_from_env
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 
-PRICE = Price(input=1.0, output=2.0)
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
+FIRST, FAILOVER, HEDGE = AttemptKind.FIRST, AttemptKind.FAILOVER, AttemptKind.HEDGE
+COST = (1000 * 1.0 + 500 * 2.0) / 1e6  # 1000 in, 500 out at $1/$2 per million
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """Sum of the samples named ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    hits = [v for (n, ls), v in samples.items() if n == name and want <= set(ls)]
-    assert hits, f"no sample {name} {labels}: {sorted({n for n, _ in samples})}"
-    return sum(hits)
+def listener(t: Telemetry, rid: str) -> RequestTelemetry:
+    return RequestTelemetry(t, rid, {}, "POST", "/v1/chat/completions", "chat", False)
 
 
 def drive(t: Telemetry) -> None:
-    """One failover-then-stream request, one cache hit, one shed request."""
-    tel = t.start_request(request_id="a", headers={})
+    """A failover-then-hedged stream, a cache hit, a shed request, a breaker opening."""
+    tel = listener(t, "a")
     tel.request_parsed("client-asked-model", stream=True)
-    tel.route_decided("gpt-4o-mini", (US, EU))
-    tel.cache("miss")
-    with tel.attempt(US, price=PRICE) as att:
-        att.fail(FailureClass.SERVER_ERROR, "503", status=503)
-    with tel.attempt(EU, price=PRICE) as att:
-        att.first_token()
-        att.succeed()
-        with att.relay() as relay:
-            relay.chunk(5)
-        att.record_usage({"prompt_tokens": 1000, "completion_tokens": 500})
+    tel.on_event(RouteDecided("gpt-4o-mini", (US, EU), (), "v1"))
+    tel.on_event(CacheLooked("miss"))
+    tel.on_event(AttemptStarted(1, US, FIRST))
+    failure = AttemptFailure(FailureClass.SERVER_ERROR, "503", 503)
+    tel.on_event(AttemptEnded(1, US, FIRST, "server_error", 0.01, failure, 503))
+    tel.on_event(AttemptStarted(2, EU, FAILOVER))
+    tel.on_event(AttemptStarted(3, US, HEDGE))
+    tel.on_event(FirstToken(2, 0.02))
+    tel.on_event(Committed(2, EU))
+    tel.on_event(AttemptEnded(3, US, HEDGE, "abandoned", 0.01))
+    tel.on_event(UsageRecorded(2, EU, Usage(1000, 500), COST))
+    tel.on_event(RelayEnded(2, "complete", 5, 500))
+    tel.on_event(AttemptEnded(2, EU, FAILOVER, "ok", 0.1))
     tel.finish(200)
 
-    hit = t.start_request(request_id="b", headers={})
-    hit.route_decided("gpt-4o-mini", (US, EU))
-    hit.cache("hit")
+    hit = listener(t, "b")
+    hit.on_event(RouteDecided("gpt-4o-mini", (US, EU), (), "v1"))
+    hit.on_event(CacheLooked("hit"))
     hit.finish(200)
 
-    shed = t.start_request(request_id="c", headers={})
+    shed = listener(t, "c")
     shed.shed("queue_full")
     shed.finish(503)
+
+    t.breaker_transition(BreakerTransition(US.key, "closed", "open", "5 failures"))
 
 
 async def test_metrics_endpoint_text_parses_and_counts() -> None:
@@ -81,22 +85,32 @@ async def test_metrics_endpoint_text_parses_and_counts() -> None:
     assert value(s, "edgeproxy_requests_total", edgeproxy_outcome="shed") == 1
     assert value(s, "edgeproxy_requests_shed_total", edgeproxy_reason="queue_full") == 1
     assert value(s, "edgeproxy_attempts_total", edgeproxy_outcome="server_error") == 1
+    assert value(s, "edgeproxy_attempts_total", edgeproxy_outcome="abandoned") == 1
     assert (
         value(s, "edgeproxy_attempts_total", edgeproxy_outcome="ok", edgeproxy_candidate=EU.key)
         == 1
     )
     assert value(s, "edgeproxy_failovers_total", error_type="server_error") == 1
+    assert value(s, "edgeproxy_hedges_total", **route) == 1
+    assert (
+        value(
+            s,
+            "edgeproxy_breaker_transitions_total",
+            edgeproxy_candidate=US.key,
+            edgeproxy_breaker_to="open",
+        )
+        == 1
+    )
+    assert value(s, "edgeproxy_access_log_dropped_total") == 0
     assert value(s, "edgeproxy_cache_lookups_total", edgeproxy_cache_result="hit") == 1
     assert value(s, "edgeproxy_cache_lookups_total", edgeproxy_cache_result="miss") == 1
-    assert value(s, "edgeproxy_cost_usd_total", edgeproxy_candidate=EU.key) == (
-        (1000 * 1.0 + 500 * 2.0) / 1e6
-    )
+    assert value(s, "edgeproxy_cost_usd_total", edgeproxy_candidate=EU.key) == COST
     assert value(s, "edgeproxy_requests_inflight") == 0
     assert value(s, "edgeproxy_breaker_state", edgeproxy_candidate=US.key) == 2
     assert value(s, "edgeproxy_breaker_state", edgeproxy_candidate=EU.key) == 0
     assert value(s, "gen_ai_client_token_usage_sum", gen_ai_token_type="input") == 1000
     assert value(s, "gen_ai_client_token_usage_sum", gen_ai_token_type="output") == 500
-    assert value(s, "gen_ai_client_operation_duration_seconds_count") == 2
+    assert value(s, "gen_ai_client_operation_duration_seconds_count") == 3
     assert (
         value(s, "gen_ai_client_operation_duration_seconds_count", error_type="server_error") == 1
     )
@@ -110,7 +124,7 @@ async def test_metrics_endpoint_text_parses_and_counts() -> None:
 
 async def test_inflight_gauge_while_a_request_is_open() -> None:
     r = rig(tracing=False, metrics=True)
-    tel = r.telemetry.start_request(request_id="x", headers={})
+    tel = listener(r.telemetry, "x")
     assert r.telemetry.inflight == 1
     assert (
         value(parse(r.telemetry.render_prometheus().decode()), "edgeproxy_requests_inflight") == 1
@@ -166,5 +180,6 @@ def test_pushed_readers_get_the_same_instruments() -> None:
     duration = found["gen_ai.client.operation.duration"].data.data_points
     assert sorted(str((p.attributes or {}).get("error.type")) for p in duration) == [
         "None",
+        "abandoned",
         "server_error",
     ]

@@ -22,7 +22,7 @@ from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
 from edgeproxy._core import AnthropicToOpenAIStream, OpenAIToAnthropicStream
-from edgeproxy.server.anthropic_wire import stream_error_event
+from edgeproxy.server.ingress.anthropic_messages import stream_error_event
 from edgeproxy.sim import Fault, SimConfig, SimProvider
 from edgeproxy.translate import (
     anthropic_to_openai_request,

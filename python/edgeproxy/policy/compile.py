@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path as FsPath
 from types import MappingProxyType
@@ -41,6 +41,7 @@ from edgeproxy.snapshot import (
     DEFAULT_TASK,
     CacheSettings,
     Candidate,
+    EvalSettings,
     Excluded,
     Hedge,
     Policy,
@@ -187,8 +188,13 @@ def compile_policy(
             )
     settings = _policy_settings(spec, doc)
     tasks = compile_tasks(spec, doc, base_dir)
+    pool = _eval_pool(spec, headers_by_provider, doc)
     if doc.problems or settings is None:
         return None
+    evals = settings.get("evals")
+    settings["evals"] = replace(
+        evals if isinstance(evals, EvalSettings) else EvalSettings(), pool=pool
+    )
     return Policy(
         source=doc.source,
         version=content_version(text),
@@ -198,6 +204,29 @@ def compile_policy(
         tasks=tasks,
         **{"max_body_bytes": DEFAULT_MAX_BODY_BYTES, **settings},  # type: ignore[arg-type]
     )
+
+
+def _eval_pool(
+    spec: PolicySpec, headers_by_provider: dict[str, dict[str, str]], doc: LocatedDocument
+) -> MappingProxyType[str, Candidate]:
+    """``evals.judge`` and ``evals.candidates`` compiled like chain entries (so an eval sends to
+    them exactly as the proxy would), by candidate key."""
+    pool: dict[str, Candidate] = {}
+    entries: list[tuple[str, Path]] = [
+        (name, ("evals", "candidates", i)) for i, name in enumerate(spec.evals.candidates)
+    ]
+    if spec.evals.judge is not None:
+        entries.append((spec.evals.judge, ("evals", "judge")))
+    for name, path in entries:
+
+        def at(_: int, path: Path = path) -> Path:
+            return path
+
+        chain, _ = _resolve_chain(
+            "evals", RouteSpec.model_validate({"chain": [name]}), spec, headers_by_provider, doc, at
+        )
+        pool.update((c.key, c) for c in chain)
+    return MappingProxyType(pool)
 
 
 def _spec_value(spec: BaseModel, path: Path) -> Any:
@@ -263,8 +292,11 @@ def _resolve_chain(
     spec: PolicySpec,
     headers_by_provider: dict[str, dict[str, str]],
     doc: LocatedDocument,
+    where: Callable[[int], Path] | None = None,
 ) -> tuple[list[Candidate], list[Excluded]]:
-    """The route's chain, checked against its constraints.
+    """The route's chain, checked against its constraints (problems located at ``where(i)``
+    for entry ``i``: the route's chain by default; the evals section resolves its candidates
+    here too).
 
     A candidate written with an explicit region that breaks ``require_tags`` is an error: failover
     must never leave the allowed set, and a policy saying otherwise is a mistake to catch in
@@ -277,7 +309,7 @@ def _resolve_chain(
     seen: set[str] = set()
     invalid_before = len(doc.problems)
     for i, entry in enumerate(route.chain):
-        path = ("routes", route_name, "chain", i)
+        path = where(i) if where is not None else ("routes", route_name, "chain", i)
         provider = spec.providers.get(entry.provider)
         if provider is None:
             doc.problems.append(

@@ -118,9 +118,15 @@ class LimitsSpec(_Spec):
     """Request limits and load shedding."""
 
     max_body_bytes: ByteSize | None = key(
-        "Larger request bodies are refused with 413 before anything is parsed or forwarded.",
+        "Larger request bodies (counted once `gzip`/`deflate` is decoded) are refused with 413 "
+        "before anything is parsed or forwarded.",
         at=At(Policy, "max_body_bytes"),
         default=DEFAULT_MAX_BODY_BYTES,
+    )
+    body_read_timeout: Duration | None = key(
+        "The whole request body must arrive within this time of its head; else 408 and the "
+        "connection is closed. The body is read before the request takes a concurrency slot.",
+        at=At(Policy, "body_read_timeout"),
     )
     max_in_flight: int | None = key(
         "Requests served at once; more wait in a short queue.",
@@ -799,6 +805,59 @@ class RouteSpec(_Spec):
     )
 
 
+# -- evals ------------------------------------------------------------------------------------
+
+_CANDIDATE_KEY = r"^[^/\s]+/[^/\s*]+/\S+$"
+
+
+def _candidate_key(value: str) -> str:
+    parts = value.split("/", 2)
+    if len(parts) != 3 or not all(parts) or parts[1] == "*":
+        raise ValueError(
+            f"write a candidate as provider/region/model with an explicit region, got "
+            f"{quoted_name(value)}"
+        )
+    return value
+
+
+CandidateKey = Annotated[str, AfterValidator(_candidate_key)]
+
+
+class EvalsSpec(_Spec):
+    """`edgeproxy eval` and the `auto` route (docs/evals.md): who judges, what is evaluated,
+    and where scorecards live."""
+
+    judge: CandidateKey | None = key(
+        "The LLM judge of `judge` graders: `provider/region/model` of a provider in this "
+        "policy (its cost is counted apart from the candidates').",
+        at=At(Policy, "evals.judge"),
+        schema={"pattern": _CANDIDATE_KEY},
+    )
+    candidates: list[CandidateKey] = key(
+        "The pool `edgeproxy eval run` evaluates when neither `--candidates` nor `--route` is "
+        "given: `provider/region/model` of providers in this policy.",
+        at=At(Policy, "evals.candidates"),
+        spec_default=[],
+    )
+    suite: str | None = key(
+        "The default suite: a file (relative to this policy's directory) or the name of a "
+        "suite shipped with edgeproxy (`market`).",
+        at=At(Policy, "evals.suite"),
+    )
+    scorecards: list[str] = key(
+        "Scorecard files the `auto` route reads, oldest first (relative to this policy's "
+        "directory).",
+        at=At(Policy, "evals.scorecards"),
+        spec_default=[],
+    )
+    max_cost: float | None = key(
+        "USD one eval run may spend (candidates and judge together), checked before each "
+        "call; `--max-cost` overrides it.",
+        at=At(Policy, "evals.max_cost"),
+        ge=0,
+    )
+
+
 class PolicySpec(_Spec):
     """A policy file."""
 
@@ -819,6 +878,7 @@ class PolicySpec(_Spec):
     tasks: TasksSpec = key(
         "Task categories and the rules that assign them.", spec_default=TasksSpec()
     )
+    evals: EvalsSpec = key("Evals, their judge and scorecards.", spec_default=EvalsSpec())
     providers: dict[str, ProviderSpec] = key(
         "Upstreams and their regions and models.", required=True, min_length=1
     )

@@ -157,7 +157,8 @@ class PassThrough(Exception):
         self.failure = failure
 
 
-Attempt = Callable[[Candidate], Awaitable[T]]
+# One try of a candidate, given the attempt's number over the request (for its trace context).
+Attempt = Callable[[Candidate, int], Awaitable[T]]
 # What an answer says about itself for ``AttemptEnded``: the upstream's status and model.
 Describe = Callable[[T], tuple[int | None, str | None]]
 
@@ -326,7 +327,7 @@ class AttemptLoop(Generic[T]):
         self._emit(AttemptStarted(record.number, candidate, kind))
         started = self._clock.monotonic()
         try:
-            value = await attempt(candidate)
+            value = await attempt(candidate, record.number)
         except AttemptFailure as failure:
             self._failed(record, permit, failure, started)
             if not failure.may_fail_over:

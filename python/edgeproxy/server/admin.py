@@ -1,16 +1,18 @@
 """Admin endpoints: ``GET /admin/policy``, ``POST /admin/reload``, ``GET /admin/status`` and
-``GET /admin/debug/runtime`` (asyncio tasks, open fds, RSS, gc, upstream pool: for leak hunts).
+``GET /admin/debug/runtime`` (asyncio tasks, open fds, RSS, gc, upstream pool, client
+connections: for leak hunts).
 
 Access: with an admin token configured (``EDGEPROXY_ADMIN_TOKEN``), every admin request must carry
 ``Authorization: Bearer <token>`` (or 401), from any address. Without a token, admin endpoints
 answer loopback clients only (403 for anyone else). The proxy binds to loopback by default, so
-out of the box the admin endpoints are reachable from the pod or host only.
+out of the box the admin endpoints are reachable from the pod or host only; the Host allow-list
+(``hosts.py``) keeps a browser page from reaching them through DNS rebinding. ``/metrics`` has its
+own optional token (``EDGEPROXY_METRICS_TOKEN``, ``authorize_metrics``).
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,17 +22,21 @@ from aiohttp import web
 
 from edgeproxy.policy.describe import describe_policy
 from edgeproxy.policy.reload import PolicyReloader
+from edgeproxy.server.connections import CONNECTIONS
 from edgeproxy.server.context import STATE
-from edgeproxy.server.openai_wire import IngressError
+from edgeproxy.server.hosts import is_loopback as is_loopback  # re-exported (it lived here)
+from edgeproxy.server.ingress.base import ClientError
 from edgeproxy.telemetry.runtime import runtime_facts
 from edgeproxy.telemetry.status import build_status
 
 ADMIN_TOKEN_ENV = "EDGEPROXY_ADMIN_TOKEN"
+METRICS_TOKEN_ENV = "EDGEPROXY_METRICS_TOKEN"
 
 
 @dataclass(frozen=True)
 class AdminConfig:
     token: str | None = None
+    metrics_token: str | None = None
     reloader: PolicyReloader | None = None
     # When the admin routes were installed (the proxy started): the runtime endpoint's uptime.
     started: float = field(default_factory=time.monotonic)
@@ -39,26 +45,11 @@ class AdminConfig:
 ADMIN = web.AppKey("edgeproxy_admin", AdminConfig)
 
 
-def is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
 def authorize(config: AdminConfig, authorization: str | None, remote: str | None) -> None:
-    """Raise the IngressError to answer with, or return if the caller may use admin endpoints."""
+    """Raise the ClientError to answer with, or return if the caller may use admin endpoints."""
     if config.token:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), config.token.encode()
-        ):
-            raise IngressError(
+        if not _bearer_matches(authorization, config.token):
+            raise ClientError(
                 401,
                 "Admin endpoints need 'Authorization: Bearer <EDGEPROXY_ADMIN_TOKEN>'.",
                 type="authentication_error",
@@ -67,7 +58,7 @@ def authorize(config: AdminConfig, authorization: str | None, remote: str | None
             )
         return
     if not is_loopback(remote):
-        raise IngressError(
+        raise ClientError(
             403,
             "Admin endpoints answer loopback clients only unless EDGEPROXY_ADMIN_TOKEN is set.",
             type="permission_error",
@@ -75,7 +66,30 @@ def authorize(config: AdminConfig, authorization: str | None, remote: str | None
         )
 
 
-def _config(request: web.Request) -> AdminConfig:
+def authorize_metrics(config: AdminConfig, authorization: str | None) -> None:
+    """``/metrics``: the metrics token or the admin token when either is set, else open."""
+    tokens = [t for t in (config.metrics_token, config.token) if t]
+    if tokens and not any(_bearer_matches(authorization, t) for t in tokens):
+        raise ClientError(
+            401,
+            "/metrics needs 'Authorization: Bearer <token>' with EDGEPROXY_METRICS_TOKEN "
+            "(or EDGEPROXY_ADMIN_TOKEN).",
+            type="authentication_error",
+            code="invalid_metrics_token",
+            headers={"WWW-Authenticate": 'Bearer realm="edgeproxy-metrics"'},
+        )
+
+
+def _bearer_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, given = (authorization or "").partition(" ")
+    # surrogatepass: header bytes that are not UTF-8 arrive as surrogate escapes; they must make
+    # a mismatch (401), not an encoding error (500).
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )
+
+
+def admin_config(request: web.Request) -> AdminConfig:
     config = request.app.get(ADMIN)
     return config if config is not None else AdminConfig()
 
@@ -89,7 +103,7 @@ def _json(data: dict[str, Any], status: int = 200) -> web.Response:
 
 
 async def handle_admin_policy(request: web.Request) -> web.Response:
-    config = _config(request)
+    config = admin_config(request)
     authorize(config, request.headers.get("Authorization"), request.remote)
     policy = request.app[STATE].policy
     data: dict[str, Any] = describe_policy(policy)
@@ -100,10 +114,10 @@ async def handle_admin_policy(request: web.Request) -> web.Response:
 
 
 async def handle_admin_reload(request: web.Request) -> web.Response:
-    config = _config(request)
+    config = admin_config(request)
     authorize(config, request.headers.get("Authorization"), request.remote)
     if config.reloader is None:
-        raise IngressError(
+        raise ClientError(
             409,
             "This proxy was started without a policy file to reload.",
             code="reload_unavailable",
@@ -117,7 +131,7 @@ async def handle_admin_reload(request: web.Request) -> web.Response:
 async def handle_admin_status(request: web.Request) -> web.Response:
     """Policy version, every candidate's breaker and probe state, recent error rate and latency,
     the retry budget, hedging and shedding counters (``edgeproxy status`` renders it)."""
-    authorize(_config(request), request.headers.get("Authorization"), request.remote)
+    authorize(admin_config(request), request.headers.get("Authorization"), request.remote)
     state = request.app[STATE]
     engine = state.engine
     probes = engine.prober.snapshot() if engine.prober is not None else []
@@ -140,7 +154,7 @@ async def handle_admin_status(request: web.Request) -> web.Response:
 async def handle_admin_debug_runtime(request: web.Request) -> web.Response:
     """Runtime facts for leak hunting (``asyncio_tasks``, ``open_fds``, ``rss_bytes``, gc, the
     upstream pool's idle connections, uptime); schema in ``telemetry/runtime.py``."""
-    config = _config(request)
+    config = admin_config(request)
     authorize(config, request.headers.get("Authorization"), request.remote)
     state = request.app[STATE]
     pool = state.pool
@@ -151,6 +165,9 @@ async def handle_admin_debug_runtime(request: web.Request) -> web.Response:
         inflight=state.telemetry.inflight,
         tracemalloc_top=15 if request.query.get("tracemalloc") == "top" else 0,
     )
+    connections = request.app.get(CONNECTIONS)
+    if connections is not None:
+        data["client_connections"] = connections.snapshot()
     return _json(data)
 
 

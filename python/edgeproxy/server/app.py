@@ -9,11 +9,11 @@ import orjson
 from aiohttp import web
 
 from edgeproxy import __version__
-from edgeproxy.server.chat import handle_chat_completions
 from edgeproxy.server.context import STATE, ProxyState, request_id
-from edgeproxy.server.messages import handle_count_tokens, handle_messages
+from edgeproxy.server.handler import chat_handler, local_handler
+from edgeproxy.server.hosts import HostAllowList
+from edgeproxy.server.ingress import INGRESS_WIRES, ClientError, ingress_for_path, served_paths
 from edgeproxy.server.metrics import TELEMETRY, handle_metrics
-from edgeproxy.server.openai_wire import IngressError, error_response
 
 log = logging.getLogger("edgeproxy.server")
 
@@ -22,37 +22,60 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves in OpenAI's shape with the request id; nothing leaks a traceback."""
+    """Every error leaves in the client's wire (the ingress its path belongs to) with the
+    request id; nothing leaks a traceback."""
     rid = request_id(request)
     try:
         return await handler(request)
-    except IngressError as err:
-        return error_response(err, rid)
+    except ClientError as err:
+        return ingress_for_path(request.path).error_response(err, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         message = {
-            404: f"Unknown path {request.path!r}. This proxy serves /v1/chat/completions and /v1/models.",
+            404: f"Unknown path {request.path!r}. This proxy serves "
+            f"{', '.join(served_paths())} and /v1/models.",
             405: f"Method {request.method} is not allowed on {request.path}.",
         }.get(exc.status, exc.reason)
-        return error_response(
-            IngressError(exc.status, message, code=exc.reason.lower().replace(" ", "_")), rid
-        )
+        refusal = ClientError(exc.status, message, code=exc.reason.lower().replace(" ", "_"))
+        return ingress_for_path(request.path).error_response(refusal, rid)
     except Exception:
         log.exception("unhandled error", extra={"request_id": rid})
-        return error_response(
-            IngressError(
-                500,
-                "The proxy failed to handle this request.",
-                type="server_error",
-                code="internal_error",
-            ),
-            rid,
+        failed = ClientError(
+            500,
+            "The proxy failed to handle this request.",
+            type="server_error",
+            code="internal_error",
         )
+        return ingress_for_path(request.path).error_response(failed, rid)
+
+
+ALLOWED_HOSTS = web.AppKey("edgeproxy_allowed_hosts", HostAllowList)
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests whose ``Host`` the proxy does not answer to (DNS rebinding: ``hosts.py``) get a
+    421 in the client's wire, before anything else runs."""
+    allowed = request.app.get(ALLOWED_HOSTS)
+    host = request.headers.get("Host")
+    if allowed is None or allowed.allows(host):
+        return await handler(request)
+    rid = request_id(request)
+    message = (
+        f"This proxy does not answer to the host {host!r} (allowed: {allowed.describe()}; "
+        "see --allowed-hosts)."
+    )
+    err = ClientError(421, message, code="misdirected_request")
+    return ingress_for_path(request.path).error_response(err, rid)
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["x-request-id"] = request_id(request)
+    if response.headers.get("Connection", "").lower() == "close":
+        # An error that left the request body unread (413, 408, ...): the connection cannot
+        # carry another request; aiohttp only closes it when told so.
+        response.force_close()
 
 
 async def handle_models(request: web.Request) -> web.Response:
@@ -76,14 +99,22 @@ async def handle_readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "policy_version": state.policy.version})
 
 
-def create_app(state: ProxyState) -> web.Application:
-    # client_max_size is the framework's own cap; the policy's limit is enforced in read_json_body.
-    app = web.Application(middlewares=[errors_middleware], client_max_size=1024**3)
+def create_app(state: ProxyState, allowed_hosts: HostAllowList | None = None) -> web.Application:
+    # Bodies are read by body.read_json_body under the current policy's limits, never by
+    # aiohttp's request.read()/json()/post(); client_max_size (what those would accept) is the
+    # policy's limit at start, so a handler that ever used them would not take 1 GiB.
+    app = web.Application(
+        middlewares=[host_middleware, errors_middleware],
+        client_max_size=state.policy.max_body_bytes,
+    )
     app[STATE] = state
+    if allowed_hosts is not None:
+        app[ALLOWED_HOSTS] = allowed_hosts
     app.on_response_prepare.append(_stamp_request_id)
-    app.router.add_post("/v1/chat/completions", handle_chat_completions)
-    app.router.add_post("/v1/messages", handle_messages)
-    app.router.add_post("/v1/messages/count_tokens", handle_count_tokens)
+    for ingress in INGRESS_WIRES:
+        app.router.add_post(ingress.path, chat_handler(ingress))
+        for path, answer in ingress.local_endpoints():
+            app.router.add_post(path, local_handler(path, answer))
     app.router.add_get("/v1/models", handle_models)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

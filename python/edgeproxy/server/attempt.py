@@ -14,7 +14,12 @@ import orjson
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.server.context import ProxyState
-from edgeproxy.server.relay import StreamOptions, UpstreamStream, open_stream, usage_is_valid
+from edgeproxy.server.upstream_stream import (
+    StreamOptions,
+    UpstreamStream,
+    open_stream,
+    usage_is_valid,
+)
 from edgeproxy.snapshot import Candidate, Route
 from edgeproxy.telemetry.redact import redact
 from edgeproxy.upstreams.http1 import UpstreamResponse

@@ -15,17 +15,18 @@ from edgeproxy.cache.layer import HIT, CachedReply, CachePlan, PromptCache, Stre
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed, StreamBroadcast
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Deadline
-from edgeproxy.server.client_wire import ClientWire
+from edgeproxy.server.ingress.base import StreamEncoder
 from edgeproxy.server.relay import SSE_HEADERS, SseResponse
 from edgeproxy.snapshot import Policy
-from edgeproxy.telemetry.request import RequestTelemetry
+from edgeproxy.telemetry.listener import RequestTelemetry
 from edgeproxy.translate import TranslationError
 
 
 class Following(Protocol):
     """What a coalesced follower needs of its own exchange."""
 
-    client: ClientWire
+    def encoder(self) -> StreamEncoder: ...
+
     tel: RequestTelemetry
     policy: Policy
     deadline: Deadline
@@ -35,11 +36,13 @@ class Following(Protocol):
 async def answer_from_cache(
     request: web.Request,
     reply: CachedReply,
-    client: ClientWire,
+    encoder: StreamEncoder,
     tel: RequestTelemetry,
     policy: Policy,
+    deadline: Deadline,
 ) -> web.StreamResponse:
-    """A cache hit: the stored JSON, or the stored stream replayed in the client's wire."""
+    """A cache hit: the stored JSON, or the stored stream replayed in the client's wire (its
+    write bounded by the deadline, like every write of a stream to a client)."""
     headers = {
         **reply.headers,
         "x-edgeproxy-attempts": "0",
@@ -50,10 +53,15 @@ async def answer_from_cache(
     assert reply.chunks is not None
     response = SseResponse(headers={**headers, **SSE_HEADERS})
     await response.prepare(request)
-    tel.first_token()
-    encoder = client.stream()
+    tel.first_token_sent()
     # The whole recorded stream, its headers and the end of the body in one write.
-    await response.write_eof(encoder.encode(b"".join(reply.chunks)) + encoder.close())
+    try:
+        await _bounded(
+            response.write_eof(encoder.encode(b"".join(reply.chunks)) + encoder.close()), deadline
+        )
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()  # its client did not read before the deadline
     return response
 
 
@@ -79,7 +87,7 @@ async def follow_stream(
     sending anything (then this request makes its own upstream call). Every write is bounded
     by the follower's own deadline: a follower whose client stops reading is dropped."""
     response: web.StreamResponse | None = None
-    encoder = exchange.client.stream()
+    encoder = exchange.encoder()
     failure: AttemptFailure | None = None
     try:
         try:
@@ -93,7 +101,7 @@ async def follow_stream(
                     }
                     response = web.StreamResponse(headers=headers)
                     await response.prepare(request)
-                    exchange.tel.first_token()
+                    exchange.tel.first_token_sent()
                 try:
                     await _bounded(response.write(encoder.encode(chunk)), exchange.deadline)
                 except TranslationError:

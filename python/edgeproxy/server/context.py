@@ -12,7 +12,7 @@ from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.snapshot import Policy
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
 
 

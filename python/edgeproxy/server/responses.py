@@ -15,26 +15,42 @@ from aiohttp import web
 
 from edgeproxy._core import encode_sse
 from edgeproxy.failure import TIMEOUTS, AttemptFailure, FailureClass
-from edgeproxy.resilience.attempts import AttemptRecord, Outcome
-from edgeproxy.server.openai_wire import error_body
+from edgeproxy.resilience.attempts import Outcome
 from edgeproxy.snapshot import Candidate, Route
 from edgeproxy.telemetry.redact import redact, redact_body
 
 
-def served_headers(
-    candidate: Candidate, attempts: list[AttemptRecord], version: str
-) -> dict[str, str]:
+def error_body(
+    message: str,
+    *,
+    type: str,
+    request_id: str,
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": type,
+            "param": param,
+            "code": code,
+            "request_id": request_id,
+        }
+    }
+
+
+def served_headers(candidate: Candidate, attempts: int, version: str) -> dict[str, str]:
     return {
         "x-edgeproxy-provider": candidate.provider,
         "x-edgeproxy-region": candidate.region,
         "x-edgeproxy-model": candidate.model,
-        "x-edgeproxy-attempts": str(len(attempts)),
+        "x-edgeproxy-attempts": str(attempts),
         "x-edgeproxy-policy-version": version,
     }
 
 
 def pass_through(
-    failure: AttemptFailure, candidate: Candidate, attempts: list[AttemptRecord], version: str
+    failure: AttemptFailure, candidate: Candidate, attempts: int, version: str
 ) -> web.Response:
     assert failure.status is not None
     return web.Response(

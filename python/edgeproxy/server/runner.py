@@ -14,9 +14,17 @@ from edgeproxy.policy.reload import PolicyReloader, ReloadOptions
 from edgeproxy.resilience.engine import ResilienceEngine
 from edgeproxy.server.admin import AdminConfig, add_admin_routes
 from edgeproxy.server.app import create_app
+from edgeproxy.server.connections import (
+    CONNECTIONS,
+    ConnectionGuard,
+    ConnectionSettings,
+    fd_limits,
+    protocol_factory,
+)
 from edgeproxy.server.context import ProxyState
+from edgeproxy.server.hosts import HostAllowList
 from edgeproxy.snapshot import CacheSettings, Policy
-from edgeproxy.telemetry.request import Telemetry
+from edgeproxy.telemetry.process import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
 
 log = logging.getLogger("edgeproxy.server")
@@ -34,7 +42,13 @@ class ProxyServer:
         telemetry: Telemetry | None = None,
         reload: ReloadOptions | None = None,
         admin_token: str | None = None,
+        metrics_token: str | None = None,
+        connections: ConnectionSettings | None = None,
+        allowed_hosts: str | None = None,
     ) -> None:
+        """``connections``: keep-alive, header-read timeout and connection cap (``connections.py``);
+        ``allowed_hosts``: the Host allow-list, comma-separated (``hosts.py``; None: the default
+        for ``host``)."""
         clock = clock or SystemClock()
         self.state = ProxyState(
             policy=policy,
@@ -53,16 +67,22 @@ class ProxyServer:
             ),
         )
         self.state.telemetry.observe_breakers(self.state.engine.breakers.snapshot)
+        # Every breaker state change is counted and logged (edgeproxy_breaker_transitions_total).
+        self.state.engine.breakers.on_transition(self.state.telemetry.breaker_transition)
         # Hot reload of the policy file (watch, SIGHUP via the CLI, POST /admin/reload).
         self.reloader = PolicyReloader(self.state, reload) if reload is not None else None
         if self.reloader is not None:
             # Breaker state and probe schedules carry over for candidates the new policy keeps.
             self.reloader.add_swap_hook(self._policy_swapped)
         self.admin_token = admin_token
+        self.metrics_token = metrics_token
+        self.connections = ConnectionGuard(connections or ConnectionSettings())
+        self.allowed_hosts = HostAllowList.for_bind(host, allowed_hosts)
         self.host = host
         self.port = port
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
@@ -89,28 +109,62 @@ class ProxyServer:
             asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
         self.state.engine.start_probing(self.state.policy, self.state.pool.http)
-        app = create_app(self.state)
-        add_admin_routes(app, AdminConfig(token=self.admin_token, reloader=self.reloader))
+        app = create_app(self.state, self.allowed_hosts)
+        add_admin_routes(
+            app,
+            AdminConfig(
+                token=self.admin_token, metrics_token=self.metrics_token, reloader=self.reloader
+            ),
+        )
+        app[CONNECTIONS] = self.connections
         # handler_cancellation: a client that disconnects cancels its handler, and with it the
         # upstream request (no paying for answers nobody will read).
         self._runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=self._shutdown_timeout
+            app, handler_cancellation=True, shutdown_timeout=self._shutdown_timeout
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        server = self._runner.server
+        assert server is not None
+        # Our own listener instead of web.TCPSite: each accepted connection gets the handler
+        # with the header-read timer and the connection cap (connections.py).
         try:
-            await site.start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                protocol_factory(server, self.connections),
+                self.host,
+                self.port,
+                reuse_address=True,
+                backlog=128,
+            )
         except OSError as exc:
             await self.stop()
             raise OSError(
                 exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
             ) from None
         if self.port == 0:
-            self.port = int(self._runner.addresses[0][1])
+            self.port = int(self._listener.sockets[0].getsockname()[1])
+        settings = self.connections.settings
+        limits = fd_limits()
+        facts = {
+            "max_connections": self.connections.limit,
+            "keepalive_timeout": settings.keepalive_timeout,
+            "header_timeout": settings.header_timeout,
+            "allowed_hosts": self.allowed_hosts.describe(),
+            **limits,
+        }
+        log.info("client connections", extra=facts)
+        if self.connections.limit >= limits["fd_soft_limit"]:
+            log.warning(
+                "--max-connections is not below the open-file limit: client connections can "
+                "use every descriptor and leave none for upstream connections",
+                extra=facts,
+            )
         if self.reloader is not None:
             await self.reloader.start()
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()  # no new connections; the runner finishes the open ones
+            self._listener = None
         if self.reloader is not None:
             await self.reloader.stop()
         await self.state.engine.stop_probing()

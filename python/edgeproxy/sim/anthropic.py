@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edgeproxy.server.anthropic_wire import AnthropicIngressError, parse_messages_request
+from edgeproxy.server.ingress.anthropic_messages import parse_messages_request
+from edgeproxy.server.ingress.base import ClientError
 
 from . import anthropic_wire as aw
 from . import netio
-from .completion import Completion, plan_completion
+from .completion import Completion
 from .faults import Fault
 from .request import ChatRequest
 from .respond import Pacer, keep_alive, send_body
@@ -105,7 +106,7 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
         return aw.error_response(400, message="anthropic-version: header is required")
     try:
         parsed = parse_messages_request(body)
-    except AnthropicIngressError as exc:
+    except ClientError as exc:
         sim.stats.record("bad_request")
         return aw.error_response(exc.status, code=exc.type, message=exc.message)
     if fault is None:
@@ -119,10 +120,7 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
             message=f"invalid x-api-key: {credential_of(request.headers)}",
         )
     sim._models.setdefault(chat.model, None)
-    completion = plan_completion(sim.config, chat)
-    slow = fault is not None and fault.mode == "slow_first_token"
-    ttft = fault.ttft if fault is not None and slow else sim.config.ttft
-    interval = sim.config.token_interval
+    completion, ttft, interval, fault = sim.plan(chat, body, fault)
     if not chat.stream:
         if fault is not None and fault.mode == "overloaded":
             return aw.error_response(529)

@@ -22,6 +22,8 @@ class Completion:
     prompt_tokens: int
     # A tool call instead of text (pieces is empty then; finish_reason "tool_calls").
     tool_call: ToolCall | None = None
+    # Hidden reasoning tokens (a verbose model of the market): billed as output, never shown.
+    reasoning_tokens: int = 0
 
     @property
     def content(self) -> str:
@@ -29,7 +31,8 @@ class Completion:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.pieces) + (len(self.tool_call.pieces) if self.tool_call else 0)
+        visible = len(self.pieces) + (len(self.tool_call.pieces) if self.tool_call else 0)
+        return visible + self.reasoning_tokens
 
 
 def plan_completion(config: SimConfig, request: ChatRequest) -> Completion:

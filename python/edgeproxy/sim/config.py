@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
+
+from .answers import AnswerBook
+from .profiles import ModelProfile
 
 # The provider APIs a simulator can speak (one per simulator: a port speaks one wire, as a real
 # provider's endpoint does, so a request sent in the wrong wire gets a 404 instead of an answer).
@@ -34,6 +39,14 @@ class SimConfig:
     # The wire this simulator speaks: ``openai`` (POST /v1/chat/completions) or ``anthropic``
     # (POST /v1/messages).
     wire: SimWire = "openai"
+    # The market (docs/simulator.md, "Market profiles"): per model name, how it behaves per task.
+    # A model without a profile answers as above (filler text, the sim's ttft and pace).
+    profiles: Mapping[str, ModelProfile] = field(default_factory=lambda: MappingProxyType({}))
+    # What the profiled models know: the task and the right answer of each suite prompt.
+    answers: AnswerBook | None = None
+    # Every simulated delay of a profiled model is multiplied by this (tests run the market's
+    # latencies 100x faster with 0.01; 0 removes them).
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -46,6 +59,9 @@ class SimConfig:
             raise ValueError(
                 f"SimConfig.tokens_per_second must be >= 0, got {self.tokens_per_second}"
             )
+        if not 0 <= self.time_scale < math.inf:
+            raise ValueError(f"SimConfig.time_scale must be >= 0, got {self.time_scale}")
+        object.__setattr__(self, "profiles", MappingProxyType(dict(self.profiles)))
         if self.default_completion_tokens < 1:
             raise ValueError(
                 "SimConfig.default_completion_tokens must be >= 1, "

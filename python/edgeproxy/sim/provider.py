@@ -14,13 +14,14 @@ from aiohttp import web
 from . import netio, wire
 from .anthropic import authorized as anthropic_authorized
 from .anthropic import serve_messages
-from .completion import plan_completion
+from .completion import Completion, plan_completion
 from .config import SimConfig
 from .errors import error_response
 from .faults import Fault
 from .gate import FaultGate
 from .listener import Listener
-from .request import BadRequest, parse_chat_request
+from .play import Player
+from .request import BadRequest, ChatRequest, parse_chat_request
 from .respond import send_json, send_stream
 from .stats import SimStats
 
@@ -40,6 +41,8 @@ class SimProvider:
         self.config = config
         self.stats = SimStats()
         self._gate = FaultGate(config.seed)
+        # The market: per-model profiles (changed live by the control API) and the answer book.
+        self.player = Player(config)
         self._models: dict[str, None] = dict.fromkeys(config.models)
         self._host = "127.0.0.1"
         self._runner: web.AppRunner | None = None
@@ -155,12 +158,17 @@ class SimProvider:
         return self.base_url + "/v1"
 
     def describe(self) -> dict[str, object]:
-        return {
+        described: dict[str, object] = {
             "name": self.config.name,
             "url": self.url,
             "fault": self.fault.to_dict(),
             "stats": self.stats.to_dict(),
         }
+        if self.player.profiles:
+            described["profiles"] = {
+                model: profile.to_dict() for model, profile in self.player.profiles.items()
+            }
+        return described
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -268,10 +276,7 @@ class SimProvider:
             )
 
         self._models.setdefault(chat.model, None)
-        completion = plan_completion(self.config, chat)
-        slow = fault is not None and fault.mode == "slow_first_token"
-        ttft = fault.ttft if fault is not None and slow else self.config.ttft
-        interval = self.config.token_interval
+        completion, ttft, interval, fault = self.plan(chat, body, fault)
         if not chat.stream and fault is not None and fault.mode == "overloaded":
             return error_response(529)  # no stream to break: overloaded before the answer
         if not chat.stream:
@@ -298,6 +303,24 @@ class SimProvider:
         if completed:
             self.stats.streams_completed += 1
         return response
+
+    def plan(
+        self, chat: ChatRequest, body: bytes, fault: Fault | None
+    ) -> tuple[Completion, float, float, Fault | None]:
+        """The answer to ``chat``: its completion, first-token delay, seconds per token, and the
+        fault it meets (the gate's; else a profiled model's own failure, ``sim/play.py``)."""
+        played = self.player.play(chat, body)
+        if played is None:
+            completion = plan_completion(self.config, chat)
+            ttft, interval = self.config.ttft, self.config.token_interval
+        else:
+            completion, ttft, interval = played.completion, played.ttft, played.interval
+            if fault is None and played.fault is not None:
+                self.stats.record("profile_error")
+                fault = played.fault
+        if fault is not None and fault.mode == "slow_first_token":
+            ttft = fault.ttft
+        return completion, ttft, interval, fault
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/messages``: the Anthropic wire (sim/anthropic.py), same faults and stats."""

@@ -56,6 +56,7 @@ async def send_json(
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
         tool_calls=_tool_calls(completion),
+        reasoning_tokens=completion.reasoning_tokens,
     )
     if not reports_usage:
         del answer["usage"]
@@ -199,6 +200,7 @@ async def send_stream(
                     model=completion.model,
                     prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens,
+                    reasoning_tokens=completion.reasoning_tokens,
                 )
             )
         )

@@ -47,14 +47,16 @@ def sse(obj: object) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, object]:
+def usage(
+    prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0
+) -> dict[str, object]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -72,6 +74,7 @@ def completion_object(
     prompt_tokens: int,
     completion_tokens: int,
     tool_calls: list[dict[str, object]] | None = None,
+    reasoning_tokens: int = 0,
 ) -> dict[str, object]:
     message: dict[str, object] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
@@ -90,7 +93,7 @@ def completion_object(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, reasoning_tokens),
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
@@ -121,7 +124,13 @@ def chunk_object(
 
 
 def usage_chunk(
-    *, completion_id: str, created: int, model: str, prompt_tokens: int, completion_tokens: int
+    *,
+    completion_id: str,
+    created: int,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    reasoning_tokens: int = 0,
 ) -> dict[str, object]:
     return {
         "id": completion_id,
@@ -131,7 +140,7 @@ def usage_chunk(
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [],
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, reasoning_tokens),
     }
 
 

@@ -8,11 +8,13 @@ resilience, upstreams, telemetry, server), so they can all depend on it without 
 from __future__ import annotations
 
 from edgeproxy.snapshot.policy import (
+    DEFAULT_BODY_READ_TIMEOUT,
     DEFAULT_CACHE_MAX_BYTES,
     DEFAULT_CACHE_MAX_ENTRIES,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BODY_BYTES,
     Candidate,
+    EvalSettings,
     Excluded,
     Policy,
     Route,
@@ -47,6 +49,7 @@ from edgeproxy.snapshot.tasks import (
 )
 
 __all__ = [
+    "DEFAULT_BODY_READ_TIMEOUT",
     "DEFAULT_CACHE_MAX_BYTES",
     "DEFAULT_CACHE_MAX_ENTRIES",
     "DEFAULT_MAX_ATTEMPTS",
@@ -62,6 +65,7 @@ __all__ = [
     "Cacheable",
     "Candidate",
     "EngineSettings",
+    "EvalSettings",
     "Excluded",
     "Hedge",
     "MidstreamPolicy",

@@ -24,6 +24,7 @@ from edgeproxy.snapshot.tasks import DEFAULT_TASK, Tasks
 from edgeproxy.snapshot.wire import UpstreamWire
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_BODY_READ_TIMEOUT = 30.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_CACHE_MAX_BYTES = DEFAULT_MAX_BYTES
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
@@ -100,6 +101,30 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class EvalSettings:
+    """What ``edgeproxy eval`` and the ``auto`` route read (docs/evals.md).
+
+    ``judge`` and ``candidates`` are candidate keys (``provider/region/model``); ``pool`` holds
+    them compiled, so the eval sends to them exactly as the proxy would. Paths are as written;
+    relative ones are read from the policy file's directory.
+    """
+
+    judge: str | None = None
+    candidates: tuple[str, ...] = ()
+    suite: str | None = None
+    scorecards: tuple[str, ...] = ()
+    max_cost: float = 5.0  # USD per eval run (candidates and judge together)
+    pool: Mapping[str, Candidate] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        # Written as YAML lists; held as tuples so the snapshot stays immutable.
+        object.__setattr__(self, "candidates", tuple(self.candidates))
+        object.__setattr__(self, "scorecards", tuple(self.scorecards))
+        if not self.max_cost >= 0:
+            raise ValueError("evals.max_cost must be >= 0 (USD)")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     source: str
     version: str  # a short content hash, shown on /admin and in logs
@@ -112,6 +137,8 @@ class Policy:
     cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
     capture_content: bool = False  # prompt/completion text on spans (opt-in)
     tasks: Tasks = field(default_factory=Tasks)  # task categories, rules and classifier
+    body_read_timeout: float = DEFAULT_BODY_READ_TIMEOUT  # seconds for the whole request body
+    evals: EvalSettings = field(default_factory=EvalSettings)
 
     def route_for(self, model: str) -> Route | None:
         return self.routes.get(model)

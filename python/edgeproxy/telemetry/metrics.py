@@ -195,7 +195,7 @@ class LabelHistogram:
 _OP = "gen_ai.operation.name"
 _ROUTE = "edgeproxy.route"
 _CANDIDATE = "edgeproxy.candidate"
-# AttemptTelemetry's label tuple; ``error.type``/``gen_ai.token.type`` are appended.
+# An attempt's label tuple; ``error.type``/``gen_ai.token.type`` are appended.
 ATTEMPT_KEYS = (_OP, "gen_ai.provider.name", "gen_ai.request.model", _CANDIDATE)
 
 
@@ -314,7 +314,7 @@ class ProxyMetrics:
             "edgeproxy.breaker.transitions",
             (_CANDIDATE, "edgeproxy.breaker.to"),
             unit="{transition}",
-            description="Circuit breaker state changes seen on the request path.",
+            description="Circuit breaker state changes, by candidate and new state.",
         )
         for counter in (
             self.requests,
@@ -332,13 +332,21 @@ class ProxyMetrics:
                 unit=counter.unit,
                 description=counter.description,
             )
-        # Read at collection time from the facade's own count: no metric update per request.
+        # Read at collection time from the listener's own count: no metric update per request.
         self.inflight_source: Callable[[], int] | None = None
         m.create_observable_gauge(
             "edgeproxy.requests.inflight",
             callbacks=[self._observe_inflight],
             unit="{request}",
             description="Requests in progress.",
+        )
+        # The access log writer's count of lines it dropped (a full queue), read at collection.
+        self.access_log_dropped_source: Callable[[], int] | None = None
+        m.create_observable_counter(
+            "edgeproxy.access_log.dropped",
+            callbacks=[self._observe_access_log_dropped],
+            unit="{line}",
+            description="Access log lines dropped because the writer fell behind.",
         )
         m.create_observable_gauge(
             "edgeproxy.breaker.state",
@@ -354,6 +362,10 @@ class ProxyMetrics:
 
     def _observe_inflight(self, options: CallbackOptions) -> Iterable[Observation]:
         source = self.inflight_source
+        return [] if source is None else [Observation(source())]
+
+    def _observe_access_log_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
+        source = self.access_log_dropped_source
         return [] if source is None else [Observation(source())]
 
     def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:

@@ -1,7 +1,7 @@
 """A small rolling window of recent attempts per candidate, for ``/admin/status``.
 
-The facade records every finished upstream attempt here (O(1), a bounded deque per candidate);
-percentiles are only computed when someone asks for a snapshot.
+The request listener records every finished upstream attempt here (O(1), a bounded deque per
+candidate); percentiles are only computed when someone asks for a snapshot.
 """
 
 from __future__ import annotations

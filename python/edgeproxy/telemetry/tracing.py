@@ -47,7 +47,6 @@ INSTRUMENTATION_SCOPE = "edgeproxy"
 # Only the W3C trace context crosses the proxy: no baggage, which could carry the app's data
 # to a third-party provider.
 PROPAGATOR = TraceContextTextMapPropagator()
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -131,7 +130,7 @@ def _exporter(name: str, env: Mapping[str, str]) -> SpanProcessor:
 
 
 def tracer_provider_from_env(env: Mapping[str, str]) -> TracerProvider | None:
-    """A configured provider, or None when tracing is off (the facade then costs ~nothing)."""
+    """A configured provider, or None when tracing is off (no span is then built at all)."""
     name = traces_exporter_name(env)
     if name == "none":
         return None
@@ -142,10 +141,64 @@ def tracer_provider_from_env(env: Mapping[str, str]) -> TracerProvider | None:
 
 # -- W3C trace context ---------------------------------------------------------------------------
 
+# https://www.w3.org/TR/trace-context/ : version 00 only (a later version's extra fields are not
+# understood, so its context is not trusted either).
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}", re.ASCII)
+# A tracestate list-member: a simple or multi-tenant key, ``=``, a value of 1-256 printable
+# ASCII characters other than ``,`` and ``=`` that does not end with a space.
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][a-z0-9_*/-]{0,255}|[a-z0-9][a-z0-9_*/-]{0,240}@[a-z][a-z0-9_*/-]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]",
+    re.ASCII,
+)
+MAX_TRACESTATE_MEMBERS = 32
+
+
+def parse_traceparent(value: str) -> tuple[str, str] | None:
+    """(trace id, parent span id) of a version-00 ``traceparent``, or None if it is not valid."""
+    match = _TRACEPARENT.fullmatch(value.strip(" \t"))
+    if match is None or match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
+        return None
+    return match[1], match[2]
+
+
+def parse_tracestate(value: str) -> str | None:
+    """A valid ``tracestate`` with its members joined by ``,`` (empty members dropped), or None
+    when any member is invalid (non-ASCII, a bad key, a duplicate key, more than 32 members):
+    W3C says an unparsable tracestate must not be propagated."""
+    members = [m.strip(" \t") for m in value.split(",")]
+    members = [m for m in members if m]
+    if not members or len(members) > MAX_TRACESTATE_MEMBERS:
+        return None
+    keys = set()
+    for member in members:
+        if _TRACESTATE_MEMBER.fullmatch(member) is None:
+            return None
+        keys.add(member.partition("=")[0])
+    if len(keys) != len(members):
+        return None
+    return ",".join(members)
+
+
+def incoming_context(headers: Mapping[str, str]) -> dict[str, str]:
+    """The caller's W3C trace context, validated: ``traceparent`` if it is valid, with its
+    ``tracestate`` if that is valid too. Anything else the client sent is dropped, so nothing
+    invalid (a non-ASCII ``tracestate`` broke the upstream request) is ever forwarded."""
+    parent = headers.get("traceparent")
+    if parent is None or parse_traceparent(parent) is None:
+        return {}
+    out = {"traceparent": parent.strip(" \t")}
+    state = headers.get("tracestate")
+    if state:
+        valid = parse_tracestate(state)
+        if valid is not None:
+            out["tracestate"] = valid
+    return out
+
 
 def extract_context(headers: Mapping[str, str]) -> Context:
-    """The caller's trace context from ``traceparent``/``tracestate`` (empty if none or invalid)."""
-    return PROPAGATOR.extract(headers)
+    """The caller's trace context from a valid ``traceparent``/``tracestate`` (empty if none)."""
+    return PROPAGATOR.extract(incoming_context(headers))
 
 
 def inject_headers(span: Span) -> dict[str, str]:
@@ -153,23 +206,3 @@ def inject_headers(span: Span) -> dict[str, str]:
     carrier: dict[str, str] = {}
     PROPAGATOR.inject(carrier, context=set_span_in_context(span))
     return carrier
-
-
-def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """With tracing off the proxy is not a participant: forward a valid incoming context as is."""
-    parent = headers.get("traceparent")
-    if parent is None or parse_traceparent(parent) is None:
-        return {}
-    out = {"traceparent": parent.strip()}
-    state = headers.get("tracestate")
-    if state:
-        out["tracestate"] = state.strip()
-    return out
-
-
-def parse_traceparent(value: str) -> tuple[str, str] | None:
-    """(trace id, parent span id) of a version-00 ``traceparent``, or None if it is not valid."""
-    match = _TRACEPARENT.match(value.strip())
-    if match is None or match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
-        return None
-    return match[1], match[2]

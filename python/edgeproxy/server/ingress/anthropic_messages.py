@@ -1,45 +1,39 @@
-"""Anthropic's Messages wire at the ingress: request validation, error bodies, the in-stream error
-event, and ``POST /v1/messages/count_tokens`` answered locally.
+"""Anthropic's Messages wire at the ingress (``POST /v1/messages``, and
+``POST /v1/messages/count_tokens`` answered locally).
 
-Errors are shaped exactly like Anthropic's (``{"type": "error", "error": {"type", "message"},
+A request is validated as Anthropic's (its rules, its ``field.path: problem`` wording) and
+translated to the proxy's inner OpenAI shape; a feature that shape cannot carry (extended
+thinking, server tools, ...) is refused with a 400 naming it (docs/anthropic.md). The answer,
+the stream (one Rust call per chunk) and every error go back in Anthropic's wire. Errors are
+shaped exactly like Anthropic's (``{"type": "error", "error": {"type", "message"},
 "request_id"}``, https://docs.anthropic.com/en/api/errors) so the official SDK raises its usual
 exception classes; the ``request-id`` header carries the id too (the SDK's ``exc.request_id``).
-Validation messages follow Anthropic's ``field.path: problem`` style.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from edgeproxy._core import encode_sse
+from edgeproxy._core import OpenAIToAnthropicStream, encode_sse
 from edgeproxy.failure import AttemptFailure, FailureClass
+from edgeproxy.server.ingress.base import ClientError, IngressRequest, LocalAnswer, StreamEncoder
+from edgeproxy.server.json_nesting import check_nesting
 from edgeproxy.tokens import ESTIMATE, TokenizerError, count_chat_async
+from edgeproxy.translate import (
+    TranslationError,
+    anthropic_to_openai_request,
+    error_to_anthropic,
+    openai_to_anthropic_response,
+)
 from edgeproxy.translate.responses import anthropic_error_type
 
 VALID_ROLES: Final = frozenset({"user", "assistant"})
 # Header on count_tokens answers: Anthropic's tokenizer is not public, so the count is estimated.
 TOKEN_COUNT_HEADER: Final = "x-edgeproxy-token-count"
-
-
-class AnthropicIngressError(Exception):
-    """A request the proxy refuses before routing; rendered as an Anthropic-style error."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type if type is not None else anthropic_error_type(status)
-        self.headers = headers or {}
 
 
 def anthropic_error_body(type: str, message: str, request_id: str | None) -> dict[str, Any]:
@@ -68,8 +62,29 @@ def anthropic_error_response(
     )
 
 
-def error_response(err: AnthropicIngressError, request_id: str | None) -> web.Response:
-    return anthropic_error_response(err.status, err.type, err.message, request_id, err.headers)
+# Anthropic's error types: one a raiser named is kept, any other type gives way to the status's.
+ERROR_TYPES: Final = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "api_error",
+        "overloaded_error",
+        "billing_error",
+        "timeout_error",
+    }
+)
+
+
+def error_response(err: ClientError, request_id: str | None) -> web.Response:
+    """``err`` as Anthropic's error JSON. The proxy's own overload (503 ``overloaded``) is
+    Anthropic's 529 ``overloaded_error``, which its SDK knows and retries."""
+    status = 529 if err.code == "overloaded" else err.status
+    kind = err.type if err.type in ERROR_TYPES else anthropic_error_type(status)
+    return anthropic_error_response(status, kind, err.message, request_id, err.headers)
 
 
 def stream_error_event(type: str, message: str, request_id: str | None = None) -> bytes:
@@ -93,8 +108,8 @@ def midstream_error(failure: AttemptFailure, events: int, request_id: str) -> by
 # -- validation -------------------------------------------------------------------------------
 
 
-def _bad(message: str) -> AnthropicIngressError:
-    return AnthropicIngressError(400, message, type="invalid_request_error")
+def _bad(message: str) -> ClientError:
+    return ClientError(400, message, type="invalid_request_error")
 
 
 def _decode(raw: bytes) -> dict[str, Any]:
@@ -104,6 +119,7 @@ def _decode(raw: bytes) -> dict[str, Any]:
         raise _bad(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.")
+    check_nesting(body, ClientError)
     return body
 
 
@@ -170,7 +186,7 @@ def parse_messages_request(raw: bytes) -> dict[str, Any]:
 
     Checks ``model``, ``max_tokens`` (required, integer >= 1), ``messages`` (roles ``user`` /
     ``assistant``, content a string or content blocks), ``system`` (string or text blocks) and
-    ``stream`` (boolean); the upstream validates the rest. Raises ``AnthropicIngressError`` (400).
+    ``stream`` (boolean); the upstream validates the rest. Raises ``ClientError`` (400).
     """
     body = _decode(raw)
     _check_model(body)
@@ -205,7 +221,7 @@ async def count_tokens_response(raw: bytes, request_id: str | None) -> web.Respo
     try:
         parse_count_tokens_request(raw)
         count = await count_chat_async(raw, ESTIMATE)
-    except AnthropicIngressError as err:
+    except ClientError as err:
         return error_response(err, request_id)
     except TokenizerError as exc:
         return anthropic_error_response(400, "invalid_request_error", str(exc), request_id)
@@ -217,3 +233,88 @@ async def count_tokens_response(raw: bytes, request_id: str | None) -> web.Respo
         content_type="application/json",
         headers=headers,
     )
+
+
+class AnthropicStream:
+    """OpenAI chunks out as Anthropic events (message_start … message_stop)."""
+
+    def __init__(self, model: str | None) -> None:
+        self._translator = OpenAIToAnthropicStream(model=model)
+
+    def encode(self, sse: bytes) -> bytes:
+        return self._translator.feed(sse)
+
+    def error(self, failure: AttemptFailure, events: int, rid: str, upstream: str | None) -> bytes:
+        if upstream is not None:
+            try:
+                err = orjson.loads(upstream).get("error", {})
+                message = str(err.get("message") or "the upstream reported an error")
+            except (orjson.JSONDecodeError, AttributeError):
+                message = "the upstream reported an error"
+            return stream_error_event("api_error", message, rid)
+        return midstream_error(failure, events, rid)
+
+    def close(self) -> bytes:
+        tail, complete = self._translator.finish()
+        if complete:
+            return tail
+        failure = AttemptFailure(FailureClass.CUT, "the stream ended before message_stop")
+        return tail + midstream_error(failure, 0, "")
+
+
+class AnthropicMessagesIngress:
+    name: Final = "anthropic"
+    path: Final = "/v1/messages"
+
+    def parse(self, raw: bytes) -> IngressRequest:
+        body = parse_messages_request(raw)
+        try:
+            inner = anthropic_to_openai_request(body)
+        except TranslationError as exc:
+            raise ClientError(400, str(exc), type="invalid_request_error") from None
+        return IngressRequest(inner, orjson.dumps(inner), body["model"])
+
+    def not_served(self, model: str, served: Sequence[str]) -> ClientError:
+        return ClientError(
+            404,
+            f"model: {model!r} is not served by this proxy (served: {', '.join(served)}).",
+            type="not_found_error",
+        )
+
+    def error_response(self, err: ClientError, request_id: str) -> web.Response:
+        return error_response(err, request_id)
+
+    def answer(self, response: web.Response, request: IngressRequest, rid: str) -> web.Response:
+        body = response.body
+        if not isinstance(body, bytes):
+            return response
+        if response.status == 200:
+            try:
+                converted = orjson.dumps(
+                    openai_to_anthropic_response(orjson.loads(body), model=request.model)
+                )
+            except (orjson.JSONDecodeError, TranslationError) as exc:
+                converted = error_to_anthropic(
+                    502, orjson.dumps({"error": {"message": f"untranslatable answer: {exc}"}}), rid
+                )
+                return _rebuilt(response, 502, converted)
+            return _rebuilt(response, 200, converted)
+        return _rebuilt(response, response.status, error_to_anthropic(response.status, body, rid))
+
+    def stream(self, request: IngressRequest) -> StreamEncoder:
+        return AnthropicStream(request.model)
+
+    def local_endpoints(self) -> Sequence[tuple[str, LocalAnswer]]:
+        return (("/v1/messages/count_tokens", count_tokens_response),)
+
+
+def _rebuilt(response: web.Response, status: int, body: bytes) -> web.Response:
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("content-length", "content-type")
+    }
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+INGRESS: Final = AnthropicMessagesIngress()
