@@ -1,6 +1,7 @@
 """Rust hot path of edgeproxy (built from rust/edgeproxy-py): SSE parsing and the relay's per-chunk
-checks, exact token counting, the prompt-hash cache and stream translation between wires. Errors
-raised here share the root ``EdgeProxyError`` with the Python ones (``edgeproxy.errors``)."""
+checks, exact token counting, the prompt-hash cache, stream translation between wires and task
+classification. Errors raised here share the root ``EdgeProxyError`` with the Python ones
+(``edgeproxy.errors``)."""
 
 from typing import final
 
@@ -15,6 +16,9 @@ __all__ = [
     "SseError",
     "SseEvent",
     "SseParser",
+    "TaskError",
+    "TaskModel",
+    "TextPattern",
     "TokenCount",
     "TokenizerError",
     "TranslationError",
@@ -27,6 +31,7 @@ __all__ = [
     "encode_sse",
     "preload_encoding",
     "token_table",
+    "train_task_model",
 ]
 
 __version__: str
@@ -345,3 +350,77 @@ class AnthropicToOpenAIStream:
     @property
     def usage(self) -> tuple[int, int, int] | None:
         """(prompt, completion, cached) tokens the upstream reported, if any."""
+
+# ---- task classification (rust/edgeproxy-core/src/classify.rs; docs/tasks.md) ----
+
+class TaskError(EdgeProxyError):
+    """A task classifier model cannot be read or trained, or a task rule's pattern cannot be
+    compiled; the message says why."""
+
+@final
+class TaskModel:
+    """A trained task classifier: hashed character and word n-grams, multinomial logistic
+    regression (immutable; safe to share between threads)."""
+
+    @staticmethod
+    def from_bytes(data: bytes) -> TaskModel:
+        """Read a model file's bytes, checking magic, version, sizes, names, checksum and numbers;
+        ``TaskError`` says what is wrong (GIL released for files >= 16 KiB)."""
+    def to_bytes(self) -> bytes:
+        """The model as a file (docs/tasks.md, "Model file format")."""
+    @property
+    def labels(self) -> list[str]:
+        """The task names, in the order of ``probabilities``."""
+    @property
+    def digest(self) -> str:
+        """The model file's XXH3-128 checksum, 32 hex digits: equal digests, equal models."""
+    @property
+    def bits(self) -> int:
+        """Buckets are ``2 ** bits``."""
+    @property
+    def char_ngrams(self) -> tuple[int, int]:
+        """Character n-gram lengths (shortest, longest); (0, 0) for none."""
+    @property
+    def word_ngrams(self) -> int:
+        """The longest word n-gram (0: no word features)."""
+    @property
+    def max_bytes(self) -> int:
+        """Longer texts are read as their first and last ``max_bytes / 2`` bytes."""
+    def predict(self, text: str) -> tuple[str, float]:
+        """The most probable task for ``text`` and its probability (GIL released >= 16 KiB)."""
+    def probabilities(self, text: str) -> list[float]:
+        """The probability of each task (``labels`` order) for ``text``; they sum to 1."""
+
+def train_task_model(
+    texts: list[str],
+    labels: list[int],
+    tasks: list[str],
+    *,
+    bits: int = 18,
+    char_ngrams: tuple[int, int] = ...,  # (3, 5)
+    word_ngrams: int = 2,
+    max_bytes: int = 8192,
+    epochs: int = 10,
+    seed: int = 0,
+    learning_rate: float = 0.5,
+) -> TaskModel:
+    """Train on ``texts`` labelled ``labels`` (indices into ``tasks``) by averaged SGD
+    (``char_ngrams`` defaults to ``(3, 5)``); the same
+    inputs and seed give the same model. The GIL is released while it trains. ``TaskError``
+    for what it refuses (no examples, fewer than 2 tasks, bad names, bad settings)."""
+
+@final
+class TextPattern:
+    """A task rule's compiled regex or keywords: finite automata, so matching is linear in the
+    text whatever the pattern (immutable; safe to share between threads)."""
+
+    @staticmethod
+    def regex(pattern: str) -> TextPattern:
+        """A regex in Rust ``regex`` syntax (no look-around, no backreferences), found anywhere
+        in the text; ``TaskError`` says, in one line, why a pattern is refused."""
+    @staticmethod
+    def keywords(words: list[str]) -> TextPattern:
+        """Any of ``words``, ignoring case; whole words where a keyword starts or ends with a
+        word character (a letter, mark, decimal digit or ``_``). Regex syntax in a keyword is literal text."""
+    def is_match(self, text: str) -> bool:
+        """Whether the pattern occurs in ``text`` (GIL released >= 16 KiB)."""

@@ -17,6 +17,7 @@ from edgeproxy.evals.cli import add_eval_commands
 from edgeproxy.policy import load_policy
 from edgeproxy.policy.tool import add_policy_commands
 from edgeproxy.snapshot import Policy
+from edgeproxy.tasks_cli import add_tasks_commands
 from edgeproxy.telemetry.logs import configure_logging
 
 DEFAULT_POLICY = "policies/default.yaml"
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     add_policy_commands(policy_sub)
 
+    tasks = sub.add_parser("tasks", help="train and evaluate the task classifier")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
+    add_tasks_commands(tasks_sub)
     add_eval_commands(sub)
 
     status = sub.add_parser("status", help="show a running proxy's candidates, breakers, health")

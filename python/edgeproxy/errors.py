@@ -7,7 +7,7 @@ standard meaning fits, it is a second base (``except TimeoutError`` still catche
 ``FollowerTimeout``)::
 
     EdgeProxyError
-    ├── SseError, CacheError, TokenizerError, TranslationError   (Rust: _core)
+    ├── SseError, CacheError, TokenizerError, TranslationError, TaskError   (Rust: _core)
     ├── PolicyError                  a policy that cannot load; .problems, each with file:line
     ├── ClientError                  a request refused, in the client's wire (server.ingress)
     ├── AttemptFailure               one upstream attempt failed, classified (failure)
@@ -20,6 +20,7 @@ standard meaning fits, it is a second base (``except TimeoutError`` still catche
     ├── LeaderFailed, FollowerTimeout (also TimeoutError)   coalesced identical requests
     ├── FileRefused                  a policy or key file that may not be read
     ├── TracingConfigError, MetricsConfigError (also ValueError)   OTEL_* settings
+    ├── ExamplesError (also ValueError)   edgeproxy tasks train/eval: a bad example file
     └── SuiteError, ScorecardError, JudgeError, ProgressError (also ValueError), CapReached
                                      edgeproxy eval
 """

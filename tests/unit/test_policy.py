@@ -16,6 +16,7 @@ ENV = {
     "OPENAI_API_KEY": "sk-openai-test",
     "AZURE_OPENAI_API_KEY": "azure-test",
     "GEMINI_API_KEY": "gemini-test",
+    "ANTHROPIC_API_KEY": "sk-ant-test",
 }
 
 MINIMAL = """\
@@ -53,7 +54,8 @@ def test_every_shipped_policy_loads(tmp_path: Path) -> None:
         key_file = tmp_path / "key"
         key_file.write_text("together-test\n")
         text = text.replace("/run/secrets/together-api-key", str(key_file))
-        policy = load_policy_text(text, str(path), ENV)
+        # Files a policy names (the tasks example's model) are relative to the policy file.
+        policy = load_policy_text(text, str(path), ENV, path.parent)
         assert policy.route_names, path
         for name in policy.route_names:
             assert policy.routes[name].chain, (path, name)

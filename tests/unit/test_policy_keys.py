@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pytest
 import yaml
 
+from edgeproxy._core import train_task_model
 from edgeproxy.policy import load_policy_text
 from edgeproxy.policy.catalog import ITEM, NAME, KeyInfo, all_keys, leaf_keys, strip
 from edgeproxy.policy.describe import describe_policy
@@ -70,6 +71,11 @@ BASE: dict[str, Any] = {
         "r": {"chain": [{"provider": "p", "region": "r1", "model": "m"}, "q/x/qm"]},
         "s": {"aliases": ["s-alias"], "chain": ["q/x/qm", "p/*/m"]},
     },
+    "tasks": {
+        "categories": ["qa", "writing"],
+        "rules": [{"task": "qa", "routes": ["r"]}],
+        "classifier": {"model": "MODEL_FILE"},
+    },
 }
 ENV = {"P_KEY": "sk-first-key"}
 
@@ -87,6 +93,22 @@ STRING_VALUES: dict[str, Any] = {
     "routes.<name>.chain[].model": "m2",
     # Every region is tagged zone=a: a requirement all of them meet changes no chain.
     "routes.<name>.require_tags": {"zone": "a"},
+    # Task names must be declared categories, route names must exist, patterns must compile.
+    "defaults.default_task": "qa",
+    "routes.<name>.default_task": "writing",
+    "tasks.rules[].name": "to-qa",
+    "tasks.rules[].task": "writing",
+    "tasks.rules[].routes": ["r", "s-alias"],
+    "tasks.rules[].prompt_tokens.min": 100,
+    "tasks.rules[].prompt_tokens.max": 8000,
+    "tasks.rules[].max_tokens.min": 1,
+    "tasks.rules[].max_tokens.max": 4096,
+    "tasks.rules[].messages.min": 2,
+    "tasks.rules[].messages.max": 10,
+    "tasks.rules[].system_regex": "(?i)cite",
+    "tasks.rules[].system_keywords": ["cite", "sources"],
+    "tasks.classifier.model": "OTHER_MODEL_FILE",
+    "tasks.classifier.min_confidence": 0.8,  # a probability: 0.6 + 1 is out of bounds
     "evals.judge": "p2/r1/m",
     "evals.candidates": ["p/r1/m", "q/x/qm"],
     "evals.suite": "suites/other.yaml",
@@ -99,7 +121,21 @@ def key_files(tmp_path: Path) -> dict[str, str]:
     first, second = tmp_path / "key", tmp_path / "other-key"
     first.write_text("sk-file-key\n")
     second.write_text("sk-other-file-key\n")
-    return {"KEY_FILE": str(first), "OTHER_KEY_FILE": str(second)}
+    # Two task models of the policy's tasks, trained differently (another model file).
+    models = {}
+    for name, seed in (("MODEL_FILE", 1), ("OTHER_MODEL_FILE", 2)):
+        model = train_task_model(
+            ["what does it say?", "draft a spec"],
+            [0, 1],
+            ["qa", "writing"],
+            bits=8,
+            seed=seed,
+            epochs=seed,
+        )
+        path = tmp_path / f"{name.lower()}.model"
+        path.write_bytes(model.to_bytes())
+        models[name] = str(path)
+    return {"KEY_FILE": str(first), "OTHER_KEY_FILE": str(second), **models}
 
 
 def _text(data: dict[str, Any], files: dict[str, str]) -> str:
@@ -333,6 +369,7 @@ NOT_FROM_KEYS = {
     (Candidate, "provider"),
     (Candidate, "region"),
     (Candidate, "model"),
+    (Policy, "tasks.classifier.model"),  # the model file's content: classifier.model names it
 }
 
 
@@ -396,8 +433,8 @@ def test_documented_defaults_are_what_an_empty_policy_runs_with() -> None:
         value = _at_view(targets[str(info.scope)], info.view)
         if info.view == "headers":  # no key, no extra header: none sent
             assert value == [], info.dotted
-        elif info.dotted.startswith("defaults.cache."):
-            continue  # no cache block: the cache is off; its keys describe a written block
+        elif info.dotted.startswith(("defaults.cache.", "tasks.classifier.")):
+            continue  # no such block: the cache is off, no classifier; keys of a written block
         else:
             assert value == documented, info.dotted
         checked += 1

@@ -32,11 +32,13 @@ from edgeproxy.policy.schema import (
     TimeoutsSpec,
 )
 from edgeproxy.policy.shown import quoted_name
+from edgeproxy.policy.tasks import compile_tasks
 from edgeproxy.policy.yamlsource import LocatedDocument, Path, format_path
 from edgeproxy.snapshot import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_ON_MIDSTREAM_FAILURE,
+    DEFAULT_TASK,
     CacheSettings,
     Candidate,
     EvalSettings,
@@ -153,6 +155,7 @@ def compile_policy(
             excluded=tuple(excluded),
             hedge=_hedge(route_name, route_spec, doc),
             cache=_cache(route_name, route_spec.cache or spec.defaults.cache, doc),
+            default_task=route_spec.default_task or spec.defaults.default_task or DEFAULT_TASK,
         )
         for i, name in enumerate((route_name, *route_spec.aliases)):
             if name in routes:
@@ -184,6 +187,7 @@ def compile_policy(
                 f"{chain[0].provider!r}: a provider-wide outage has no fallback"
             )
     settings = _policy_settings(spec, doc)
+    tasks = compile_tasks(spec, doc, base_dir)
     pool = _eval_pool(spec, headers_by_provider, doc)
     if doc.problems or settings is None:
         return None
@@ -197,6 +201,7 @@ def compile_policy(
         routes=MappingProxyType(routes),
         route_names=tuple(spec.routes),
         warnings=tuple(warnings),
+        tasks=tasks,
         **{"max_body_bytes": DEFAULT_MAX_BODY_BYTES, **settings},  # type: ignore[arg-type]
     )
 
@@ -238,6 +243,8 @@ def _policy_settings(spec: PolicySpec, doc: LocatedDocument) -> dict[str, object
     given: dict[str, tuple[object, Path]] = {}
     for info in leaf_keys():
         if info.scope != "policy" or info.at is None or info.key is None:
+            continue
+        if info.path[0] == "tasks":  # rules, patterns and a model file: policy/tasks.py
             continue
         value = _spec_value(spec, info.path)
         if value is None:

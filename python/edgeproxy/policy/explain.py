@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgeproxy.policy.compile import format_tags
 from edgeproxy.policy.describe import describe_route
+from edgeproxy.routing.tasks import TaskDecision, UnknownTask, classify_now
 from edgeproxy.snapshot import Candidate, Policy, Route
 
 
@@ -55,9 +56,13 @@ class Explanation:
     # The route's effective settings as ``GET /admin/policy`` shows them (timeouts, hedging,
     # caching, ...): what the request would run under, never a secret.
     route_settings: dict[str, Any] = field(default_factory=dict)
+    # The request's task and why (docs/tasks.md), or why the task it names is refused.
+    task: TaskDecision | UnknownTask | None = None
 
     @property
     def tried(self) -> list[Verdict]:
+        if isinstance(self.task, UnknownTask):
+            return []  # refused before routing
         return [v for v in self.verdicts if v.verdict == "try"]
 
     @property
@@ -67,6 +72,8 @@ class Explanation:
                 f"404 model_not_found: no route serves {self.model!r} "
                 f"(served: {', '.join(self.served)})"
             )
+        if isinstance(self.task, UnknownTask):
+            return f"400 unknown_task: {self.task.message}"
         tried = self.tried
         if not tried:
             why = f" (route constraints: {self.constraints})" if self.constraints else ""
@@ -88,9 +95,16 @@ class Explanation:
             "candidates": [v.as_dict() for v in self.verdicts],
             "notes": list(self.notes),
             "route_settings": self.route_settings,
+            "task": _task_dict(self.task),
             "outcome": self.outcome,
             "served": bool(self.tried),
         }
+
+
+def _task_dict(task: TaskDecision | UnknownTask | None) -> dict[str, Any] | None:
+    if isinstance(task, UnknownTask):
+        return {"task": None, "source": task.source.value, "error": task.message}
+    return None if task is None else task.as_dict()
 
 
 def matches_down(candidate: Candidate, down: str) -> bool:
@@ -146,6 +160,16 @@ def count_prompt_tokens(body: dict[str, Any], model: str) -> tuple[int, str]:
     return n, f"{'exact' if exact else 'estimate'}: {encoding}"
 
 
+def _prompt_in(body: dict[str, Any], encoding: str) -> int:
+    """The prompt's tokens in ``encoding``, as task rules count them."""
+    try:
+        counted = importlib.import_module("edgeproxy.tokens").count_chat(body, encoding)
+        return int(counted.tokens)
+    except Exception:  # a body the counter refuses: estimate, as the request path does
+        messages = body.get("messages")
+        return estimate_tokens(messages if isinstance(messages, list) else [])
+
+
 def _completion_tokens(body: dict[str, Any]) -> int:
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
@@ -154,7 +178,13 @@ def _completion_tokens(body: dict[str, Any]) -> int:
     return 0
 
 
-def explain(policy: Policy, body: dict[str, Any], down: Sequence[str] = ()) -> Explanation:
+def explain(
+    policy: Policy,
+    body: dict[str, Any],
+    down: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+) -> Explanation:
+    """``headers``: the request's headers by lower-case name (``x-edgeproxy-task``)."""
     model = str(body.get("model", ""))
     route = policy.route_for(model)
     if route is None:
@@ -193,6 +223,9 @@ def explain(policy: Policy, body: dict[str, Any], down: Sequence[str] = ()) -> E
         route_settings={
             k: v for k, v in describe_route(route).items() if k not in ("chain", "excluded")
         },
+        task=classify_now(
+            policy.tasks, route, headers or {}, body, lambda encoding: _prompt_in(body, encoding)
+        ),
     )
 
 
@@ -242,6 +275,10 @@ def render_text(explanation: Explanation) -> str:
         lines.append(f"outcome: {e.outcome}")
         return "\n".join(lines) + "\n"
     lines.append(f"request: model {e.model!r} -> route {e.route!r}")
+    if isinstance(e.task, UnknownTask):
+        lines.append(f"task: refused: {e.task.message}")
+    elif e.task is not None:
+        lines.append(f"task: {e.task.task} ({e.task.why})")
     lines.append(f"constraints: {e.constraints or 'none'}")
     about = "" if e.token_method.startswith("exact") else "~"
     tokens = f"prompt {about}{e.prompt_tokens} ({e.token_method}"

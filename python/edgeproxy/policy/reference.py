@@ -27,8 +27,11 @@ from edgeproxy.policy.schema import (
     ModelSpec,
     PolicySpec,
     ProviderSpec,
+    RangeSpec,
     RegionSpec,
     RouteSpec,
+    TaskRuleSpec,
+    TasksSpec,
     TelemetrySpec,
     TimeoutsSpec,
 )
@@ -63,6 +66,9 @@ TABLES = (
     Table("routes", RouteSpec),
     Table("hedge", HedgeSpec),
     Table("candidate", CandidateSpec),
+    Table("tasks", TasksSpec, flatten=("classifier",)),
+    Table("task-rules", TaskRuleSpec),
+    Table("task-range", RangeSpec),
 )
 
 

@@ -144,7 +144,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "(write provider, provider/region or provider/region/model)",
             file=sys.stderr,
         )
-    explanation = explain(policy, body, args.down)
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            print(
+                f"edgeproxy policy explain: --header {header!r}: write NAME: VALUE",
+                file=sys.stderr,
+            )
+            return 2
+        headers[name.strip().lower()] = value.strip()
+    explanation = explain(policy, body, args.down, headers)
     if args.format == "json":
         _json(explanation.as_dict())
     else:
@@ -225,6 +235,13 @@ def add_policy_commands(sub: Any) -> None:
         default=[],
         metavar="PROVIDER[/REGION[/MODEL]]",
         help="treat this provider, region or candidate as down (repeatable)",
+    )
+    explain.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header, e.g. 'x-edgeproxy-task: qa' (repeatable)",
     )
     explain.add_argument("--format", default="text", choices=["text", "json"])
     explain.set_defaults(func=cmd_explain)

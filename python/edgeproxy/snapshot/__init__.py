@@ -37,6 +37,16 @@ from edgeproxy.snapshot.settings import (
     ShedSettings,
     Timeouts,
 )
+from edgeproxy.snapshot.tasks import (
+    DEFAULT_MIN_CONFIDENCE,
+    DEFAULT_TASK,
+    ModelFile,
+    Range,
+    ResponseFormat,
+    TaskClassifier,
+    TaskRule,
+    Tasks,
+)
 
 __all__ = [
     "DEFAULT_BODY_READ_TIMEOUT",
@@ -45,7 +55,9 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MIN_CONFIDENCE",
     "DEFAULT_ON_MIDSTREAM_FAILURE",
+    "DEFAULT_TASK",
     "NOT_COUNTED",
     "BackoffSettings",
     "BreakerSettings",
@@ -57,12 +69,18 @@ __all__ = [
     "Excluded",
     "Hedge",
     "MidstreamPolicy",
+    "ModelFile",
     "Policy",
     "Price",
     "ProbeMode",
     "ProberSettings",
+    "Range",
+    "ResponseFormat",
     "RetryBudgetSettings",
     "Route",
     "ShedSettings",
+    "TaskClassifier",
+    "TaskRule",
+    "Tasks",
     "Timeouts",
 ]

@@ -20,6 +20,7 @@ from edgeproxy.snapshot.settings import (
     ProbeMode,
     Timeouts,
 )
+from edgeproxy.snapshot.tasks import DEFAULT_TASK, Tasks
 from edgeproxy.snapshot.wire import UpstreamWire
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -86,6 +87,7 @@ class Route:
     excluded: tuple[Excluded, ...] = ()
     hedge: Hedge | None = None  # opt-in hedging of slow first tokens
     cache: CacheSettings = field(default_factory=CacheSettings)  # off unless the policy says
+    default_task: str = DEFAULT_TASK  # the task when no rule or classifier decides
 
     def constraints(self) -> str:
         """The route's constraints in words (empty when it has none), e.g. for error messages."""
@@ -134,6 +136,7 @@ class Policy:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # the cache's bounds (read at start)
     cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
     capture_content: bool = False  # prompt/completion text on spans (opt-in)
+    tasks: Tasks = field(default_factory=Tasks)  # task categories, rules and classifier
     body_read_timeout: float = DEFAULT_BODY_READ_TIMEOUT  # seconds for the whole request body
     evals: EvalSettings = field(default_factory=EvalSettings)
 

@@ -47,6 +47,22 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A task classifier model file cannot be used: not a model, another format version,
+    /// truncated or corrupt (`classify::TaskModel::from_bytes`).
+    TaskModel {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A task classifier could not be trained: no examples, a bad task name, bad options.
+    TaskTraining {
+        /// Why.
+        reason: String,
+    },
+    /// A task rule's regex or keywords cannot be compiled (`classify::TextPattern`).
+    TaskPattern {
+        /// Why, in one line.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -74,6 +90,9 @@ impl fmt::Display for Error {
                 write!(f, "cannot count the tokens of the chat request: {reason}")
             }
             Error::Translation { param, message } => write!(f, "{param}: {message}"),
+            Error::TaskModel { reason } => write!(f, "not a usable task model: {reason}"),
+            Error::TaskTraining { reason } => write!(f, "cannot train a task model: {reason}"),
+            Error::TaskPattern { reason } => f.write_str(reason),
         }
     }
 }

@@ -7,12 +7,14 @@
 //! - [`cache`]: canonical request form, prompt-hash keys and the bounded cache store.
 //! - [`tokens`]: exact OpenAI token counts (cl100k_base, o200k_base) and chat-request counts.
 //! - [`translate`]: stream translation between OpenAI Chat Completions and Anthropic Messages SSE.
+//! - [`classify`]: the task classifier (hashed n-grams, a linear model) and task rule patterns.
 //! - [`Error`]: the one error type of the crate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod classify;
 mod error;
 pub mod relay;
 pub mod sse;

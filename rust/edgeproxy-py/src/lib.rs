@@ -8,6 +8,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 
 mod cache;
+mod classify;
 mod relay;
 mod sse;
 mod tokens;
@@ -45,6 +46,14 @@ pyo3::create_exception!(
     EdgeProxyError,
     "A request, response or stream cannot be translated between the OpenAI and Anthropic wires; \
      `param` names the field, `message` says why."
+);
+
+pyo3::create_exception!(
+    edgeproxy._core,
+    TaskError,
+    EdgeProxyError,
+    "A task classifier model cannot be read or trained, or a task rule's pattern cannot be \
+     compiled; the message says why."
 );
 
 /// Inputs at least this large are worked on with the GIL released: other Python threads (the
@@ -86,10 +95,14 @@ pub(crate) fn to_py_err(e: Error) -> PyErr {
                 err
             })
         }
+        Error::TaskModel { .. } | Error::TaskTraining { .. } | Error::TaskPattern { .. } => {
+            TaskError::new_err(e.to_string())
+        }
     }
 }
 
-/// Rust hot path of edgeproxy (SSE parsing and encoding).
+/// Rust hot path of edgeproxy (SSE parsing and encoding, token counting, the prompt-hash cache,
+/// stream translation, task classification).
 #[pymodule(name = "_core")]
 mod core_module {
     use pyo3::prelude::*;
@@ -120,6 +133,12 @@ mod core_module {
 
     #[pymodule_export]
     use super::TranslationError;
+
+    #[pymodule_export]
+    use super::classify::{train_task_model, TaskModel, TextPattern};
+
+    #[pymodule_export]
+    use super::TaskError;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
