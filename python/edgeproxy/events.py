@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from edgeproxy.cost import Usage
@@ -147,8 +147,20 @@ class CacheLooked:
     result: str  # "hit", "miss" or "bypass"
 
 
+@dataclass(frozen=True, slots=True)
+class TaskDecided:
+    """The request's task (docs/tasks.md) and what decided it."""
+
+    task: str
+    source: str  # "header", "metadata", "rule", "classifier" or "default"
+    # The rule (``task_rule``, ``task_rule_name``) or the classifier's best guess
+    # (``task_label``, ``task_score``) behind it, when one was asked.
+    detail: Mapping[str, str | int | float] = field(default_factory=dict)
+
+
 RequestEvent = (
     RouteDecided
+    | TaskDecided
     | CacheLooked
     | CandidateSkipped
     | AttemptStarted

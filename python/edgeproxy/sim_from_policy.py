@@ -31,7 +31,7 @@ def plan_sims(policy: Policy, *, ttft: float, tokens_per_second: float) -> SimPl
     configs: dict[str, SimConfig] = {}
     ports: dict[str, int] = {}
     for name in policy.route_names:
-        for candidate in policy.routes[name].chain:
+        for candidate in policy.routes[name].candidates:
             url = urlsplit(candidate.base_url)
             if url.hostname not in LOOPBACK_HOSTS or url.port is None:
                 continue

@@ -68,7 +68,10 @@ BASE: dict[str, Any] = {
         },
     },
     "routes": {
-        "r": {"chain": [{"provider": "p", "region": "r1", "model": "m"}, "q/x/qm"]},
+        "r": {
+            "chain": [{"provider": "p", "region": "r1", "model": "m"}, "q/x/qm"],
+            "tasks": {"qa": {"chain": [{"provider": "p", "region": "r1", "model": "m"}]}},
+        },
         "s": {"aliases": ["s-alias"], "chain": ["q/x/qm", "p/*/m"]},
     },
     "tasks": {
@@ -112,6 +115,10 @@ STRING_VALUES: dict[str, Any] = {
     "evals.judge": "p2/r1/m",
     "evals.candidates": ["p/r1/m", "q/x/qm"],
     "evals.suite": "suites/other.yaml",
+    "routes.<name>.tasks.<name>.chain": ["p/r1/m", "q/x/qm"],
+    "routes.<name>.tasks.<name>.chain[].provider": "p2",
+    "routes.<name>.tasks.<name>.chain[].region": "r2",
+    "routes.<name>.tasks.<name>.chain[].model": "m2",
 }
 NOT_TRAFFIC = {"version"}  # the only value it may have is 1
 
@@ -264,7 +271,9 @@ def test_diff_reports_a_change_of_every_key(key_files: dict[str, str]) -> None:
         changes = diff_policies(base, new)
         expected = "chain" if info.at is None else info.view
         whats = {c.what for c in changes}
-        assert expected in whats, (info.dotted, holder_of(data, info), changes)
+        # A task's chain is reported as tasks.<task>.chain.
+        found = any(what == expected or what.endswith(f".{expected}") for what in whats)
+        assert found, (info.dotted, holder_of(data, info), changes)
         printed = repr([c.as_dict() for c in changes])
         for secret in ("sk-first-key", "sk-second-key", "sk-file-key", "sk-other-file-key"):
             assert secret not in printed, (info.dotted, printed)
@@ -363,6 +372,7 @@ NOT_FROM_KEYS = {
     (Policy, "engine.shed.retry_after"),
     (Route, "name"),
     (Route, "chain"),  # written as routes.<name>.chain; diff compares it as a chain
+    (Route, "task_chains"),  # routes.<name>.tasks.<task>.chain; diff compares each as a chain
     (Route, "excluded"),  # derived from the chain and require_tags
     (Route, "cache.max_bytes"),  # the process-wide store's bounds: limits.cache_max_*
     (Route, "cache.max_entries"),

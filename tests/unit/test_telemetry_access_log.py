@@ -49,6 +49,8 @@ def values(model: str = "gpt-4o-mini", **changes: object) -> AccessValues:
         "cost_usd": 0.00024,
         "cache": "miss",
         "policy_version": "v1",
+        "task": "extraction",
+        "task_source": "rule",
     }
     fields.update(changes)
     return tuple(fields[name] for name in FIELDS)

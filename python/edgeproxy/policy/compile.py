@@ -156,6 +156,7 @@ def compile_policy(
             hedge=_hedge(route_name, route_spec, doc),
             cache=_cache(route_name, route_spec.cache or spec.defaults.cache, doc),
             default_task=route_spec.default_task or spec.defaults.default_task or DEFAULT_TASK,
+            task_chains=_task_chains(route_name, route_spec, spec, headers_by_provider, doc),
         )
         for i, name in enumerate((route_name, *route_spec.aliases)):
             if name in routes:
@@ -204,6 +205,38 @@ def compile_policy(
         tasks=tasks,
         **{"max_body_bytes": DEFAULT_MAX_BODY_BYTES, **settings},  # type: ignore[arg-type]
     )
+
+
+def _task_chains(
+    route_name: str,
+    route: RouteSpec,
+    spec: PolicySpec,
+    headers_by_provider: dict[str, dict[str, str]],
+    doc: LocatedDocument,
+) -> Mapping[str, tuple[Candidate, ...]]:
+    """A route's per-task chains, each resolved like the route's own (its residency and
+    context-window constraints included); a task must be one ``tasks.categories`` declares."""
+    known = {DEFAULT_TASK, *spec.tasks.categories}
+    chains: dict[str, tuple[Candidate, ...]] = {}
+    for task, task_spec in route.tasks.items():
+        where: Path = ("routes", route_name, "tasks", task)
+        if task not in known:
+            doc.problems.append(
+                doc.problem(
+                    where,
+                    f"task {quoted_name(task)} is not one of tasks.categories "
+                    f"{_hint(task, sorted(known))}",
+                )
+            )
+            continue
+
+        def at(i: int, where: Path = where) -> Path:
+            return (*where, "chain", i)
+
+        written = route.model_copy(update={"chain": task_spec.chain})
+        chain, _ = _resolve_chain(route_name, written, spec, headers_by_provider, doc, at)
+        chains[task] = tuple(chain)
+    return MappingProxyType(chains)
 
 
 def _eval_pool(

@@ -67,6 +67,10 @@ def describe_candidate(candidate: Candidate) -> dict[str, Any]:
 def describe_route(route: Route) -> dict[str, Any]:
     return {
         "chain": [describe_candidate(c) for c in route.chain],
+        "tasks": {
+            task: {"chain": [describe_candidate(c) for c in chain]}
+            for task, chain in route.task_chains.items()
+        },
         **_nested(route, "route"),
         "excluded": [{"key": e.key, "reason": e.reason} for e in route.excluded],
     }

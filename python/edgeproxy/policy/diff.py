@@ -131,14 +131,26 @@ def _route_changes(name: str, old: Route, new: Route) -> list[Change]:
     if old_keys != new_keys:
         out.append(Change(scope, "chain", _chain(old), _chain(new)))
         out.append(Change(scope, "chain (summary)", "", _chain_note(old_keys, new_keys)))
+    for task in sorted(old.task_chains.keys() | new.task_chains.keys()):
+        before = [c.key for c in old.task_chains.get(task, ())]
+        after = [c.key for c in new.task_chains.get(task, ())]
+        if before != after:
+            out.append(
+                Change(
+                    scope,
+                    f"tasks.{task}.chain",
+                    " > ".join(before) or "(the route's chain)",
+                    " > ".join(after) or "(the route's chain)",
+                )
+            )
     out.extend(_view_changes(scope, old, new, "route"))
     return out
 
 
 def _candidate_changes(old: Policy, new: Policy) -> list[Change]:
     """Candidates in both versions whose endpoint, wire, headers or model settings changed."""
-    old_c = {c.key: c for n in old.route_names for c in old.routes[n].chain}
-    new_c = {c.key: c for n in new.route_names for c in new.routes[n].chain}
+    old_c = {c.key: c for n in old.route_names for c in old.routes[n].candidates}
+    new_c = {c.key: c for n in new.route_names for c in new.routes[n].candidates}
     out = []
     for key in old_c.keys() & new_c.keys():
         out.extend(_view_changes(f"candidate {key}", old_c[key], new_c[key], "candidate"))

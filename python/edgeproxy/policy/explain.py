@@ -116,7 +116,7 @@ def matches_down(candidate: Candidate, down: str) -> bool:
 
 def unknown_down(policy: Policy, downs: Iterable[str]) -> list[str]:
     """The --down values that match no candidate of any route (most likely typos)."""
-    candidates = [c for name in policy.route_names for c in policy.routes[name].chain]
+    candidates = [c for name in policy.route_names for c in policy.routes[name].candidates]
     return [d for d in downs if not any(matches_down(c, d) for c in candidates)]
 
 

@@ -737,6 +737,31 @@ class CandidateSpec(_Spec):
     model: str = key("A model of that provider.", required=True)
 
 
+# A chain entry: ``provider/region/model`` (region ``*``: every region), or a mapping.
+ChainEntry = Annotated[
+    CandidateSpec,
+    BeforeValidator(_candidate_from_string),
+    _AlsoAccepts(
+        {
+            "type": "string",
+            "pattern": "^[^/\\s]+/[^/\\s]+/\\S+$",
+            "description": "provider/region/model; region * means every region.",
+        }
+    ),
+]
+
+
+class RouteTaskSpec(_Spec):
+    """A task's own chain on a route (docs/tasks.md)."""
+
+    chain: list[ChainEntry] = key(
+        "The candidates that serve this task, in order (written like the route's chain; the "
+        "route's residency and context-window constraints apply to them too).",
+        required=True,
+        min_length=1,
+    )
+
+
 class RouteSpec(_Spec):
     """What the app may ask for, and the chain that serves it."""
 
@@ -746,19 +771,7 @@ class RouteSpec(_Spec):
         at=At(Route, "aliases"),
         spec_default=[],
     )
-    chain: list[
-        Annotated[
-            CandidateSpec,
-            BeforeValidator(_candidate_from_string),
-            _AlsoAccepts(
-                {
-                    "type": "string",
-                    "pattern": "^[^/\\s]+/[^/\\s]+/\\S+$",
-                    "description": "provider/region/model; region * means every region.",
-                }
-            ),
-        ]
-    ] = key(
+    chain: list[ChainEntry] = key(
         "Candidates in the order they are tried: `provider/region/model`, or a mapping.",
         required=True,
         min_length=1,
@@ -803,6 +816,12 @@ class RouteSpec(_Spec):
         at=At(Route, "default_task"),
         inherits="defaults.default_task",
         schema=_TASK_NAME_SCHEMA,
+    )
+    tasks: dict[str, RouteTaskSpec] = key(
+        "Per task (a name of `tasks.categories`): its own chain. A task without one is served "
+        "by the route's chain; breakers, the retry budget, the deadline, honest streams and "
+        "residency apply to each chain unchanged.",
+        spec_default={},
     )
 
 

@@ -49,7 +49,17 @@ def quoted_name(name: object) -> str:
 # only under these is a name such as ``llama3.1:8b`` printed in a problem's path. A test checks
 # this against the spec.
 NAMED_MAPPINGS = frozenset(
-    {"providers", "regions", "models", "routes", "tags", "headers", "query", "require_tags"}
+    {
+        "providers",
+        "regions",
+        "models",
+        "routes",
+        "tags",
+        "headers",
+        "query",
+        "require_tags",
+        "tasks",
+    }
 )
 
 

@@ -72,7 +72,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         if args.strict and policy.warnings:
             failed = True
-        candidates = {c.key for name in policy.route_names for c in policy.routes[name].chain}
+        candidates = {c.key for name in policy.route_names for c in policy.routes[name].candidates}
         results.append(
             {
                 "path": path,

@@ -75,7 +75,7 @@ class ResilienceEngine:
             self._restart_prober(policy)
         elif self.prober is not None:
             self.prober.update_targets(probe_targets(policy))
-        keys = [c.key for name in policy.route_names for c in policy.routes[name].chain]
+        keys = [c.key for name in policy.route_names for c in policy.routes[name].candidates]
         return self.breakers.carry_over(keys, lambda _key: new.breaker)
 
     def start_probing(self, policy: Policy, http: Http1Pool) -> None:
@@ -111,7 +111,7 @@ def probe_targets(policy: Policy) -> list[ProbeTarget]:
     keys: dict[str, list[str]] = {}
     first: dict[str, Candidate] = {}
     for name in policy.route_names:
-        for candidate in policy.routes[name].chain:
+        for candidate in policy.routes[name].candidates:
             at = keys.setdefault(candidate.base_url, [])
             if candidate.key not in at:
                 at.append(candidate.key)

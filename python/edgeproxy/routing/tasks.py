@@ -14,7 +14,7 @@ every other condition met. The request path calls::
 
     decision = await classify(policy.tasks, route, request.headers, body, self._prompt_count)
     if isinstance(decision, UnknownTask):
-        raise IngressError(400, decision.message, param=decision.param, code="unknown_task")
+        raise ClientError(400, decision.message, param=decision.param, code="unknown_task")
 
 ``headers`` is any mapping with ``get`` (aiohttp's headers are case-insensitive; a plain dict
 must use the lower-case name); ``body`` is the parsed OpenAI-shaped request;
@@ -359,3 +359,17 @@ def classify_now(
         )
     assert not isinstance(decision, _NeedsCount)
     return decision
+
+
+def without_task(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without ``metadata.task`` (the proxy's, not the provider's: OpenAI refuses
+    ``metadata`` on requests it does not store), and without a ``metadata`` left empty; the same
+    object when there is nothing to take out."""
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict) or "task" not in metadata:
+        return body
+    rest = {k: v for k, v in metadata.items() if k != "task"}
+    out = {k: v for k, v in body.items() if k != "metadata"}
+    if rest:
+        out["metadata"] = rest
+    return out

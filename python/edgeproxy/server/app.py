@@ -9,7 +9,8 @@ import orjson
 from aiohttp import web
 
 from edgeproxy import __version__
-from edgeproxy.server.context import STATE, ProxyState, request_id
+from edgeproxy.routing.tasks import TASK_HEADER
+from edgeproxy.server.context import STATE, TASK, ProxyState, request_id
 from edgeproxy.server.handler import chat_handler, local_handler
 from edgeproxy.server.hosts import HostAllowList
 from edgeproxy.server.ingress import INGRESS_WIRES, ClientError, ingress_for_path, served_paths
@@ -72,6 +73,9 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["x-request-id"] = request_id(request)
+    task = request.get(TASK)
+    if task is not None:
+        response.headers[TASK_HEADER] = task
     if response.headers.get("Connection", "").lower() == "close":
         # An error that left the request body unread (413, 408, ...): the connection cannot
         # carry another request; aiohttp only closes it when told so.

@@ -31,6 +31,8 @@ class ProxyState:
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)
 REQUEST_ID = web.RequestKey("edgeproxy_request_id", str)
+# The request's task, once decided: every answer names it (``x-edgeproxy-task``).
+TASK = web.RequestKey("edgeproxy_task", str)
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

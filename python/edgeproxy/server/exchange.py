@@ -1,5 +1,7 @@
 """One request on its way through the proxy, in typed steps.
 
+0. **Task** (``routing.tasks``): the request's category decides which of the route's chains
+   serves it.
 1. **Cache** (``cached_answers``): a stored answer, or an identical request already in flight,
    may serve it without an upstream call.
 2. **Plan** (``plan``): the route's candidates that can take the request (their wire can carry
@@ -22,8 +24,16 @@ from aiohttp import web
 from edgeproxy.cache.layer import HEADER as CACHE_HEADER
 from edgeproxy.cache.layer import HIT, CachePlan
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
-from edgeproxy.events import AttemptKind, CacheLooked, CandidateSkipped, RouteDecided, SkipReason
+from edgeproxy.events import (
+    AttemptKind,
+    CacheLooked,
+    CandidateSkipped,
+    RouteDecided,
+    SkipReason,
+    TaskDecided,
+)
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
+from edgeproxy.routing.tasks import UnknownTask, classify, without_task
 from edgeproxy.server.attempter import Answer, Attempter, StreamStart, Tried, describe, discard
 from edgeproxy.server.cached_answers import (
     CacheTap,
@@ -32,7 +42,7 @@ from edgeproxy.server.cached_answers import (
     shared_answer,
     who_served,
 )
-from edgeproxy.server.context import ProxyState
+from edgeproxy.server.context import TASK, ProxyState
 from edgeproxy.server.ingress import ClientError, IngressRequest, IngressWire, StreamEncoder
 from edgeproxy.server.ledger import Ledger
 from edgeproxy.server.plan import Plan, encodings_to_count, max_output_tokens, plan_candidates
@@ -72,6 +82,8 @@ class Exchange:
         self.rid = rid
         self.tel = tel
         self.stream = bool(body.get("stream"))
+        self.task = route.default_task  # until _decide_task
+        self.chain = route.chain  # the chain for the task
         self.deadline = Deadline(state.clock, route.timeouts.total)
         self.prompt = PromptTokens(raw)
         self.ledger = Ledger(tel, state.clock, self.engine.hedger if self.stream else None)
@@ -90,11 +102,32 @@ class Exchange:
             tel.content(input_messages=body.get("messages"))
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
+        await self._decide_task(request)
         response = await self._serve(request)
         if isinstance(response, web.Response):
             # Streams were encoded as they went.
             return self.ingress.answer(response, self.asked, self.rid)
         return response
+
+    # -- 0. the task -----------------------------------------------------------------------------
+
+    async def _decide_task(self, request: web.Request) -> None:
+        """The request's task (docs/tasks.md): its route's chain for that task, the
+        ``x-edgeproxy-task`` header of the answer, telemetry's fields."""
+        decision = await classify(
+            self.policy.tasks, self.route, request.headers, self.body, self.prompt.count
+        )
+        if isinstance(decision, UnknownTask):
+            raise ClientError(400, decision.message, param=decision.param, code="unknown_task")
+        self.task = decision.task
+        self.chain = self.route.chain_for(decision.task)
+        request[TASK] = decision.task
+        fields = decision.log_fields()
+        detail = {k: v for k, v in fields.items() if k not in ("task", "task_source")}
+        self.ledger.on_event(TaskDecided(decision.task, decision.source.value, detail))
+        upstream = without_task(self.body)
+        if upstream is not self.body:  # metadata.task is the proxy's, not the provider's
+            self.attempter = self.attempter.with_body(upstream, self.attempter.options)
 
     # -- 1. the cache -------------------------------------------------------------------------
 
@@ -146,7 +179,7 @@ class Exchange:
     # -- 2. the plan --------------------------------------------------------------------------
 
     async def _plan(self) -> Plan:
-        chain = self.route.chain
+        chain = self.chain
         wanted = encodings_to_count(chain, len(self.raw), max_output_tokens(self.body))
         counts = {encoding: await self.prompt.count(encoding) for encoding in sorted(wanted)}
         plan = plan_candidates(chain, self.body, len(self.raw), counts)
@@ -157,7 +190,7 @@ class Exchange:
 
     def _route_decided(self, skipped: tuple[CandidateSkipped, ...]) -> None:
         route = self.route
-        self.ledger.on_event(RouteDecided(route.name, route.chain, skipped, self.policy.version))
+        self.ledger.on_event(RouteDecided(route.name, self.chain, skipped, self.policy.version))
 
     # -- 3. the attempts ----------------------------------------------------------------------
 

@@ -32,11 +32,11 @@ class Resumer:
         broke; None when no candidate can (or may) take it."""
         exchange = self._exchange
         route = exchange.route
-        chain = tuple(c for c in route.chain if c.key != failed and c.assistant_prefill)
+        chain = tuple(c for c in exchange.chain if c.key != failed and c.assistant_prefill)
         attempts_left = route.max_attempts - exchange.ledger.attempts
         if not chain or attempts_left <= 0 or exchange.deadline.remaining() <= 0:
             return None
-        first = next(c for c in route.chain if c.key == failed)
+        first = next(c for c in exchange.chain if c.key == failed)
         counter = UsageCounter(exchange.prompt, first.tokenizer)
         # What the first leg consumed, added to the continuation's usage chunk for the client.
         prior = {"prompt_tokens": counter.prompt_now(), "completion_tokens": counter.text_now(text)}

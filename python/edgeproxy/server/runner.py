@@ -103,7 +103,7 @@ class ProxyServer:
         # The rank tables of the policy's encodings (~30-60 MiB each) load in a thread (the
         # Rust side releases the GIL) while the proxy starts: the first request does not pay.
         policy = self.state.policy
-        tokenizers = (c.tokenizer for route in policy.routes.values() for c in route.chain)
+        tokenizers = (c.tokenizer for route in policy.routes.values() for c in route.candidates)
         encodings = tokens.encodings_for(tokenizers)
         if encodings:
             asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)

@@ -88,6 +88,24 @@ class Route:
     hedge: Hedge | None = None  # opt-in hedging of slow first tokens
     cache: CacheSettings = field(default_factory=CacheSettings)  # off unless the policy says
     default_task: str = DEFAULT_TASK  # the task when no rule or classifier decides
+    # Per task, its own chain (the same constraints applied); a task without one uses ``chain``.
+    task_chains: Mapping[str, tuple[Candidate, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    def chain_for(self, task: str) -> tuple[Candidate, ...]:
+        """The chain that serves ``task``: its own, or the route's."""
+        return self.task_chains.get(task, self.chain)
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        """Every candidate the route may send to (its chain first, then its tasks' chains), once:
+        what the prober probes and what breaker state a reload keeps."""
+        seen: dict[str, Candidate] = {c.key: c for c in self.chain}
+        for chain in self.task_chains.values():
+            for candidate in chain:
+                seen.setdefault(candidate.key, candidate)
+        return tuple(seen.values())
 
     def constraints(self) -> str:
         """The route's constraints in words (empty when it has none), e.g. for error messages."""

@@ -60,6 +60,8 @@ FIELDS: tuple[str, ...] = (
     "cost_usd",
     "cache",
     "policy_version",
+    "task",
+    "task_source",
 )
 
 # One request's values in FIELDS order (str, int, float, bool, None, or a list of str).
@@ -140,7 +142,7 @@ _TEXT_TEMPLATE = (
 # str() never needs quoting. ``attempt_outcomes`` (a list) is always quoted.
 _TEXT_FIELDS = tuple(i for i, name in enumerate(FIELDS) if name in (
     "request_id", "trace_id", "route", "model", "candidate", "outcome", "error_type", "cache",
-    "policy_version",
+    "policy_version", "task", "task_source",
 ))  # fmt: skip
 _OUTCOMES = FIELDS.index("attempt_outcomes")
 

@@ -77,6 +77,7 @@ from edgeproxy.events import (
     RelayEnded,
     RequestEvent,
     RouteDecided,
+    TaskDecided,
     UsageRecorded,
 )
 from edgeproxy.telemetry.attempt import AttemptRecord
@@ -126,6 +127,7 @@ class RequestTelemetry:
         self.stream = False
         self.policy_version: str | None = None
         self.cache_status: str | None = None
+        self.task: TaskDecided | None = None
         self._attempts: dict[int, AttemptRecord] = {}
         self.ttft: float | None = None
         self.outcome: str | None = None  # set by shed() or a failed relay, else by finish()
@@ -217,6 +219,9 @@ class RequestTelemetry:
         self._chain = tuple(c.key for c in event.chain)
         for skipped in event.skipped:
             self._candidate_skipped(skipped)
+
+    def _task_decided(self, event: TaskDecided) -> None:
+        self.task = event
 
     def _cache_looked(self, event: CacheLooked) -> None:
         self.cache_status = event.result
@@ -427,6 +432,8 @@ class RequestTelemetry:
                     round(cost, 8),
                     self.cache_status,
                     self.policy_version,
+                    self.task.task if self.task is not None else None,
+                    self.task.source if self.task is not None else None,
                 ),
             )
 
@@ -458,6 +465,11 @@ class RequestTelemetry:
             attrs["edgeproxy.policy_version"] = self.policy_version
         if self.cache_status is not None:
             attrs["edgeproxy.cache.result"] = self.cache_status
+        if self.task is not None:
+            attrs["edgeproxy.task"] = self.task.task
+            attrs["edgeproxy.task.source"] = self.task.source
+            for name, value in self.task.detail.items():  # task_rule, task_label, task_score, ...
+                attrs[f"edgeproxy.{name.replace('task_', 'task.', 1)}"] = value
         if served is not None:
             attrs["edgeproxy.candidate"] = served.key
             attrs["gen_ai.provider.name"] = served.candidate.provider
@@ -511,6 +523,7 @@ def _text(value: Any) -> str:
 
 _DISPATCH: dict[type, Callable[[RequestTelemetry, Any], None]] = {
     RouteDecided: RequestTelemetry._route_decided,
+    TaskDecided: RequestTelemetry._task_decided,
     CacheLooked: RequestTelemetry._cache_looked,
     CandidateSkipped: RequestTelemetry._candidate_skipped,
     AttemptStarted: RequestTelemetry._attempt_started,
