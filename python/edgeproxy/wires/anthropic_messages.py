@@ -28,7 +28,7 @@ from typing import Any, Final
 import orjson
 
 from edgeproxy._core import AnthropicToOpenAIStream
-from edgeproxy.failure import AttemptFailure, FailureClass, classify_status, parse_retry_after
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
 from edgeproxy.snapshot import Candidate, ProbeMode
 from edgeproxy.snapshot.wire import ProbeRequest, Refusal, StreamTranslator
 from edgeproxy.translate import (
@@ -211,27 +211,15 @@ class AnthropicMessagesWire:
         self, status: int, body: bytes, headers: Mapping[str, str], content_type: str
     ) -> AttemptFailure:
         kind, message = error_fields(body)
-        return AttemptFailure(
-            classify(status, kind, message),
-            f"HTTP {status} from upstream" + (f" ({kind})" if kind else ""),
-            status=status,
-            body=body,
-            content_type=content_type,
-            retry_after=parse_retry_after(headers.get("retry-after")),
-            code=kind,
-        )
+        failure = classify(status, kind, message)
+        return common.status_failure(failure, status, body, headers, content_type, kind)
 
     def client_error_body(self, failure: AttemptFailure, request_id: str) -> tuple[bytes, str]:
         assert failure.status is not None
         return error_to_openai(failure.status, failure.body, request_id), "application/json"
 
     def answer(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise AttemptFailure(
-                FailureClass.MALFORMED, "upstream answer is not valid JSON"
-            ) from None
+        parsed = common.json_answer(data)
         try:
             completion = anthropic_to_openai_response(check_message(parsed))
         except TranslationError as exc:

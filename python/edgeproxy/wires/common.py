@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
-from edgeproxy.failure import FailureClass, classify_status
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status, parse_retry_after
 from edgeproxy.snapshot import ProbeMode
 
 
@@ -22,6 +23,35 @@ def error_code(body: bytes) -> str | None:
         if isinstance(code, str) and code:
             return code[:128]
     return None
+
+
+def status_failure(
+    failure: FailureClass,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    content_type: str,
+    code: str | None,
+) -> AttemptFailure:
+    """A non-2xx answer as a classified failure: what every wire keeps of it (the body for a
+    pass-through, its ``Retry-After``, the upstream's own error code)."""
+    return AttemptFailure(
+        failure,
+        f"HTTP {status} from upstream" + (f" ({code})" if code else ""),
+        status=status,
+        body=body,
+        content_type=content_type,
+        retry_after=parse_retry_after(headers.get("retry-after")),
+        code=code,
+    )
+
+
+def json_answer(data: bytes) -> Any:
+    """A 200 answer's JSON, or a MALFORMED failure."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is not valid JSON") from None
 
 
 def probe_verdict(mode: ProbeMode, status: int) -> bool | None:

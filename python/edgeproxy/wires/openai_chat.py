@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from edgeproxy.failure import AttemptFailure, FailureClass, classify_status, parse_retry_after
+from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
 from edgeproxy.snapshot import Candidate, ProbeMode
 from edgeproxy.snapshot.wire import ProbeRequest, Refusal, StreamTranslator
 from edgeproxy.wires import common
@@ -48,26 +48,13 @@ class OpenAIChatWire:
         code = common.error_code(body)
         failure = classify_status(status, code)
         assert failure is not None  # only non-2xx answers reach here
-        return AttemptFailure(
-            failure,
-            f"HTTP {status} from upstream" + (f" ({code})" if code else ""),
-            status=status,
-            body=body,
-            content_type=content_type,
-            retry_after=parse_retry_after(headers.get("retry-after")),
-            code=code,
-        )
+        return common.status_failure(failure, status, body, headers, content_type, code)
 
     def client_error_body(self, failure: AttemptFailure, request_id: str) -> tuple[bytes, str]:
         return failure.body, failure.content_type
 
     def answer(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise AttemptFailure(
-                FailureClass.MALFORMED, "upstream answer is not valid JSON"
-            ) from None
+        parsed = common.json_answer(data)
         choices = parsed.get("choices") if isinstance(parsed, dict) else None
         if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
             raise AttemptFailure(
