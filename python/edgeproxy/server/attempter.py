@@ -87,6 +87,11 @@ class Attempter:
             isinstance(stream_options, dict) and stream_options.get("include_usage") is True
         )
 
+    @property
+    def body(self) -> Mapping[str, Any]:
+        """The request as it goes upstream (before each wire shapes it)."""
+        return self._body
+
     def with_body(self, body: Mapping[str, Any], options: StreamOptions) -> Attempter:
         """The same exchange with another body and stream options (a resumed stream)."""
         other = Attempter.__new__(Attempter)

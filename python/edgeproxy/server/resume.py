@@ -40,10 +40,8 @@ class Resumer:
         counter = UsageCounter(exchange.prompt, first.tokenizer)
         # What the first leg consumed, added to the continuation's usage chunk for the client.
         prior = {"prompt_tokens": counter.prompt_now(), "completion_tokens": counter.text_now(text)}
-        body = {
-            **exchange.body,
-            "messages": [*exchange.body["messages"], {"role": "assistant", "content": text}],
-        }
+        sent = exchange.attempter.body  # what went upstream (metadata.task taken out)
+        body = {**sent, "messages": [*sent["messages"], {"role": "assistant", "content": text}]}
         options = replace(exchange.attempter.options, continues=original, prior_usage=prior)
         loop = exchange.loop(chain, attempts_left, resume=True)
         try:
