@@ -27,9 +27,13 @@ class ProxyState:
     engine: ResilienceEngine
     telemetry: Telemetry
     cache: PromptCache
+    # Set when a graceful shutdown starts (SIGTERM): /readyz answers 503 from then on.
+    draining: bool = False
 
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)
+# The Server header of every response (aiohttp's default names Python's and aiohttp's versions).
+SERVER_HEADER = "edgeproxy"
 REQUEST_ID = web.RequestKey("edgeproxy_request_id", str)
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
