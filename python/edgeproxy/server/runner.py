@@ -181,6 +181,7 @@ class ProxyServer:
         if self.state.draining:
             # The client reconnects for its next request (elsewhere, or refused once the
             # listener is closed) instead of reusing a connection that is about to close.
+            response.headers["Connection"] = "close"
             response.force_close()
 
     async def drain(self, delay: float) -> None:

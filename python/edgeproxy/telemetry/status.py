@@ -27,9 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from rich import box
 from rich.console import Console, Group
-from rich.table import Table
 from rich.text import Text
 
 from edgeproxy.snapshot import Policy
@@ -170,14 +168,14 @@ def _reload_lines(reload: Mapping[str, Any] | None) -> list[Text]:
     lines = [line]
     error = reload.get("last_error")
     if error:
+        problems = error.get("problems") or []
         lines.append(
             Text(
-                f"REJECTED {error.get('at', '')}: the file on disk is not valid; "
+                f"REJECTED {error.get('at', '')}: {len(problems)} problem(s) in the file; "
                 f"{error.get('previous_version', '?')} keeps serving",
                 style="bold red",
             )
         )
-        problems = error.get("problems") or []
         for problem in problems[:5]:
             lines.append(Text(f"  {problem.get('text', '')}", style="red"))
         if len(problems) > 5:
@@ -185,57 +183,124 @@ def _reload_lines(reload: Mapping[str, Any] | None) -> list[Text]:
     return lines
 
 
-def _routes_lines(status: Mapping[str, Any]) -> list[Text]:
+def _routes_lines(status: Mapping[str, Any], width: int) -> list[Text]:
+    """One route a line (wrapped with a hanging indent): its name, aliases and chain."""
+    import textwrap
+
     lines = []
     for route in status.get("routes", []):
         aliases = route.get("aliases") or []
         name = str(route.get("name", "?")) + (f" ({', '.join(aliases)})" if aliases else "")
-        lines.append(Text.assemble(("  " + name, "bold"), ": ", " > ".join(route.get("chain", []))))
+        text = f"{name}: " + " > ".join(str(key) for key in route.get("chain", []))
+        wrapped = textwrap.wrap(
+            text,
+            width=max(width, 20),
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        lines += [Text(line) for line in wrapped]
     return lines
 
 
-def status_renderable(status: Mapping[str, Any]) -> Group:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False, title_justify="left")
-    table.add_column("candidate", overflow="fold", ratio=3)
-    table.add_column("breaker", no_wrap=True)
-    table.add_column("probe", no_wrap=True)
-    table.add_column("reqs", justify="right", no_wrap=True)
-    table.add_column("err%", justify="right", no_wrap=True)
-    table.add_column("p50", justify="right", no_wrap=True)
-    table.add_column("p95", justify="right", no_wrap=True)
-    table.add_column("last error", overflow="ellipsis", no_wrap=True, ratio=2)
-    for c in status.get("candidates", []):
-        recent = c.get("recent") or {}
-        rate = recent.get("error_rate")
-        rate_text = (
-            Text(f"{rate * 100:.1f}", style="red" if rate >= 0.05 else "")
-            if isinstance(rate, int | float) and recent.get("requests")
-            else Text("-", style="dim")
-        )
-        table.add_row(
-            str(c.get("key", "?")),
-            _breaker_cell(c.get("breaker")),
-            _probe_cell(c.get("probe")),
-            str(recent.get("requests", 0)),
-            rate_text,
-            _ms(recent.get("p50_ms")),
-            _ms(recent.get("p95_ms")),
-            str(recent.get("last_error") or ""),
-        )
-    parts: list[Text | Table] = [_header(status), *_reload_lines(status.get("reload"))]
-    parts += [Text("routes", style="bold"), *_routes_lines(status), table]
+_HEADERS = ("candidate", "breaker", "probe", "reqs", "err%", "p50/p95 ms", "last error")
+_RIGHT = frozenset({3, 4, 5})  # numbers are right-aligned
+_GAP = 2
+_MIN_LAST_ERROR = 12
+
+
+def _row_cells(c: Mapping[str, Any]) -> list[Text]:
+    recent = c.get("recent") or {}
+    rate = recent.get("error_rate")
+    rate_text = (
+        Text(f"{rate * 100:.1f}", style="red" if rate >= 0.05 else "")
+        if isinstance(rate, int | float) and recent.get("requests")
+        else Text("-", style="dim")
+    )
+    return [
+        Text(str(c.get("key", "?"))),
+        _breaker_cell(c.get("breaker")),
+        _probe_cell(c.get("probe")),
+        Text(str(recent.get("requests", 0))),
+        rate_text,
+        Text(f"{_ms(recent.get('p50_ms'))}/{_ms(recent.get('p95_ms'))}"),
+        Text(str(recent.get("last_error") or ""), style="red"),
+    ]
+
+
+def _cut(text: Text, width: int) -> Text:
+    if text.cell_len <= width:
+        return text
+    cut = text.copy()
+    cut.truncate(max(width - 1, 0))
+    cut.append("…")
+    return cut
+
+
+def _line(cells: list[Text], widths: list[int]) -> Text:
+    line = Text()
+    for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+        if i:
+            line.append(" " * _GAP)
+        cell = _cut(cell, width)
+        pad = " " * (width - cell.cell_len)
+        if i in _RIGHT:
+            line.append(pad)
+            line.append_text(cell)
+        elif i < len(cells) - 1:
+            line.append_text(cell)
+            line.append(pad)
+        else:
+            line.append_text(cell)  # the last column: no trailing spaces
+    line.rstrip()
+    return line
+
+
+def _table(candidates: list[Mapping[str, Any]], width: int) -> list[Text]:
+    """The candidates as aligned columns within ``width``: every column as wide as its widest
+    cell, the key whole; when the last error does not fit beside a row it goes on a line of its
+    own under it (and a key too long for any column gets a line of its own above its row)."""
+    rows = [_row_cells(c) for c in candidates]
+    widths = [
+        max([len(_HEADERS[i])] + [row[i].cell_len for row in rows]) for i in range(len(_HEADERS))
+    ]
+    middle = sum(widths[1:6]) + _GAP * 5
+    widths[0] = max(len(_HEADERS[0]), min(widths[0], width - middle - _GAP))
+    room = width - widths[0] - middle - _GAP
+    inline_errors = room >= _MIN_LAST_ERROR or not any(row[6].plain for row in rows)
+    shown = 7 if inline_errors else 6
+    widths[6] = max(len(_HEADERS[6]), min(widths[6], room))
+    header = _line([Text(h, style="bold") for h in _HEADERS[:shown]], widths[:shown])
+    lines = [header, Text("-" * min(width, header.cell_len), style="dim")]
+    for row in rows:
+        if row[0].cell_len > widths[0]:
+            lines.append(row[0])
+            row = [Text(""), *row[1:]]
+        lines.append(_line(row[:shown], widths[:shown]))
+        if not inline_errors and row[6].plain:
+            lines.append(_cut(Text.assemble("    last error: ", row[6]), width))
+    return lines
+
+
+def status_renderable(status: Mapping[str, Any], width: int = 80) -> Group:
+    """The whole view for a terminal ``width`` columns wide."""
+    parts: list[Text] = [_header(status), *_reload_lines(status.get("reload"))]
+    parts += [Text("routes", style="bold"), *_routes_lines(status, width)]
+    parts += _table(list(status.get("candidates", [])), width)
     return Group(*parts)
 
 
 def render_status(status: Mapping[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(status_renderable(status))
+    console = console or Console()
+    console.print(status_renderable(status, console.width))
 
 
 def render_status_text(status: Mapping[str, Any], width: int = 80) -> str:
     """The view as plain text (tests, logs)."""
     console = Console(width=width, record=True, color_system=None, force_terminal=False)
     with console.capture() as capture:
-        console.print(status_renderable(status))
+        console.print(status_renderable(status, width))
     return capture.get()
 
 
@@ -309,7 +374,7 @@ def _watch(url: str, every: float, console: Console) -> int:
             return Text(f"{stamp}  {status}", style="bold red")
         return Group(
             Text(f"{stamp}  every {every:g} s, Ctrl-C to stop", style="dim"),
-            status_renderable(status),
+            status_renderable(status, console.width),
         )
 
     try:
