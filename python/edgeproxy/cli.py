@@ -601,7 +601,7 @@ def add_status(sub: Subparsers) -> None:
         type=seconds,
         default=None,
         metavar="SECONDS",
-        help="redraw every SECONDS until Ctrl-C",
+        help="redraw every SECONDS until Ctrl-C (default: draw once)",
     )
 
 
