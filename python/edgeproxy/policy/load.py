@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from edgeproxy.errors import PolicyError, PolicyProblem
 from edgeproxy.policy.compile import compile_policy
+from edgeproxy.policy.crossref import unknown_references
 from edgeproxy.policy.files import FileRefused, read_policy_file
 from edgeproxy.policy.schema import PolicySpec
 from edgeproxy.policy.shown import is_identifier, quoted_key
@@ -69,6 +70,9 @@ def load_policy_text(
         spec = PolicySpec.model_validate(doc.data)
     except ValidationError as exc:
         doc.problems.extend(_problems_from_validation(exc, doc))
+        # compile_policy's reference checks cannot run on an invalid spec: the same checks on
+        # the raw document, so every problem comes in one pass.
+        doc.problems.extend(unknown_references(doc, doc.problems))
         raise PolicyError(_bounded(doc.problems, source)) from None
     policy = compile_policy(spec, doc, text, base_dir)
     if policy is None or doc.problems:
