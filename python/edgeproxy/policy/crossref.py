@@ -53,18 +53,20 @@ def _names(entry: Any) -> tuple[str, str | None, str] | None:
         if len(parts) != 3 or not all(parts):
             return None
         provider, region, model = parts
-    elif isinstance(entry, dict):
-        provider, region, model = entry.get("provider"), entry.get("region"), entry.get("model")
-        if not isinstance(provider, str) or not isinstance(model, str):
-            return None
-        if region is not None and not isinstance(region, str):
-            return None
-    else:
+        return provider, None if region == "*" else region, model
+    if not isinstance(entry, dict):
+        return None
+    provider, region, model = entry.get("provider"), entry.get("region"), entry.get("model")
+    if not isinstance(provider, str) or not isinstance(model, str):
+        return None
+    if region is not None and not isinstance(region, str):
         return None
     return provider, None if region in (None, "*") else region, model
 
 
-def _unknown(providers: dict[Any, Any], provider: str, region: str | None, model: str) -> str | None:
+def _unknown(
+    providers: dict[Any, Any], provider: str, region: str | None, model: str
+) -> str | None:
     spec = providers.get(provider)
     if spec is None:
         return f"unknown provider {quoted_name(provider)} {_hint(provider, map(str, providers))}"
