@@ -56,12 +56,12 @@ def _names(entry: Any) -> tuple[str, str | None, str] | None:
         return provider, None if region == "*" else region, model
     if not isinstance(entry, dict):
         return None
-    provider, region, model = entry.get("provider"), entry.get("region"), entry.get("model")
-    if not isinstance(provider, str) or not isinstance(model, str):
+    named, where, served = entry.get("provider"), entry.get("region"), entry.get("model")
+    if not isinstance(named, str) or not isinstance(served, str):
         return None
-    if region is not None and not isinstance(region, str):
+    if where is not None and not isinstance(where, str):
         return None
-    return provider, None if region in (None, "*") else region, model
+    return named, None if where in (None, "*") else where, served
 
 
 def _unknown(
