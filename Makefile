@@ -103,9 +103,13 @@ wheel: setup
 	@ls dist/edgeproxy-*.whl
 
 # The container image (Containerfile; docs/deploy.md): the wheel built inside the image's build
-# stage. IMAGE_ARGS="--build-arg WHEEL_SOURCE=context" uses dist/'s wheel from `make wheel`.
-image:
-	$(CONTAINER) build -f Containerfile -t $(IMAGE) $(IMAGE_ARGS) .
+# stage, or with WHEEL_SOURCE=context the one `make wheel` puts in dist/. The stage is named
+# explicitly (podman 4's buildah does not expand an ARG's default in FROM); podman needs the
+# docker format for HEALTHCHECK. IMAGE_ARGS: more build flags (base images, --network ...).
+WHEEL_SOURCE ?= source
+image: $(if $(filter context,$(WHEEL_SOURCE)),wheel)
+	$(CONTAINER) build $(if $(findstring podman,$(CONTAINER)),--format docker) -f Containerfile \
+	  -t $(IMAGE) --build-arg WHEEL_SOURCE=$(WHEEL_SOURCE) $(IMAGE_ARGS) .
 
 # Load tests, benchmarks and the soak (never part of `make test`). They install the `load` extra of
 # pyproject.toml (locust, matplotlib) into .venv on first use; bench and soak also install Debian's

@@ -31,8 +31,9 @@ runtime=$(rootfs runtime python3,python3-venv,ca-certificates)
 tar -C "$runtime" -c . | podman import - localhost/edgeproxy-runtime-base:$suite
 
 build=$(rootfs build python3,python3-venv,ca-certificates,gcc,libc6-dev)
-toolchain=$(rustup toolchain list | awk '/\(default\)/ {print $1}')
-src="${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$toolchain"
+toolchain=$(rustup toolchain list | awk '/default/ {print $1; exit}')
+[ -n "$toolchain" ] || { echo "no default rustup toolchain" >&2; exit 1; }
+src=$(readlink -f "${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$toolchain")
 rm -rf "$build/usr/local/rust"
 mkdir -p "$build/usr/local/rust"
 cp -a "$src/." "$build/usr/local/rust/"
