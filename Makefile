@@ -40,7 +40,7 @@ check-python:
 # Each entry point checks Python first, then brings the stamps up to date in a second make (which
 # sees .venv as it is after the check).
 setup build dev: check-python
-	@$(MAKE) --no-print-directory $(VENV)/.$@
+	@$(MAKE) --no-print-directory -s $(VENV)/.$@
 
 # The virtualenv and maturin.
 $(VENV)/.setup: pyproject.toml
@@ -121,15 +121,15 @@ $(VENV)/.load: $(VENV)/.build pyproject.toml
 	@touch $@
 
 loadtest: build
-	@$(MAKE) --no-print-directory $(VENV)/.load
+	@$(MAKE) --no-print-directory -s $(VENV)/.load
 	$(BIN)/python -m loadtests.run $(SCENARIO) $(if $(LOADTEST_SECONDS),--seconds $(LOADTEST_SECONDS)) $(if $(USERS),--users $(USERS))
 
 bench: build
-	@$(MAKE) --no-print-directory $(VENV)/.load
+	@$(MAKE) --no-print-directory -s $(VENV)/.load
 	$(BIN)/python -m bench.run_bench $(BENCH_ARGS)
 
 soak: build
-	@$(MAKE) --no-print-directory $(VENV)/.load
+	@$(MAKE) --no-print-directory -s $(VENV)/.load
 	$(BIN)/python -m loadtests.soak --minutes $(SOAK_MINUTES)
 
 # The failover fault matrix of docs/failover.md: the 0-100 % primary-failure sweep and the
