@@ -6,6 +6,7 @@ import asyncio
 import io
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from rich.console import Console
@@ -172,3 +173,37 @@ async def test_status_command_against_a_loopback_server() -> None:
         await server.close()
     code = await asyncio.to_thread(status_command, url)  # the server is gone
     assert code == 2
+
+
+async def test_watch_redraws_until_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = status_doc()
+    served = 0
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal served
+        served += 1
+        return web.json_response(doc)
+
+    app = web.Application()
+    app.router.add_get("/admin/status", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    naps = 0
+
+    def nap(seconds: float) -> None:  # the watch's wait between two views; Ctrl-C on the third
+        nonlocal naps
+        naps += 1
+        if naps == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("time.sleep", nap)
+    try:
+        out = io.StringIO()
+        console = Console(file=out, width=80, color_system=None)  # not a terminal: views in turn
+        url = str(server.make_url("")).rstrip("/")
+        code = await asyncio.to_thread(status_command, url, watch=1.0, console=console)
+    finally:
+        await server.close()
+    assert code == 0 and served == 3
+    assert out.getvalue().count("every 1 s, Ctrl-C to stop") == 3
+    assert out.getvalue().count("alpha/us-east/gpt-4o-mini  open 12s") == 3

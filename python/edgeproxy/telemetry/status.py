@@ -378,6 +378,11 @@ def _watch(url: str, every: float, console: Console) -> int:
         )
 
     try:
+        if not console.is_terminal:  # a pipe or a file: one view after another
+            while True:
+                console.print(view())
+                console.print()
+                time.sleep(every)
         with Live(view(), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(every)
