@@ -197,7 +197,7 @@ def test_alias_clash_and_bad_values() -> None:
         "routes:", "defaults:\n  max_attempts: 0\n  timeouts: {idle: soon}\nroutes:"
     )
     found = problems(text)
-    assert any("defaults.max_attempts" in p and "greater than or equal to 1" in p for p in found)
+    assert any("defaults.max_attempts: must be at least 1" in p for p in found)
     assert any("defaults.timeouts.idle: expected a duration" in p for p in found)
 
 

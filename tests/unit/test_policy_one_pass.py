@@ -152,3 +152,33 @@ def test_every_field_of_the_schema_appears_in_docs_policies_md() -> None:
     assert {"cache_max_bytes", "cache_max_entries"} <= set(blocks["limits"])
     docs = (ROOT / "docs" / "policies.md").read_text()
     assert "`anthropic`" in docs and "`resume`" in docs
+
+
+def test_value_problems_are_said_in_the_policys_words() -> None:
+    # Not pydantic's "Input should be a valid dictionary" and the like (issue 17).
+    text = """
+version: 1
+limits: {max_in_flight: many}
+defaults: {max_attempts: 0}
+providers:
+  p:
+    kind: openai
+    regions: {r: {base_url: 'http://x/v1', tags: [a]}}
+    models: {m: {context_window: 1.5, assistant_prefill: maybe}}
+routes:
+  m:
+    chain: p/r/m
+    hedge: {delay: 1s, percentile: 200}
+"""
+    found = problems(text)
+    expected = {
+        "limits.max_in_flight: must be a whole number",
+        "defaults.max_attempts: must be at least 1",
+        "providers.p.regions.r.tags: must be a mapping (key: value)",
+        "providers.p.models.m.context_window: must be a whole number",
+        "providers.p.models.m.assistant_prefill: must be true or false",
+        "routes.m.chain: must be a list ([a, b], or one '- item' a line)",
+        "routes.m.hedge.percentile: must be at most 100",
+    }
+    assert {p.split(": ", 1)[1] for p in found} == expected, found
+    assert not any("Input should" in p for p in found)
