@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from edgeproxy.cli import COMMANDS, DEFAULT_PORT, build_parser
-from edgeproxy.cli_options import resolve_settings
+from edgeproxy.commands.options import resolve_settings
 
 # What a container sets (issue 17): each must be a serve setting with a variable.
 SERVE_VARIABLES = {

@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client as k8s
 
 from edgeproxy.cli import build_parser
-from edgeproxy.cli_options import resolve_settings
+from edgeproxy.commands.options import resolve_settings
 from edgeproxy.policy import load_policy_text
 
 ROOT = Path(__file__).resolve().parents[2]
