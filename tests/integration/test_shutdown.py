@@ -151,6 +151,22 @@ class ServeProcess:
             self.process.wait(10)
 
 
+@contextlib.contextmanager
+def first_chunk_read(url: str) -> Iterator[Iterator[str]]:
+    """A stream through the proxy at ``url``, opened and read up to its first event (so the
+    request is in flight); yields the rest of its lines."""
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream("POST", f"{url}/v1/chat/completions", json=body) as stream,
+    ):
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert "Hello" in first
+        yield lines
+
+
 def _connection_refused(url: str) -> Callable[[], bool]:
     def refused() -> bool:
         try:
@@ -175,15 +191,7 @@ def test_a_stream_started_before_sigterm_completes(tmp_path: Path, upstream: Gat
     serve = ServeProcess(policy, "--drain-delay", "3", "--drain-timeout", "60")
     try:
         assert httpx.get(f"{serve.url}/readyz", timeout=5).status_code == 200
-        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        with (
-            httpx.Client(timeout=60) as client,
-            client.stream("POST", f"{serve.url}/v1/chat/completions", json=body) as stream,
-        ):
-            assert stream.status_code == 200
-            lines = stream.iter_lines()
-            first = next(line for line in lines if line.startswith("data: "))
-            assert "Hello" in first
+        with first_chunk_read(serve.url) as lines:
             serve.process.send_signal(signal.SIGTERM)
             # Readiness fails while the listener still takes connections (the drain delay)...
             wait_until(lambda: _readyz_status(serve.url) == 503, 10, "/readyz to answer 503")
@@ -209,13 +217,7 @@ def test_a_stream_longer_than_the_drain_timeout_is_cut_and_the_process_still_exi
     policy.write_text(POLICY.replace("URL", upstream.url))
     serve = ServeProcess(policy, "--drain-delay", "0", "--drain-timeout", "0.5")
     try:
-        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        with (
-            httpx.Client(timeout=60) as client,
-            client.stream("POST", f"{serve.url}/v1/chat/completions", json=body) as stream,
-        ):
-            lines = stream.iter_lines()
-            next(line for line in lines if line.startswith("data: "))
+        with first_chunk_read(serve.url) as lines:
             serve.process.send_signal(signal.SIGTERM)
             rest: list[str] = []
             # The connection may close mid-chunk: cut, as it must be.
@@ -233,13 +235,7 @@ def test_a_second_signal_stops_at_once(tmp_path: Path, upstream: GatedUpstream) 
     policy.write_text(POLICY.replace("URL", upstream.url))
     serve = ServeProcess(policy, "--drain-delay", "0", "--drain-timeout", "600")
     try:
-        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        with (
-            httpx.Client(timeout=60) as client,
-            client.stream("POST", f"{serve.url}/v1/chat/completions", json=body) as stream,
-        ):
-            lines = stream.iter_lines()
-            next(line for line in lines if line.startswith("data: "))
+        with first_chunk_read(serve.url):
             serve.process.send_signal(signal.SIGINT)
             wait_until(_connection_refused(serve.url), 20, "the listener to close")
             serve.process.send_signal(signal.SIGINT)
