@@ -67,6 +67,15 @@ class Record:
         # per 5-second bucket: {"ok": n, "failed": n, "served": {region: n}}
         self.timeline: dict[int, dict[str, Any]] = {}
         self.marks: list[dict[str, Any]] = []
+        # Requests and failures by "type name", from locust's own request events: the summary's
+        # counts (locust's CSV is written once a second and leaves out the last second's).
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def counted(self, request_type: str, name: str, failed: bool) -> None:
+        with self.lock:
+            self.counts[f"{request_type} {name}"] += 1
+            if failed:
+                self.counts[f"{request_type} {name} failed"] += 1
 
     def served(self, headers: Any, status: int, ok: bool) -> None:
         where = "{}/{}".format(
@@ -106,6 +115,7 @@ class Record:
                     for k, v in sorted(self.timeline.items())
                 },
                 "marks": self.marks,
+                "counts": dict(self.counts),
             }
 
 
@@ -115,6 +125,11 @@ RECORD = Record()
 @events.test_start.add_listener
 def _reset(environment: Any, **_: Any) -> None:
     RECORD.t0 = time.monotonic()
+
+
+@events.request.add_listener
+def _count(request_type: str, name: str, exception: Exception | None = None, **_: Any) -> None:
+    RECORD.counted(request_type, name, exception is not None)
 
 
 @events.quitting.add_listener

@@ -245,12 +245,31 @@ def _write_summary(
         lines += [f"**{skipped}**", ""]
     else:
         stats = _read_stats(out)
+        record: dict[str, Any] = {}
+        events_path = out / "events.json"
+        if events_path.exists():
+            record = json.loads(events_path.read_text())
+        # Counts from the scenario's record of locust's request events: locust's CSV is written
+        # once a second and leaves the last second out, so its counts disagreed with the
+        # timeline below. Latencies stay locust's.
+        counts = record.get("counts") or {}
+        for row in stats:
+            key = f"{row['Type']} {row['Name']}"
+            if key in counts:
+                row["Request Count"] = str(counts[key])
+                row["Failure Count"] = str(counts.get(f"{key} failed", 0))
         lines += [
             "| type | name | requests | failures | req/s | p50 ms | p95 ms | p99 ms | max ms |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         total_req = total_fail = 0
+        http_rate = 0.0
         for row in stats:
+            if row["Name"] == "Aggregated":
+                # locust's total adds the SSE measurements (ttft, tokens_per_s, stream) to the
+                # HTTP requests, so it disagreed with every other count here: the HTTP total is
+                # written below instead.
+                continue
             lines.append(
                 "| {} | {} | {} | {} | {:.1f} | {} | {} | {} | {:.0f} |".format(
                     row["Type"],
@@ -264,19 +283,24 @@ def _write_summary(
                     float(row["Max Response Time"]),
                 )
             )
-            if row["Name"] == "Aggregated" or row["Type"] == "SSE":
+            if row["Type"] == "SSE":
                 continue
             total_req += int(row["Request Count"])
             total_fail += int(row["Failure Count"])
+            http_rate += float(row["Requests/s"])
+        # A stream whose HTTP answer was a 200 but that ended without [DONE] failed too.
         stream_fail = sum(
             int(r["Failure Count"]) for r in stats if r["Type"] == "SSE" and r["Name"] == "stream"
         )
         total_fail += stream_fail
         lines += [
+            f"| all | HTTP requests (streams cut after a 200 count as failed) | {total_req} | "
+            f"{total_fail} | {http_rate:.1f} | | | | |",
             "",
             "`SSE ttft` is the time to the first content event and `SSE tokens_per_s` holds "
             "tokens per second in its time columns (read ms as tokens/s); `SSE stream` is the "
-            "whole stream, failed if it ended without `[DONE]`.",
+            "whole stream, failed if it ended without `[DONE]`. Counts are every request the "
+            "scenario made; latencies are locust's (its CSV leaves out the last second).",
             "",
         ]
         ratio = total_fail / total_req if total_req else 1.0
@@ -287,10 +311,6 @@ def _write_summary(
                 ratio <= scenario.max_failure_ratio,
             )
         )
-        record: dict[str, Any] = {}
-        events_path = out / "events.json"
-        if events_path.exists():
-            record = json.loads(events_path.read_text())
         if record:
             lines += ["Served by: " + _counts(record.get("served_by", {})), ""]
             lines += ["Policy versions seen: " + _counts(record.get("policy_versions", {})), ""]

@@ -56,3 +56,12 @@ async def make_pool() -> AsyncIterator[Callable[..., Http1Pool]]:
 def pool(make_pool: Callable[..., Http1Pool]) -> Http1Pool:
     """A pool with the defaults, closed after the test."""
     return make_pool()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_drain_delay_for_subprocesses() -> None:
+    """``edgeproxy serve`` processes started by tests stop without the SIGTERM drain delay
+    (5 s by default, for load balancers); test_shutdown.py passes its own ``--drain-delay``."""
+    import os
+
+    os.environ.setdefault("EDGEPROXY_DRAIN_DELAY", "0")

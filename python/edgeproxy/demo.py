@@ -1,4 +1,10 @@
-"""``edgeproxy demo``: the proxy in front of simulated providers, with a live failover tour."""
+"""``edgeproxy demo``: the proxy in front of simulated providers, with a live failover tour.
+
+The simulators listen where the policy's loopback ``base_url``s say (the built-in policy:
+127.0.0.1:18101-18104), so ``edgeproxy sim`` and the README's commands match; with
+``free_sim_ports`` they take free ports and the demo serves a copy of the policy pointing there,
+so a demo can run beside another one (or beside the tests).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,17 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import orjson
 
+from edgeproxy.errors import PolicyError
+from edgeproxy.policy import load_policy_text
 from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim import SimCluster
-from edgeproxy.sim_from_policy import plan_sims, sim_name
+from edgeproxy.sim.cluster import PortInUse
+from edgeproxy.sim_from_policy import plan_sims, repoint_policy_text, sim_name
 from edgeproxy.snapshot import Policy, Route
 
 
@@ -24,38 +34,87 @@ class DemoOptions:
     ttft: float
     tokens_per_second: float
     check_only: bool
+    # Simulators on free ports (and a copy of the policy pointing at them) instead of the ports
+    # the policy names.
+    free_sim_ports: bool = False
 
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def run_demo(policy: Policy, options: DemoOptions) -> int:
+async def run_demo(policy: Policy, options: DemoOptions, policy_text: str | None = None) -> int:
+    """Serve ``policy`` in front of its simulators and show the tour; ``policy_text`` (the
+    policy file's text) is needed for ``free_sim_ports``."""
     plan = plan_sims(policy, ttft=options.ttft, tokens_per_second=options.tokens_per_second)
     if not plan.configs:
         _say("demo: the policy names no loopback upstreams to simulate")
         return 2
-    cluster = SimCluster(plan.configs, ports=plan.ports, control_port=options.control_port)
-    proxy = ProxyServer(policy, host=options.host, port=options.port)
+    ports = {} if options.free_sim_ports else plan.ports
+    cluster = SimCluster(plan.configs, ports=ports, control_port=options.control_port)
     try:
         await cluster.start()
-        await proxy.start()
-    except OSError as exc:
-        _say(f"demo: {exc} (is another demo running? pass --port / --control-port)")
-        await proxy.stop()
-        await cluster.stop()
+    except PortInUse as exc:
+        _say(f"demo: {exc.strerror}")
+        _say(_way_out(exc))
         return 2
+    proxy: ProxyServer | None = None
     try:
+        if options.free_sim_ports:
+            moved = _moved_policy(policy, policy_text, cluster)
+            if moved is None:
+                return 2
+            policy = moved
+        proxy = ProxyServer(policy, host=options.host, port=options.port)
+        try:
+            await proxy.start()
+        except OSError as exc:
+            _say(f"demo: the proxy {exc.strerror or exc}")
+            _say(
+                "  another process holds that port (another demo, or `edgeproxy serve`?): stop "
+                "it, or pass --port N (make demo PORT=N), or --port 0 for any free port."
+            )
+            return 2
         _print_intro(policy, proxy, cluster)
         ok = await _tour(policy, proxy, cluster)
         if options.check_only:
+            _say("demo check: passed" if ok else "demo check: FAILED (a request above failed)")
             return 0 if ok else 1
         _say("The proxy keeps running. Press Ctrl-C to stop.")
         await _wait_for_signal()
         return 0
     finally:
-        await proxy.stop()
+        if proxy is not None:
+            await proxy.stop()
         await cluster.stop()
+
+
+def _way_out(exc: PortInUse) -> str:
+    if exc.what.startswith("simulator"):
+        return (
+            "  the policy puts a simulated provider on that port, and another process holds it "
+            "(another demo, or `edgeproxy sim`?): stop it, or pass --sim-ports free (the "
+            "simulators take free ports and the demo serves a copy of the policy pointing "
+            "there; make demo DEMO_ARGS='--sim-ports free')."
+        )
+    return (
+        "  another process holds it (another demo, or `edgeproxy sim`?): stop it, or pass "
+        "--control-port N, or --control-port 0 for any free port."
+    )
+
+
+def _moved_policy(policy: Policy, text: str | None, cluster: SimCluster) -> Policy | None:
+    if text is None:
+        raise ValueError("free_sim_ports needs the policy's text")
+    ports = {name: sim.port for name, sim in cluster.sims.items()}
+    source = f"{policy.source} (simulators on free ports)"
+    try:
+        return load_policy_text(
+            repoint_policy_text(text, ports), source, base_dir=Path(policy.source).parent
+        )
+    except PolicyError as exc:  # the copy of a policy that loaded: not expected
+        _say(f"demo: the policy with its simulators moved is not valid: {exc}")
+        return None
 
 
 def _print_intro(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> None:

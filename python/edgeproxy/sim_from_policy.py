@@ -6,9 +6,12 @@ proxy serves (same ports, same provider keys).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast, get_args
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
 
 from edgeproxy.sim import SimConfig
 from edgeproxy.sim.config import SimWire
@@ -62,3 +65,27 @@ def _bearer(candidate: Candidate) -> str | None:
     if auth.startswith("Bearer "):
         return auth.removeprefix("Bearer ")
     return candidate.headers.get("api-key")
+
+
+def repoint_policy_text(text: str, ports: Mapping[str, int]) -> str:
+    """The policy with each simulated region's loopback ``base_url`` moved to the port its
+    simulator really listens on (``ports`` by ``sim_name``), for ``demo --sim-ports free``.
+
+    Works on the parsed document (``${ENV}`` references stay as written, the loader expands
+    them); comments are not kept. Only call it on a policy that loaded: the loader has refused
+    anything hostile (alias bombs, huge files) already.
+    """
+    document = yaml.safe_load(text)
+    providers = document.get("providers") if isinstance(document, dict) else None
+    for provider_name, provider in (providers or {}).items():
+        regions = provider.get("regions") if isinstance(provider, dict) else None
+        for region_name, region in (regions or {}).items():
+            name = f"{provider_name}-{region_name}"
+            if name not in ports or not isinstance(region, dict):
+                continue
+            url = urlsplit(str(region.get("base_url", "")))
+            if url.hostname not in LOOPBACK_HOSTS or url.port is None:
+                continue
+            host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+            region["base_url"] = urlunsplit(url._replace(netloc=f"{host}:{ports[name]}"))
+    return yaml.safe_dump(document, sort_keys=False)

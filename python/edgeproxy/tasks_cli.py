@@ -141,6 +141,21 @@ def _probability(text: str) -> float:
     return value
 
 
+def add_tasks(sub: Any) -> None:
+    """The ``tasks`` command and its subcommands."""
+    tasks = sub.add_parser(
+        "tasks",
+        help="train and evaluate the task classifier",
+        description="Train and evaluate the classifier that gives requests a task (docs/tasks.md).",
+        epilog="examples:\n"
+        "  edgeproxy tasks corpus -o tests/fixtures/tasks          # the synthetic corpus\n"
+        "  edgeproxy tasks train train.jsonl -o tasks.model       # labelled prompts -> a model\n"
+        "  edgeproxy tasks eval heldout.jsonl --model tasks.model # accuracy, confusion table\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_tasks_commands(tasks.add_subparsers(dest="tasks_command", required=True))
+
+
 def add_tasks_commands(sub: Any) -> None:
     """Register the ``tasks`` subcommands on ``sub`` (an argparse subparsers object)."""
     train_p = sub.add_parser(

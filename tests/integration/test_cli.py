@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import httpx
 import openai
+
+from edgeproxy.builtin import default_policy_path
+from edgeproxy.cli import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGEPROXY = [sys.executable, "-m", "edgeproxy.cli"]
@@ -76,13 +80,15 @@ def test_serve_refuses_an_invalid_policy_without_printing_secrets(tmp_path: Path
     assert "sk-canary-123" not in result.stderr + result.stdout
 
 
-def test_demo_check_runs_the_tour() -> None:
-    result = run(
-        "demo", "--check", "--port", "0", "--control-port", "0", "--ttft", "0.01", "--tps", "1000"
-    )
+def test_demo_check_runs_the_tour_on_free_ports() -> None:
+    result = run("demo", "--check", "--ttft", "0.01", "--tps", "1000")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "curl -s http://127.0.0.1:" in out and "from openai import OpenAI" in out
+    # --check moves everything to free ports: a running `make demo` (or another test) is no
+    # obstacle, and the policy's own ports are not taken.
+    for fixed in (DEFAULT_PROXY_PORT, *DEFAULT_SIM_PORTS):
+        assert f"127.0.0.1:{fixed}" not in out
     lines = [line for line in out.splitlines() if "->" in line]
     assert len(lines) == 7
     assert "alpha/us-east/gpt-4o-mini after 1 attempt(s)" in lines[0]
@@ -94,16 +100,60 @@ def test_demo_check_runs_the_tour() -> None:
     assert "gamma/us/claude-sonnet after 1 attempt(s)" in lines[6]
     assert all("streamed, complete" in line for line in lines)
     assert "from anthropic import Anthropic" in out
+    assert out.rstrip().endswith("demo check: passed")
+
+
+def test_a_port_clash_names_the_port_and_the_way_out(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proxy = run("demo", "--check", "--port", str(port))
+        assert proxy.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in proxy.stdout
+        assert "--port 0" in proxy.stdout
+        control = run("demo", "--check", "--control-port", str(port))
+        assert control.returncode == 2
+        assert f"simulator control API cannot listen on 127.0.0.1:{port}" in control.stdout
+        assert "--control-port 0" in control.stdout
+        # A simulator's port comes from the policy: no proxy flag can move it, --sim-ports can.
+        policy = tmp_path / "p.yaml"
+        policy.write_text(_moved_policy({DEFAULT_SIM_PORTS[0]: port}))
+        sim = run("demo", "--check", "--policy", str(policy), "--sim-ports", "policy")
+        assert sim.returncode == 2
+        assert f"simulator alpha-us-east cannot listen on 127.0.0.1:{port}" in sim.stdout
+        assert "--sim-ports free" in sim.stdout
+        served = run("serve", "--policy", str(policy), "--port", str(port))
+        assert served.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in served.stderr and "--port" in served.stderr
+    # The same policy with its simulators moved to free ports runs the tour.
+    moved = run("demo", "--check", "--policy", str(policy), "--ttft", "0", "--tps", "0")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+
+
+# The demo's ports (the built-in policy's simulators, the proxy's default): never bound by tests.
+DEFAULT_PROXY_PORT = DEFAULT_PORT
+DEFAULT_SIM_PORTS = tuple(
+    sorted({int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", default_policy_path().read_text())})
+)
+
+
+def _moved_policy(ports: dict[int, int] | None = None) -> str:
+    """The built-in policy with every loopback port moved: to ``ports[old]`` where given, to
+    a free port otherwise."""
+    text = (ROOT / "policies/default.yaml").read_text()
+    found = sorted({int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)})
+    assert len(DEFAULT_SIM_PORTS) == 4 and set(DEFAULT_SIM_PORTS) <= set(found)
+    mapping = {old: (ports or {}).get(old) or free_port() for old in found}
+    return re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{mapping[int(m.group(1))]}", text)
 
 
 def test_serve_and_sim_processes_work_together(tmp_path: Path) -> None:
     # `edgeproxy sim` and `edgeproxy serve` as separate processes, as an operator runs them.
-    control, p1, p2, p3 = free_port(), free_port(), free_port(), free_port()
-    policy = (ROOT / "policies/default.yaml").read_text()
-    for old, new in (("18101", p1), ("18102", p2), ("18103", p3)):
-        policy = policy.replace(old, str(new))
+    control = free_port()
     path = tmp_path / "policy.yaml"
-    path.write_text(policy)
+    path.write_text(_moved_policy())
+    assert not any(f":{port}/" in path.read_text() for port in DEFAULT_SIM_PORTS)
     proxy_port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sim = subprocess.Popen(
@@ -146,6 +196,7 @@ def test_serve_and_sim_processes_work_together(tmp_path: Path) -> None:
         )
         assert raw.headers["x-edgeproxy-region"] == "eu-west"
         assert raw.headers["x-edgeproxy-attempts"] == "2"
+        assert raw.headers["server"] == "edgeproxy"  # not Python's and aiohttp's versions
     finally:
         for process in (serve, sim):
             process.send_signal(signal.SIGTERM)
@@ -155,6 +206,77 @@ def test_serve_and_sim_processes_work_together(tmp_path: Path) -> None:
     # The JSON access log recorded the failed attempt, by class, without the provider key.
     assert '"failure":"server_error: HTTP 503 from upstream' in serve_out
     assert "sim-key-alpha" not in serve_out
+
+
+def test_serve_is_configured_by_environment(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(_moved_policy())
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "EDGEPROXY_POLICY": str(path),
+        "EDGEPROXY_HOST": "127.0.0.1",
+        "EDGEPROXY_PORT": str(port),
+        "EDGEPROXY_LOG_LEVEL": "debug",
+        "EDGEPROXY_LOG_FORMAT": "text",
+        "EDGEPROXY_MAX_CONNECTIONS": "40",
+        "EDGEPROXY_KEEPALIVE_TIMEOUT": "12",
+        "EDGEPROXY_HEADER_TIMEOUT": "3",
+        "EDGEPROXY_ALLOWED_HOSTS": "edgeproxy.internal",
+        "EDGEPROXY_ADMIN_TOKEN": "admin-secret",
+    }
+    # A flag wins over its variable.
+    serve = subprocess.Popen(
+        [*EDGEPROXY, "serve", "--max-connections", "41"],
+        cwd=tmp_path,  # outside the repository: nothing is read relative to it
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/readyz")
+        metrics = httpx.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"Host": "edgeproxy.internal", "Authorization": "Bearer admin-secret"},
+        )
+        assert metrics.status_code == 200
+        assert "edgeproxy_client_connections_limit 41" in metrics.text
+        admin = httpx.get(f"http://127.0.0.1:{port}/admin/policy")
+        assert admin.status_code == 401  # the admin token from the environment is in force
+        assert admin.json()["error"]["code"] == "invalid_admin_token"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"NOT HTTP\r\n\r\n")  # answered 400, logged at debug level only
+            assert b" 400 " in sock.recv(100)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        out = serve.communicate(timeout=20)[0]
+    assert serve.returncode == 0, out
+    assert f"policy {path}" in out
+    assert " DEBUG " in out and "bad HTTP request" in out  # text format, at debug level
+    assert "keepalive_timeout=12.0" in out and "header_timeout=3.0" in out
+    assert "admin-secret" not in out
+
+
+def test_a_bad_variable_is_named() -> None:
+    result = run("serve", "--port", "0", env={"EDGEPROXY_DRAIN_TIMEOUT": "soon"})
+    assert result.returncode == 2
+    assert "EDGEPROXY_DRAIN_TIMEOUT='soon': expected seconds as a number" in result.stderr
+
+
+def test_the_wheel_needs_no_repository(tmp_path: Path) -> None:
+    # From a directory that is not the repository, the built-in policy is the packaged one.
+    result = subprocess.run(
+        [*EDGEPROXY, "demo", "--check", "--ttft", "0", "--tps", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "python")},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "edgeproxy/data/default.yaml" in result.stdout
 
 
 def _wait_for(url: str, seconds: float = 20.0) -> None:
@@ -175,13 +297,28 @@ def test_status_renders_a_running_proxy(stack) -> None:  # type: ignore[no-untyp
     client = stack.client()
     for _ in range(5):
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-    result = run("status", "--url", stack.proxy.url)
+
+    def probed() -> bool:
+        candidates = stack.http.get("/admin/status").json()["candidates"]
+        return all(c["probe"] and c["probe"]["ok"] is not None for c in candidates)
+
+    deadline = time.monotonic() + 20
+    while not probed():
+        assert time.monotonic() < deadline, "the prober never reported"
+        time.sleep(0.05)
+    result = run("status", "--url", stack.proxy.url, env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert stack.policy.version in out
-    for key in ("alpha/one/m", "alpha/two/m", "beta/main/m-small"):
-        assert key in out
-    assert "open" in out  # alpha_one's breaker
+    rows = {
+        line.split()[0]: line for line in out.splitlines() if line.startswith(("alpha/", "beta/"))
+    }
+    assert set(rows) == {"alpha/one/m", "alpha/two/m", "beta/main/m-small"}
+    assert "open" in rows["alpha/one/m"]  # alpha_one's breaker
+    # Every simulator answers its probe (a 503 fault only hits completions): the real payload's
+    # probe state reads "ok" (it read "unhealthy" for every candidate before).
+    assert all(" ok " in row for row in rows.values()), out
+    assert all(len(line) <= 80 for line in out.splitlines()), out
     as_json = json.loads(run("status", "--url", stack.proxy.url, "--json").stdout)
     states = {c["key"]: c["breaker"]["state"] for c in as_json["candidates"]}
     assert states["alpha/one/m"] == "open" and states["alpha/two/m"] == "closed"

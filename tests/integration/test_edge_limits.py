@@ -278,7 +278,7 @@ def test_a_rebound_name_cannot_reach_a_loopback_proxy(
     make_proxy: Callable[..., ProxyServer], path: str
 ) -> None:
     proxy = make_proxy()  # loopback, no admin token: admin trusts loopback callers
-    response = _get(proxy, path, "attacker.example:8787")
+    response = _get(proxy, path, "attacker.example:8080")
     assert response.status == 421
     error = response.json()["error"]
     assert error["code"] == "misdirected_request" and "attacker.example" in error["message"]
@@ -302,10 +302,10 @@ def test_a_rebound_name_gets_a_421_in_anthropic_wire(
     ("host", "status"),
     [
         ("127.0.0.1", 200),
-        ("127.0.0.1:8787", 200),
+        ("127.0.0.1:8080", 200),
         ("localhost:1", 200),
         ("LOCALHOST.", 200),
-        ("[::1]:8787", 200),
+        ("[::1]:8080", 200),
         ("127.1.2.3", 200),
         (None, 200),  # HTTP/1.0 without a Host: not a browser
         ("localhost.attacker.example", 421),
@@ -325,7 +325,7 @@ def test_loopback_names_are_accepted_and_others_refused(
 
 def test_the_allow_list_names_service_names(make_proxy: Callable[..., ProxyServer]) -> None:
     proxy = make_proxy(allowed_hosts="edgeproxy, edgeproxy.llm.svc.cluster.local")
-    assert _get(proxy, "/healthz", "edgeproxy:8787").status == 200
+    assert _get(proxy, "/healthz", "edgeproxy:8080").status == 200
     assert _get(proxy, "/healthz", "EDGEPROXY.llm.svc.cluster.local").status == 200
     assert _get(proxy, "/healthz", "localhost").status == 200
     assert _get(proxy, "/healthz", "attacker.example").status == 421
@@ -337,9 +337,9 @@ def test_a_proxy_bound_to_every_address_accepts_any_host_by_default(
     make_proxy: Callable[..., ProxyServer],
 ) -> None:
     proxy = make_proxy(host="0.0.0.0")  # a pod reached by a service name or its IP
-    assert _get(proxy, "/healthz", "10.1.2.3:8787").status == 200
+    assert _get(proxy, "/healthz", "10.1.2.3:8080").status == 200
     restricted = make_proxy(host="0.0.0.0", allowed_hosts="edgeproxy")
-    assert _get(restricted, "/healthz", "10.1.2.3:8787").status == 421
+    assert _get(restricted, "/healthz", "10.1.2.3:8080").status == 421
 
 
 # -- /metrics access ---------------------------------------------------------------------------

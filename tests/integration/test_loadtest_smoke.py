@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def test_three_second_headless_run(tmp_path: Path) -> None:
     summary = (tmp_path / "latest.md").read_text()
     assert "- [x] requests were made" in summary
     assert "- [x] failure ratio" in summary
+    # One count everywhere: the table's total, the check, and the timeline (issue 17: locust's
+    # CSV, written once a second, left out the last second).
+    total = int(re.search(r"^\| all \| HTTP requests[^|]*\| (\d+) \|", summary, re.M).group(1))  # type: ignore[union-attr]
+    assert f"- [x] requests were made ({total})" in summary
+    timeline = re.findall(r"^\| \d+ \| (\d+) \| (\d+) \|", summary, re.M)
+    assert sum(int(ok) + int(failed) for ok, failed in timeline) == total
     runs = [p for p in tmp_path.iterdir() if p.name.startswith("steady-chat-")]
     assert runs and (runs[0] / "report.html").exists()
     assert (runs[0] / "locust_stats.csv").exists()

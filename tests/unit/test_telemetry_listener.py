@@ -116,7 +116,7 @@ def test_a_plain_answer() -> None:
     assert server.status.status_code is StatusCode.UNSET
     at = attempt.attributes or {}
     assert at["gen_ai.provider.name"] == "alpha" and at["gen_ai.request.model"] == "gpt-4o-mini"
-    assert at["server.address"] == "127.0.0.1" and at["server.port"] == 18101
+    assert at["server.address"] == "127.0.0.1" and at["server.port"] == 9101
     assert at["edgeproxy.attempt"] == 1 and at["edgeproxy.attempt.kind"] == "first"
     assert at["gen_ai.usage.cache_read.input_tokens"] == 400
     assert at["edgeproxy.cost_usd"] == pytest.approx(0.00025)

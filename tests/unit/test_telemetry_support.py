@@ -23,7 +23,7 @@ CANARY_KEY = "sk-canary-5f2c9e1d7a3b4c8e9f00112233445566"
 
 
 def candidate(
-    provider: str, region: str, model: str = "gpt-4o-mini", port: int = 18101
+    provider: str, region: str, model: str = "gpt-4o-mini", port: int = 9101
 ) -> Candidate:
     return Candidate(
         provider=provider,
@@ -39,9 +39,9 @@ def candidate(
     )
 
 
-US = candidate("alpha", "us-east", port=18101)
-EU = candidate("alpha", "eu-west", port=18102)
-BETA = candidate("beta", "local", "llama-3.1-8b", port=18103)
+US = candidate("alpha", "us-east", port=9101)
+EU = candidate("alpha", "eu-west", port=9102)
+BETA = candidate("beta", "local", "llama-3.1-8b", port=9103)
 
 
 def policy() -> Policy:

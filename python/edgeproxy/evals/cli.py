@@ -314,7 +314,17 @@ def _non_negative(text: str) -> float:
 
 
 def add_eval_commands(sub: argparse._SubParsersAction[Any]) -> None:
-    evals = sub.add_parser("eval", help="evaluate candidates on a suite; compare scorecards")
+    evals = sub.add_parser(
+        "eval",
+        help="evaluate candidates on a suite; compare scorecards",
+        description="Run a suite against candidates into a scorecard, show one, or compare two "
+        "(docs/evals.md).",
+        epilog="examples:\n"
+        "  edgeproxy eval run --policy policy.yaml --out scorecard.json   # suite x candidates\n"
+        "  edgeproxy eval show scorecard.json                             # the summary table\n"
+        "  edgeproxy eval compare old.json new.json                       # why we switched\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     eval_sub = evals.add_subparsers(dest="eval_command", required=True)
 
     run = eval_sub.add_parser("run", help="run a suite against candidates into a scorecard")

@@ -205,7 +205,7 @@ def explain(
     prompt, method = (
         counts.get(first.upstream_model, (0, "")) if first else count_prompt_tokens(body, model)
     )
-    notes = ["budget: this policy sets no budget, so no candidate is skipped for cost"]
+    notes: list[str] = []
     if completion == 0:
         notes.append("the request sets no max_tokens: only the prompt is checked against windows")
     return Explanation(

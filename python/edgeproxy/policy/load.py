@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from edgeproxy.errors import PolicyError, PolicyProblem
 from edgeproxy.policy.compile import compile_policy
+from edgeproxy.policy.crossref import unknown_references
 from edgeproxy.policy.files import FileRefused, read_policy_file
 from edgeproxy.policy.schema import PolicySpec
 from edgeproxy.policy.shown import is_identifier, quoted_key
@@ -69,6 +70,9 @@ def load_policy_text(
         spec = PolicySpec.model_validate(doc.data)
     except ValidationError as exc:
         doc.problems.extend(_problems_from_validation(exc, doc))
+        # compile_policy's reference checks cannot run on an invalid spec: the same checks on
+        # the raw document, so every problem comes in one pass.
+        doc.problems.extend(unknown_references(doc, doc.problems))
         raise PolicyError(_bounded(doc.problems, source)) from None
     policy = compile_policy(spec, doc, text, base_dir)
     if policy is None or doc.problems:
@@ -97,8 +101,41 @@ def _problems_from_validation(exc: ValidationError, doc: LocatedDocument) -> lis
             message = "must be 1 (the only policy schema version this proxy reads)"
         elif kind == "literal_error":
             message = f"must be {err.get('ctx', {}).get('expected', 'one of the listed values')}"
+        elif kind in _PLAIN:
+            message = _plain(kind, err.get("ctx") or {}, message)
         problems.append(doc.problem(loc, message))
     return problems
+
+
+# pydantic's messages for the common kinds of mistake, said the way the rest of the loader says
+# things ("must be ..."), in the policy's own words (a mapping, not a "dictionary").
+_PLAIN = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "list_type": "must be a list ([a, b], or one '- item' a line)",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "too_long": "must have at most {max_length} items",
+}
+
+
+def _plain(kind: str, ctx: dict[str, Any], fallback: str) -> str:
+    shown = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
+    try:
+        return _PLAIN[kind].format(**shown)
+    except (KeyError, IndexError, ValueError):
+        return fallback
 
 
 def _unknown_key_message(loc: Path, line: int) -> str:

@@ -209,10 +209,23 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _examples(*lines: str) -> dict[str, Any]:
+    """``--help`` ends with these example command lines."""
+    return {
+        "epilog": "examples:\n" + "".join(f"  {line}\n" for line in lines),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
 def add_policy_commands(sub: Any) -> None:
     """Register the ``policy`` subcommands on ``sub`` (an argparse subparsers object)."""
     check = sub.add_parser(
-        "check", help="validate policy files or directories (exit 1 if any is invalid)"
+        "check",
+        help="validate policy files or directories (exit 1 if any is invalid)",
+        **_examples(
+            "edgeproxy policy check policies/default.yaml policies/examples/",
+            "edgeproxy policy check --strict --format json policy.yaml",
+        ),
     )
     check.add_argument("paths", nargs="+", metavar="PATH")
     check.add_argument("--format", default="text", choices=["text", "json"])
@@ -220,7 +233,13 @@ def add_policy_commands(sub: Any) -> None:
     check.set_defaults(func=cmd_check)
 
     explain = sub.add_parser(
-        "explain", help="dry-run routing for one request: which candidates, in what order, why"
+        "explain",
+        help="dry-run routing for one request: which candidates, in what order, why",
+        **_examples(
+            "edgeproxy policy explain policy.yaml --request req.json --down alpha/us-east",
+            """echo '{"model": "gpt-4o-mini", "messages": []}' | """
+            "edgeproxy policy explain policy.yaml --request -",
+        ),
     )
     explain.add_argument("path", metavar="PATH", help="policy file")
     explain.add_argument(
@@ -247,18 +266,26 @@ def add_policy_commands(sub: Any) -> None:
     explain.set_defaults(func=cmd_explain)
 
     diff = sub.add_parser(
-        "diff", help="what changes for traffic between two policies (exit 1 if anything does)"
+        "diff",
+        help="what changes for traffic between two policies (exit 1 if anything does)",
+        **_examples("edgeproxy policy diff <(git show HEAD:policy.yaml) policy.yaml"),
     )
     diff.add_argument("old", metavar="OLD")
     diff.add_argument("new", metavar="NEW")
     diff.add_argument("--format", default="text", choices=["text", "json"])
     diff.set_defaults(func=cmd_diff)
 
-    schema = sub.add_parser("schema", help="print the policy's JSON Schema (policies/schema.json)")
+    schema = sub.add_parser(
+        "schema",
+        help="print the policy's JSON Schema (policies/schema.json)",
+        **_examples("edgeproxy policy schema > policies/schema.json"),
+    )
     schema.set_defaults(func=cmd_schema)
 
     docs = sub.add_parser(
-        "docs", help="print the key reference tables of docs/policies.md, generated from the spec"
+        "docs",
+        help="print the key reference tables of docs/policies.md, generated from the spec",
+        **_examples("edgeproxy policy docs --update docs/policies.md"),
     )
     docs.add_argument(
         "--update",

@@ -130,8 +130,11 @@ async def handle_admin_reload(request: web.Request) -> web.Response:
 
 async def handle_admin_status(request: web.Request) -> web.Response:
     """Policy version, every candidate's breaker and probe state, recent error rate and latency,
-    the retry budget, hedging and shedding counters (``edgeproxy status`` renders it)."""
-    authorize(admin_config(request), request.headers.get("Authorization"), request.remote)
+    the retry budget, hedging and shedding counters, the reloader's state (a rejected file shows
+    here while the last good policy serves) and whether the proxy is draining (``edgeproxy
+    status`` renders it)."""
+    config = admin_config(request)
+    authorize(config, request.headers.get("Authorization"), request.remote)
     state = request.app[STATE]
     engine = state.engine
     probes = engine.prober.snapshot() if engine.prober is not None else []
@@ -148,6 +151,8 @@ async def handle_admin_status(request: web.Request) -> web.Response:
         "hedging": engine.hedger.snapshot(),
         "shedding": engine.shedder.snapshot(),
     }
+    data["reload"] = config.reloader.describe() if config.reloader is not None else None
+    data["draining"] = state.draining
     return _json(data)
 
 

@@ -100,6 +100,10 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 async def handle_readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if state.draining:  # shutting down (runner.ProxyServer.drain): take no new traffic
+        return web.json_response(
+            {"status": "draining", "policy_version": state.policy.version}, status=503
+        )
     return web.json_response({"status": "ready", "policy_version": state.policy.version})
 
 

@@ -39,7 +39,7 @@ from typing import Any, cast
 import orjson
 from aiohttp import web
 
-from edgeproxy.server.context import new_request_id
+from edgeproxy.server.context import SERVER_HEADER, new_request_id
 from edgeproxy.server.responses import error_body
 
 log = logging.getLogger("edgeproxy.server")
@@ -312,7 +312,7 @@ class _GuardedHandler(web.RequestHandler):
             status=status,
             body=orjson.dumps(body),
             content_type="application/json",
-            headers={"x-request-id": rid},
+            headers={"x-request-id": rid, "Server": SERVER_HEADER},
         )
         response.force_close()
         return response

@@ -27,9 +27,13 @@ class ProxyState:
     engine: ResilienceEngine
     telemetry: Telemetry
     cache: PromptCache
+    # Set when a graceful shutdown starts (SIGTERM): /readyz answers 503 from then on.
+    draining: bool = False
 
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)
+# The Server header of every response (aiohttp's default names Python's and aiohttp's versions).
+SERVER_HEADER = "edgeproxy"
 REQUEST_ID = web.RequestKey("edgeproxy_request_id", str)
 # The request's task, once decided: every answer names it (``x-edgeproxy-task``).
 TASK = web.RequestKey("edgeproxy_task", str)

@@ -1,9 +1,18 @@
-"""Start and stop a proxy on a socket; used by the CLI, the demo and the tests."""
+"""Start and stop a proxy on a socket; used by the CLI, the demo and the tests.
+
+Stopping gracefully (``drain``, what ``edgeproxy serve`` does on SIGTERM): readiness fails at once
+(``/readyz`` answers 503, and every response asks its client to close the connection), the
+listener stays open for ``delay`` seconds more (so a load balancer or Kubernetes, which stops
+routing on the failed readiness or on the pod's deletion, has time to notice), then closes: new
+connections are refused. Requests and streams in flight get up to ``shutdown_timeout`` seconds to
+finish; what is still running then is cancelled. See docs/deploy.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 
@@ -21,7 +30,7 @@ from edgeproxy.server.connections import (
     fd_limits,
     protocol_factory,
 )
-from edgeproxy.server.context import ProxyState
+from edgeproxy.server.context import SERVER_HEADER, ProxyState
 from edgeproxy.server.hosts import HostAllowList
 from edgeproxy.snapshot import CacheSettings, Policy
 from edgeproxy.telemetry.process import Telemetry
@@ -38,7 +47,7 @@ class ProxyServer:
         host: str = "127.0.0.1",
         port: int = 8787,
         clock: Clock | None = None,
-        shutdown_timeout: float = 10.0,
+        shutdown_timeout: float = 30.0,
         telemetry: Telemetry | None = None,
         reload: ReloadOptions | None = None,
         admin_token: str | None = None,
@@ -48,7 +57,8 @@ class ProxyServer:
     ) -> None:
         """``connections``: keep-alive, header-read timeout and connection cap (``connections.py``);
         ``allowed_hosts``: the Host allow-list, comma-separated (``hosts.py``; None: the default
-        for ``host``)."""
+        for ``host``); ``shutdown_timeout``: how long requests in flight may take to finish once
+        the proxy stops (``edgeproxy serve --drain-timeout``)."""
         clock = clock or SystemClock()
         self.state = ProxyState(
             policy=policy,
@@ -83,6 +93,7 @@ class ProxyServer:
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._stopped = False
 
     @property
     def url(self) -> str:
@@ -117,6 +128,7 @@ class ProxyServer:
             ),
         )
         app[CONNECTIONS] = self.connections
+        app.on_response_prepare.append(self._stamp_response)
         # handler_cancellation: a client that disconnects cancels its handler, and with it the
         # upstream request (no paying for answers nobody will read).
         self._runner = web.AppRunner(
@@ -137,8 +149,9 @@ class ProxyServer:
             )
         except OSError as exc:
             await self.stop()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise OSError(
-                exc.errno, f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
+                exc.errno, f"cannot listen on {self.host}:{self.port}: {reason}"
             ) from None
         if self.port == 0:
             self.port = int(self._listener.sockets[0].getsockname()[1])
@@ -161,15 +174,49 @@ class ProxyServer:
         if self.reloader is not None:
             await self.reloader.start()
 
+    @property
+    def draining(self) -> bool:
+        return self.state.draining
+
+    async def _stamp_response(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = SERVER_HEADER
+        if self.state.draining:
+            # The client reconnects for its next request (elsewhere, or refused once the
+            # listener is closed) instead of reusing a connection that is about to close.
+            response.headers["Connection"] = "close"
+            response.force_close()
+
+    async def drain(self, delay: float) -> None:
+        """Stop gracefully: fail readiness now, close the listener after ``delay`` seconds, then
+        ``stop`` (in-flight requests get up to ``shutdown_timeout`` seconds)."""
+        if not self.state.draining:
+            self.state.draining = True
+            log.info(
+                "draining: /readyz answers 503; new connections are refused in %.1f s; requests "
+                "in flight get up to %.1f s more",
+                delay,
+                self._shutdown_timeout,
+            )
+        if delay > 0:
+            await self.state.clock.sleep(delay)
+        await self.stop()
+
     async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.state.draining = True
         if self._listener is not None:
             self._listener.close()  # no new connections; the runner finishes the open ones
             self._listener = None
         if self.reloader is not None:
             await self.reloader.stop()
         await self.state.engine.stop_probing()
-        self.state.telemetry.shutdown()
         if self._runner is not None:
+            # Waits up to shutdown_timeout for requests and streams in flight (idle keep-alive
+            # connections are closed at once), then cancels what is left.
             await self._runner.cleanup()
             self._runner = None
+        # After the requests in flight: their spans, metrics and access-log lines still count.
+        self.state.telemetry.shutdown()
         await self.state.pool.close()

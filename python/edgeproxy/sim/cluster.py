@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType, TracebackType
 
 from aiohttp import web
@@ -11,6 +12,27 @@ from aiohttp import web
 from .config import SimConfig
 from .control import build_control_app
 from .provider import SimProvider
+
+
+class PortInUse(OSError):
+    """A listener could not bind: says which one and on which address (uvloop's own message
+    names neither). ``port`` is the one asked for."""
+
+    def __init__(self, errno: int, what: str, host: str, port: int, reason: str) -> None:
+        super().__init__(errno, f"{what} cannot listen on {host}:{port}: {reason}")
+        self.what = what
+        self.port = port
+
+
+@contextlib.contextmanager
+def _naming_the_port(what: str, host: str, port: int) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, PortInUse):
+            raise
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise PortInUse(exc.errno or 0, what, host, port, reason) from None
 
 
 class SimCluster:
@@ -59,14 +81,17 @@ class SimCluster:
     async def start(self) -> None:
         try:
             for name, sim in self._sims.items():
-                await sim.start(self._host, self._ports.get(name, 0))
+                port = self._ports.get(name, 0)
+                with _naming_the_port(f"simulator {name}", self._host, port):
+                    await sim.start(self._host, port)
             runner = web.AppRunner(
                 build_control_app(self.sims), handle_signals=False, access_log=None
             )
             await runner.setup()
             self._control = runner
             site = web.TCPSite(runner, self._host, self._control_port)
-            await site.start()
+            with _naming_the_port("the simulator control API", self._host, self._control_port):
+                await site.start()
             self._control_site = site
         except BaseException:
             await self.stop()
