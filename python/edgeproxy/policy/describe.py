@@ -65,7 +65,7 @@ def describe_candidate(candidate: Candidate) -> dict[str, Any]:
 
 
 def describe_route(route: Route) -> dict[str, Any]:
-    return {
+    data = {
         "chain": [describe_candidate(c) for c in route.chain],
         "tasks": {
             task: {"chain": [describe_candidate(c) for c in chain]}
@@ -74,6 +74,10 @@ def describe_route(route: Route) -> dict[str, Any]:
         **_nested(route, "route"),
         "excluded": [{"key": e.key, "reason": e.reason} for e in route.excluded],
     }
+    if route.auto is not None:  # the pool is compiled like a chain (docs/auto.md)
+        data["auto"]["pool"] = [describe_candidate(c) for c in route.auto.pool]
+        data["auto"]["excluded"] = [{"key": e.key, "reason": e.reason} for e in route.auto.excluded]
+    return data
 
 
 def describe_policy(policy: Policy) -> dict[str, Any]:
