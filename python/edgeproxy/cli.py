@@ -1,4 +1,4 @@
-"""The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema, eval."""
+"""The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema, eval, auto."""
 
 from __future__ import annotations
 
@@ -195,6 +195,15 @@ async def _serve_market(time_scale: float) -> int:
     return 0
 
 
+def cmd_auto_status(args: argparse.Namespace) -> int:
+    from edgeproxy.auto.status import status_command
+    from edgeproxy.server.admin import ADMIN_TOKEN_ENV
+
+    return status_command(
+        args.url, as_json=args.json, token=os.environ.get(ADMIN_TOKEN_ENV) or None
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from edgeproxy.telemetry.status import status_command
 
@@ -305,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
     add_tasks_commands(tasks_sub)
     add_eval_commands(sub)
+
+    auto = sub.add_parser("auto", help="the auto routes' decisions (docs/auto.md)")
+    auto_sub = auto.add_subparsers(dest="auto_command", required=True)
+    auto_status = auto_sub.add_parser(
+        "status", help="per route x task: incumbent, challenger, ramp, objective values, why"
+    )
+    auto_status.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the proxy")
+    auto_status.add_argument("--json", action="store_true", help="print the raw /admin/auto JSON")
+    auto_status.set_defaults(func=cmd_auto_status)
 
     status = sub.add_parser("status", help="show a running proxy's candidates, breakers, health")
     status.add_argument("--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the proxy")

@@ -366,7 +366,7 @@ def _auto_settings(
             rollback=rollback,
             shadow=shadow,
             excluded=tuple(excluded),
-            **given,  # type: ignore[arg-type]
+            **given,
         )
     except ValueError as exc:
         doc.problems.append(doc.problem(where, str(exc)))

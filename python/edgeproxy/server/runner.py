@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from edgeproxy import tokens
+from edgeproxy.auto.router import AutoRouter
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock, SystemClock
 from edgeproxy.policy.reload import PolicyReloader, ReloadOptions
@@ -65,6 +66,7 @@ class ProxyServer:
                 ),
                 clock,
             ),
+            auto=AutoRouter(policy, clock),
         )
         self.state.telemetry.observe_breakers(self.state.engine.breakers.snapshot)
         # Every breaker state change is counted and logged (edgeproxy_breaker_transitions_total).
@@ -89,6 +91,8 @@ class ProxyServer:
         return f"http://{self.host}:{self.port}"
 
     def _policy_swapped(self, old: Policy, new: Policy) -> None:
+        # Incumbents and ramps carry over for auto route x tasks whose decisions are unchanged.
+        self.state.auto.policy_swapped(old, new)
         carried = self.state.engine.policy_swapped(new)
         log.info(
             "breaker state carried over",
@@ -109,6 +113,7 @@ class ProxyServer:
             asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
         self.state.engine.start_probing(self.state.policy, self.state.pool.http)
+        await self.state.auto.start(self.state.pool.http)  # scorecards read before listening
         app = create_app(self.state, self.allowed_hosts)
         add_admin_routes(
             app,
@@ -168,6 +173,7 @@ class ProxyServer:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.state.engine.stop_probing()
+        await self.state.auto.stop()
         self.state.telemetry.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()

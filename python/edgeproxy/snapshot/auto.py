@@ -57,7 +57,7 @@ class AutoObjective:
 
     def describe(self) -> str:
         """The objective in words: ``cost_per_success, min_quality 0.85 (mean)``."""
-        parts = [self.optimize]
+        parts: list[str] = [self.optimize]
         if self.min_quality is not None:
             parts.append(f"min_quality {self.min_quality:g} ({self.floor_on})")
         for name in ("max_ttft_p50", "max_ttft_p95", "max_latency_p50", "max_latency_p95"):
