@@ -66,7 +66,13 @@ class ProxyServer:
                 ),
                 clock,
             ),
-            auto=AutoRouter(policy, clock),
+            # Scorecards are watched like the policy file (docs/auto.md).
+            auto=AutoRouter(
+                policy,
+                clock,
+                watch=reload is None or reload.watch,
+                force_polling=reload is not None and reload.force_polling,
+            ),
         )
         self.state.telemetry.observe_breakers(self.state.engine.breakers.snapshot)
         # Every breaker state change is counted and logged (edgeproxy_breaker_transitions_total).

@@ -390,8 +390,12 @@ class Market:
     def control_url(self) -> str:
         return self.cluster.control_url
 
-    def policy_text(self, *, price_factors: Mapping[str, float] | None = None) -> str:
-        return policy_text(self.ports, price_factors=price_factors, host=self.host)
+    def policy_text(
+        self, *, price_factors: Mapping[str, float] | None = None, scorecards: str = SCORECARDS
+    ) -> str:
+        return policy_text(
+            self.ports, price_factors=price_factors, host=self.host, scorecards=scorecards
+        )
 
     def set_profile(self, candidate: str, profile: ModelProfile) -> None:
         """Replace a model's profile now (the control API's ``PUT .../profiles/{model}``)."""
