@@ -16,8 +16,6 @@ that only read it; the market's delays are 20x shorter (``time_scale`` 0.05).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +25,9 @@ from edgeproxy.server.runner import ProxyServer
 from edgeproxy.sim.market import Market
 from fixtures.automarket import (
     FLOOR,
+    PRICE_RISE,
     TASKS,
+    TIME_SCALE,
     Desk,
     ask,
     best,
@@ -40,45 +40,13 @@ from fixtures.automarket import (
     true_value,
 )
 from fixtures.reloadkit import wait_until
-from harness import LoopThread
-
-TIME_SCALE = 0.05
-PRICE_RISE = {"reasoner/local/reasoner-1": 3.0}
-
-
-@pytest.fixture(scope="module")
-def market(loop_thread: LoopThread) -> Iterator[Market]:
-    running = Market(time_scale=TIME_SCALE, seed=16)
-    loop_thread.run(running.start())
-    yield running
-    loop_thread.run(running.stop())
-
-
-@pytest.fixture(scope="module")
-def evals(
-    loop_thread: LoopThread, market: Market, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Scorecard]:
-    """The baseline eval, and one after the price rise (each a full eval of the market)."""
-    desk = Desk(loop_thread, market, tmp_path_factory.mktemp("evals"))
-    desk.write_policy()
-    baseline = desk.run_eval()
-    desk.write_policy(price_factors=PRICE_RISE)
-    risen = desk.run_eval()
-    return {"baseline": baseline, "risen": risen}
-
-
-@pytest.fixture
-def desk(loop_thread: LoopThread, market: Market, tmp_path: Path) -> Iterator[Desk]:
-    made = Desk(loop_thread, market, tmp_path)
-    yield made
-    made.close()
 
 
 def test_auto_serves_the_oracle_winner_of_each_task(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     desk.write_policy()
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy()
     served = served_per_task(proxy)
     truth = best("cost_per_success")
@@ -103,12 +71,12 @@ def test_auto_serves_the_oracle_winner_of_each_task(
     ],
 )
 def test_each_task_its_own_objective(
-    desk: Desk, evals: dict[str, Scorecard], objectives: dict[str, str]
+    desk: Desk, auto_evals: dict[str, Scorecard], objectives: dict[str, str]
 ) -> None:
     desk.write_policy(
         auto={"tasks": {task: {"optimize": goal} for task, goal in objectives.items()}}
     )
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     served = served_per_task(desk.proxy())
     for task, goal in objectives.items():
         (model,) = served[task]
@@ -123,10 +91,10 @@ def test_each_task_its_own_objective(
 
 
 def test_it_never_serves_a_model_under_the_floor_even_when_the_leaders_fail(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     desk.write_policy()
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy()
     sdk = client(proxy)
     seen: dict[str, set[str]] = {}
@@ -150,10 +118,10 @@ def test_it_never_serves_a_model_under_the_floor_even_when_the_leaders_fail(
 
 
 def test_a_price_rise_of_a_winner_switches_it_after_the_reevaluation(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     desk.write_policy(auto={"ramp": {"steps": []}})
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy()
     before = served_per_task(proxy)
     assert before["qa"] == {"reasoner/local/reasoner-1"}
@@ -161,7 +129,7 @@ def test_a_price_rise_of_a_winner_switches_it_after_the_reevaluation(
     desk.write_policy(price_factors=PRICE_RISE, auto={"ramp": {"steps": []}})
     assert desk.reload(proxy) == "applied"
     assert served_per_task(proxy)["qa"] == before["qa"]
-    desk.publish(evals["risen"], "2")
+    desk.publish(auto_evals["risen"], "2")
     desk.refresh(proxy)
     after = served_per_task(proxy)
     assert after["qa"] != before["qa"]
@@ -177,10 +145,10 @@ def test_a_price_rise_of_a_winner_switches_it_after_the_reevaluation(
 
 
 def test_reevaluating_an_unchanged_market_never_switches(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     desk.write_policy()
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy()
     incumbents = {t: status(proxy)["routes"]["auto"][t]["incumbent"] for t in TASKS}
     for n in (2, 3):
@@ -200,12 +168,12 @@ RAMP = {
 }
 
 
-def _ramping(desk: Desk, evals: dict[str, Scorecard], clock: FakeClock) -> ProxyServer:
+def _ramping(desk: Desk, auto_evals: dict[str, Scorecard], clock: FakeClock) -> ProxyServer:
     desk.write_policy(price_factors=PRICE_RISE, auto=RAMP, probes=False)
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy(clock=clock)
     proxy.state.auto.rng = random.Random(3)
-    desk.publish(evals["risen"], "2")
+    desk.publish(auto_evals["risen"], "2")
     desk.refresh(proxy)
     ramp = status(proxy)["routes"]["auto"]["qa"]["ramp"]
     assert ramp["challenger"] == "openweight/local/llama-70b" and ramp["share"] == 0.1
@@ -213,10 +181,10 @@ def _ramping(desk: Desk, evals: dict[str, Scorecard], clock: FakeClock) -> Proxy
 
 
 def test_the_ramp_moves_a_challenger_in_step_by_step_on_the_clock(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     clock = FakeClock(auto_advance=True)
-    proxy = _ramping(desk, evals, clock)
+    proxy = _ramping(desk, auto_evals, clock)
     sdk = client(proxy)
     qa = prompts("qa")
     challenger, incumbent = "openweight/local/llama-70b", "reasoner/local/reasoner-1"
@@ -250,10 +218,10 @@ def test_the_ramp_moves_a_challenger_in_step_by_step_on_the_clock(
 
 
 def test_a_failing_challenger_is_rolled_back_and_the_app_never_sees_it(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     clock = FakeClock(auto_advance=True)
-    proxy = _ramping(desk, evals, clock)
+    proxy = _ramping(desk, auto_evals, clock)
     sdk = client(proxy)
     qa = prompts("qa")
     desk.fault("openweight", mode="status", status=503)
@@ -276,7 +244,7 @@ def test_a_failing_challenger_is_rolled_back_and_the_app_never_sees_it(
 
 
 def test_a_challenger_slower_than_its_scorecard_is_rolled_back(
-    desk: Desk, market: Market, evals: dict[str, Scorecard]
+    desk: Desk, auto_market: Market, auto_evals: dict[str, Scorecard]
 ) -> None:
     from dataclasses import replace
 
@@ -284,17 +252,17 @@ def test_a_challenger_slower_than_its_scorecard_is_rolled_back(
         price_factors=PRICE_RISE,
         auto={"ramp": {"steps": [50], "step_time": "1h"}, "rollback": {"min_requests": 6}},
     )
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy()
-    desk.publish(evals["risen"], "2")
+    desk.publish(auto_evals["risen"], "2")
     desk.refresh(proxy)
     assert (
         status(proxy)["routes"]["auto"]["qa"]["ramp"]["challenger"] == "openweight/local/llama-70b"
     )
     key = "openweight/local/llama-70b"
-    profile = market.profile(key)
+    profile = auto_market.profile(key)
     qa = profile.for_task("qa")
-    market.set_profile(
+    auto_market.set_profile(
         key, replace(profile, tasks={**profile.tasks, "qa": replace(qa, ttft=qa.ttft * 8)})
     )
     try:
@@ -305,16 +273,16 @@ def test_a_challenger_slower_than_its_scorecard_is_rolled_back(
             if status(proxy)["routes"]["auto"]["qa"]["ramp"] is None:
                 break
     finally:
-        market.set_profile(key, profile)
+        auto_market.set_profile(key, profile)
     last = status(proxy)["routes"]["auto"]["qa"]["decisions"][-1]
     assert last["kind"] == "rollback" and "median latency" in last["reason"], last
 
 
 def test_scorecards_reload_live_and_a_corrupt_one_keeps_the_last_good(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     desk.write_policy(price_factors=PRICE_RISE, auto={"ramp": {"steps": []}})
-    first = desk.publish(evals["baseline"], "1")
+    first = desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy(watch=True)
     router = proxy.state.auto
     assert served_per_task(proxy)["qa"] == {"reasoner/local/reasoner-1"}
@@ -326,7 +294,7 @@ def test_scorecards_reload_live_and_a_corrupt_one_keeps_the_last_good(
     assert card["status"] == "kept the last good one" and "not JSON" in card["problem"]
     assert served_per_task(proxy)["qa"] == {"reasoner/local/reasoner-1"}
     # A new scorecard in the directory is read without a reload: the switch follows.
-    desk.publish(evals["risen"], "2")
+    desk.publish(auto_evals["risen"], "2")
     wait_until(
         lambda: status(proxy)["routes"]["auto"]["qa"]["incumbent"] == "openweight/local/llama-70b",
         timeout=15,
@@ -335,10 +303,10 @@ def test_scorecards_reload_live_and_a_corrupt_one_keeps_the_last_good(
 
 
 def test_incumbents_and_ramps_carry_over_a_reload_that_keeps_their_settings(
-    desk: Desk, evals: dict[str, Scorecard]
+    desk: Desk, auto_evals: dict[str, Scorecard]
 ) -> None:
     clock = FakeClock(auto_advance=True)
-    proxy = _ramping(desk, evals, clock)
+    proxy = _ramping(desk, auto_evals, clock)
     before = status(proxy)["routes"]["auto"]
     # A change elsewhere in the policy (and in the ramp's own timing): the ramp goes on.
     desk.write_policy(
@@ -383,9 +351,11 @@ def test_no_evidence_serves_the_routes_chain_and_without_one_a_503_in_the_apps_w
     assert refused.value.response.headers["x-request-id"]
 
 
-def test_a_pin_leads_whatever_the_scorecards_say(desk: Desk, evals: dict[str, Scorecard]) -> None:
+def test_a_pin_leads_whatever_the_scorecards_say(
+    desk: Desk, auto_evals: dict[str, Scorecard]
+) -> None:
     desk.write_policy(auto={"tasks": {"qa": {"pin": "frontier/local/frontier-xl"}}})
-    desk.publish(evals["baseline"], "1")
+    desk.publish(auto_evals["baseline"], "1")
     proxy = desk.proxy()
     assert served_per_task(proxy)["qa"] == {"frontier/local/frontier-xl"}
     entry = status(proxy)["routes"]["auto"]["qa"]
