@@ -74,7 +74,7 @@ def card(cells: Iterable[Cell], day: int = 0, *, complete: bool = True) -> Score
 def ref(scorecard: Scorecard, name: str = "c") -> CardRef:
     digest = hashlib.blake2b(scorecard.model_dump_json().encode(), digest_size=8).hexdigest()
     created = scorecard.created.isoformat()
-    return CardRef(digest, f"/x/{name}.json", created, f"{name}.json")
+    return CardRef(digest, f"/x/{name}.json", created, f"{name}.json", scorecard.suite.hash)
 
 
 def evidence(

@@ -113,3 +113,21 @@ def test_compare_says_what_the_auto_rule_makes_of_a_new_scorecard(
     )
     qa = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| qa |"))
     assert "| switch | hold (" in qa and "< margin 500%" in qa
+
+
+def test_the_auto_tour_does_what_it_says(loop_thread: LoopThread) -> None:
+    from edgeproxy.auto_tour import auto_tour
+
+    lines: list[str] = []
+    assert loop_thread.run(auto_tour(lines.append), timeout=120)
+    text = "\n".join(lines)
+    assert "   qa          served by reasoner/local/reasoner-1" in text
+    assert "   qa: switch: openweight/local/llama-70b" in text and "intervals apart" in text
+    assert "promote: openweight/local/llama-70b" in text
+    assert "   qa          served by openweight/local/llama-70b" in text
+    assert "extraction: replace: specialist/local/extract-ft no longer qualifies" in text
+    assert "The Auto tour passed." in text
+    assert all(
+        len(line) <= 100 or "why:" in line or ": switch:" in line or ": replace:" in line
+        for line in lines
+    )

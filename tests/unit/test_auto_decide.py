@@ -232,6 +232,29 @@ def test_the_floor_has_hysteresis_but_a_clear_breach_goes_at_once() -> None:
     assert kinds == [Kind.HOLD, Kind.HOLD, Kind.NONE] and state.incumbent is None
 
 
+def test_a_lucky_eval_does_not_admit_a_model_under_the_floor() -> None:
+    """Admission pools a candidate's last scorecards: a 78 % model that measures 87 % once is
+    not let in after measuring 73 % and 77 %; a newcomer (one scorecard) is judged on it."""
+    inc, weak = "a/r/inc", "b/r/weak"
+    state = TaskState("r", "qa", AutoSettings(objective=FLOOR))
+    for day, weak_successes in enumerate((22, 23)):
+        cells = [
+            cell(inc, successes=29, cost=2e-5),
+            cell(weak, successes=weak_successes, cost=1e-5),
+        ]
+        state.observe(evidence(card(cells, day), objective=FLOOR), day, 0, live=True)
+    lucky = [cell(inc, successes=29, cost=2e-5), cell(weak, successes=26, cost=1e-5)]
+    decision = state.observe(evidence(card(lucky, 2), objective=FLOOR), 2, 0, live=True)
+    assert decision.kind is Kind.KEEP and state.incumbent == inc
+    assert state.evidence is not None and [s.candidate for s in state.evidence.ranked] == [inc]
+    why = state.evidence.standing(weak).why_not  # type: ignore[union-attr]
+    assert why == "quality 0.789 < min_quality 0.85 over its last 3 scorecards pooled"
+    # A newcomer with one good scorecard is admitted on it (and here it wins by far).
+    fresh = [*lucky[:1], cell("c/r/new", successes=30, cost=0.5e-5)]
+    decision = state.observe(evidence(card(fresh, 3), objective=FLOOR), 3, 0, live=True)
+    assert decision.kind is Kind.SWITCH and decision.candidate == "c/r/new"
+
+
 def test_replayed_switches_are_settled_and_live_ones_ramp() -> None:
     inc, ch = "a/r/inc", "b/r/ch"
     first = card([cell(inc, successes=30, cost=1e-5), cell(ch, successes=30, cost=3e-5)], 0)

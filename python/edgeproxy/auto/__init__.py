@@ -14,7 +14,9 @@ and a new winner takes over carefully (docs/auto.md).
 - ``router.py``: ``AutoRouter``, the process-wide object the exchange asks for a task's chain.
 - ``shadow.py``: opt-in shadow traffic to a task's challenger, graded by the judge.
 - ``status.py``: ``GET /admin/auto`` and ``edgeproxy auto status``.
-- ``tour.py``: the Auto tour of ``edgeproxy demo``.
+
+The Auto tour of ``edgeproxy demo`` is ``edgeproxy.auto_tour`` (it drives a proxy, above
+``server``).
 
 The package sits above ``evals`` (it reads scorecards and ranks with the eval objectives) and
 below ``server`` (the exchange asks it); nothing below it imports it.

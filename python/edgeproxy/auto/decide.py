@@ -19,6 +19,11 @@ incumbent, the candidate serving the task now:
    scorecard after scorecard, or not far enough for pooled intervals to part: it never flaps
    traffic.
 
+**Admission.** A candidate other than the incumbent must meet the floor on its last
+``confirmations`` scorecards of the same suite *pooled* (``TaskState.admit``): an eval that
+happens to flatter a model under the floor (at 30 samples, a true 78 % model measures 85 % or
+more one time in six) does not let it in, as a leader or as a fallback.
+
 A switch starts a canary ramp (``ramp.py``) when it happens live; while the proxy replays the
 scorecards it finds at start (or after a policy change resets a task), each decision is taken as
 settled. A newer scorecard that no longer says *switch* to the ramping challenger cancels its
@@ -31,7 +36,7 @@ import enum
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from edgeproxy.auto.evidence import Evidence, Standing
@@ -294,6 +299,8 @@ class TaskState:
     recent: dict[str, Outcomes] = field(default_factory=dict)  # live, since the state began
     shadow: dict[str, Graded] = field(default_factory=dict)  # shadow-graded, per candidate
     ramps: int = 0  # ramps started (their ids)
+    # Each candidate's cells of its last ``confirmations`` scorecards: (suite hash, cell).
+    measured: dict[str, deque[tuple[str, Cell]]] = field(default_factory=dict)
 
     @property
     def last(self) -> Decision | None:
@@ -305,9 +312,48 @@ class TaskState:
 
     # -- scorecards --------------------------------------------------------------------------
 
+    def admit(self, ev: Evidence) -> Evidence:
+        """``ev`` with the floor applied to the other candidates' last scorecards *pooled*
+        (of the same suite, up to ``confirmations`` of them): one lucky eval does not let a
+        model under the floor in, as a fallback or a challenger. The incumbent is judged on
+        this scorecard alone (its own hysteresis, ``_missed``, keeps noise from evicting it)."""
+        keep = self.settings.confirmations
+        for s in (*ev.ranked, *ev.others):
+            self.measured.setdefault(s.candidate, deque(maxlen=keep)).append(
+                (ev.card.suite, s.cell)
+            )
+        floor, on = ev.objective.min_quality, ev.objective.floor_on
+        if floor is None or keep <= 1:
+            return ev
+        ranked: list[Standing] = []
+        others = list(ev.others)
+        for s in ev.ranked:
+            cells = [c for suite, c in self.measured[s.candidate] if suite == ev.card.suite]
+            if s.candidate == self.incumbent or len(cells) < 2:
+                ranked.append(s)
+                continue
+            together = pooled(cells)
+            quality = together.quality
+            if on == "lower_bound":
+                methods = {c.quality.method for c in cells}
+                together_low = (
+                    together.success_low if methods == {"wilson"} else together.quality_low
+                )
+                quality = together_low if together_low is not None else quality
+            if quality < floor:
+                why = (
+                    f"quality {quality:.3f} < min_quality {floor:g} over its last {len(cells)} "
+                    "scorecards pooled"
+                )
+                others.append(replace(s, why_not=why))
+                continue
+            ranked.append(s)
+        return replace(ev, ranked=tuple(ranked), others=tuple(others))
+
     def observe(self, ev: Evidence, now: float, wall: float, *, live: bool) -> Decision:
         """A scorecard's evidence; ``live``: it arrived while serving (a switch ramps)."""
         self.seen.add(ev.card.id)
+        ev = self.admit(ev)
         self.evidence = ev
         verdict, self.streak = switching_rule(
             ev, self.incumbent, self.streak, self.settings.margin, self.settings.confirmations

@@ -27,6 +27,7 @@ class CardRef:
     path: str
     created: str  # ISO date of the run
     label: str  # the file name and its date, for humans
+    suite: str = ""  # the suite's hash: scorecards of one suite measured the same items
 
 
 @dataclass(frozen=True, slots=True)

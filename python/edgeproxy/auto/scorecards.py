@@ -161,7 +161,7 @@ class ScorecardStore:
         digest = hashlib.blake2b(data, digest_size=8).hexdigest()
         created = card.created.isoformat()
         label = f"{path.name} ({card.created:%Y-%m-%d %H:%M})"
-        state.good = Loaded(CardRef(digest, str(path), created, label), card)
+        state.good = Loaded(CardRef(digest, str(path), created, label, card.suite.hash), card)
         state.problem = None
         return None
 
