@@ -49,9 +49,19 @@ def _nested(obj: Any, scope: Scope) -> dict[str, Any]:
         node = out
         for parent in parents:
             node = node[parent]
-        if all(v is None for v in node[leaf].values()):
-            node[leaf] = None
+            if node is None:  # inside a block already shown as null (auto.shadow in auto)
+                break
+        else:
+            if _unset(node[leaf]):
+                node[leaf] = None
     return out
+
+
+def _unset(value: Any) -> bool:
+    """None, or a block of nothing but unset values (nested blocks included)."""
+    if isinstance(value, dict):
+        return all(_unset(v) for v in value.values())
+    return value is None
 
 
 def describe_candidate(candidate: Candidate) -> dict[str, Any]:
