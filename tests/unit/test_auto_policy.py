@@ -192,3 +192,16 @@ def test_diff_and_describe_show_auto() -> None:
     assert [c["key"] for c in shown["pool"]] == ["us/r/big", "eu/r/big"]
     assert shown["margin"] == 8 and shown["pins"] == {"qa": "eu/r/small"}
     assert describe_policy(manual)["routes"]["a"]["auto"] is None
+
+
+def test_a_key_only_an_auto_pool_or_the_evals_use_is_still_scrubbed() -> None:
+    from edgeproxy.telemetry.redact import policy_secrets
+
+    data = yaml.safe_load(BASE)
+    data["providers"]["us"]["api_key"] = "sk-pool-only-secret"
+    data["providers"]["eu"]["api_key"] = "sk-judge-only-secret"
+    data["evals"]["judge"] = "eu/r/small"
+    data["evals"]["candidates"] = ["us/r/big"]
+    policy = load_policy_text(yaml.safe_dump(data), "p.yaml", {})
+    assert policy.routes["a"].chain == ()  # neither provider is in any chain
+    assert {"sk-pool-only-secret", "sk-judge-only-secret"} <= policy_secrets(policy)
