@@ -4,6 +4,8 @@ problems an SRE gets at the line that causes them, and what diff and describe sa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -205,3 +207,19 @@ def test_a_key_only_an_auto_pool_or_the_evals_use_is_still_scrubbed() -> None:
     policy = load_policy_text(yaml.safe_dump(data), "p.yaml", {})
     assert policy.routes["a"].chain == ()  # neither provider is in any chain
     assert {"sk-pool-only-secret", "sk-judge-only-secret"} <= policy_secrets(policy)
+
+
+def test_explain_says_an_auto_route_chooses_at_run_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeproxy.cli import main
+
+    data = yaml.safe_load(BASE)
+    data["routes"]["a"]["chain"] = ["eu/r/big"]
+    policy = tmp_path / "p.yaml"
+    policy.write_text(yaml.safe_dump(data))
+    request = tmp_path / "req.json"
+    request.write_text('{"model": "a", "messages": [{"role": "user", "content": "hi"}]}')
+    assert main(["policy", "explain", str(policy), "--request", str(request)]) == 0
+    out = capsys.readouterr().out
+    assert "note: route 'a' is an auto route" in out and "GET /admin/auto" in out
