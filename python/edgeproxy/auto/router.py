@@ -96,6 +96,9 @@ class AutoRouter:
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[Any]] = set()
         self._index: dict[int, tuple[Route, dict[str, Candidate]]] = {}
+        # Chains by (route id, task, leads, evidence id); the routes are held by ``_index``
+        # and the evidence by its state while they are in use, so an id is not reused.
+        self._chains: dict[tuple[object, ...], tuple[Candidate, ...]] = {}
         self._rubrics: dict[str, tuple[Sequence[Criterion], float]] = {}
         self._http: Http1Pool | None = None
         self._configure(policy)
@@ -135,6 +138,7 @@ class AutoRouter:
         new scorecards in the background when ``evals.scorecards`` changed."""
         self.policy = new
         self._index.clear()
+        self._chains.clear()
         kept: dict[tuple[str, str], TaskState] = {}
         for (name, task), state in self.states.items():
             before = old.routes.get(name)
@@ -169,6 +173,7 @@ class AutoRouter:
             self.problems = await asyncio.to_thread(self.store.refresh)
             await self._load_rubrics()
             self._sync()
+            self._chains.clear()
             self.refreshed += 1
             return self.problems
 
@@ -370,7 +375,13 @@ class AutoRouter:
         else:
             role, leads = "incumbent", [state.incumbent]
         index = self._candidates(route)
-        chain = self._chain(route, auto, state, leads, written, index)
+        evidence = state.evidence if state is not None else None
+        memo = (id(route), task, *leads, id(evidence))
+        chain = self._chains.get(memo)
+        if chain is None:  # built once per route x task x leader x scorecard
+            if len(self._chains) > 4096:
+                self._chains.clear()
+            chain = self._chains[memo] = self._chain(route, auto, state, leads, written, index)
         event = AutoDecided(route.name, task, role, chain[0].key if chain else None, share)
         if state is None:
             return Pick(chain, event)
