@@ -203,7 +203,7 @@ def compile_policy(
             )
     settings = _policy_settings(spec, doc)
     tasks = compile_tasks(spec, doc, base_dir)
-    warnings.extend(_scorecard_warnings(spec, doc))
+    warnings.extend(_scorecard_warnings(spec, doc, base_dir))
     if doc.problems or settings is None:
         return None
     evals = settings.get("evals")
@@ -433,7 +433,9 @@ def _default_pool(
     return pool, excluded
 
 
-def _scorecard_warnings(spec: PolicySpec, doc: LocatedDocument) -> list[str]:
+def _scorecard_warnings(
+    spec: PolicySpec, doc: LocatedDocument, base_dir: FsPath | None
+) -> list[str]:
     """An ``auto`` route with no scorecard to read, or a schedule whose scorecards the route
     would never read."""
     if not any(r.auto is not None for r in spec.routes.values()):
@@ -453,7 +455,9 @@ def _scorecard_warnings(spec: PolicySpec, doc: LocatedDocument) -> list[str]:
         sample = scheduled.replace("{suite}", spec.evals.suite or "suite").replace(
             "{date}", "20250101T000000Z"
         )
-        if not any(fnmatch.fnmatch(_normal(sample), _normal(p)) for p in patterns):
+        if not any(
+            fnmatch.fnmatch(_normal(sample, base_dir), _normal(p, base_dir)) for p in patterns
+        ):
             out.append(
                 f"{doc.source}:{line}: evals.scorecards: no entry matches where "
                 f"evals.schedule.out writes ({scheduled}): auto would not read scheduled evals"
@@ -461,8 +465,12 @@ def _scorecard_warnings(spec: PolicySpec, doc: LocatedDocument) -> list[str]:
     return out
 
 
-def _normal(path: str) -> str:
-    return str(FsPath(path)).removeprefix("./")
+def _normal(path: str, base_dir: FsPath | None) -> str:
+    """A path as the proxy reads it: relative ones from the policy's directory."""
+    written = FsPath(path)
+    if base_dir is not None and not written.is_absolute():
+        written = base_dir / written
+    return str(written).removeprefix("./")
 
 
 def _eval_pool(
