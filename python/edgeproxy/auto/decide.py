@@ -33,6 +33,7 @@ ramp.
 from __future__ import annotations
 
 import enum
+import logging
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from edgeproxy.evals.stats import Z95, wilson
 from edgeproxy.snapshot import AutoSettings
 
 HISTORY = 64  # decision records kept per route x task
+log = logging.getLogger("edgeproxy.auto")
 
 
 class Kind(enum.StrEnum):
@@ -61,6 +63,9 @@ class Kind(enum.StrEnum):
     PROMOTE = "promote"  # the ramp ended: the challenger is the incumbent
     ROLLBACK = "rollback"  # the challenger went back out
     CANCEL = "cancel"  # a newer scorecard no longer backs the ramping challenger
+
+
+_LOGGED: Final = frozenset({Kind.STEP, Kind.PROMOTE, Kind.ROLLBACK, Kind.CANCEL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +313,15 @@ class TaskState:
 
     def _record(self, decision: Decision) -> Decision:
         self.history.append(decision)
+        if decision.kind in _LOGGED:  # only ever taken while serving (a replay takes none)
+            level = logging.WARNING if decision.kind is Kind.ROLLBACK else logging.INFO
+            log.log(
+                level,
+                "auto %s: %s",
+                decision.kind,
+                decision.reason,
+                extra={"route": self.route, "task": self.task, "scorecard": decision.card},
+            )
         return decision
 
     # -- scorecards --------------------------------------------------------------------------
