@@ -1,5 +1,5 @@
 """The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema/docs, status,
-tasks train/eval/corpus, eval run/compare/show.
+tasks train/eval/corpus, eval run/compare/show/schedule, auto status.
 
 Each subcommand lives in ``edgeproxy.commands.<name>``: an ``add_<name>`` function builds its
 parser (settings a container sets by environment are declared with
@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgeproxy import __version__
+from edgeproxy.commands.auto import add_auto
 from edgeproxy.commands.common import DEFAULT_PORT, Subparsers
 from edgeproxy.commands.demo import add_demo
 from edgeproxy.commands.options import resolve_settings
@@ -38,6 +39,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     add_status,
     add_tasks,
     add_eval_commands,
+    add_auto,
 )
 
 MAIN_EXAMPLES = """\

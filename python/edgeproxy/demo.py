@@ -77,6 +77,7 @@ async def run_demo(policy: Policy, options: DemoOptions, policy_text: str | None
             return 2
         _print_intro(policy, proxy, cluster)
         ok = await _tour(policy, proxy, cluster)
+        ok = await _auto_tour() and ok
         if options.check_only:
             _say("demo check: passed" if ok else "demo check: FAILED (a request above failed)")
             return 0 if ok else 1
@@ -199,6 +200,14 @@ async def _tour(policy: Policy, proxy: ProxyServer, cluster: SimCluster) -> bool
                 _say(f"  {label:<48} {line}")
     _say()
     return ok
+
+
+async def _auto_tour() -> bool:
+    """The Auto tour (``edgeproxy.auto_tour``): eval, scorecard, ``auto`` serving each task's
+    winner, a price rise and a degraded model, re-evals and switches."""
+    from edgeproxy.auto_tour import auto_tour
+
+    return await auto_tour(_say)
 
 
 async def _one_request(

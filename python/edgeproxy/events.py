@@ -158,9 +158,23 @@ class TaskDecided:
     detail: Mapping[str, str | int | float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class AutoDecided:
+    """An ``auto`` route's choice for the request (docs/auto.md): ``role`` says why its
+    ``choice`` leads the chain: ``incumbent``, ``challenger`` (a ramp's ``share``), ``pinned``,
+    ``chain`` (no evidence: the route's chain), or ``none`` (nothing to serve it with)."""
+
+    route: str
+    task: str
+    role: str
+    choice: str | None  # the candidate put first
+    share: float | None = None  # the ramping challenger's share of the task's requests
+
+
 RequestEvent = (
     RouteDecided
     | TaskDecided
+    | AutoDecided
     | CacheLooked
     | CandidateSkipped
     | AttemptStarted

@@ -137,8 +137,11 @@ def test_a_credential_after_its_label_is_redacted_whole(
     if len(token) < 4:
         token += "wxyz"
     out = redact(f"{before} {label}{token} tail")
-    assert f"{label}{REDACTED}" in out
     assert f"{label}{token}" not in out
+    # The label stays, unless the text before it ends with a label of its own ("... BEARER
+    # Authorization: Bearer X"): then the first label's redaction takes the second one too.
+    if not before.rstrip().lower().endswith(("bearer", "basic", "key", "token", "secret")):
+        assert f"{label}{REDACTED}" in out
 
 
 def test_registration_is_bounded_over_many_reloads() -> None:

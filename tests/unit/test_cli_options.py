@@ -51,7 +51,7 @@ def test_serve_help_lists_every_setting_with_its_default_and_variable() -> None:
 
 def test_every_command_shows_examples_and_every_option_a_default() -> None:
     commands = subparsers()
-    assert set(commands) == {"serve", "demo", "sim", "policy", "status", "tasks", "eval"}
+    assert set(commands) == {"serve", "demo", "sim", "policy", "status", "tasks", "eval", "auto"}
     assert len(COMMANDS) == len(commands)
     for name, parser in commands.items():
         text = parser.format_help()

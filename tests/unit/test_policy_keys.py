@@ -71,6 +71,10 @@ BASE: dict[str, Any] = {
         "r": {
             "chain": [{"provider": "p", "region": "r1", "model": "m"}, "q/x/qm"],
             "tasks": {"qa": {"chain": [{"provider": "p", "region": "r1", "model": "m"}]}},
+            "auto": {
+                "pool": [{"provider": "p", "region": "r1", "model": "m"}, "q/x/qm"],
+                "tasks": {"qa": {"optimize": "latency"}},
+            },
         },
         "s": {"aliases": ["s-alias"], "chain": ["q/x/qm", "p/*/m"]},
     },
@@ -119,6 +123,19 @@ STRING_VALUES: dict[str, Any] = {
     "routes.<name>.tasks.<name>.chain[].provider": "p2",
     "routes.<name>.tasks.<name>.chain[].region": "r2",
     "routes.<name>.tasks.<name>.chain[].model": "m2",
+    "routes.<name>.auto.pool": ["p/r1/m", "q/x/qm", "p2/r1/m"],
+    "routes.<name>.auto.pool[].provider": "p2",
+    "routes.<name>.auto.pool[].region": "r2",
+    "routes.<name>.auto.pool[].model": "m2",
+    "routes.<name>.auto.tasks.<name>.min_quality": 0.9,
+    "routes.<name>.auto.tasks.<name>.max_ttft_p50": "3s",
+    "routes.<name>.auto.tasks.<name>.max_ttft_p95": "3s",
+    "routes.<name>.auto.tasks.<name>.max_latency_p50": "3s",
+    "routes.<name>.auto.tasks.<name>.max_latency_p95": "3s",
+    "routes.<name>.auto.tasks.<name>.floor_on": "lower_bound",
+    "routes.<name>.auto.tasks.<name>.pin": "p2/r1/m",
+    "routes.<name>.auto.ramp.steps": [10, 50],
+    "evals.schedule.out": "scorecards/{date}.json",
 }
 NOT_TRAFFIC = {"version"}  # the only value it may have is 1
 
@@ -269,7 +286,9 @@ def test_diff_reports_a_change_of_every_key(key_files: dict[str, str]) -> None:
     for info, data in cases:
         new = _load(data, key_files, "new.yaml")
         changes = diff_policies(base, new)
-        expected = "chain" if info.at is None else info.view
+        # A chain entry's change is the chain's; an auto pool entry's, the pool's.
+        entry = "auto.pool" if "pool" in info.path else "chain"
+        expected = entry if info.at is None else info.view
         whats = {c.what for c in changes}
         # A task's chain is reported as tasks.<task>.chain.
         found = any(what == expected or what.endswith(f".{expected}") for what in whats)
@@ -374,6 +393,8 @@ NOT_FROM_KEYS = {
     (Route, "chain"),  # written as routes.<name>.chain; diff compares it as a chain
     (Route, "task_chains"),  # routes.<name>.tasks.<task>.chain; diff compares each as a chain
     (Route, "excluded"),  # derived from the chain and require_tags
+    (Route, "auto.pool"),  # routes.<name>.auto.pool; diff compares it as a chain
+    (Route, "auto.excluded"),  # evals.candidates the route's constraints rule out of its pool
     (Route, "cache.max_bytes"),  # the process-wide store's bounds: limits.cache_max_*
     (Route, "cache.max_entries"),
     (Candidate, "provider"),

@@ -51,6 +51,7 @@ def values(model: str = "gpt-4o-mini", **changes: object) -> AccessValues:
         "policy_version": "v1",
         "task": "extraction",
         "task_source": "rule",
+        "auto": "challenger:alpha/eu-west/gpt-4o-mini",
     }
     fields.update(changes)
     return tuple(fields[name] for name in FIELDS)

@@ -1,10 +1,13 @@
-"""``edgeproxy eval run | compare | show``: the command line of the evaluator (docs/evals.md)."""
+"""``edgeproxy eval run | compare | show | schedule``: the command line of the evaluator
+(docs/evals.md)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,7 +37,8 @@ def candidate_pool(policy: Policy) -> dict[str, Candidate]:
 
 
 def pick_candidates(policy: Policy, names: str | None, route: str | None) -> list[Candidate]:
-    """``--candidates a/b/c,...``, else ``--route R``'s chain, else ``evals.candidates``;
+    """``--candidates a/b/c,...``, else ``--route R``'s chain (an auto route's pool), else
+    ``evals.candidates``;
     ValueError says what is wrong."""
     pool = candidate_pool(policy)
     if names is not None and route is not None:
@@ -43,6 +47,8 @@ def pick_candidates(policy: Policy, names: str | None, route: str | None) -> lis
         found = policy.route_for(route)
         if found is None:
             raise ValueError(f"no route {route!r} (routes: {', '.join(policy.route_names)})")
+        if found.auto is not None:  # an auto route: its pool
+            return list(found.auto.pool) or list(found.chain)
         return list(found.chain)
     keys = (
         [k.strip() for k in names.split(",") if k.strip()]
@@ -273,6 +279,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         old_name=args.old,
         new_name=args.new,
         plot=plot_name,
+        margin=args.margin / 100,
     )
     if args.out is None:
         sys.stdout.write(text)
@@ -294,6 +301,111 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 2
     wide_console().print(summary_table(card, f"{card.suite.name}: {args.scorecard}"))
     return 0
+
+
+def _scheduled_options(
+    policy_path: str, when: Any, args: argparse.Namespace
+) -> tuple[EvalOptions, Policy]:
+    """A scheduled run's options, from the policy file as it is now."""
+    from edgeproxy.evals.runner import EvalOptions
+    from edgeproxy.evals.schedule import out_path
+    from edgeproxy.evals.suite import load_suite, resolve_suite
+
+    policy = _policy(policy_path)
+    name = policy.evals.suite
+    if name is None:
+        raise ValueError("no suite: set evals.suite in the policy")
+    suite = load_suite(resolve_suite(name, Path(policy.source).parent))
+    judge = candidate_pool(policy).get(policy.evals.judge) if policy.evals.judge else None
+    options = EvalOptions(
+        policy=policy,
+        suite=suite,
+        candidates=pick_candidates(policy, None, None),
+        out=out_path(policy, suite.name, when),
+        judge=judge,
+        repeats=args.repeats or policy.evals.schedule.repeats,
+        max_cost=policy.evals.max_cost if args.max_cost is None else args.max_cost,
+        concurrency=args.concurrency,
+        fresh=True,
+    )
+    return options, policy
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    """``edgeproxy eval schedule``: the suite every ``evals.schedule.every`` (``--once``: one
+    run if one is due, for cron)."""
+    import uvloop
+    from rich.console import Console
+
+    from edgeproxy.clock import SystemClock
+    from edgeproxy.errors import PolicyError
+    from edgeproxy.evals.runner import EvalRun
+    from edgeproxy.evals.schedule import Scheduler, human, newest_run, watched_patterns
+    from edgeproxy.evals.scorecard import save_scorecard
+    from edgeproxy.evals.suite import SuiteError
+
+    err = Console(stderr=True)
+    try:
+        policy = _policy(args.policy)
+    except PolicyError as exc:
+        err.print(f"edgeproxy eval schedule: the policy {args.policy} is not valid:", markup=False)
+        for problem in exc.problems:
+            err.print(f"  {problem}", markup=False)
+        return 2
+    every = args.every or policy.evals.schedule.every
+
+    def written(options: EvalOptions, card: Scorecard) -> None:
+        save_scorecard(card, options.out)
+        if card.complete:  # a finished run needs no resuming
+            Path(f"{options.out}.progress.jsonl").unlink(missing_ok=True)
+
+    async def run_once(when: Any) -> Path | None:
+        options, _ = await asyncio.to_thread(_scheduled_options, args.policy, when, args)
+        result = await EvalRun(options).run()
+        card = result.scorecard
+        await asyncio.to_thread(written, options, card)
+        print(
+            f"wrote {options.out}: {len(card.cells)} cells, spent ${card.spent_usd:.4f} on "
+            f"candidates and ${card.judge_spent_usd:.4f} on the judge"
+            + ("" if card.complete else " (stopped by the cost cap: incomplete)"),
+            flush=True,
+        )
+        return options.out
+
+    def newest() -> Any:
+        return newest_run(watched_patterns(_policy(args.policy)))
+
+    scheduler = Scheduler(every, run_once, newest, SystemClock())
+
+    async def main() -> int:
+        if args.once:
+            wait = scheduler.due_in()
+            if wait > 0:
+                at = scheduler.now() + timedelta(seconds=wait)
+                print(f"not due: the next run is at {at:%Y-%m-%d %H:%M}Z (in {human(wait)})")
+                return 0
+            await scheduler.run_if_due()
+            return 0
+        print(f"edgeproxy eval schedule: every {human(every)}", flush=True)
+        await scheduler.run_forever()
+        return 0
+
+    try:
+        return uvloop.run(main())
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (ValueError, SuiteError, PolicyError) as exc:
+        err.print(f"edgeproxy eval schedule: {exc}", markup=False)
+        return 2
+
+
+def _duration(text: str) -> float:
+    from edgeproxy.policy.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(kind: type[Any]) -> Any:
@@ -350,9 +462,30 @@ def add_eval_commands(sub: argparse._SubParsersAction[Any]) -> None:
     comp.add_argument("new")
     comp.add_argument("--objective", choices=OBJECTIVES, default="cost_per_success")
     comp.add_argument("--min-quality", type=_non_negative, help="quality floor (0..1)")
+    comp.add_argument(
+        "--margin",
+        type=_non_negative,
+        default=5.0,
+        help="the auto route's margin in percent, for its column (default 5)",
+    )
     comp.add_argument("--out", help="write the markdown report here (default: stdout)")
     comp.add_argument("--plot", help="the PNG plot (default: next to --out)")
     comp.set_defaults(func=cmd_compare)
+
+    schedule = eval_sub.add_parser(
+        "schedule", help="re-run the suite every evals.schedule.every (docs/evals.md)"
+    )
+    schedule.add_argument("--policy", default=DEFAULT_POLICY, help="the policy (re-read per run)")
+    schedule.add_argument("--every", type=_duration, help="default: evals.schedule.every")
+    schedule.add_argument("--repeats", type=_positive(int), help="default: evals.schedule.repeats")
+    schedule.add_argument(
+        "--max-cost", type=_non_negative, help="USD cap per run (default: evals.max_cost)"
+    )
+    schedule.add_argument("--concurrency", type=_positive(int), default=8)
+    schedule.add_argument(
+        "--once", action="store_true", help="run once if a run is due, then exit (for cron)"
+    )
+    schedule.set_defaults(func=cmd_schedule)
 
     show = eval_sub.add_parser("show", help="print a scorecard's summary table")
     show.add_argument("scorecard")

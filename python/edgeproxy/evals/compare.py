@@ -46,6 +46,26 @@ class TaskComparison:
             and self.old_winner.cell.candidate != self.new_winner.cell.candidate
         )
 
+    def auto_rule(self, objective: Objective, margin: float) -> str:
+        """What the ``auto`` route's rule makes of this one new scorecard (docs/auto.md): with
+        the old winner as the incumbent, ``switch`` only when the new winner beats it by
+        ``margin`` with 95 % intervals apart, or the incumbent no longer meets the limits;
+        else ``hold`` and why (several scorecards in a row may still switch it)."""
+        if not self.switched:
+            return "keep" if self.new_winner is not None else "none eligible"
+        assert self.old_winner is not None and self.new_winner is not None
+        incumbent = self.old_winner.cell.candidate
+        mine = self.new.get(incumbent)
+        if mine is None or incumbent in self.excluded:
+            return "switch (the incumbent no longer meets the limits)"
+        challenger = self.new_winner.cell
+        gain = improvement(value(challenger, objective), value(mine, objective), objective)
+        if gain < margin:
+            return f"hold ({_pct(gain)} < margin {margin * 100:g}%)"
+        if not separated(challenger, mine, objective):
+            return "hold (95 % intervals overlap)"
+        return f"switch ({_pct(gain)}, intervals apart)"
+
 
 def compare(
     old: Scorecard, new: Scorecard, objective: Objective, limits: Limits | None = None
@@ -199,6 +219,7 @@ def markdown(
     old_name: str = "OLD",
     new_name: str = "NEW",
     plot: str | None = None,
+    margin: float = 0.05,
 ) -> str:
     lines = [
         f"# Eval comparison: {objective}",
@@ -216,13 +237,16 @@ def markdown(
     if limits.min_quality is not None:
         lines.append(f"- quality floor: {limits.min_quality:g}")
     lines.append("")
-    lines.append("| task | old winner | new winner | decision |")
-    lines.append("|---|---|---|---|")
+    lines.append(
+        f"| task | old winner | new winner | decision | auto route (margin {margin * 100:g}%) |"
+    )
+    lines.append("|---|---|---|---|---|")
     for t in comparisons:
         old_w = t.old_winner.cell.candidate if t.old_winner else "-"
         new_w = t.new_winner.cell.candidate if t.new_winner else "-"
         decision = "switch" if t.switched else ("keep" if t.new_winner else "none eligible")
-        lines.append(f"| {t.task} | `{old_w}` | `{new_w}` | {decision} |")
+        rule = t.auto_rule(objective, margin)
+        lines.append(f"| {t.task} | `{old_w}` | `{new_w}` | {decision} | {rule} |")
     for t in comparisons:
         lines += ["", f"## {t.task}", ""]
         lines += [f"- {sentence}" for sentence in _why(t, objective, limits)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import hashlib
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +25,9 @@ from edgeproxy.policy.catalog import leaf_keys
 from edgeproxy.policy.files import FileRefused, read_key_file
 from edgeproxy.policy.keys import At, Key
 from edgeproxy.policy.schema import (
+    AutoSpec,
     CacheSpec,
+    CandidateSpec,
     PolicySpec,
     PriceSpec,
     ProviderSpec,
@@ -39,6 +42,8 @@ from edgeproxy.snapshot import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_ON_MIDSTREAM_FAILURE,
     DEFAULT_TASK,
+    AutoObjective,
+    AutoSettings,
     CacheSettings,
     Candidate,
     EvalSettings,
@@ -46,7 +51,11 @@ from edgeproxy.snapshot import (
     Hedge,
     Policy,
     Price,
+    RampSettings,
+    RollbackSettings,
     Route,
+    ScheduleSettings,
+    ShadowSettings,
     Timeouts,
 )
 from edgeproxy.tokens import encoding_for_model
@@ -137,8 +146,12 @@ def compile_policy(
     }
     routes: dict[str, Route] = {}
     warnings: list[str] = [str(w) for w in doc.warnings]
+    pool = _eval_pool(spec, headers_by_provider, doc)
     for route_name, route_spec in spec.routes.items():
-        chain, excluded = _resolve_chain(route_name, route_spec, spec, headers_by_provider, doc)
+        if route_spec.chain or route_spec.auto is None:
+            chain, excluded = _resolve_chain(route_name, route_spec, spec, headers_by_provider, doc)
+        else:  # an auto route without a chain of its own
+            chain, excluded = [], []
         route = Route(
             name=route_name,
             aliases=tuple(route_spec.aliases),
@@ -157,6 +170,7 @@ def compile_policy(
             cache=_cache(route_name, route_spec.cache or spec.defaults.cache, doc),
             default_task=route_spec.default_task or spec.defaults.default_task or DEFAULT_TASK,
             task_chains=_task_chains(route_name, route_spec, spec, headers_by_provider, doc),
+            auto=_auto(route_name, route_spec, spec, headers_by_provider, pool, doc, warnings),
         )
         for i, name in enumerate((route_name, *route_spec.aliases)):
             if name in routes:
@@ -189,7 +203,7 @@ def compile_policy(
             )
     settings = _policy_settings(spec, doc)
     tasks = compile_tasks(spec, doc, base_dir)
-    pool = _eval_pool(spec, headers_by_provider, doc)
+    warnings.extend(_scorecard_warnings(spec, doc, base_dir))
     if doc.problems or settings is None:
         return None
     evals = settings.get("evals")
@@ -237,6 +251,226 @@ def _task_chains(
         chain, _ = _resolve_chain(route_name, written, spec, headers_by_provider, doc, at)
         chains[task] = tuple(chain)
     return MappingProxyType(chains)
+
+
+def _auto(
+    route_name: str,
+    route: RouteSpec,
+    spec: PolicySpec,
+    headers_by_provider: dict[str, dict[str, str]],
+    eval_pool: Mapping[str, Candidate],
+    doc: LocatedDocument,
+    warnings: list[str],
+) -> AutoSettings | None:
+    """An ``auto`` route's settings: its pool (written, else ``evals.candidates``) compiled
+    under the route's constraints, each task's objective resolved, pins compiled like chain
+    entries, percentages as ratios (docs/auto.md)."""
+    auto = route.auto
+    if auto is None:
+        return None
+    where: Path = ("routes", route_name, "auto")
+    excluded: list[Excluded] = []
+    if auto.pool is not None:
+        if not auto.pool:
+            doc.problems.append(doc.problem((*where, "pool"), "the pool is empty"))
+            return None
+
+        def in_pool(i: int) -> Path:
+            return (*where, "pool", i)
+
+        written_pool = route.model_copy(update={"chain": auto.pool})
+        pool, _ = _resolve_chain(route_name, written_pool, spec, headers_by_provider, doc, in_pool)
+    else:
+        pool, excluded = _default_pool(route, spec, eval_pool)
+        if not pool:
+            line, _ = doc.locate(where)
+            warnings.append(
+                f"{doc.source}:{line}: {format_path(where)}: no pool: evals.candidates is empty "
+                "or none of them meets the route's constraints; only pins and the route's "
+                "chain can serve"
+            )
+    known = {DEFAULT_TASK, *spec.tasks.categories}
+    base = _objective(AutoObjective(), written(auto.objective), (*where, "objective"), doc)
+    objectives: dict[str, AutoObjective] = {}
+    pins: dict[str, Candidate] = {}
+    for task, task_spec in auto.tasks.items():
+        at: Path = (*where, "tasks", task)
+        if task not in known:
+            doc.problems.append(
+                doc.problem(
+                    at,
+                    f"task {quoted_name(task)} is not one of tasks.categories "
+                    f"{_hint(task, sorted(known))}",
+                )
+            )
+            continue
+        fields = {
+            f.name: getattr(task_spec, f.name)
+            for f in dataclasses.fields(AutoObjective)
+            if getattr(task_spec, f.name) is not None
+        }
+        objectives[task] = _objective(base, fields, at, doc)
+        if task_spec.pin is not None:
+            entry = CandidateSpec.model_validate(_candidate_parts(task_spec.pin))
+
+            def pinned(_: int, at: Path = at) -> Path:
+                return (*at, "pin")
+
+            written_pin = route.model_copy(update={"chain": [entry]})
+            chain, _ = _resolve_chain(
+                route_name, written_pin, spec, headers_by_provider, doc, pinned
+            )
+            if chain:
+                pins[task] = chain[0]
+    return _auto_settings(auto, tuple(pool), base, objectives, pins, excluded, where, doc)
+
+
+def _auto_settings(
+    auto: AutoSpec,
+    pool: tuple[Candidate, ...],
+    base: AutoObjective,
+    objectives: dict[str, AutoObjective],
+    pins: dict[str, Candidate],
+    excluded: list[Excluded],
+    where: Path,
+    doc: LocatedDocument,
+) -> AutoSettings | None:
+    try:
+        given_ramp = written(auto.ramp)
+        if auto.ramp.steps is not None:
+            given_ramp["steps"] = tuple(step / 100 for step in auto.ramp.steps)
+        ramp = RampSettings(**given_ramp)
+    except ValueError as exc:
+        doc.problems.append(doc.problem((*where, "ramp"), str(exc)))
+        return None
+    try:
+        rollback = RollbackSettings(**_ratios(auto.rollback))
+    except ValueError as exc:
+        doc.problems.append(doc.problem((*where, "rollback"), str(exc)))
+        return None
+    shadow = None
+    if auto.shadow is not None:
+        try:
+            shadow = ShadowSettings(**_ratios(auto.shadow))
+        except ValueError as exc:
+            doc.problems.append(doc.problem((*where, "shadow"), str(exc)))
+            return None
+    given = _ratios(auto)
+    try:
+        return AutoSettings(
+            pool=pool,
+            objective=base,
+            tasks=MappingProxyType(objectives),
+            pins=MappingProxyType(pins),
+            ramp=ramp,
+            rollback=rollback,
+            shadow=shadow,
+            excluded=tuple(excluded),
+            **given,
+        )
+    except ValueError as exc:
+        doc.problems.append(doc.problem(where, str(exc)))
+        return None
+
+
+def _ratios(block: BaseModel) -> dict[str, Any]:
+    """``written(block)`` with its percentage keys as ratios."""
+    out = {}
+    for name, field in type(block).model_fields.items():
+        value = getattr(block, name)
+        declared = field.json_schema_extra
+        if value is None or not isinstance(declared, Key) or declared.at is None:
+            continue
+        if isinstance(value, BaseModel | list | dict):
+            continue
+        out[declared.at.path.rpartition(".")[2]] = value / 100 if declared.percent else value
+    return out
+
+
+def _objective(
+    base: AutoObjective, fields: dict[str, Any], where: Path, doc: LocatedDocument
+) -> AutoObjective:
+    try:
+        return replace(base, **fields)
+    except (ValueError, TypeError) as exc:
+        doc.problems.append(doc.problem(where, str(exc)))
+        return base
+
+
+def _candidate_parts(key: str) -> dict[str, str]:
+    provider, region, model = key.split("/", 2)
+    return {"provider": provider, "region": region, "model": model}
+
+
+def _default_pool(
+    route: RouteSpec, spec: PolicySpec, eval_pool: Mapping[str, Candidate]
+) -> tuple[list[Candidate], list[Excluded]]:
+    """``evals.candidates`` (not the judge) that meet the route's residency and context-window
+    constraints; the others are excluded with the reason (an SRE did not write them for this
+    route, so they are not errors)."""
+    pool: list[Candidate] = []
+    excluded: list[Excluded] = []
+    for name in dict.fromkeys(spec.evals.candidates):
+        candidate = eval_pool.get(name)
+        if candidate is None:
+            continue  # reported where evals.candidates is compiled
+        mismatch = tag_mismatch(route.require_tags, candidate.tags)
+        window = candidate.context_window
+        if mismatch:
+            excluded.append(Excluded(name, f"residency: region {candidate.region!r} {mismatch}"))
+        elif route.min_context_window is not None and (
+            window is None or window < route.min_context_window
+        ):
+            excluded.append(
+                Excluded(
+                    name,
+                    f"context window {window or 'undeclared'} < min_context_window "
+                    f"{route.min_context_window}",
+                )
+            )
+        else:
+            pool.append(candidate)
+    return pool, excluded
+
+
+def _scorecard_warnings(
+    spec: PolicySpec, doc: LocatedDocument, base_dir: FsPath | None
+) -> list[str]:
+    """An ``auto`` route with no scorecard to read, or a schedule whose scorecards the route
+    would never read."""
+    if not any(r.auto is not None for r in spec.routes.values()):
+        return []
+    out = []
+    patterns = spec.evals.scorecards
+    line, _ = doc.locate(("evals", "scorecards"))
+    if not patterns:
+        out.append(
+            f"{doc.source}:{line}: evals.scorecards: empty, so auto routes have no evidence: "
+            "they serve only pins and their chains (docs/auto.md)"
+        )
+        return out
+    schedule = spec.evals.schedule
+    if schedule.out is not None or schedule.every is not None:  # the policy plans a schedule
+        scheduled = schedule.out or ScheduleSettings().out
+        sample = scheduled.replace("{suite}", spec.evals.suite or "suite").replace(
+            "{date}", "20250101T000000Z"
+        )
+        if not any(
+            fnmatch.fnmatch(_normal(sample, base_dir), _normal(p, base_dir)) for p in patterns
+        ):
+            out.append(
+                f"{doc.source}:{line}: evals.scorecards: no entry matches where "
+                f"evals.schedule.out writes ({scheduled}): auto would not read scheduled evals"
+            )
+    return out
+
+
+def _normal(path: str, base_dir: FsPath | None) -> str:
+    """A path as the proxy reads it: relative ones from the policy's directory."""
+    written = FsPath(path)
+    if base_dir is not None and not written.is_absolute():
+        written = base_dir / written
+    return str(written).removeprefix("./")
 
 
 def _eval_pool(
@@ -341,6 +575,14 @@ def _resolve_chain(
     excluded: list[Excluded] = []
     seen: set[str] = set()
     invalid_before = len(doc.problems)
+    if not route.chain:
+        doc.problems.append(
+            doc.problem(
+                ("routes", route_name, "chain") if where is None else where(0),
+                "a route needs a chain of at least one candidate (or auto: docs/auto.md)",
+            )
+        )
+        return chain, excluded
     for i, entry in enumerate(route.chain):
         path = where(i) if where is not None else ("routes", route_name, "chain", i)
         provider = spec.providers.get(entry.provider)

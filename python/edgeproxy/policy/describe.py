@@ -49,9 +49,19 @@ def _nested(obj: Any, scope: Scope) -> dict[str, Any]:
         node = out
         for parent in parents:
             node = node[parent]
-        if all(v is None for v in node[leaf].values()):
-            node[leaf] = None
+            if node is None:  # inside a block already shown as null (auto.shadow in auto)
+                break
+        else:
+            if _unset(node[leaf]):
+                node[leaf] = None
     return out
+
+
+def _unset(value: Any) -> bool:
+    """None, or a block of nothing but unset values (nested blocks included)."""
+    if isinstance(value, dict):
+        return all(_unset(v) for v in value.values())
+    return value is None
 
 
 def describe_candidate(candidate: Candidate) -> dict[str, Any]:
@@ -65,7 +75,7 @@ def describe_candidate(candidate: Candidate) -> dict[str, Any]:
 
 
 def describe_route(route: Route) -> dict[str, Any]:
-    return {
+    data = {
         "chain": [describe_candidate(c) for c in route.chain],
         "tasks": {
             task: {"chain": [describe_candidate(c) for c in chain]}
@@ -74,6 +84,10 @@ def describe_route(route: Route) -> dict[str, Any]:
         **_nested(route, "route"),
         "excluded": [{"key": e.key, "reason": e.reason} for e in route.excluded],
     }
+    if route.auto is not None:  # the pool is compiled like a chain (docs/auto.md)
+        data["auto"]["pool"] = [describe_candidate(c) for c in route.auto.pool]
+        data["auto"]["excluded"] = [{"key": e.key, "reason": e.reason} for e in route.auto.excluded]
+    return data
 
 
 def describe_policy(policy: Policy) -> dict[str, Any]:

@@ -143,8 +143,26 @@ def _route_changes(name: str, old: Route, new: Route) -> list[Change]:
                     " > ".join(after) or "(the route's chain)",
                 )
             )
+    out.extend(_auto_changes(scope, old, new))
     out.extend(_view_changes(scope, old, new, "route"))
     return out
+
+
+def _auto_changes(scope: str, old: Route, new: Route) -> list[Change]:
+    """``auto`` switched on or off, and its pool (compared like a chain)."""
+    if (old.auto is None) != (new.auto is None):
+        state = ("off", "on") if old.auto is None else ("on", "off")
+        return [Change(scope, "auto", *state)]
+    if old.auto is None or new.auto is None:
+        return []
+    before = [c.key for c in old.auto.pool]
+    after = [c.key for c in new.auto.pool]
+    if before == after:
+        return []
+    return [
+        Change(scope, "auto.pool", ", ".join(before) or "(empty)", ", ".join(after) or "(empty)"),
+        Change(scope, "auto.pool (summary)", "", _chain_note(before, after)),
+    ]
 
 
 def _candidate_changes(old: Policy, new: Policy) -> list[Change]:

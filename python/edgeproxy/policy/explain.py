@@ -208,6 +208,12 @@ def explain(
     notes: list[str] = []
     if completion == 0:
         notes.append("the request sets no max_tokens: only the prompt is checked against windows")
+    if route.auto is not None:
+        notes.append(
+            f"route {route.name!r} is an auto route: a running proxy puts the best candidate of "
+            "its pool by the newest scorecard first, ranked fallbacks next, then the candidates "
+            "above (GET /admin/auto, docs/auto.md)"
+        )
     return Explanation(
         policy_source=policy.source,
         policy_version=policy.version,

@@ -18,9 +18,14 @@ from pydantic import BaseModel
 from edgeproxy.policy.catalog import KeyInfo, fields_of, strip
 from edgeproxy.policy.keys import NOT_GIVEN, Prose
 from edgeproxy.policy.schema import (
+    AutoObjectiveSpec,
+    AutoShadowSpec,
+    AutoSpec,
+    AutoTaskSpec,
     CacheSpec,
     CandidateSpec,
     DefaultsSpec,
+    EvalScheduleSpec,
     EvalsSpec,
     HedgeSpec,
     LimitsSpec,
@@ -57,6 +62,7 @@ TABLES = (
     ),
     Table("telemetry", TelemetrySpec),
     Table("evals", EvalsSpec),
+    Table("evals-schedule", EvalScheduleSpec),
     Table("defaults", DefaultsSpec),
     Table("timeouts", TimeoutsSpec),
     Table("cache", CacheSpec),
@@ -66,6 +72,10 @@ TABLES = (
     Table("routes", RouteSpec),
     Table("hedge", HedgeSpec),
     Table("candidate", CandidateSpec),
+    Table("auto", AutoSpec, flatten=("ramp", "rollback")),
+    Table("auto-objective", AutoObjectiveSpec),
+    Table("auto-task", AutoTaskSpec, only=("pin",)),
+    Table("auto-shadow", AutoShadowSpec),
     Table("tasks", TasksSpec, flatten=("classifier",)),
     Table("task-rules", TaskRuleSpec),
     Table("task-range", RangeSpec),

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
 _SIZE_UNITS = {
     None: 1,
@@ -23,7 +23,7 @@ _SIZE_UNITS = {
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds, from a number (seconds) or a string with a unit (ms, s, m, h)."""
+    """Seconds, from a number (seconds) or a string with a unit (ms, s, m, h, d)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 250ms, 30s or 5m")
     if isinstance(value, int | float):
@@ -62,7 +62,7 @@ Duration = Annotated[
                 {"type": "number", "exclusiveMinimum": 0},
                 {"type": "string", "pattern": _DURATION.pattern},
             ],
-            "description": "Seconds, or a string with a unit: 250ms, 30s, 5m, 1h.",
+            "description": "Seconds, or a string with a unit: 250ms, 30s, 5m, 1h, 14d.",
         }
     ),
 ]
@@ -82,11 +82,11 @@ ByteSize = Annotated[
 
 
 def format_duration(seconds: float) -> str:
-    """``250ms``, ``30s``, ``5m``, ``1h``: as an SRE would write it (whole minutes and hours
-    shortened; anything else in seconds)."""
+    """``250ms``, ``30s``, ``5m``, ``1h``, ``14d``: as an SRE would write it (whole minutes,
+    hours and days shortened; anything else in seconds)."""
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
-    for unit, size in (("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"

@@ -1,6 +1,6 @@
-"""Admin endpoints: ``GET /admin/policy``, ``POST /admin/reload``, ``GET /admin/status`` and
-``GET /admin/debug/runtime`` (asyncio tasks, open fds, RSS, gc, upstream pool, client
-connections: for leak hunts).
+"""Admin endpoints: ``GET /admin/policy``, ``POST /admin/reload``, ``GET /admin/status``,
+``GET /admin/auto`` (the auto routes' decisions: docs/auto.md) and ``GET /admin/debug/runtime``
+(asyncio tasks, open fds, RSS, gc, upstream pool, client connections: for leak hunts).
 
 Access: with an admin token configured (``EDGEPROXY_ADMIN_TOKEN``), every admin request must carry
 ``Authorization: Bearer <token>`` (or 401), from any address. Without a token, admin endpoints
@@ -156,6 +156,13 @@ async def handle_admin_status(request: web.Request) -> web.Response:
     return _json(data)
 
 
+async def handle_admin_auto(request: web.Request) -> web.Response:
+    """Per auto route x task: incumbent, challenger and ramp, the latest scorecard's values,
+    the chain, the decisions and why (``edgeproxy auto status`` renders it)."""
+    authorize(admin_config(request), request.headers.get("Authorization"), request.remote)
+    return _json(request.app[STATE].auto.status())
+
+
 async def handle_admin_debug_runtime(request: web.Request) -> web.Response:
     """Runtime facts for leak hunting (``asyncio_tasks``, ``open_fds``, ``rss_bytes``, gc, the
     upstream pool's idle connections, uptime); schema in ``telemetry/runtime.py``."""
@@ -181,4 +188,5 @@ def add_admin_routes(app: web.Application, config: AdminConfig) -> None:
     app.router.add_get("/admin/policy", handle_admin_policy)
     app.router.add_post("/admin/reload", handle_admin_reload)
     app.router.add_get("/admin/status", handle_admin_status)
+    app.router.add_get("/admin/auto", handle_admin_auto)
     app.router.add_get("/admin/debug/runtime", handle_admin_debug_runtime)

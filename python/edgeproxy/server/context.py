@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from edgeproxy.auto.router import AutoRouter
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock
 from edgeproxy.resilience.engine import ResilienceEngine
@@ -18,8 +19,9 @@ from edgeproxy.upstreams.pool import UpstreamPool
 
 @dataclass
 class ProxyState:
-    """The current policy snapshot (swapped whole on reload), the upstream pool, the clock, and
-    the resilience engine (breakers, budgets) that outlives any one policy."""
+    """The current policy snapshot (swapped whole on reload), the upstream pool, the clock, the
+    resilience engine (breakers, budgets) and the auto router (incumbents, ramps) that outlive
+    any one policy."""
 
     policy: Policy
     pool: UpstreamPool
@@ -27,6 +29,7 @@ class ProxyState:
     engine: ResilienceEngine
     telemetry: Telemetry
     cache: PromptCache
+    auto: AutoRouter  # the auto routes' choices per task (docs/auto.md)
     # Set when a graceful shutdown starts (SIGTERM): /readyz answers 503 from then on.
     draining: bool = False
 

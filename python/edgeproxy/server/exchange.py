@@ -121,6 +121,14 @@ class Exchange:
             raise ClientError(400, decision.message, param=decision.param, code="unknown_task")
         self.task = decision.task
         self.chain = self.route.chain_for(decision.task)
+        if self.route.auto is not None:  # the chain is chosen from scorecards (docs/auto.md)
+            pick = self.state.auto.choose(self.route, decision.task, without_task(self.body))
+            self.ledger.on_event(pick.event)
+            if pick.refusal is not None:
+                raise ClientError(503, pick.refusal, code="no_evaluated_candidate")
+            self.chain = pick.chain
+            if pick.observer is not None:
+                self.ledger.observers.append(pick.observer)
         request[TASK] = decision.task
         fields = decision.log_fields()
         detail = {k: v for k, v in fields.items() if k not in ("task", "task_source")}

@@ -13,7 +13,7 @@ leg's ``Committed``, ``UsageRecorded``, ``RelayEnded`` and ``AttemptEnded`` in t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,8 @@ class Ledger:
     clock: Clock
     hedger: Hedger | None = None  # learns streams' times to first token (hedge delays)
     entries: dict[int, Entry] = field(default_factory=dict)
+    # Also told every event, after telemetry (an ``auto`` route's live outcomes: auto/live.py).
+    observers: list[Callable[[RequestEvent], None]] = field(default_factory=list)
 
     # -- RequestListener ---------------------------------------------------------------------
 
@@ -74,6 +76,8 @@ class Ledger:
             if entry is not None:
                 self.hedger.observe_ttft(entry.candidate.key, event.seconds)
         self.listener.on_event(event)
+        for observe in self.observers:
+            observe(event)
 
     def trace_headers(self, number: int) -> Mapping[str, str]:
         return self.listener.trace_headers(number)

@@ -17,6 +17,7 @@ import os
 from aiohttp import web
 
 from edgeproxy import tokens
+from edgeproxy.auto.router import AutoRouter
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock, SystemClock
 from edgeproxy.policy.reload import PolicyReloader, ReloadOptions
@@ -75,6 +76,13 @@ class ProxyServer:
                 ),
                 clock,
             ),
+            # Scorecards are watched like the policy file (docs/auto.md).
+            auto=AutoRouter(
+                policy,
+                clock,
+                watch=reload is None or reload.watch,
+                force_polling=reload is not None and reload.force_polling,
+            ),
         )
         self.state.telemetry.observe_breakers(self.state.engine.breakers.snapshot)
         # Every breaker state change is counted and logged (edgeproxy_breaker_transitions_total).
@@ -100,6 +108,8 @@ class ProxyServer:
         return f"http://{self.host}:{self.port}"
 
     def _policy_swapped(self, old: Policy, new: Policy) -> None:
+        # Incumbents and ramps carry over for auto route x tasks whose decisions are unchanged.
+        self.state.auto.policy_swapped(old, new)
         carried = self.state.engine.policy_swapped(new)
         log.info(
             "breaker state carried over",
@@ -120,6 +130,7 @@ class ProxyServer:
             asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
         self.state.engine.start_probing(self.state.policy, self.state.pool.http)
+        await self.state.auto.start(self.state.pool.http)  # scorecards read before listening
         app = create_app(self.state, self.allowed_hosts)
         add_admin_routes(
             app,
@@ -212,6 +223,7 @@ class ProxyServer:
         if self.reloader is not None:
             await self.reloader.stop()
         await self.state.engine.stop_probing()
+        await self.state.auto.stop()
         if self._runner is not None:
             # Waits up to shutdown_timeout for requests and streams in flight (idle keep-alive
             # connections are closed at once), then cancels what is left.

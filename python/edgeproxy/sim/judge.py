@@ -8,9 +8,12 @@ real judge is asked to (docs/evals.md, "The judge"):
 - each criterion (``<criteria>``, a JSON list) gets a score from 1 to 10: with ``expect``
   phrases, ``1 + 9 x`` the share of them the answer contains (case-insensitive); otherwise,
   with a ``<reference>`` answer, ``1 + 9 x`` the share of the reference's content words (4+
-  letters, not a stop word) the answer contains; with neither, ``1 + 9 x`` the share of the
-  user's request's content words the answer uses (on topic or not: crude, but it tells an
-  answer from a refusal). Scores are rounded to integers.
+  letters, not a stop word) the answer contains; without one, the right answer its answer book
+  holds for the conversation's last user message stands in for it (a judge that knows the
+  facts: how live requests, which carry no reference, are graded, e.g. ``auto``'s shadow
+  traffic); with neither, ``1 + 9 x`` the share of the user's request's content words the
+  answer uses (on topic or not: crude, but it tells an answer from a refusal). Scores are
+  rounded to integers.
 - ``mode=score``: ``{"scores": {criterion: score, ...}, "reason": ...}``.
 - ``mode=pairwise``: the mean scores of ``<answer_a>`` and ``<answer_b>``; the higher wins, but
   when they are less than 1 point apart the judge prefers the answer shown first (``A``): a
@@ -25,6 +28,7 @@ import re
 from typing import Any, Final
 
 from edgeproxy.evals.judge import MARKER_PREFIX, section
+from edgeproxy.sim.answers import AnswerBook
 
 _WORD: Final = re.compile(r"[a-z0-9]+")
 _STOP: Final = frozenset(
@@ -98,12 +102,16 @@ def is_judge_prompt(text: str) -> bool:
     return text.lstrip().startswith(MARKER_PREFIX)
 
 
-def verdict(prompt: str) -> str:
-    """The JSON the simulated judge answers ``prompt`` with."""
+def verdict(prompt: str, book: AnswerBook | None = None) -> str:
+    """The JSON the simulated judge answers ``prompt`` with (``book``: the right answers it
+    knows, for prompts that carry no reference)."""
     mode = "pairwise" if "mode=pairwise" in prompt.split("\n", 1)[0] else "score"
     criteria = _criteria(section(prompt, "criteria"))
-    # Without a reference the request itself is what an answer is compared with.
-    reference = section(prompt, "reference") or _request(section(prompt, "conversation"))
+    # Without a reference: the book's right answer, else the request itself.
+    conversation = section(prompt, "conversation")
+    reference = (
+        section(prompt, "reference") or _known_answer(conversation, book) or _request(conversation)
+    )
     if mode == "score":
         answer = section(prompt, "answer") or ""
         scores = {name: _score(answer, expect, reference) for name, expect in criteria}
@@ -115,6 +123,20 @@ def verdict(prompt: str) -> str:
     return json.dumps(
         {"winner": winner, "reason": f"simulated judge: A scored {a:.1f}, B scored {b:.1f}"}
     )
+
+
+def _known_answer(conversation: str | None, book: AnswerBook | None) -> str | None:
+    """The book's right answer to the conversation's last user message (its text runs from the
+    last ``user:`` line to the end: the judged request ends with it)."""
+    if not conversation or book is None:
+        return None
+    lines = conversation.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("user:"):
+            text = "\n".join([lines[i].removeprefix("user:"), *lines[i + 1 :]])
+            entry = book.lookup(text)
+            return entry.right if entry is not None else None
+    return None
 
 
 def _request(conversation: str | None) -> str | None:

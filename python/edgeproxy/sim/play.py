@@ -73,7 +73,7 @@ class Player:
         base = plan_completion(self.config, chat)
         text: str | None = None
         if base.tool_call is None and is_judge_prompt(prompt):
-            text = verdict(prompt)
+            text = verdict(prompt, self.book)
         elif base.tool_call is None and entry is not None:
             right = self._draw(chat.model, prompt, "right") < task_profile.quality
             text = entry.right if right else entry.wrong

@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from edgeproxy.snapshot.auto import (
+    DEFAULT_CONFIRMATIONS,
+    DEFAULT_FALLBACKS,
+    DEFAULT_MARGIN,
+    DEFAULT_MIN_SAMPLES,
+    AutoObjective,
+    RampSettings,
+    RollbackSettings,
+    ScheduleSettings,
+    ShadowSettings,
+)
 from edgeproxy.snapshot.settings import (
     DEFAULT_MAX_BYTES,
     CacheSettings,
@@ -70,6 +81,40 @@ class Excluded:
 
 
 @dataclass(frozen=True, slots=True)
+class AutoSettings:
+    """An ``auto`` route's choice per task from a pool of candidates (docs/auto.md).
+
+    ``pool`` is compiled like a chain (the route's residency and context-window constraints
+    applied); ``excluded`` holds what the default pool (``evals.candidates``) lost to them.
+    ``tasks`` holds each task's objective that the policy names, resolved against ``objective``
+    (the route's default); ``pins`` a task's pinned candidate, which leads whatever the
+    scorecards say.
+    """
+
+    pool: tuple[Candidate, ...] = ()
+    objective: AutoObjective = field(default_factory=AutoObjective)
+    tasks: Mapping[str, AutoObjective] = field(default_factory=lambda: MappingProxyType({}))
+    pins: Mapping[str, Candidate] = field(default_factory=lambda: MappingProxyType({}))
+    margin: float = DEFAULT_MARGIN  # a challenger must be this much better (0.05 = 5 %)
+    confirmations: int = DEFAULT_CONFIRMATIONS  # or better by the margin in this many in a row
+    fallbacks: int = DEFAULT_FALLBACKS  # ranked candidates after the leader
+    min_samples: int = DEFAULT_MIN_SAMPLES  # graded requests a scorecard cell needs
+    ramp: RampSettings = field(default_factory=RampSettings)
+    rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    shadow: ShadowSettings | None = None  # off unless the policy says
+    excluded: tuple[Excluded, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin < 10:
+            raise ValueError("auto margin must be a percentage >= 0")
+        if self.confirmations < 1 or self.fallbacks < 0 or self.min_samples < 1:
+            raise ValueError("auto: confirmations and min_samples >= 1, fallbacks >= 0")
+
+    def objective_for(self, task: str) -> AutoObjective:
+        return self.tasks.get(task, self.objective)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     aliases: tuple[str, ...]
@@ -92,6 +137,9 @@ class Route:
     task_chains: Mapping[str, tuple[Candidate, ...]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    # ``auto``: the chain is chosen per task from scorecards (``edgeproxy.auto``); ``chain`` and
+    # ``task_chains`` are then what serves a task no scorecard ranks, and the last resort.
+    auto: AutoSettings | None = None
 
     def chain_for(self, task: str) -> tuple[Candidate, ...]:
         """The chain that serves ``task``: its own, or the route's."""
@@ -99,10 +147,14 @@ class Route:
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
-        """Every candidate the route may send to (its chain first, then its tasks' chains), once:
+        """Every candidate the route may send to (its chain first, then its tasks' chains, an
+        ``auto`` route's pool and pins), once:
         what the prober probes and what breaker state a reload keeps."""
         seen: dict[str, Candidate] = {c.key: c for c in self.chain}
-        for chain in self.task_chains.values():
+        chains = list(self.task_chains.values())
+        if self.auto is not None:
+            chains += [self.auto.pool, tuple(self.auto.pins.values())]
+        for chain in chains:
             for candidate in chain:
                 seen.setdefault(candidate.key, candidate)
         return tuple(seen.values())
@@ -132,6 +184,7 @@ class EvalSettings:
     suite: str | None = None
     scorecards: tuple[str, ...] = ()
     max_cost: float = 5.0  # USD per eval run (candidates and judge together)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)  # eval schedule
     pool: Mapping[str, Candidate] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:

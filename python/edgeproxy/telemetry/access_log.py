@@ -62,6 +62,7 @@ FIELDS: tuple[str, ...] = (
     "policy_version",
     "task",
     "task_source",
+    "auto",
 )
 
 # One request's values in FIELDS order (str, int, float, bool, None, or a list of str).
@@ -142,7 +143,7 @@ _TEXT_TEMPLATE = (
 # str() never needs quoting. ``attempt_outcomes`` (a list) is always quoted.
 _TEXT_FIELDS = tuple(i for i, name in enumerate(FIELDS) if name in (
     "request_id", "trace_id", "route", "model", "candidate", "outcome", "error_type", "cache",
-    "policy_version", "task", "task_source",
+    "policy_version", "task", "task_source", "auto",
 ))  # fmt: skip
 _OUTCOMES = FIELDS.index("attempt_outcomes")
 

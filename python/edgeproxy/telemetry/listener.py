@@ -21,6 +21,8 @@ cached stream replayed, a coalesced follower), ``content(...)`` (below) and ``fi
 
 What the events become (docs/observability.md has the names):
 
+- ``AutoDecided``: an ``auto`` route's choice: ``edgeproxy.auto.*`` on the SERVER span and
+  the access log's ``auto`` field (``role:candidate``).
 - ``RouteDecided``/``CacheLooked``: attributes of the SERVER span; each skipped candidate (and
   each ``CandidateSkipped``) an ``edgeproxy.candidate_skipped`` event on it; the cache lookup
   is counted at ``finish``, under the route.
@@ -69,6 +71,7 @@ from edgeproxy.events import (
     AttemptEnded,
     AttemptKind,
     AttemptStarted,
+    AutoDecided,
     BackingOff,
     CacheLooked,
     CandidateSkipped,
@@ -128,6 +131,7 @@ class RequestTelemetry:
         self.policy_version: str | None = None
         self.cache_status: str | None = None
         self.task: TaskDecided | None = None
+        self.auto: AutoDecided | None = None
         self._attempts: dict[int, AttemptRecord] = {}
         self.ttft: float | None = None
         self.outcome: str | None = None  # set by shed() or a failed relay, else by finish()
@@ -222,6 +226,9 @@ class RequestTelemetry:
 
     def _task_decided(self, event: TaskDecided) -> None:
         self.task = event
+
+    def _auto_decided(self, event: AutoDecided) -> None:
+        self.auto = event
 
     def _cache_looked(self, event: CacheLooked) -> None:
         self.cache_status = event.result
@@ -434,6 +441,7 @@ class RequestTelemetry:
                     self.policy_version,
                     self.task.task if self.task is not None else None,
                     self.task.source if self.task is not None else None,
+                    _auto_field(self.auto),
                 ),
             )
 
@@ -470,6 +478,13 @@ class RequestTelemetry:
             attrs["edgeproxy.task.source"] = self.task.source
             for name, value in self.task.detail.items():  # task_rule, task_label, task_score, ...
                 attrs[f"edgeproxy.{name.replace('task_', 'task.', 1)}"] = value
+        auto = self.auto
+        if auto is not None:
+            attrs["edgeproxy.auto.role"] = auto.role
+            if auto.choice is not None:
+                attrs["edgeproxy.auto.choice"] = auto.choice
+            if auto.share is not None:
+                attrs["edgeproxy.auto.share"] = auto.share
         if served is not None:
             attrs["edgeproxy.candidate"] = served.key
             attrs["gen_ai.provider.name"] = served.candidate.provider
@@ -506,6 +521,13 @@ class Finished:
     latency_s: float
 
 
+def _auto_field(auto: AutoDecided | None) -> str | None:
+    """The access log's ``auto``: ``role:candidate`` (``challenger:p/r/m``), or None."""
+    if auto is None:
+        return None
+    return auto.role if auto.choice is None else f"{auto.role}:{auto.choice}"
+
+
 def _outcome(status: int, cache: str | None) -> str:
     if status < 400:
         return "cache_hit" if cache == "hit" else "ok"
@@ -524,6 +546,7 @@ def _text(value: Any) -> str:
 _DISPATCH: dict[type, Callable[[RequestTelemetry, Any], None]] = {
     RouteDecided: RequestTelemetry._route_decided,
     TaskDecided: RequestTelemetry._task_decided,
+    AutoDecided: RequestTelemetry._auto_decided,
     CacheLooked: RequestTelemetry._cache_looked,
     CandidateSkipped: RequestTelemetry._candidate_skipped,
     AttemptStarted: RequestTelemetry._attempt_started,

@@ -138,16 +138,17 @@ def policy_secrets(policy: Policy) -> set[str]:
     """The secret values a policy sends upstream: every credential header value (and the token
     after its scheme), and the user and password of any URL with credentials in it."""
     found: set[str] = set()
-    for route in policy.routes.values():
-        for candidate in route.chain:
-            for name, value in candidate.headers.items():
-                if _secret_header(name):
-                    found.add(value)
-                    scheme, _, token = value.partition(" ")
-                    if token and scheme.lower() in ("bearer", "basic", "token"):
-                        found.add(token.strip())
-            for url in (candidate.base_url, candidate.chat_url, candidate.health_check_url):
-                found.update(_url_credentials(url))
+    # Every candidate the proxy may send to: chains, task chains, auto pools and pins, evals.
+    candidates = [c for route in policy.routes.values() for c in route.candidates]
+    for candidate in (*candidates, *policy.evals.pool.values()):
+        for name, value in candidate.headers.items():
+            if _secret_header(name):
+                found.add(value)
+                scheme, _, token = value.partition(" ")
+                if token and scheme.lower() in ("bearer", "basic", "token"):
+                    found.add(token.strip())
+        for url in (candidate.base_url, candidate.chat_url, candidate.health_check_url):
+            found.update(_url_credentials(url))
     return found
 
 
