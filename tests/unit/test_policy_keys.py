@@ -119,6 +119,10 @@ STRING_VALUES: dict[str, Any] = {
     "routes.<name>.tasks.<name>.chain[].provider": "p2",
     "routes.<name>.tasks.<name>.chain[].region": "r2",
     "routes.<name>.tasks.<name>.chain[].model": "m2",
+    # A strategy list of known names; a summariser that exists (a route needs none unless it
+    # lists summarize).
+    "routes.<name>.context.strategies": ["drop_middle"],
+    "routes.<name>.context.summarizer": "p2/r1/m",
 }
 NOT_TRAFFIC = {"version"}  # the only value it may have is 1
 
@@ -374,6 +378,7 @@ NOT_FROM_KEYS = {
     (Route, "chain"),  # written as routes.<name>.chain; diff compares it as a chain
     (Route, "task_chains"),  # routes.<name>.tasks.<task>.chain; diff compares each as a chain
     (Route, "excluded"),  # derived from the chain and require_tags
+    (Route, "summarizers"),  # context.summarizer, compiled
     (Route, "cache.max_bytes"),  # the process-wide store's bounds: limits.cache_max_*
     (Route, "cache.max_entries"),
     (Candidate, "provider"),

@@ -18,14 +18,17 @@ from pydantic import BaseModel
 from edgeproxy.policy.catalog import KeyInfo, fields_of, strip
 from edgeproxy.policy.keys import NOT_GIVEN, Prose
 from edgeproxy.policy.schema import (
+    AffinitySpec,
     CacheSpec,
     CandidateSpec,
+    ContextSpec,
     DefaultsSpec,
     EvalsSpec,
     HedgeSpec,
     LimitsSpec,
     ModelSpec,
     PolicySpec,
+    PromptCacheSpec,
     ProviderSpec,
     RangeSpec,
     RegionSpec,
@@ -65,6 +68,9 @@ TABLES = (
     Table("models", ModelSpec, flatten=("price",)),
     Table("routes", RouteSpec),
     Table("hedge", HedgeSpec),
+    Table("context", ContextSpec),
+    Table("prompt-cache", PromptCacheSpec),
+    Table("affinity", AffinitySpec),
     Table("candidate", CandidateSpec),
     Table("tasks", TasksSpec, flatten=("classifier",)),
     Table("task-rules", TaskRuleSpec),
@@ -146,8 +152,8 @@ def format_default(info: KeyInfo, value: Any) -> str:
         return f"`{_number(value)}`"
     if value == {}:
         return "`{}`"
-    if value == []:
-        return "`[]`"
+    if isinstance(value, list | tuple):
+        return f"`[{', '.join(str(v) for v in value)}]`"
     return f"`{value}`"
 
 
