@@ -51,6 +51,10 @@ def values(model: str = "gpt-4o-mini", **changes: object) -> AccessValues:
         "policy_version": "v1",
         "task": "extraction",
         "task_source": "rule",
+        "cache_write_tokens": 0,
+        "compacted": "150000->30000",
+        "compaction": "trim_tool_results+drop_middle",
+        "affinity": "home",
     }
     fields.update(changes)
     return tuple(fields[name] for name in FIELDS)

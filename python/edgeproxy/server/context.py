@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock
 from edgeproxy.resilience.engine import ResilienceEngine
+from edgeproxy.server.context_state import ContextState
 from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.process import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
@@ -27,6 +28,8 @@ class ProxyState:
     engine: ResilienceEngine
     telemetry: Telemetry
     cache: PromptCache
+    # The summary cache and affinity's in-flight counts (docs/context.md).
+    context: ContextState = field(default_factory=ContextState)
 
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)

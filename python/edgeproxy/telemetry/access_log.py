@@ -62,6 +62,10 @@ FIELDS: tuple[str, ...] = (
     "policy_version",
     "task",
     "task_source",
+    "cache_write_tokens",
+    "compacted",
+    "compaction",
+    "affinity",
 )
 
 # One request's values in FIELDS order (str, int, float, bool, None, or a list of str).
