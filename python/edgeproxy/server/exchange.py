@@ -252,7 +252,10 @@ class Exchange:
             )
             return pass_through(failure, final.candidate, ledger.attempts, policy.version)
         if outcome.served is None:
-            return all_failed(route, outcome, self.rid, policy.version)
+            failed = all_failed(route, outcome, self.rid, policy.version, plan.skipped)
+            if plan.skipped:
+                failed.headers[SKIPPED_HEADER] = skipped_header(plan.skipped)
+            return failed
         headers = served_headers(outcome.served, ledger.attempts, policy.version)
         headers[CACHE_HEADER] = cache_plan.status
         if plan.skipped:

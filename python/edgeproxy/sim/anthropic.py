@@ -111,6 +111,7 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
         return aw.error_response(exc.status, code=exc.type, message=exc.message)
     if fault is None:
         sim.stats.record("ok")
+    sim.received.append(body)
 
     chat = to_chat_request(parsed)
     if fault is not None and fault.mode == "echo_key" and not (chat.stream and fault.after_tokens):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -44,6 +45,9 @@ class SimProvider:
         # The market: per-model profiles (changed live by the control API) and the answer book.
         self.player = Player(config)
         self._models: dict[str, None] = dict.fromkeys(config.models)
+        # The last request bodies this sim accepted (raw bytes), for tests to read what a
+        # provider was actually sent (e.g. a compacted conversation).
+        self.received: deque[bytes] = deque(maxlen=16)
         self._host = "127.0.0.1"
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
@@ -264,6 +268,7 @@ class SimProvider:
             return error_response(400, code=exc.code, message=exc.message, param=exc.param)
         if fault is None:
             self.stats.record("ok")
+        self.received.append(body)
         if (
             fault is not None
             and fault.mode == "echo_key"
