@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 from collections import deque
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -22,6 +23,7 @@ from .faults import Fault
 from .gate import FaultGate
 from .listener import Listener
 from .play import Player
+from .prompt_cache import PromptCacheModel
 from .request import BadRequest, ChatRequest, parse_chat_request
 from .respond import send_json, send_stream
 from .stats import SimStats
@@ -48,6 +50,8 @@ class SimProvider:
         # The last request bodies this sim accepted (raw bytes), for tests to read what a
         # provider was actually sent (e.g. a compacted conversation).
         self.received: deque[bytes] = deque(maxlen=16)
+        ttl = config.prompt_cache_ttl
+        self.prompt_cache = PromptCacheModel(ttl) if ttl is not None else None
         self._host = "127.0.0.1"
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
@@ -323,6 +327,21 @@ class SimProvider:
             if fault is None and played.fault is not None:
                 self.stats.record("profile_error")
                 fault = played.fault
+        if self.prompt_cache is not None:
+            try:
+                cached = self.prompt_cache.apply(self.config.wire, orjson.loads(body))
+            except orjson.JSONDecodeError:
+                cached = None
+            if cached is not None:
+                completion = replace(
+                    completion,
+                    prompt_tokens=cached.prompt_tokens,
+                    cached_tokens=cached.read,
+                    cache_write_tokens=cached.written,
+                )
+        prefill = self.config.prefill_tokens_per_second
+        if prefill > 0:
+            ttft += (completion.prompt_tokens - completion.cached_tokens) / prefill
         if fault is not None and fault.mode == "slow_first_token":
             ttft = fault.ttft
         return completion, ttft, interval, fault
