@@ -262,9 +262,11 @@ def test_summaries_are_made_once_per_history_and_paid_for(stack: Stack) -> None:
     # The same history again: the summary comes from the cache.
     ask(messages)
     assert stack.requests_to("summ") == 1
-    # A longer history starts from the shorter one's summary.
-    longer = [*messages[:-1], *conversation(rounds=13, result_words=1000)[-7:]]
-    ask(longer)
+    # One more turn: the summary covers whole steps (8 messages), so the same one serves.
+    ask(conversation(rounds=11, result_words=1000))
+    assert stack.requests_to("summ") == 1
+    # A much longer history starts from the shorter one's summary (only the rest is sent).
+    ask(conversation(rounds=20, result_words=1000))
     assert stack.requests_to("summ") == 2
     transcript = received(stack, "summ")["messages"][1]["content"]
     assert "Summary of what came before" in transcript

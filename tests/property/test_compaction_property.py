@@ -59,16 +59,28 @@ def _text(message: Any) -> str:
 
 
 @settings(max_examples=80, deadline=None)
-@given(conversations(), strategy_orders, st.integers(1, 4), st.integers(64, 512), st.floats(0.3, 1))
+@given(
+    conversations(),
+    strategy_orders,
+    st.integers(1, 4),
+    st.integers(64, 512),
+    st.floats(0.3, 1),
+    st.integers(1, 8),
+)
 def test_compaction_keeps_its_promises(
     body: dict[str, Any],
     order: tuple[Any, ...],
     keep_last: int,
     trim_to: int,
     share: float,
+    step: int,
 ) -> None:
     context = ContextSettings(
-        overflow="compact", strategies=order, keep_last=keep_last, tool_result_max_tokens=trim_to
+        overflow="compact",
+        strategies=order,
+        keep_last=keep_last,
+        tool_result_max_tokens=trim_to,
+        step=step,
     )
     m = measure(body, ENC)
     limit = max(int(m.total * share), 1)

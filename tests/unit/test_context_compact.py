@@ -3,6 +3,7 @@ and the error that says by how much (docs/context.md)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -103,10 +104,30 @@ def test_strategies_run_in_order_and_only_while_needed() -> None:
     assert layout.strategies == ("trim_tool_results",) and not layout.dropped
     assert sorted(layout.trims) == [3, 5, 7]  # the oldest results first, and only three
     # The other order: whole rounds go first.
-    layout = plan(m, settings(strategies=("drop_middle", "trim_tool_results")), m.total - 1200)
+    drop_first = settings(strategies=("drop_middle", "trim_tool_results"), step=1)
+    layout = plan(m, drop_first, m.total - 1200)
     assert layout.strategies == ("drop_middle",) and layout.dropped == {2, 3, 4}
     # Nothing to do when it fits.
     assert plan(m, settings(), m.total).strategies == ()
+
+
+def test_whole_steps_go_so_the_next_turns_keep_the_same_prefix() -> None:
+    context = settings(strategies=("drop_middle",), keep_last=2, step=4)
+    turns = [agent(rounds, 400) for rounds in range(10, 14)]
+    limit = measure(turns[0], ENC).total - 500
+    compacted = []
+    for body in turns:
+        result = fit(body, measure(body, ENC), context, limit)
+        assert not isinstance(result, TooLong)
+        assert len(result.layout.dropped) % 4 == 0
+        compacted.append(result.body["messages"])
+    # Each turn's compacted conversation starts with the one before it (minus its tail): the
+    # provider's prompt cache reads it back.
+    same_prefix = sum(
+        later[: len(earlier) - 2] == earlier[:-2]
+        for earlier, later in itertools.pairwise(compacted)
+    )
+    assert same_prefix >= 2
 
 
 def test_fit_is_exact_and_never_over_the_limit() -> None:
@@ -145,7 +166,7 @@ def test_notes_keep_turns_alternating() -> None:
         ]
     }
     m = measure(body, ENC)
-    layout = plan(m, settings(strategies=("drop_middle",), keep_last=2), m.total - 400)
+    layout = plan(m, settings(strategies=("drop_middle",), keep_last=2, step=1), m.total - 400)
     assert layout.dropped == {1}
     out = assemble(m, layout)
     roles = [x["role"] for x in out]

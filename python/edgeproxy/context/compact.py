@@ -11,8 +11,9 @@ summarised together, never apart). What is said about a cut, in the conversation
 
 - ``trim_tool_results``: a tool result longer than ``tool_result_max_tokens`` keeps its head and
   tail, with ``[... edgeproxy cut N of M tokens from this tool result ...]`` between them;
-- ``drop_middle`` / ``summarize``: the blocks after the first user message go, oldest first; a
-  note (or the summary) takes their place, appended to the user message before them so that
+- ``drop_middle`` / ``summarize``: the blocks after the first user message go, oldest first,
+  ``step`` at a time (the turns that follow then share the compacted prefix, so the provider's
+  prompt cache keeps serving it); a note (or the summary) takes their place, appended to the user message before them so that
   user and assistant turns still alternate (strict chat templates refuse two user turns in a
   row; a user message that would follow the note is joined to it for the same reason).
 """
@@ -168,20 +169,22 @@ def plan(
                         break  # only a contiguous run can be summarised in place
                     saved += cost(bi)
                     chosen = k + 1
-                    if current - saved + framing <= limit:
+                    if current - saved + framing <= limit and chosen % settings.step == 0:
                         break
                 if chosen and saved > framing:
                     summarised = Summarised(run[0], run[chosen - 1] + 1, summary_tokens)
                     current += framing - saved
         elif strategy == "drop_middle":
+            taken = 0
             for bi in where.droppable:
-                if current <= limit:
-                    break
+                if current <= limit and taken % settings.step == 0:
+                    break  # fits, and a whole number of steps went (a stable prefix)
                 if gone(bi):
                     continue
                 if bi - 1 not in dropped:
                     current += MARKER_TOKENS  # a new run of dropped blocks gets its note
                 dropped.add(bi)
+                taken += 1
                 current -= cost(bi)
         if current < before:
             ran.append(strategy)

@@ -814,6 +814,13 @@ class ContextSpec(_Spec):
         at=At(Route, "context.tool_result_max_tokens"),
         ge=64,
     )
+    step: int | None = key(
+        "`drop_middle` and `summarize` take this many messages at a time (rounded up, as far "
+        "as there are any to take): the next turns then keep the same compacted prefix, which "
+        "the provider's prompt cache and the summary cache reuse; `1` takes only what must go.",
+        at=At(Route, "context.step"),
+        ge=1,
+    )
     summarizer: CandidateKey | None = key(
         "The model that writes `summarize`'s summaries: `provider/region/model` of a provider "
         "in this policy (its cost is counted with the request's; a summary is reused for the "

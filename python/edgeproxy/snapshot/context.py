@@ -29,6 +29,10 @@ class ContextSettings:
     keep_last: int = 4
     # A tool result longer than this is cut to its head and tail (with a marker saying how much).
     tool_result_max_tokens: int = 1024
+    # Messages dropped or summarised at a time (rounded up to a multiple of this): the turns
+    # that follow keep the same compacted prefix, which the provider's prompt cache and the
+    # summary cache can reuse, instead of a prefix that moves by one message every turn.
+    step: int = 8
     summarizer: str | None = None  # provider/region/model of the summariser (``summarize``)
     summary_max_tokens: int = 512
     summary_ttl: float = 3600.0  # seconds a summary is reused for the same history
@@ -50,6 +54,8 @@ class ContextSettings:
             raise ValueError(
                 "context: keep_last >= 1, tool_result_max_tokens >= 64, summary_max_tokens >= 16"
             )
+        if self.step < 1:
+            raise ValueError("context.step must be >= 1")
         if not self.summary_ttl > 0:
             raise ValueError("context.summary_ttl must be > 0")
 
