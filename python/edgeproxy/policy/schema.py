@@ -836,10 +836,19 @@ class ContextSpec(_Spec):
     )
 
 
+def _off_or_auto(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted ``off`` (or ``on``, ``no``, ``yes``) as a boolean.
+    if value is False:
+        return "off"
+    if value is True:
+        return "auto"
+    return value
+
+
 class PromptCacheSpec(_Spec):
     """Provider prompt caching as a cost lever (docs/context.md)."""
 
-    breakpoints: Breakpoints | None = key(
+    breakpoints: Annotated[Breakpoints, BeforeValidator(_off_or_auto)] | None = key(
         "`auto`: a request that carries no `cache_control` of its own gets Anthropic cache "
         "breakpoints on its long stable prefix (the last tool, the system prompt, the "
         "conversation so far) for Anthropic-wire candidates; OpenAI-wire candidates cache "
