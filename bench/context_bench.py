@@ -96,11 +96,48 @@ CONFIGS: dict[str, tuple[bool, bool, bool]] = {  # compaction, caching, affinity
     "all on": (True, True, True),
 }
 
-WORDS = (
-    "the service reads configuration files and retries failed requests while the scheduler "
-    "queues jobs for workers that report status metrics latency errors and logs to storage "
-    "buckets where an index maps keys to values cached in memory for fast lookups"
-).split()
+WORDS = [
+    "the",
+    "service",
+    "reads",
+    "configuration",
+    "files",
+    "and",
+    "retries",
+    "failed",
+    "requests",
+    "while",
+    "the",
+    "scheduler",
+    "queues",
+    "jobs",
+    "for",
+    "workers",
+    "that",
+    "report",
+    "status",
+    "metrics",
+    "latency",
+    "errors",
+    "and",
+    "logs",
+    "to",
+    "storage",
+    "buckets",
+    "where",
+    "an",
+    "index",
+    "maps",
+    "keys",
+    "to",
+    "values",
+    "cached",
+    "in",
+    "memory",
+    "for",
+    "fast",
+    "lookups",
+]
 TOOLS = [
     {
         "type": "function",
@@ -164,9 +201,7 @@ class Agent:
 
 def new_agents(n: int, seed: int) -> list[Agent]:
     shared = random.Random(seed)
-    system = "You are a careful coding agent working in a large repository. " + _text(
-        shared, 4000
-    )
+    system = "You are a careful coding agent working in a large repository. " + _text(shared, 4000)
     agents = []
     for i in range(n):
         rng = random.Random(seed * 1000 + i)
@@ -250,7 +285,7 @@ async def run_config(
         "usd": sum(a.cost for a in agents) / conversations,
         "input_tokens": input_tokens / conversations,
         "cached_share": sum(a.cached_tokens for a in agents) / max(input_tokens, 1),
-        "p50_ms": statistics.median(l for a in agents for l in a.latencies) * 1000,
+        "p50_ms": statistics.median(t for a in agents for t in a.latencies) * 1000,
         "open_weight_share": sum(a.by_model.get("oss", 0) for a in agents) / max(served, 1),
         "failed": sum(a.failed for a in agents),
     }

@@ -158,6 +158,7 @@ def test_explain_shows_what_compaction_and_affinity_would_do() -> None:
     assert any("compacted for it: ~" in r and "of 3800 tokens" in r for r in tried[0].reasons)
     text = render_text(shown)
     assert f"affinity: this request's prefix goes to {tried[0].key}" in text
+    assert explain(policy, long_body("chat"), down=["big", "small"]).tried == []  # down wins
     refused = explain(policy, long_body("strict"))
     assert refused.tried == [] and "context.overflow: error" in refused.outcome
     # A request compaction cannot fit: the small candidates are skipped, saying so.

@@ -311,7 +311,7 @@ def _verdicts(
                 compacted = _compaction(route, body, candidate, window - room)
                 if compacted is None:
                     reasons.append("too long even compacted (context.strategies)")
-            skip = compacted is None
+            skip = skip or compacted is None
         if skip:
             out.append(Verdict(candidate.key, "skip", None, tuple(reasons)))
             continue
