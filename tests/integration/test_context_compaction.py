@@ -8,6 +8,7 @@ record what they were sent (so the test reads the compacted conversation the fal
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +17,15 @@ import anthropic
 import openai
 import orjson
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from edgeproxy import tokens
 from edgeproxy.sim import SimConfig
+from edgeproxy.telemetry.metrics import metrics_from_env
+from edgeproxy.telemetry.process import Telemetry
 from harness import Stack
 
 WINDOW = 8192
@@ -354,3 +361,65 @@ def test_hostile_tool_results_are_cut_safely(stack: Stack) -> None:
     assert_well_formed(messages, got)
     for index in (3, 5, 7):
         assert "edgeproxy cut" in got[index]["content"]
+
+
+def test_compaction_and_its_summary_reach_the_trace_the_log_and_the_metrics(
+    make_stack: Callable[..., Stack],
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=provider, metrics=metrics_from_env({}))
+    stack = make_stack(POLICY, SIMS, telemetry=telemetry)
+    stack.fault("big", mode="status", status=503)
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "request":
+                records.append(record)
+
+    handler, logger = Collect(), logging.getLogger("edgeproxy.access")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        raw = stack.client().chat.completions.with_raw_response.create(
+            model="summarised",
+            messages=conversation(rounds=10, result_words=1000),
+            tools=TOOLS,
+            max_tokens=MAX_TOKENS,
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    compacted = raw.headers["x-edgeproxy-compacted"]
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    attempts = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert server.attributes is not None
+    assert server.attributes["edgeproxy.context.compacted"] == compacted
+    assert server.attributes["edgeproxy.context.strategies"] == ("summarize",)
+    served = [a for a in attempts if a.attributes and "edgeproxy.context.compacted" in a.attributes]
+    assert len(served) == 1 and served[0].attributes["edgeproxy.candidate"] == "small/main/llama"
+    (summary,) = [e for e in server.events if e.name == "edgeproxy.summary"]
+    assert summary.attributes is not None
+    assert summary.attributes["edgeproxy.candidate"] == "summ/main/mini"
+    assert summary.attributes["edgeproxy.outcome"] == "ok"
+    (line,) = records
+    assert line.compacted == compacted and line.compaction == "summarize"  # type: ignore[attr-defined]
+    # The request's cost is the failed primary (nothing), the fallback and the summary.
+    assert line.cost_usd == pytest.approx(float(raw.headers["x-edgeproxy-cost-usd"]))  # type: ignore[attr-defined]
+    assert line.cost_usd > summary.attributes["edgeproxy.cost_usd"] > 0  # type: ignore[attr-defined]
+    metrics = stack.http.get("/metrics").text
+    assert 'edgeproxy_context_summaries_total{edgeproxy_candidate="summ/main/mini"' in metrics
+    assert 'edgeproxy_context_strategies="summarize"' in metrics
+    # Another tenant (another key) with the same history gets its own summary.
+    other = openai.OpenAI(base_url=stack.base_url, api_key="sk-another-tenant", max_retries=0)
+    other.chat.completions.create(
+        model="summarised",
+        messages=conversation(rounds=10, result_words=1000),
+        tools=TOOLS,
+        max_tokens=MAX_TOKENS,
+    )
+    assert stack.requests_to("summ") == 2
