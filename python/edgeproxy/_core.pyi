@@ -311,8 +311,9 @@ class OpenAIToAnthropicStream:
     def stop_reason(self) -> str | None:
         """The Anthropic stop reason, once the upstream finished."""
     @property
-    def usage(self) -> tuple[int, int, int] | None:
-        """(input, output, cached) tokens from the upstream's usage chunk, if it sent one."""
+    def usage(self) -> tuple[int, int, int, int] | None:
+        """(input, output, cached, cache_write) tokens from the upstream's usage chunk, if it
+        sent one (``prompt_tokens_details.cached_tokens`` and ``cache_write_tokens``)."""
 
 @final
 class AnthropicToOpenAIStream:
@@ -348,8 +349,9 @@ class AnthropicToOpenAIStream:
     def finish_reason(self) -> str | None:
         """The OpenAI finish reason, once the upstream sent its stop reason."""
     @property
-    def usage(self) -> tuple[int, int, int] | None:
-        """(prompt, completion, cached) tokens the upstream reported, if any."""
+    def usage(self) -> tuple[int, int, int, int] | None:
+        """(prompt, completion, cached, cache_write) tokens the upstream reported, if any:
+        ``prompt`` includes Anthropic's cache reads and writes (OpenAI's way)."""
 
 # ---- task classification (rust/edgeproxy-core/src/classify.rs; docs/tasks.md) ----
 

@@ -7,7 +7,9 @@ A price sits on a provider's model entry in the policy::
 
 ``usage`` is the upstream's own ``usage`` object, OpenAI's shape (``prompt_tokens``,
 ``completion_tokens``, ``prompt_tokens_details.cached_tokens``; cached tokens are part of
-``prompt_tokens``) or Anthropic's (``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
+``prompt_tokens``; ``prompt_tokens_details.cache_write_tokens``, OpenRouter's name that the proxy
+also uses for an Anthropic upstream's cache writes, is part of ``prompt_tokens`` too) or
+Anthropic's (``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
 ``cache_creation_input_tokens``; cache reads and writes are *not* part of ``input_tokens``).
 """
 
@@ -56,9 +58,13 @@ class Usage:
         if "prompt_tokens" in usage or "completion_tokens" in usage:
             prompt = _int(usage.get("prompt_tokens"))
             details = usage.get("prompt_tokens_details")
-            cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
-            cached = min(cached, prompt)
-            return cls(prompt - cached, _int(usage.get("completion_tokens")), cached)
+            if not isinstance(details, Mapping):
+                details = {}
+            cached = min(_int(details.get("cached_tokens")), prompt)
+            written = min(_int(details.get("cache_write_tokens")), prompt - cached)
+            return cls(
+                prompt - cached - written, _int(usage.get("completion_tokens")), cached, written
+            )
         return cls(
             _int(usage.get("input_tokens")),
             _int(usage.get("output_tokens")),

@@ -171,6 +171,44 @@ class AutoDecided:
     share: float | None = None  # the ramping challenger's share of the task's requests
 
 
+@dataclass(frozen=True, slots=True)
+class ContextCompacted:
+    """An attempt's conversation was compacted to fit its candidate's window (docs/context.md):
+    the prompt's tokens before and after, in that candidate's encoding, and the strategies
+    that changed something, in the order they ran."""
+
+    number: int
+    candidate: Candidate
+    tokens_before: int
+    tokens_after: int
+    strategies: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryMade:
+    """Compaction asked the route's summariser for a summary (``outcome`` "ok", or its failure
+    class), or found one in the summary cache ("cached": no call, no cost)."""
+
+    candidate: Candidate
+    outcome: str
+    usage: Usage
+    cost_usd: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityRouted:
+    """Cache-affinity routing put ``chosen`` first among the equivalent candidates ``group``:
+    ``home`` is the member the request's prefix hashes to. ``outcome``: "home", "spilled" (home
+    was hot: bounded load), "unhealthy" (home's breaker is open) or "random" (``spread:
+    random``, home is the random pick)."""
+
+    group: tuple[str, ...]
+    home: str
+    chosen: str
+    outcome: str
+
+
 RequestEvent = (
     RouteDecided
     | TaskDecided
@@ -184,6 +222,9 @@ RequestEvent = (
     | BackingOff
     | Committed
     | RelayEnded
+    | ContextCompacted
+    | SummaryMade
+    | AffinityRouted
 )
 
 

@@ -17,6 +17,7 @@ ENV = {
     "AZURE_OPENAI_API_KEY": "azure-test",
     "GEMINI_API_KEY": "gemini-test",
     "ANTHROPIC_API_KEY": "sk-ant-test",
+    "FIREWORKS_API_KEY": "fw-test",
 }
 
 MINIMAL = """\

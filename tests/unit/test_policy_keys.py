@@ -136,6 +136,10 @@ STRING_VALUES: dict[str, Any] = {
     "routes.<name>.auto.tasks.<name>.pin": "p2/r1/m",
     "routes.<name>.auto.ramp.steps": [10, 50],
     "evals.schedule.out": "scorecards/{date}.json",
+    # A strategy list of known names; a summariser that exists (a route needs none unless it
+    # lists summarize).
+    "routes.<name>.context.strategies": ["drop_middle"],
+    "routes.<name>.context.summarizer": "p2/r1/m",
 }
 NOT_TRAFFIC = {"version"}  # the only value it may have is 1
 
@@ -395,6 +399,7 @@ NOT_FROM_KEYS = {
     (Route, "excluded"),  # derived from the chain and require_tags
     (Route, "auto.pool"),  # routes.<name>.auto.pool; diff compares it as a chain
     (Route, "auto.excluded"),  # evals.candidates the route's constraints rule out of its pool
+    (Route, "summarizers"),  # context.summarizer, compiled
     (Route, "cache.max_bytes"),  # the process-wide store's bounds: limits.cache_max_*
     (Route, "cache.max_entries"),
     (Candidate, "provider"),

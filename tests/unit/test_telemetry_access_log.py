@@ -52,6 +52,10 @@ def values(model: str = "gpt-4o-mini", **changes: object) -> AccessValues:
         "task": "extraction",
         "task_source": "rule",
         "auto": "challenger:alpha/eu-west/gpt-4o-mini",
+        "cache_write_tokens": 0,
+        "compacted": "150000->30000",
+        "compaction": "trim_tool_results+drop_middle",
+        "affinity": "home",
     }
     fields.update(changes)
     return tuple(fields[name] for name in FIELDS)

@@ -130,7 +130,7 @@ def test_openai_text_stream_to_anthropic() -> None:
     assert got["blocks"][0]["text"] == "Hello! How can I help — today?"
     assert got["stop_reason"] == "end_turn"
     assert (got["usage"].input_tokens, got["usage"].output_tokens) == (19, 10)
-    assert t.usage == (19, 10, 0) and t.stop_reason == "end_turn"
+    assert t.usage == (19, 10, 0, 0) and t.stop_reason == "end_turn"
 
 
 def test_openai_tool_stream_to_anthropic() -> None:

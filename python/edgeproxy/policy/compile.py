@@ -25,11 +25,14 @@ from edgeproxy.policy.catalog import leaf_keys
 from edgeproxy.policy.files import FileRefused, read_key_file
 from edgeproxy.policy.keys import At, Key
 from edgeproxy.policy.schema import (
+    AffinitySpec,
     AutoSpec,
     CacheSpec,
     CandidateSpec,
+    ContextSpec,
     PolicySpec,
     PriceSpec,
+    PromptCacheSpec,
     ProviderSpec,
     RouteSpec,
     TimeoutsSpec,
@@ -42,15 +45,18 @@ from edgeproxy.snapshot import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_ON_MIDSTREAM_FAILURE,
     DEFAULT_TASK,
+    AffinitySettings,
     AutoObjective,
     AutoSettings,
     CacheSettings,
     Candidate,
+    ContextSettings,
     EvalSettings,
     Excluded,
     Hedge,
     Policy,
     Price,
+    PromptCacheSettings,
     RampSettings,
     RollbackSettings,
     Route,
@@ -152,6 +158,7 @@ def compile_policy(
             chain, excluded = _resolve_chain(route_name, route_spec, spec, headers_by_provider, doc)
         else:  # an auto route without a chain of its own
             chain, excluded = [], []
+        context = _context(route_name, route_spec.context, doc)
         route = Route(
             name=route_name,
             aliases=tuple(route_spec.aliases),
@@ -171,6 +178,10 @@ def compile_policy(
             default_task=route_spec.default_task or spec.defaults.default_task or DEFAULT_TASK,
             task_chains=_task_chains(route_name, route_spec, spec, headers_by_provider, doc),
             auto=_auto(route_name, route_spec, spec, headers_by_provider, pool, doc, warnings),
+            context=context,
+            summarizers=_summarizers(route_name, context, spec, headers_by_provider, doc),
+            prompt_cache=_prompt_cache(route_name, route_spec.prompt_cache, doc),
+            affinity=_affinity(route_name, route_spec.affinity, doc),
         )
         for i, name in enumerate((route_name, *route_spec.aliases)):
             if name in routes:
@@ -704,6 +715,67 @@ def _cache(route_name: str, spec: CacheSpec | None, doc: LocatedDocument) -> Cac
     except ValueError as exc:
         doc.problems.append(doc.problem(("routes", route_name, "cache"), str(exc)))
         return CacheSettings()
+
+
+def _context(route_name: str, spec: ContextSpec | None, doc: LocatedDocument) -> ContextSettings:
+    if spec is None:
+        return ContextSettings()
+    try:
+        return ContextSettings(**written(spec))
+    except ValueError as exc:
+        doc.problems.append(doc.problem(("routes", route_name, "context"), str(exc)))
+        return ContextSettings()
+
+
+def _summarizers(
+    route_name: str,
+    context: ContextSettings,
+    spec: PolicySpec,
+    headers_by_provider: dict[str, dict[str, str]],
+    doc: LocatedDocument,
+) -> Mapping[str, Candidate]:
+    """``context.summarizer`` compiled like a chain entry (its provider, region and model must
+    exist), by candidate key."""
+    if context.summarizer is None:
+        return MappingProxyType({})
+    where: Path = ("routes", route_name, "context", "summarizer")
+
+    def at(_: int) -> Path:
+        return where
+
+    chain, _ = _resolve_chain(
+        route_name,
+        RouteSpec.model_validate({"chain": [context.summarizer]}),
+        spec,
+        headers_by_provider,
+        doc,
+        at,
+    )
+    return MappingProxyType({c.key: c for c in chain})
+
+
+def _prompt_cache(
+    route_name: str, spec: PromptCacheSpec | None, doc: LocatedDocument
+) -> PromptCacheSettings:
+    if spec is None:
+        return PromptCacheSettings()
+    try:
+        return PromptCacheSettings(**written(spec))
+    except ValueError as exc:
+        doc.problems.append(doc.problem(("routes", route_name, "prompt_cache"), str(exc)))
+        return PromptCacheSettings()
+
+
+def _affinity(
+    route_name: str, spec: AffinitySpec | None, doc: LocatedDocument
+) -> AffinitySettings | None:
+    if spec is None:
+        return None
+    try:
+        return AffinitySettings(**written(spec))
+    except ValueError as exc:
+        doc.problems.append(doc.problem(("routes", route_name, "affinity"), str(exc)))
+        return None
 
 
 def _hedge(route_name: str, route: RouteSpec, doc: LocatedDocument) -> Hedge | None:

@@ -3,8 +3,10 @@
 It answers the SRE's question "if this request arrived now, with these regions down, where would
 it go, and why not elsewhere?" without sending anything. The rules mirror the request path: the
 route's compiled chain (already limited to the route's residency set), minus what is down, minus
-models whose context window cannot hold the prompt plus the completion asked for; the first
-``max_attempts`` of what remains are tried in order.
+models whose context window cannot hold the prompt plus the completion asked for (unless the
+route compacts the conversation for them: then what compaction would do, predicted from exact
+counts, a summary counted at its largest; or it refuses the request); cache-affinity's order
+for this request's prefix; the first ``max_attempts`` of what remains are tried in order.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeproxy.context.compact import floor, plan
+from edgeproxy.context.measure import measure
+from edgeproxy.context.turns import prefix_hash
 from edgeproxy.policy.compile import format_tags
 from edgeproxy.policy.describe import describe_route
+from edgeproxy.routing.affinity import AffinityTable, order
 from edgeproxy.routing.tasks import TaskDecision, UnknownTask, classify_now
 from edgeproxy.snapshot import Candidate, Policy, Route
 
@@ -58,11 +64,12 @@ class Explanation:
     route_settings: dict[str, Any] = field(default_factory=dict)
     # The request's task and why (docs/tasks.md), or why the task it names is refused.
     task: TaskDecision | UnknownTask | None = None
+    refused_overflow: bool = False  # context.overflow: error, and a window is too small
 
     @property
     def tried(self) -> list[Verdict]:
-        if isinstance(self.task, UnknownTask):
-            return []  # refused before routing
+        if isinstance(self.task, UnknownTask) or self.refused_overflow:
+            return []  # refused before any attempt
         return [v for v in self.verdicts if v.verdict == "try"]
 
     @property
@@ -74,6 +81,11 @@ class Explanation:
             )
         if isinstance(self.task, UnknownTask):
             return f"400 unknown_task: {self.task.message}"
+        if self.refused_overflow:
+            return (
+                "400 context_length_exceeded: a candidate's window cannot hold it and the "
+                "route refuses what its fallbacks could not take (context.overflow: error)"
+            )
         tried = self.tried
         if not tried:
             why = f" (route constraints: {self.constraints})" if self.constraints else ""
@@ -200,12 +212,18 @@ def explain(
         return counts[candidate.upstream_model][0]
 
     completion = _completion_tokens(body)
-    verdicts = _verdicts(route, lambda c: prompt_for(c) + completion, down)
+    verdicts = _verdicts(route, lambda c: prompt_for(c) + completion, down, body)
     first = route.chain[0] if route.chain else None
     prompt, method = (
         counts.get(first.upstream_model, (0, "")) if first else count_prompt_tokens(body, model)
     )
     notes: list[str] = []
+    refused = route.context.overflow == "error" and any(
+        "context window:" in r for v in verdicts for r in v.reasons
+    )
+    affinity = _affinity_note(route, body)
+    if affinity:
+        notes.append(affinity)
     if completion == 0:
         notes.append("the request sets no max_tokens: only the prompt is checked against windows")
     if route.auto is not None:
@@ -232,15 +250,57 @@ def explain(
         task=classify_now(
             policy.tasks, route, headers or {}, body, lambda encoding: _prompt_in(body, encoding)
         ),
+        refused_overflow=refused,
     )
 
 
+def _affinity_note(route: Route, body: dict[str, Any]) -> str:
+    """Which equivalent candidate this request's prefix goes to (nothing in flight, all up)."""
+    settings = route.affinity
+    if settings is None:
+        return ""
+    if settings.spread == "random":
+        return "affinity: spread at random over each group of equivalent candidates"
+    prefix = prefix_hash(body, settings.prefix_messages)
+    _, decisions = order(route.chain, settings, prefix, AffinityTable(), lambda _key: True)
+    if not decisions:
+        return "affinity: no two candidates of the chain are equivalent (nothing to order)"
+    homes = ", ".join(f"{d.home} first of {len(d.group)}" for d in decisions)
+    return f"affinity: this request's prefix goes to {homes} (the others follow it in rank order)"
+
+
+def _compaction(route: Route, body: dict[str, Any], candidate: Candidate, limit: int) -> str | None:
+    """What compaction does for ``candidate`` (None: it cannot fit the request)."""
+    if limit <= 0:
+        return None
+    settings = route.context
+    try:
+        measured = measure(body, candidate.tokenizer)
+    except Exception:  # a body the counter refuses: as the request path, estimate elsewhere
+        return None
+    least = floor(measured, settings, limit)
+    if least.tokens > limit:
+        return None
+    summary = settings.summary_max_tokens if route.summarizer is not None else None
+    layout = plan(measured, settings, limit, summary_tokens=summary)
+    ran = ", ".join(layout.strategies) or "nothing to do"
+    return f"compacted for it: ~{measured.total} -> ~{layout.tokens} of {limit} tokens ({ran})"
+
+
 def _verdicts(
-    route: Route, tokens_for: Callable[[Candidate], int], down: Sequence[str]
+    route: Route,
+    tokens_for: Callable[[Candidate], int],
+    down: Sequence[str],
+    body: dict[str, Any] | None = None,
 ) -> list[Verdict]:
     out: list[Verdict] = []
     attempt = 0
-    for candidate in route.chain:
+    chain = route.chain
+    settings = route.affinity
+    if settings is not None and body is not None and settings.spread == "prefix":
+        prefix = prefix_hash(body, settings.prefix_messages)
+        chain, _ = order(chain, settings, prefix, AffinityTable(), lambda _key: True)
+    for candidate in chain:
         reasons: list[str] = []
         skip = False
         hit = next((d for d in down if matches_down(candidate, d)), None)
@@ -249,9 +309,15 @@ def _verdicts(
             skip = True
         window = candidate.context_window
         needed = tokens_for(candidate)
+        compacted = None
         if window is not None and needed > window:
             reasons.append(f"context window: needs ~{needed} tokens, the model holds {window}")
-            skip = True
+            if route.context.overflow == "compact" and body is not None:
+                room = _completion_tokens(body) or candidate.max_output_tokens
+                compacted = _compaction(route, body, candidate, window - room)
+                if compacted is None:
+                    reasons.append("too long even compacted (context.strategies)")
+            skip = skip or compacted is None
         if skip:
             out.append(Verdict(candidate.key, "skip", None, tuple(reasons)))
             continue
@@ -260,6 +326,8 @@ def _verdicts(
             reasons.append(f"residency ok ({format_tags(route.require_tags)})")
         if window is None:
             reasons.append("context window unknown (not checked)")
+        elif compacted is not None:
+            reasons.append(compacted)
         else:
             reasons.append(f"fits: ~{needed} of {window} tokens")
         if attempt >= route.max_attempts:

@@ -18,12 +18,14 @@ from pydantic import BaseModel
 from edgeproxy.policy.catalog import KeyInfo, fields_of, strip
 from edgeproxy.policy.keys import NOT_GIVEN, Prose
 from edgeproxy.policy.schema import (
+    AffinitySpec,
     AutoObjectiveSpec,
     AutoShadowSpec,
     AutoSpec,
     AutoTaskSpec,
     CacheSpec,
     CandidateSpec,
+    ContextSpec,
     DefaultsSpec,
     EvalScheduleSpec,
     EvalsSpec,
@@ -31,6 +33,7 @@ from edgeproxy.policy.schema import (
     LimitsSpec,
     ModelSpec,
     PolicySpec,
+    PromptCacheSpec,
     ProviderSpec,
     RangeSpec,
     RegionSpec,
@@ -71,6 +74,9 @@ TABLES = (
     Table("models", ModelSpec, flatten=("price",)),
     Table("routes", RouteSpec),
     Table("hedge", HedgeSpec),
+    Table("context", ContextSpec),
+    Table("prompt-cache", PromptCacheSpec),
+    Table("affinity", AffinitySpec),
     Table("candidate", CandidateSpec),
     Table("auto", AutoSpec, flatten=("ramp", "rollback")),
     Table("auto-objective", AutoObjectiveSpec),
@@ -156,8 +162,8 @@ def format_default(info: KeyInfo, value: Any) -> str:
         return f"`{_number(value)}`"
     if value == {}:
         return "`{}`"
-    if value == []:
-        return "`[]`"
+    if isinstance(value, list | tuple):
+        return f"`[{', '.join(str(v) for v in value)}]`"
     return f"`{value}`"
 
 

@@ -52,12 +52,15 @@ from edgeproxy.snapshot import (
     MidstreamPolicy,
     ModelFile,
     Optimize,
+    Overflow,
     Policy,
     ResponseFormat,
     Route,
     ShadowSettings,
+    Strategy,
     TaskRule,
 )
+from edgeproxy.snapshot.context import AffinitySettings, Breakpoints, GroupBy, Spread
 from edgeproxy.wires import UPSTREAM_WIRES
 
 
@@ -88,6 +91,23 @@ def _url(value: str) -> str:
 # A task's name (docs/tasks.md): also what the x-edgeproxy-task header may say.
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _TASK_NAME_SCHEMA = {"pattern": TASK_NAME}
+
+
+# A candidate named outside a chain (an eval's judge, a route's summariser): an explicit region.
+_CANDIDATE_KEY = r"^[^/\s]+/[^/\s*]+/\S+$"
+
+
+def _candidate_key(value: str) -> str:
+    parts = value.split("/", 2)
+    if len(parts) != 3 or not all(parts) or parts[1] == "*":
+        raise ValueError(
+            f"write a candidate as provider/region/model with an explicit region, got "
+            f"{quoted_name(value)}"
+        )
+    return value
+
+
+CandidateKey = Annotated[str, AfterValidator(_candidate_key)]
 
 
 # -- time limits ------------------------------------------------------------------------------
@@ -758,21 +778,6 @@ ChainEntry = Annotated[
 ]
 
 
-_CANDIDATE_KEY = r"^[^/\s]+/[^/\s*]+/\S+$"
-
-
-def _candidate_key(value: str) -> str:
-    parts = value.split("/", 2)
-    if len(parts) != 3 or not all(parts) or parts[1] == "*":
-        raise ValueError(
-            f"write a candidate as provider/region/model with an explicit region, got "
-            f"{quoted_name(value)}"
-        )
-    return value
-
-
-CandidateKey = Annotated[str, AfterValidator(_candidate_key)]
-
 # -- auto -------------------------------------------------------------------------------------
 
 
@@ -1020,6 +1025,124 @@ class RouteTaskSpec(_Spec):
     )
 
 
+class ContextSpec(_Spec):
+    """A conversation too long for a candidate's context window (docs/context.md)."""
+
+    overflow: Overflow | None = key(
+        "When the prompt plus `max_tokens` (else the model's `max_output_tokens`) does not fit "
+        "a candidate's window: `skip` the candidate, `error` (refuse the request with 400 "
+        "`context_length_exceeded`: it must fit the whole chain), or `compact` the conversation "
+        "for that candidate only (a larger window still gets it whole).",
+        at=At(Route, "context.overflow"),
+    )
+    strategies: list[Strategy] | None = key(
+        "What `compact` does, in order, each only while the conversation is still too long: "
+        "`trim_tool_results` (oldest first, to their head and tail with a marker saying how "
+        "much was cut), `drop_middle` (whole messages after the first user message, oldest "
+        "first, with a marker), `summarize` (those messages replaced by a summary from "
+        "`summarizer`). The system prompt, the first and the last user message and the last "
+        "`keep_last` messages are never dropped; a tool call never loses its result.",
+        at=At(Route, "context.strategies"),
+        min_length=1,
+        type_text="list of strategies",
+    )
+    keep_last: int | None = key(
+        "Messages at the end that are never dropped or summarised (an assistant's tool calls "
+        "and their results count as one).",
+        at=At(Route, "context.keep_last"),
+        ge=1,
+    )
+    tool_result_max_tokens: int | None = key(
+        "`trim_tool_results` cuts a longer tool result to this many tokens (half head, half tail).",
+        at=At(Route, "context.tool_result_max_tokens"),
+        ge=64,
+    )
+    step: int | None = key(
+        "`drop_middle` and `summarize` take this many messages at a time (rounded up, as far "
+        "as there are any to take): the next turns then keep the same compacted prefix, which "
+        "the provider's prompt cache and the summary cache reuse; `1` takes only what must go.",
+        at=At(Route, "context.step"),
+        ge=1,
+    )
+    summarizer: CandidateKey | None = key(
+        "The model that writes `summarize`'s summaries: `provider/region/model` of a provider "
+        "in this policy (its cost is counted with the request's; a summary is reused for the "
+        "same history, keyed by the history's prefix hash).",
+        at=At(Route, "context.summarizer"),
+        schema={"pattern": _CANDIDATE_KEY},
+    )
+    summary_max_tokens: int | None = key(
+        "The longest summary asked for.", at=At(Route, "context.summary_max_tokens"), ge=16
+    )
+    summary_ttl: Duration | None = key(
+        "How long a summary is reused for the same history.", at=At(Route, "context.summary_ttl")
+    )
+
+
+def _off_or_auto(value: Any) -> Any:
+    # YAML 1.1 reads an unquoted ``off`` (or ``on``, ``no``, ``yes``) as a boolean.
+    if value is False:
+        return "off"
+    if value is True:
+        return "auto"
+    return value
+
+
+class PromptCacheSpec(_Spec):
+    """Provider prompt caching as a cost lever (docs/context.md)."""
+
+    breakpoints: Annotated[Breakpoints, BeforeValidator(_off_or_auto)] | None = key(
+        "`auto`: a request that carries no `cache_control` of its own gets Anthropic cache "
+        "breakpoints on its long stable prefix (the last tool, the system prompt, the "
+        "conversation so far) for Anthropic-wire candidates; OpenAI-wire candidates cache "
+        "prefixes by themselves and never get the markers. `off`: the client's own markers "
+        "only.",
+        at=At(Route, "prompt_cache.breakpoints"),
+    )
+    min_prefix_tokens: int | None = key(
+        "No breakpoint on a prompt shorter than this (estimated at four bytes a token): "
+        "Anthropic caches nothing under 1,024 tokens, and a write costs more than plain input.",
+        at=At(Route, "prompt_cache.min_prefix_tokens"),
+        ge=0,
+    )
+
+
+# An affinity block's unset keys take these (a route without the block has no affinity at all).
+_AFFINITY = AffinitySettings()
+
+
+class AffinitySpec(_Spec):
+    """Cache-affinity routing over the route's equivalent candidates (docs/context.md)."""
+
+    spread: Spread | None = key(
+        "`prefix`: requests sharing a prefix go to the same equivalent candidate (rendezvous "
+        "hashing on the prefix hash; its prompt cache stays warm), the next one when it fails "
+        "or is hot; `random`: an even spread with no stickiness.",
+        at=At(Route, "affinity.spread"),
+        default=_AFFINITY.spread,
+    )
+    group_by: GroupBy | None = key(
+        "Which candidates of the chain are equivalent: `provider_model` (the regions of one "
+        "provider's model) or `upstream_model` (every candidate sending the same model name, "
+        "e.g. replicas of a self-hosted model).",
+        at=At(Route, "affinity.group_by"),
+        default=_AFFINITY.group_by,
+    )
+    prefix_messages: int | None = key(
+        "The prefix hashed: the tools and the first N messages.",
+        at=At(Route, "affinity.prefix_messages"),
+        default=_AFFINITY.prefix_messages,
+        ge=1,
+    )
+    load_factor: float | None = key(
+        "Bounded load: a candidate with more than this times its fair share of the group's "
+        "requests in flight passes new ones to the next (1 = strict balance).",
+        at=At(Route, "affinity.load_factor"),
+        default=_AFFINITY.load_factor,
+        ge=1,
+    )
+
+
 class RouteSpec(_Spec):
     """What the app may ask for, and the chain that serves it."""
 
@@ -1082,6 +1205,16 @@ class RouteSpec(_Spec):
         at=At(Route, "default_task"),
         inherits="defaults.default_task",
         schema=_TASK_NAME_SCHEMA,
+    )
+    context: ContextSpec | None = key(
+        "A conversation too long for a candidate's window: skip the candidate, refuse, or "
+        "compact it for that candidate (off: `skip`)."
+    )
+    prompt_cache: PromptCacheSpec | None = key(
+        "Provider prompt caching: cache breakpoints the proxy places (off unless written)."
+    )
+    affinity: AffinitySpec | None = key(
+        "Cache-affinity routing over equivalent candidates (off unless written: the chain's order)."
     )
     tasks: dict[str, RouteTaskSpec] = key(
         "Per task (a name of `tasks.categories`): its own chain. A task without one is served "

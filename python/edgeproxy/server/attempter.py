@@ -12,8 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
+
+from edgeproxy.context.breakpoints import with_breakpoints
+from edgeproxy.events import ContextCompacted
 from edgeproxy.resilience.attempts import Deadline
 from edgeproxy.server.attempt import UpstreamCall, attempt_once, attempt_stream
+from edgeproxy.server.compaction import ContextFit
 from edgeproxy.server.context import ProxyState
 from edgeproxy.server.ledger import Ledger
 from edgeproxy.server.prompt import PromptTokens
@@ -28,6 +33,7 @@ class Answer:
 
     body: bytes
     model: str | None  # the model the upstream says answered
+    compacted: str | None = None  # "<tokens before>-><tokens after>" when compaction ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,7 @@ class StreamStart:
     first: bytes
     number: int
     counter: UsageCounter  # the proxy's own count, for when the upstream reports no usage
+    compacted: str | None = None  # "<tokens before>-><tokens after>" when compaction ran
 
 
 Tried = Answer | StreamStart
@@ -81,6 +88,9 @@ class Attempter:
         self._body = body
         self._stream = stream
         self.options = options or StreamOptions()
+        # Set by the exchange when its plan marks candidates for compaction (docs/context.md).
+        self.fit: ContextFit | None = None
+        self._marked: dict[int, Mapping[str, Any]] = {}  # bodies with cache breakpoints, by id
         stream_options = body.get("stream_options")
         # The client asked for a usage chunk: a stream without one gets the proxy's count.
         self._wants_usage = (
@@ -89,7 +99,8 @@ class Attempter:
 
     @property
     def body(self) -> Mapping[str, Any]:
-        """The request as it goes upstream (before each wire shapes it)."""
+        """The request as it goes upstream (OpenAI-shaped: before any candidate's compaction
+        and before each wire shapes it)."""
         return self._body
 
     def with_body(self, body: Mapping[str, Any], options: StreamOptions) -> Attempter:
@@ -98,30 +109,58 @@ class Attempter:
         other.__dict__.update(self.__dict__)
         other._body = body
         other.options = options
+        other._marked = {}
+        if self.fit is not None:  # the same candidates compact the new body
+            other.fit = self.fit.for_body(body, len(orjson.dumps(body)))
         return other
 
+    def _with_breakpoints(self, body: Mapping[str, Any], tokens: int) -> Mapping[str, Any]:
+        """``body`` with the route's automatic cache breakpoints, made once per body."""
+        marked = self._marked.get(id(body))
+        if marked is None:
+            settings = self._route.prompt_cache
+            marked = self._marked[id(body)] = with_breakpoints(
+                body, tokens, settings.min_prefix_tokens
+            )
+        return marked
+
     async def __call__(self, candidate: Candidate, number: int) -> Tried:
+        body, prompt, compacted = self._body, self._prompt, None
+        estimate = len(prompt.raw) // 4
+        if self.fit is not None and self.fit.needs(candidate):
+            fitted = await self.fit.fitted(candidate)
+            before = await self._prompt.count(candidate.tokenizer)
+            body, estimate = fitted.body, fitted.tokens
+            prompt = PromptTokens.counted(orjson.dumps(body), candidate.tokenizer, fitted.tokens)
+            compacted = f"{before}->{fitted.tokens}"
+            self._ledger.on_event(
+                ContextCompacted(
+                    number, candidate, before, fitted.tokens, tuple(fitted.layout.strategies)
+                )
+            )
+        if self._route.prompt_cache.breakpoints == "auto":
+            body = self._with_breakpoints(body, estimate)
         call = UpstreamCall(
             self._state,
             self._route,
             candidate,
-            candidate.wire.request_body(self._body, candidate),
+            candidate.wire.request_body(body, candidate),
             self._deadline,
             self._rid,
             self._ledger.trace_headers(number),
         )
-        counter = UsageCounter(self._prompt, candidate.tokenizer)
+        counter = UsageCounter(prompt, candidate.tokenizer)
         if self._stream:
             # A large prompt's count starts now, off the loop: the stream's end finds it done.
-            self._prompt.start(candidate.tokenizer)
+            prompt.start(candidate.tokenizer)
             options = self.options
             if self._wants_usage:
                 options = replace(options, count_usage=counter.count)
             opened, first = await attempt_stream(call, options)
-            return StreamStart(opened, first, number, counter)
+            return StreamStart(opened, first, number, counter, compacted)
         answer, parsed = await attempt_once(call)
         # Inside the attempt: the count may wait for a worker thread (a large prompt).
         answer, usage, estimated = await with_usage(answer, parsed, counter)
         self._ledger.usage(number, usage, estimated=estimated)
         model = parsed.get("model")
-        return Answer(answer, model if isinstance(model, str) else None)
+        return Answer(answer, model if isinstance(model, str) else None, compacted)

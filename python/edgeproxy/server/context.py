@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -12,6 +12,7 @@ from edgeproxy.auto.router import AutoRouter
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock
 from edgeproxy.resilience.engine import ResilienceEngine
+from edgeproxy.server.context_state import ContextState
 from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.process import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
@@ -32,6 +33,8 @@ class ProxyState:
     auto: AutoRouter  # the auto routes' choices per task (docs/auto.md)
     # Set when a graceful shutdown starts (SIGTERM): /readyz answers 503 from then on.
     draining: bool = False
+    # The summary cache and affinity's in-flight counts (docs/context.md).
+    context: ContextState = field(default_factory=ContextState)
 
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from edgeproxy.cache.control import tenant_scope
 from edgeproxy.cache.layer import HEADER as CACHE_HEADER
 from edgeproxy.cache.layer import HIT, CachePlan
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
@@ -33,6 +34,7 @@ from edgeproxy.events import (
     TaskDecided,
 )
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
+from edgeproxy.routing.affinity import Lease
 from edgeproxy.routing.tasks import UnknownTask, classify, without_task
 from edgeproxy.server.attempter import Answer, Attempter, StreamStart, Tried, describe, discard
 from edgeproxy.server.cached_answers import (
@@ -42,7 +44,9 @@ from edgeproxy.server.cached_answers import (
     shared_answer,
     who_served,
 )
+from edgeproxy.server.compaction import HEADER as COMPACTED_HEADER
 from edgeproxy.server.context import TASK, ProxyState
+from edgeproxy.server.context_plan import context_plan
 from edgeproxy.server.ingress import ClientError, IngressRequest, IngressWire, StreamEncoder
 from edgeproxy.server.ledger import Ledger
 from edgeproxy.server.plan import Plan, encodings_to_count, max_output_tokens, plan_candidates
@@ -100,10 +104,15 @@ class Exchange:
         )
         if tel.capture_content:
             tel.content(input_messages=body.get("messages"))
+        self.leases: list[Lease] = []  # affinity's holds on candidates, until the exchange ends
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         await self._decide_task(request)
-        response = await self._serve(request)
+        try:
+            response = await self._serve(request)
+        finally:
+            for lease in self.leases:
+                lease.release()
         if isinstance(response, web.Response):
             # Streams were encoded as they went.
             return self.ingress.answer(response, self.asked, self.rid)
@@ -186,11 +195,14 @@ class Exchange:
 
     # -- 2. the plan --------------------------------------------------------------------------
 
-    async def _plan(self) -> Plan:
+    async def _plan(self, request: web.Request) -> Plan:
         chain = self.chain
         wanted = encodings_to_count(chain, len(self.raw), max_output_tokens(self.body))
         counts = {encoding: await self.prompt.count(encoding) for encoding in sorted(wanted)}
-        plan = plan_candidates(chain, self.body, len(self.raw), counts)
+        overflow = self.route.context.overflow
+        plan = plan_candidates(chain, self.body, len(self.raw), counts, overflow)
+        # Compaction's check and cache-affinity's order (docs/context.md).
+        plan = await context_plan(self, plan, tenant_scope(request.headers))
         self._route_decided(plan.skipped)
         if not plan.chain:
             raise _nothing_fits(plan)
@@ -232,7 +244,7 @@ class Exchange:
         self, request: web.Request, cache_plan: CachePlan, tap: CacheTap | None = None
     ) -> web.StreamResponse:
         route, engine, policy, ledger = self.route, self.engine, self.policy, self.ledger
-        plan = await self._plan()
+        plan = await self._plan(request)
         engine.budget.request_started()
         engine.hedger.request_started()
         hedge = engine.hedge_delay(route.hedge, plan.chain[0].key) if self.stream else None
@@ -248,12 +260,17 @@ class Exchange:
             )
             return pass_through(failure, final.candidate, ledger.attempts, policy.version)
         if outcome.served is None:
-            return all_failed(route, outcome, self.rid, policy.version)
+            failed = all_failed(route, outcome, self.rid, policy.version, plan.skipped)
+            if plan.skipped:
+                failed.headers[SKIPPED_HEADER] = skipped_header(plan.skipped)
+            return failed
         headers = served_headers(outcome.served, ledger.attempts, policy.version)
         headers[CACHE_HEADER] = cache_plan.status
         if plan.skipped:
             headers[SKIPPED_HEADER] = skipped_header(plan.skipped)
         value = outcome.value
+        if value is not None and value.compacted is not None:
+            headers[COMPACTED_HEADER] = value.compacted
         if isinstance(value, Answer):
             if outcome.served.price is not None:
                 # What this answer cost, failed attempts included (a failover's real price).
@@ -315,6 +332,16 @@ def _nothing_fits(plan: Plan) -> ClientError:
     header = {SKIPPED_HEADER: skipped_header(plan.skipped)}
     too_small = plan.skipped_for(SkipReason.CONTEXT_WINDOW)
     reasons = "; ".join(f"{s.candidate.key}: {s.detail}" for s in too_small or plan.skipped)
+    if plan.refused_overflow:
+        return ClientError(
+            400,
+            "The prompt plus max_tokens does not fit the context window of every model this "
+            "route may fail over to, and the route refuses what its fallbacks could not take "
+            f"(context.overflow: error): {reasons}.",
+            param="messages",
+            code="context_length_exceeded",
+            headers=header,
+        )
     if too_small:
         return ClientError(
             400,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeproxy.clock import Clock
-from edgeproxy.cost import Usage, cost_usd
+from edgeproxy.cost import ZERO_USAGE, Usage, cost_usd
 from edgeproxy.events import (
     AttemptEnded,
     AttemptKind,
@@ -28,6 +28,7 @@ from edgeproxy.events import (
     RelayEnded,
     RequestEvent,
     RequestListener,
+    SummaryMade,
     UsageRecorded,
 )
 from edgeproxy.failure import AttemptFailure
@@ -57,6 +58,7 @@ class Ledger:
     entries: dict[int, Entry] = field(default_factory=dict)
     # Also told every event, after telemetry (an ``auto`` route's live outcomes: auto/live.py).
     observers: list[Callable[[RequestEvent], None]] = field(default_factory=list)
+    side_cost: float = 0.0  # calls made for the request that are not attempts (summaries)
 
     # -- RequestListener ---------------------------------------------------------------------
 
@@ -91,8 +93,9 @@ class Ledger:
 
     @property
     def cost(self) -> float:
-        """USD of every attempt so far, failed ones included (a failover's real price)."""
-        return sum(entry.cost for entry in self.entries.values())
+        """USD of every attempt so far, failed ones included (a failover's real price), and of
+        the calls made for them (a compaction's summary)."""
+        return sum(entry.cost for entry in self.entries.values()) + self.side_cost
 
     def usage(
         self, number: int, usage: Mapping[str, Any] | Usage, *, estimated: bool = False
@@ -111,6 +114,16 @@ class Ledger:
             )
         cost = cost_usd(entry.candidate.price, parsed)
         self.on_event(UsageRecorded(number, entry.candidate, parsed, cost))
+
+    def summary(
+        self, candidate: Candidate, outcome: str, usage: Usage | None, seconds: float
+    ) -> None:
+        """A summariser call made for this request's compaction (``outcome`` "cached": none was
+        made), priced with the summariser's price."""
+        parsed = usage or ZERO_USAGE
+        cost = cost_usd(candidate.price, parsed) if usage is not None else 0.0
+        self.side_cost += cost
+        self.on_event(SummaryMade(candidate, outcome, parsed, cost, seconds))
 
     def leg(self, number: int) -> LegReport:
         return LegReport(self, number)

@@ -22,6 +22,16 @@ class PromptTokens:
         self.raw = raw
         self._counts: dict[str, asyncio.Future[int]] = {}
 
+    @classmethod
+    def counted(cls, raw: bytes, encoding: str, tokens: int) -> PromptTokens:
+        """A prompt whose count in ``encoding`` is already known (a compacted conversation,
+        counted whole when it was made). Call it on the event loop."""
+        prompt = cls(raw)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(tokens)
+        prompt._counts[encoding] = done
+        return prompt
+
     async def count(self, encoding: str) -> int:
         """The count in ``encoding``; shielded, so a caller that is cancelled (a hedge that
         lost) leaves the count to the others."""

@@ -8,12 +8,14 @@ provider key back ("Incorrect API key provided: Bearer sk-…") never hands it t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from edgeproxy._core import encode_sse
+from edgeproxy.events import CandidateSkipped
 from edgeproxy.failure import TIMEOUTS, AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Outcome
 from edgeproxy.snapshot import Candidate, Route
@@ -63,7 +65,15 @@ def pass_through(
     )
 
 
-def all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> web.Response:
+def all_failed(
+    route: Route,
+    outcome: Outcome[Any],
+    rid: str,
+    version: str,
+    planned_out: Sequence[CandidateSkipped] = (),
+) -> web.Response:
+    """Every attempt failed. ``planned_out``: the candidates the plan left out (a window too
+    small, even compacted; a wire that cannot carry the request), named in the message too."""
     attempts = outcome.attempts
     failures = [a.failure for a in attempts if a.failure is not None]
     headers = {
@@ -87,7 +97,9 @@ def all_failed(route: Route, outcome: Outcome[Any], rid: str, version: str) -> w
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
     tried = "; ".join(f"{a.candidate.key}: {a.failure}" for a in attempts)
-    skipped = "; ".join(f"{s.candidate.key}: skipped ({s.detail})" for s in outcome.skipped)
+    skipped = "; ".join(
+        f"{s.candidate.key}: skipped ({s.detail})" for s in (*planned_out, *outcome.skipped)
+    )
     detail = "; ".join(part for part in (tried, skipped) if part)
     message = redact(
         f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "

@@ -111,6 +111,7 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
         return aw.error_response(exc.status, code=exc.type, message=exc.message)
     if fault is None:
         sim.stats.record("ok")
+    sim.received.append(body)
 
     chat = to_chat_request(parsed)
     if fault is not None and fault.mode == "echo_key" and not (chat.stream and fault.after_tokens):
@@ -132,7 +133,7 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
             model=completion.model,
             content=content_blocks(completion),
             stop_reason=aw.STOP_REASONS[completion.finish_reason],
-            input_tokens=completion.prompt_tokens,
+            **_input_usage(completion),
             output_tokens=completion.completion_tokens,
         )
         return await send_body(request, orjson.dumps(answer), fault=fault, park=sim._park)
@@ -144,6 +145,16 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
     if completed:
         sim.stats.streams_completed += 1
     return response
+
+
+def _input_usage(completion: Completion) -> dict[str, int]:
+    """The prompt's tokens as Anthropic reports them: input excludes cache reads and writes."""
+    read, written = completion.cached_tokens, completion.cache_write_tokens
+    return {
+        "input_tokens": completion.prompt_tokens - read - written,
+        "cache_read": read,
+        "cache_write": written,
+    }
 
 
 def message_id(completion: Completion) -> str:
@@ -189,7 +200,7 @@ async def send_stream(
         model=completion.model,
         content=[],
         stop_reason=None,
-        input_tokens=completion.prompt_tokens,
+        **_input_usage(completion),
         output_tokens=1,
     )
     call = completion.tool_call

@@ -89,11 +89,14 @@ def error_response(
     )
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def usage(
+    input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
+) -> dict[str, Any]:
+    """Anthropic's usage: ``input_tokens`` excludes the cache reads and writes."""
     return {
         "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": cache_write,
+        "cache_read_input_tokens": cache_read,
         "output_tokens": output_tokens,
     }
 
@@ -106,6 +109,8 @@ def message_object(
     stop_reason: str | None,
     input_tokens: int,
     output_tokens: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
 ) -> dict[str, Any]:
     return {
         "id": message_id,
@@ -115,7 +120,7 @@ def message_object(
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": usage(input_tokens, output_tokens),
+        "usage": usage(input_tokens, output_tokens, cache_read, cache_write),
     }
 
 

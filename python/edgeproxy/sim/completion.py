@@ -24,6 +24,9 @@ class Completion:
     tool_call: ToolCall | None = None
     # Hidden reasoning tokens (a verbose model of the market): billed as output, never shown.
     reasoning_tokens: int = 0
+    # Of prompt_tokens: read from the sim's prompt cache, and written to it (sim/prompt_cache.py).
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def content(self) -> str:

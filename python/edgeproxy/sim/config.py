@@ -47,6 +47,13 @@ class SimConfig:
     # Every simulated delay of a profiled model is multiplied by this (tests run the market's
     # latencies 100x faster with 0.01; 0 removes them).
     time_scale: float = 1.0
+    # A prompt cache (sim/prompt_cache.py) with this TTL in seconds: repeated prefixes are
+    # reported as cached tokens the way the sim's wire does. None: no caching (every prompt
+    # token is billed in full).
+    prompt_cache_ttl: float | None = None
+    # Prefill speed: the first token waits this long per uncached prompt token on top of
+    # ``ttft`` (0: the prompt's length costs no time).
+    prefill_tokens_per_second: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -59,6 +66,10 @@ class SimConfig:
             raise ValueError(
                 f"SimConfig.tokens_per_second must be >= 0, got {self.tokens_per_second}"
             )
+        if self.prompt_cache_ttl is not None and not self.prompt_cache_ttl > 0:
+            raise ValueError(f"SimConfig.prompt_cache_ttl must be > 0, got {self.prompt_cache_ttl}")
+        if not 0 <= self.prefill_tokens_per_second < math.inf:
+            raise ValueError("SimConfig.prefill_tokens_per_second must be >= 0 and finite")
         if not 0 <= self.time_scale < math.inf:
             raise ValueError(f"SimConfig.time_scale must be >= 0, got {self.time_scale}")
         object.__setattr__(self, "profiles", MappingProxyType(dict(self.profiles)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import deque
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -21,6 +23,7 @@ from .faults import Fault
 from .gate import FaultGate
 from .listener import Listener
 from .play import Player
+from .prompt_cache import PromptCacheModel
 from .request import BadRequest, ChatRequest, parse_chat_request
 from .respond import send_json, send_stream
 from .stats import SimStats
@@ -44,6 +47,11 @@ class SimProvider:
         # The market: per-model profiles (changed live by the control API) and the answer book.
         self.player = Player(config)
         self._models: dict[str, None] = dict.fromkeys(config.models)
+        # The last request bodies this sim accepted (raw bytes), for tests to read what a
+        # provider was actually sent (e.g. a compacted conversation).
+        self.received: deque[bytes] = deque(maxlen=16)
+        ttl = config.prompt_cache_ttl
+        self.prompt_cache = PromptCacheModel(ttl) if ttl is not None else None
         self._host = "127.0.0.1"
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
@@ -264,6 +272,7 @@ class SimProvider:
             return error_response(400, code=exc.code, message=exc.message, param=exc.param)
         if fault is None:
             self.stats.record("ok")
+        self.received.append(body)
         if (
             fault is not None
             and fault.mode == "echo_key"
@@ -318,6 +327,21 @@ class SimProvider:
             if fault is None and played.fault is not None:
                 self.stats.record("profile_error")
                 fault = played.fault
+        if self.prompt_cache is not None:
+            try:
+                cached = self.prompt_cache.apply(self.config.wire, orjson.loads(body))
+            except orjson.JSONDecodeError:
+                cached = None
+            if cached is not None:
+                completion = replace(
+                    completion,
+                    prompt_tokens=cached.prompt_tokens,
+                    cached_tokens=cached.read,
+                    cache_write_tokens=cached.written,
+                )
+        prefill = self.config.prefill_tokens_per_second
+        if prefill > 0:
+            ttft += (completion.prompt_tokens - completion.cached_tokens) / prefill
         if fault is not None and fault.mode == "slow_first_token":
             ttft = fault.ttft
         return completion, ttft, interval, fault

@@ -57,6 +57,7 @@ async def send_json(
         completion_tokens=completion.completion_tokens,
         tool_calls=_tool_calls(completion),
         reasoning_tokens=completion.reasoning_tokens,
+        cached_tokens=completion.cached_tokens,
     )
     if not reports_usage:
         del answer["usage"]
@@ -201,6 +202,7 @@ async def send_stream(
                     prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens,
                     reasoning_tokens=completion.reasoning_tokens,
+                    cached_tokens=completion.cached_tokens,
                 )
             )
         )

@@ -48,13 +48,13 @@ def sse(obj: object) -> bytes:
 
 
 def usage(
-    prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0
+    prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0
 ) -> dict[str, object]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": reasoning_tokens,
             "audio_tokens": 0,
@@ -75,6 +75,7 @@ def completion_object(
     completion_tokens: int,
     tool_calls: list[dict[str, object]] | None = None,
     reasoning_tokens: int = 0,
+    cached_tokens: int = 0,
 ) -> dict[str, object]:
     message: dict[str, object] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
@@ -93,7 +94,7 @@ def completion_object(
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": usage(prompt_tokens, completion_tokens, reasoning_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens),
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
@@ -131,6 +132,7 @@ def usage_chunk(
     prompt_tokens: int,
     completion_tokens: int,
     reasoning_tokens: int = 0,
+    cached_tokens: int = 0,
 ) -> dict[str, object]:
     return {
         "id": completion_id,
@@ -140,7 +142,7 @@ def usage_chunk(
         "service_tier": "default",
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": [],
-        "usage": usage(prompt_tokens, completion_tokens, reasoning_tokens),
+        "usage": usage(prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens),
     }
 
 

@@ -22,6 +22,7 @@ from edgeproxy.snapshot.auto import (
     ScheduleSettings,
     ShadowSettings,
 )
+from edgeproxy.snapshot.context import AffinitySettings, ContextSettings, PromptCacheSettings
 from edgeproxy.snapshot.settings import (
     DEFAULT_MAX_BYTES,
     CacheSettings,
@@ -140,6 +141,18 @@ class Route:
     # ``auto``: the chain is chosen per task from scorecards (``edgeproxy.auto``); ``chain`` and
     # ``task_chains`` are then what serves a task no scorecard ranks, and the last resort.
     auto: AutoSettings | None = None
+    # A conversation too long for a candidate's window: skip it, refuse, or compact for it.
+    context: ContextSettings = field(default_factory=ContextSettings)
+    # ``context.summarizer`` compiled (by candidate key; empty without one).
+    summarizers: Mapping[str, Candidate] = field(default_factory=lambda: MappingProxyType({}))
+    prompt_cache: PromptCacheSettings = field(default_factory=PromptCacheSettings)
+    affinity: AffinitySettings | None = None  # cache-affinity routing (off unless written)
+
+    @property
+    def summarizer(self) -> Candidate | None:
+        """The candidate that writes ``summarize``'s summaries, if the route names one."""
+        name = self.context.summarizer
+        return self.summarizers.get(name) if name is not None else None
 
     def chain_for(self, task: str) -> tuple[Candidate, ...]:
         """The chain that serves ``task``: its own, or the route's."""

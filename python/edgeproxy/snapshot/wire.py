@@ -57,8 +57,9 @@ class StreamTranslator(Protocol):
         ...
 
     @property
-    def usage(self) -> dict[str, int] | None:
-        """The upstream's usage, once it has been reported (OpenAI's field names)."""
+    def usage(self) -> dict[str, Any] | None:
+        """The upstream's usage, once it has been reported (OpenAI's field names, cached and
+        cache-write tokens in ``prompt_tokens_details``)."""
         ...
 
 

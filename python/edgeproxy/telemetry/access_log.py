@@ -63,6 +63,10 @@ FIELDS: tuple[str, ...] = (
     "task",
     "task_source",
     "auto",
+    "cache_write_tokens",
+    "compacted",
+    "compaction",
+    "affinity",
 )
 
 # One request's values in FIELDS order (str, int, float, bool, None, or a list of str).

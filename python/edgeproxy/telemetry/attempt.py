@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edgeproxy.cost import Usage
-from edgeproxy.events import AttemptKind
+from edgeproxy.events import AttemptKind, ContextCompacted
 from edgeproxy.snapshot import Candidate
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ class AttemptRecord:
         "candidate",
         "chunks",
         "committed",
+        "compaction",
         "cost",
         "detail",
         "ended",
@@ -61,3 +62,4 @@ class AttemptRecord:
         self.ended = False
         self.span: AttemptSpan | None = None
         self.labels: tuple[str, ...] = ()  # operation, provider, upstream model, candidate key
+        self.compaction: ContextCompacted | None = None  # its conversation, compacted

@@ -37,6 +37,13 @@ What the events become (docs/observability.md has the names):
   a later leg, a resume, completes the stream).
 - ``AttemptEnded``: the CLIENT span ends; the attempt's metrics; ``/admin/status``' window.
 - ``BackingOff``: an ``edgeproxy.backoff`` event on the SERVER span.
+- ``ContextCompacted``: the attempt's compaction (tokens before and after, the strategies) on its
+  span; the served attempt's on the SERVER span and the access log; ``edgeproxy.context
+  .compactions`` counts it.
+- ``SummaryMade``: an ``edgeproxy.summary`` event on the SERVER span; its cost is the request's
+  (and ``edgeproxy.cost_usd``'s, under the summariser), ``edgeproxy.context.summaries`` counts it.
+- ``AffinityRouted``: the decision on the SERVER span and in the access log;
+  ``edgeproxy.affinity.routed`` counts it.
 
 Attempt numbers key the per-attempt state; an attempt still open at ``finish`` is ended there
 as ``abandoned``.
@@ -68,6 +75,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from edgeproxy.cost import ZERO_USAGE, Usage
 from edgeproxy.events import (
+    AffinityRouted,
     AttemptEnded,
     AttemptKind,
     AttemptStarted,
@@ -76,10 +84,12 @@ from edgeproxy.events import (
     CacheLooked,
     CandidateSkipped,
     Committed,
+    ContextCompacted,
     FirstToken,
     RelayEnded,
     RequestEvent,
     RouteDecided,
+    SummaryMade,
     TaskDecided,
     UsageRecorded,
 )
@@ -140,6 +150,8 @@ class RequestTelemetry:
         self._relay_failed = False  # the request's outcome is a relay's failure
         self._chain: tuple[str, ...] = ()
         self.finished: Finished | None = None  # what finish() recorded (tests read it)
+        self.affinity: AffinityRouted | None = None
+        self._side_cost = 0.0  # summaries made for this request's compaction
         self._content: dict[str, str] = {}
         builder = telemetry.spans
         if builder is None:
@@ -281,6 +293,14 @@ class RequestTelemetry:
             labels = att.labels
             if usage.total_input_tokens:
                 metrics.token_usage.record(usage.total_input_tokens, (*labels, "input"))
+                cache = (self.route or NO_ROUTE, att.key)
+                for kind, tokens in (
+                    ("read", usage.cached_input_tokens),
+                    ("write", usage.cache_write_tokens),
+                    ("uncached", usage.input_tokens),
+                ):
+                    if tokens:
+                        metrics.prompt_cache_tokens.add(tokens, (*cache, kind))
             if usage.output_tokens:
                 metrics.token_usage.record(usage.output_tokens, (*labels, "output"))
             if event.cost_usd:
@@ -342,6 +362,42 @@ class RequestTelemetry:
             )
         self._end_attempt(att, event.seconds)
 
+    def _context_compacted(self, event: ContextCompacted) -> None:
+        att = self._attempts.get(event.number)
+        if att is None:
+            return
+        att.compaction = event
+        if self._metrics is not None:
+            strategies = "+".join(event.strategies) or "none"
+            self._metrics.compactions.add(1, (self.route or NO_ROUTE, att.key, strategies))
+
+    def _summary_made(self, event: SummaryMade) -> None:
+        self._side_cost += event.cost_usd
+        key = event.candidate.key
+        usage = event.usage
+        if self.spans is not None:
+            self.spans.event(
+                "edgeproxy.summary",
+                {
+                    "edgeproxy.candidate": key,
+                    "edgeproxy.outcome": event.outcome,
+                    "gen_ai.usage.input_tokens": usage.total_input_tokens,
+                    "gen_ai.usage.output_tokens": usage.output_tokens,
+                    "edgeproxy.cost_usd": event.cost_usd,
+                },
+            )
+        metrics = self._metrics
+        if metrics is not None:
+            route = self.route or NO_ROUTE
+            metrics.summaries.add(1, (route, key, event.outcome))
+            if event.cost_usd:
+                metrics.cost.add(event.cost_usd, (route, key))
+
+    def _affinity_routed(self, event: AffinityRouted) -> None:
+        self.affinity = event
+        if self._metrics is not None:
+            self._metrics.affinity_routed.add(1, (self.route or NO_ROUTE, event.outcome))
+
     def _backing_off(self, event: BackingOff) -> None:
         if self.spans is not None:
             self.spans.event(
@@ -394,7 +450,7 @@ class RequestTelemetry:
         if error_type is None and (status >= 500 or outcome not in ("ok", "cache_hit")):
             error_type = self._last_failure or (str(status) if status >= 400 else outcome)
         total = ZERO_USAGE if usage is None else Usage.parse(usage)
-        cost = 0.0
+        cost = self._side_cost
         for att in self._attempts.values():
             if att.usage is not None:
                 total = total + att.usage
@@ -442,6 +498,12 @@ class RequestTelemetry:
                     self.task.task if self.task is not None else None,
                     self.task.source if self.task is not None else None,
                     _auto_field(self.auto),
+                    total.cache_write_tokens,
+                    _compacted(served),
+                    "+".join(served.compaction.strategies)
+                    if served is not None and served.compaction is not None
+                    else None,
+                    self.affinity.outcome if self.affinity is not None else None,
                 ),
             )
 
@@ -493,6 +555,17 @@ class RequestTelemetry:
             )
         if self.ttft is not None:
             attrs["gen_ai.response.time_to_first_chunk"] = self.ttft
+        if total.cached_input_tokens:
+            attrs["gen_ai.usage.cache_read.input_tokens"] = total.cached_input_tokens
+        if total.cache_write_tokens:
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = total.cache_write_tokens
+        compaction = served.compaction if served is not None else None
+        if compaction is not None:
+            attrs["edgeproxy.context.compacted"] = _compacted(served) or ""
+            attrs["edgeproxy.context.strategies"] = compaction.strategies
+        if self.affinity is not None:
+            attrs["edgeproxy.affinity.outcome"] = self.affinity.outcome
+            attrs["edgeproxy.affinity.home"] = self.affinity.home
         if error_type is not None:
             attrs["error.type"] = error_type
         if self._content:
@@ -528,6 +601,13 @@ def _auto_field(auto: AutoDecided | None) -> str | None:
     return auto.role if auto.choice is None else f"{auto.role}:{auto.choice}"
 
 
+def _compacted(att: AttemptRecord | None) -> str | None:
+    """``<tokens before>-><tokens after>`` of an attempt's compacted conversation."""
+    if att is None or att.compaction is None:
+        return None
+    return f"{att.compaction.tokens_before}->{att.compaction.tokens_after}"
+
+
 def _outcome(status: int, cache: str | None) -> str:
     if status < 400:
         return "cache_hit" if cache == "hit" else "ok"
@@ -556,4 +636,7 @@ _DISPATCH: dict[type, Callable[[RequestTelemetry, Any], None]] = {
     RelayEnded: RequestTelemetry._relay_ended,
     AttemptEnded: RequestTelemetry._attempt_ended,
     BackingOff: RequestTelemetry._backing_off,
+    ContextCompacted: RequestTelemetry._context_compacted,
+    SummaryMade: RequestTelemetry._summary_made,
+    AffinityRouted: RequestTelemetry._affinity_routed,
 }

@@ -317,6 +317,34 @@ class ProxyMetrics:
             unit="{transition}",
             description="Circuit breaker state changes, by candidate and new state.",
         )
+        # Context management (docs/context.md): where prompt tokens came from, what compaction
+        # and cache-affinity routing did.
+        self.prompt_cache_tokens = LabelCounter(
+            "edgeproxy.prompt_cache.tokens",
+            (_ROUTE, _CANDIDATE, "edgeproxy.prompt_cache.kind"),
+            unit="{token}",
+            description="Prompt tokens by how the provider's cache took them: read (a hit), "
+            "write (stored) or uncached; the hit rate is read over all three.",
+        )
+        self.compactions = LabelCounter(
+            "edgeproxy.context.compactions",
+            (_ROUTE, _CANDIDATE, "edgeproxy.context.strategies"),
+            unit="{attempt}",
+            description="Attempts sent a compacted conversation, by the strategies that ran.",
+        )
+        self.summaries = LabelCounter(
+            "edgeproxy.context.summaries",
+            (_ROUTE, _CANDIDATE, "edgeproxy.outcome"),
+            unit="{summary}",
+            description="Summaries compaction asked for, by outcome (ok, cached, a failure).",
+        )
+        self.affinity_routed = LabelCounter(
+            "edgeproxy.affinity.routed",
+            (_ROUTE, "edgeproxy.affinity.outcome"),
+            unit="{request}",
+            description="Cache-affinity decisions: home, spilled (bounded load), unhealthy, "
+            "random.",
+        )
         for counter in (
             self.requests,
             self.attempts,
@@ -326,6 +354,10 @@ class ProxyMetrics:
             self.cost,
             self.shed,
             self.breaker_transitions,
+            self.prompt_cache_tokens,
+            self.compactions,
+            self.summaries,
+            self.affinity_routed,
         ):
             m.create_observable_counter(
                 counter.name,

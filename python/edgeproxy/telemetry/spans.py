@@ -248,9 +248,17 @@ class RequestSpans:
             attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
             if usage.cached_input_tokens:
                 attrs["gen_ai.usage.cache_read.input_tokens"] = usage.cached_input_tokens
+            if usage.cache_write_tokens:
+                attrs["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
             if usage.estimated:
                 attrs["edgeproxy.usage.estimated"] = True
             attrs["edgeproxy.cost_usd"] = att.cost
+        compaction = att.compaction
+        if compaction is not None:
+            attrs["edgeproxy.context.compacted"] = (
+                f"{compaction.tokens_before}->{compaction.tokens_after}"
+            )
+            attrs["edgeproxy.context.strategies"] = compaction.strategies
         if att.relay is not None:
             attrs["edgeproxy.relay.outcome"] = att.relay
             attrs["edgeproxy.relay.chunks"] = att.chunks

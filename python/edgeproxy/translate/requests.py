@@ -18,6 +18,21 @@ import orjson
 
 from .util import as_dict, as_list, as_str, refuse
 
+# Anthropic's prompt-cache breakpoint. Kept in the proxy's inner OpenAI shape where Anthropic
+# puts it (on content parts, tools, tool calls; a tool result's on its tool message), the way
+# OpenRouter and LiteLLM carry it, so an Anthropic upstream gets it back; the OpenAI wire strips
+# it (``cache_markers.without_cache_control``): OpenAI caches prefixes by itself.
+CACHE_CONTROL: Final = "cache_control"
+
+
+def _marker(source: Mapping[str, Any], out: dict[str, Any], param: str) -> dict[str, Any]:
+    """``out`` with ``source``'s cache breakpoint copied onto it, if it has one."""
+    value = source.get(CACHE_CONTROL)
+    if value is not None:
+        out[CACHE_CONTROL] = as_dict(value, f"{param}.{CACHE_CONTROL}")
+    return out
+
+
 # OpenAI fields dropped when the upstream speaks Anthropic (docs/anthropic.md says why).
 DROPPED_OPENAI_FIELDS: Final = frozenset(
     {
@@ -165,6 +180,7 @@ def _openai_messages(messages: list[Any]) -> tuple[str | list[dict[str, Any]] | 
                 "tool_use_id": as_str(message.get("tool_call_id"), f"{param}.tool_call_id"),
                 "content": _tool_result_content(message.get("content"), f"{param}.content"),
             }
+            _marker(message, block, param)
             # Consecutive tool results answer one assistant turn: one user message holds them.
             last = out[-1] if out else None
             if last is not None and last["role"] == "user" and _is_tool_results(last["content"]):
@@ -176,7 +192,7 @@ def _openai_messages(messages: list[Any]) -> tuple[str | list[dict[str, Any]] | 
         else:
             raise refuse(f"{param}.role", f"unknown role {role!r}")
     system: str | list[dict[str, Any]] | None = None
-    if len(system_parts) == 1:
+    if len(system_parts) == 1 and CACHE_CONTROL not in system_parts[0]:
         system = system_parts[0]["text"]
     elif system_parts:
         system = system_parts
@@ -195,7 +211,8 @@ def _text_parts(content: Any, param: str) -> list[dict[str, Any]]:
         part = as_dict(part, f"{param}[{j}]")
         if part.get("type") != "text":
             raise refuse(f"{param}[{j}].type", "only text parts are allowed here")
-        parts.append({"type": "text", "text": as_str(part.get("text"), f"{param}[{j}].text")})
+        text = as_str(part.get("text"), f"{param}[{j}].text")
+        parts.append(_marker(part, {"type": "text", "text": text}, f"{param}[{j}]"))
     return parts
 
 
@@ -208,10 +225,12 @@ def _user_content(content: Any, param: str) -> str | list[dict[str, Any]]:
         part = as_dict(part, where)
         kind = part.get("type")
         if kind == "text":
-            blocks.append({"type": "text", "text": as_str(part.get("text"), f"{where}.text")})
+            text = as_str(part.get("text"), f"{where}.text")
+            blocks.append(_marker(part, {"type": "text", "text": text}, where))
         elif kind == "image_url":
             image = as_dict(part.get("image_url"), f"{where}.image_url")
-            blocks.append(_image_block(as_str(image.get("url"), f"{where}.image_url.url"), where))
+            url = as_str(image.get("url"), f"{where}.image_url.url")
+            blocks.append(_marker(part, _image_block(url, where), where))
         else:
             raise refuse(f"{where}.type", f"content part {kind!r} is not translated to Anthropic")
     return blocks
@@ -253,7 +272,8 @@ def _assistant_message(message: dict[str, Any], param: str) -> dict[str, Any]:
             where = f"{param}.content[{j}]"
             part = as_dict(part, where)
             if part.get("type") == "text":
-                blocks.append({"type": "text", "text": as_str(part.get("text"), f"{where}.text")})
+                text = as_str(part.get("text"), f"{where}.text")
+                blocks.append(_marker(part, {"type": "text", "text": text}, where))
             elif part.get("type") == "refusal":
                 blocks.append({"type": "text", "text": as_str(part.get("refusal"), where)})
             else:
@@ -271,14 +291,13 @@ def _assistant_message(message: dict[str, Any], param: str) -> dict[str, Any]:
             raise refuse(f"{where}.function.arguments", "not valid JSON") from None
         if not isinstance(tool_input, dict):
             raise refuse(f"{where}.function.arguments", "Anthropic tool input must be an object")
-        blocks.append(
-            {
-                "type": "tool_use",
-                "id": as_str(call.get("id"), f"{where}.id"),
-                "name": as_str(function.get("name"), f"{where}.function.name"),
-                "input": tool_input,
-            }
-        )
+        use = {
+            "type": "tool_use",
+            "id": as_str(call.get("id"), f"{where}.id"),
+            "name": as_str(function.get("name"), f"{where}.function.name"),
+            "input": tool_input,
+        }
+        blocks.append(_marker(call, use, where))
     return {"role": "assistant", "content": blocks}
 
 
@@ -303,7 +322,8 @@ def _openai_tool(tool: Any, i: int) -> dict[str, Any]:
         if schema is not None
         else {"type": "object", "properties": {}}
     )
-    return out  # "strict" is dropped: Anthropic validates tool input against the schema anyway
+    # "strict" is dropped: Anthropic validates tool input against the schema anyway.
+    return _marker(tool, out, param)
 
 
 def _openai_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
@@ -408,7 +428,8 @@ def _anthropic_system(system: Any) -> str | list[dict[str, Any]]:
         block = as_dict(block, f"system[{j}]")
         if block.get("type") != "text":
             raise refuse(f"system[{j}].type", "only text blocks are allowed in system")
-        parts.append({"type": "text", "text": as_str(block.get("text"), f"system[{j}].text")})
+        text = as_str(block.get("text"), f"system[{j}].text")
+        parts.append(_marker(block, {"type": "text", "text": text}, f"system[{j}]"))
     return parts
 
 
@@ -431,21 +452,22 @@ def _anthropic_message(message: dict[str, Any], param: str) -> list[dict[str, An
         block = as_dict(block, where)
         kind = block.get("type")
         if kind == "text":
-            parts.append({"type": "text", "text": as_str(block.get("text"), f"{where}.text")})
+            text = as_str(block.get("text"), f"{where}.text")
+            parts.append(_marker(block, {"type": "text", "text": text}, where))
         elif kind == "image":
-            parts.append({"type": "image_url", "image_url": {"url": _image_url(block, where)}})
+            image = {"type": "image_url", "image_url": {"url": _image_url(block, where)}}
+            parts.append(_marker(block, image, where))
         elif kind == "tool_result":
             if parts:
                 raise refuse(
                     where, "tool_result blocks must come before other content in a user turn"
                 )
-            tool_messages.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": as_str(block.get("tool_use_id"), f"{where}.tool_use_id"),
-                    "content": _tool_result_text(block.get("content", ""), f"{where}.content"),
-                }
-            )
+            result = {
+                "role": "tool",
+                "tool_call_id": as_str(block.get("tool_use_id"), f"{where}.tool_use_id"),
+                "content": _tool_result_text(block.get("content", ""), f"{where}.content"),
+            }
+            tool_messages.append(_marker(block, result, where))
         else:
             raise refuse(f"{where}.type", f"content block {kind!r} is not translated to OpenAI")
     out = tool_messages
@@ -480,39 +502,40 @@ def _tool_result_text(content: Any, param: str) -> str | list[dict[str, Any]]:
             raise refuse(
                 f"{param}[{j}].type", "OpenAI tool messages hold text only (no images, documents)"
             )
-        parts.append({"type": "text", "text": as_str(block.get("text"), f"{param}[{j}].text")})
+        text = as_str(block.get("text"), f"{param}[{j}].text")
+        parts.append(_marker(block, {"type": "text", "text": text}, f"{param}[{j}]"))
     return parts
 
 
 def _anthropic_assistant(blocks: list[Any], param: str) -> dict[str, Any]:
-    texts: list[str] = []
+    texts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for j, block in enumerate(blocks):
         where = f"{param}.content[{j}]"
         block = as_dict(block, where)
         kind = block.get("type")
         if kind == "text":
-            texts.append(as_str(block.get("text"), f"{where}.text"))
+            text = as_str(block.get("text"), f"{where}.text")
+            texts.append(_marker(block, {"type": "text", "text": text}, where))
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": as_str(block.get("id"), f"{where}.id"),
-                    "type": "function",
-                    "function": {
-                        "name": as_str(block.get("name"), f"{where}.name"),
-                        "arguments": orjson.dumps(block.get("input", {})).decode(),
-                    },
-                }
-            )
+            call = {
+                "id": as_str(block.get("id"), f"{where}.id"),
+                "type": "function",
+                "function": {
+                    "name": as_str(block.get("name"), f"{where}.name"),
+                    "arguments": orjson.dumps(block.get("input", {})).decode(),
+                },
+            }
+            calls.append(_marker(block, call, where))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # signed reasoning only Anthropic can read back: dropped
         else:
             raise refuse(f"{where}.type", f"content block {kind!r} is not translated to OpenAI")
     message: dict[str, Any] = {"role": "assistant"}
-    if len(texts) == 1:
-        message["content"] = texts[0]
+    if len(texts) == 1 and CACHE_CONTROL not in texts[0]:
+        message["content"] = texts[0]["text"]
     elif texts:
-        message["content"] = [{"type": "text", "text": t} for t in texts]
+        message["content"] = texts
     else:
         message["content"] = None
     if calls:
@@ -532,4 +555,4 @@ def _anthropic_tool(tool: Any, i: int) -> dict[str, Any]:
     if tool.get("description") is not None:
         function["description"] = tool["description"]
     function["parameters"] = as_dict(tool.get("input_schema"), f"{param}.input_schema")
-    return {"type": "function", "function": function}
+    return _marker(tool, {"type": "function", "function": function}, param)

@@ -83,7 +83,11 @@ def openai_to_anthropic_response(
     # An upstream's usage is not trusted to be well formed: anything but a count counts as 0.
     usage = _mapping(completion.get("usage"))
     prompt = _count(usage.get("prompt_tokens"))
-    cached = _count(_mapping(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    details = _mapping(usage.get("prompt_tokens_details"))
+    cached = min(_count(details.get("cached_tokens")), prompt)
+    # A cache write (Anthropic's, carried in the OpenAI shape as OpenRouter names it) is part of
+    # prompt_tokens like a read; Anthropic's input_tokens excludes both.
+    written = min(_count(details.get("cache_write_tokens")), prompt - cached)
     msg_id = str(completion.get("id") or "")
     if msg_id.startswith("chatcmpl-"):
         msg_id = "msg_" + msg_id.removeprefix("chatcmpl-")
@@ -96,8 +100,8 @@ def openai_to_anthropic_response(
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": max(prompt - cached, 0),
-            "cache_creation_input_tokens": 0,
+            "input_tokens": prompt - cached - written,
+            "cache_creation_input_tokens": written,
             "cache_read_input_tokens": cached,
             "output_tokens": _count(usage.get("completion_tokens")),
         },
@@ -154,11 +158,12 @@ def anthropic_to_openai_response(
         out_message["tool_calls"] = calls
     usage = _mapping(message.get("usage"))
     cache_read = _count(usage.get("cache_read_input_tokens"))
-    prompt = (
-        _count(usage.get("input_tokens"))
-        + _count(usage.get("cache_creation_input_tokens"))
-        + cache_read
-    )
+    cache_write = _count(usage.get("cache_creation_input_tokens"))
+    prompt = _count(usage.get("input_tokens")) + cache_write + cache_read
+    details = {"cached_tokens": cache_read}
+    if cache_write:
+        # Priced apart from plain input (``cost.Usage``): OpenRouter's name for it.
+        details["cache_write_tokens"] = cache_write
     completion_tokens = _count(usage.get("output_tokens"))
     msg_id = str(message.get("id") or "")
     if msg_id.startswith("msg_"):
@@ -180,7 +185,7 @@ def anthropic_to_openai_response(
             "prompt_tokens": prompt,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cache_read},
+            "prompt_tokens_details": details,
         },
     }
 

@@ -165,11 +165,19 @@ class _Stream:
             raise AttemptFailure(FailureClass.MALFORMED, f"bad Anthropic stream: {exc}") from None
 
     @property
-    def usage(self) -> dict[str, int] | None:
+    def usage(self) -> dict[str, Any] | None:
         usage = self._translator.usage
         if usage is None:
             return None
-        return {"prompt_tokens": usage[0], "completion_tokens": usage[1]}
+        prompt, completion, cached, written = usage
+        details = {"cached_tokens": cached}
+        if written:
+            details["cache_write_tokens"] = written
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "prompt_tokens_details": details,
+        }
 
 
 class AnthropicMessagesWire:

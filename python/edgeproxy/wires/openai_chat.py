@@ -1,6 +1,8 @@
 """The OpenAI Chat Completions wire (policy ``kind: openai``): OpenAI, Azure OpenAI, Gemini's
 OpenAI-compatible endpoint, vLLM, Ollama, LocalAI. The proxy's own shape, so bodies, answers and
-streams pass through; only the model name is replaced."""
+streams pass through; only the model name is replaced, and Anthropic's prompt-cache breakpoints
+(``cache_control``, which the inner shape carries for Anthropic upstreams) are left out: OpenAI
+caches prefixes by itself, and strict OpenAI-compatible servers refuse fields they do not know."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import orjson
 from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
 from edgeproxy.snapshot import Candidate, ProbeMode
 from edgeproxy.snapshot.wire import ProbeRequest, Refusal, StreamTranslator
+from edgeproxy.translate.cache_markers import without_cache_control
 from edgeproxy.wires import common
 
 
@@ -27,6 +30,16 @@ class OpenAIChatWire:
         return None  # the proxy's own shape: anything the client sent can be carried
 
     def request_body(self, body: Mapping[str, Any], candidate: Candidate) -> bytes:
+        data = self._dumped(body, candidate)
+        # The common case pays one byte search; a body with marks is serialised again without.
+        if b'"cache_control"' in data:
+            plain = without_cache_control(body)
+            if plain is not body:
+                data = self._dumped(plain, candidate)
+        return data
+
+    @staticmethod
+    def _dumped(body: Mapping[str, Any], candidate: Candidate) -> bytes:
         if body.get("model") == candidate.upstream_model:
             return orjson.dumps(body)
         return orjson.dumps({**body, "model": candidate.upstream_model})

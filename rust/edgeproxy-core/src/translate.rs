@@ -50,6 +50,10 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Of the input tokens, how many were read from the provider's prompt cache.
     pub cached_tokens: u64,
+    /// Of the input tokens, how many were written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`; OpenAI-shaped as `prompt_tokens_details.cache_write_tokens`,
+    /// OpenRouter's name for it). Priced apart from plain input, so kept apart.
+    pub cache_write_tokens: u64,
 }
 
 /// The Anthropic `stop_reason` for an OpenAI `finish_reason`.

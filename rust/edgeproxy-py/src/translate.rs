@@ -11,8 +11,15 @@ fn error_tuple(e: Option<&StreamError>) -> Option<(String, String)> {
     e.map(|e| (e.kind.clone(), e.message.clone()))
 }
 
-fn usage_tuple(u: Option<Usage>) -> Option<(u64, u64, u64)> {
-    u.map(|u| (u.input_tokens, u.output_tokens, u.cached_tokens))
+fn usage_tuple(u: Option<Usage>) -> Option<(u64, u64, u64, u64)> {
+    u.map(|u| {
+        (
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_tokens,
+            u.cache_write_tokens,
+        )
+    })
 }
 
 /// Translates an OpenAI Chat Completions SSE stream into Anthropic Messages SSE events.
@@ -68,7 +75,7 @@ impl OpenAIToAnthropicStream {
     }
 
     #[getter]
-    fn usage(&self) -> Option<(u64, u64, u64)> {
+    fn usage(&self) -> Option<(u64, u64, u64, u64)> {
         usage_tuple(self.inner.usage())
     }
 
@@ -144,7 +151,7 @@ impl AnthropicToOpenAIStream {
     }
 
     #[getter]
-    fn usage(&self) -> Option<(u64, u64, u64)> {
+    fn usage(&self) -> Option<(u64, u64, u64, u64)> {
         usage_tuple(self.inner.usage())
     }
 

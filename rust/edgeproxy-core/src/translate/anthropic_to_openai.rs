@@ -270,6 +270,7 @@ impl AnthropicToOpenAI {
             self.usage.input_tokens =
                 input.unwrap_or(0) + cache_write.unwrap_or(0) + cache_read.unwrap_or(0);
             self.usage.cached_tokens = cache_read.unwrap_or(0);
+            self.usage.cache_write_tokens = cache_write.unwrap_or(0);
             self.usage_seen = true;
         }
         if let Some(output) = read("output_tokens") {
@@ -380,6 +381,10 @@ impl AnthropicToOpenAI {
         out.extend_from_slice((u.input_tokens + u.output_tokens).to_string().as_bytes());
         out.extend_from_slice(br#","prompt_tokens_details":{"cached_tokens":"#);
         out.extend_from_slice(u.cached_tokens.to_string().as_bytes());
+        if u.cache_write_tokens > 0 {
+            out.extend_from_slice(br#","cache_write_tokens":"#);
+            out.extend_from_slice(u.cache_write_tokens.to_string().as_bytes());
+        }
         out.extend_from_slice(b"}}}\n\n");
     }
 }

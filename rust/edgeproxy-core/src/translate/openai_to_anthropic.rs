@@ -166,14 +166,13 @@ impl OpenAIToAnthropic {
         );
         if let Some(Value::Object(u)) = chunk.get("usage") {
             let input = u64_field(u.get("prompt_tokens")).unwrap_or(0);
-            let cached = u
-                .get("prompt_tokens_details")
-                .and_then(|d| u64_field(d.get("cached_tokens")))
-                .unwrap_or(0);
+            let details = u.get("prompt_tokens_details");
+            let detail = |name: &str| details.and_then(|d| u64_field(d.get(name))).unwrap_or(0);
             self.usage = Some(Usage {
                 input_tokens: input,
                 output_tokens: u64_field(u.get("completion_tokens")).unwrap_or(0),
-                cached_tokens: cached,
+                cached_tokens: detail("cached_tokens"),
+                cache_write_tokens: detail("cache_write_tokens"),
             });
         }
         let Some(Value::Array(choices)) = chunk.get("choices") else {
@@ -362,17 +361,26 @@ impl OpenAIToAnthropic {
             input_tokens: 0,
             output_tokens: self.deltas,
             cached_tokens: 0,
+            cache_write_tokens: 0,
         });
+        // Anthropic's input_tokens excludes cache reads and writes (OpenAI's prompt_tokens
+        // includes both); an upstream claiming more cached than prompt tokens is clamped.
+        let cached = usage.cached_tokens.min(usage.input_tokens);
+        let written = usage.cache_write_tokens.min(usage.input_tokens - cached);
         out.extend_from_slice(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"");
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(br#"","stop_sequence":null},"usage":{"input_tokens":"#);
         out.extend_from_slice(
-            (usage.input_tokens - usage.cached_tokens.min(usage.input_tokens))
+            (usage.input_tokens - cached - written)
                 .to_string()
                 .as_bytes(),
         );
+        if written > 0 {
+            out.extend_from_slice(br#","cache_creation_input_tokens":"#);
+            out.extend_from_slice(written.to_string().as_bytes());
+        }
         out.extend_from_slice(br#","cache_read_input_tokens":"#);
-        out.extend_from_slice(usage.cached_tokens.to_string().as_bytes());
+        out.extend_from_slice(cached.to_string().as_bytes());
         out.extend_from_slice(br#","output_tokens":"#);
         out.extend_from_slice(usage.output_tokens.to_string().as_bytes());
         out.extend_from_slice(b"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");

@@ -199,6 +199,55 @@ fn anthropic_tools_to_openai() {
 }
 
 #[test]
+fn cache_writes_cross_both_ways() {
+    // Anthropic -> OpenAI: a cache write is kept apart (priced apart), inside prompt_tokens.
+    let anthropic = ANTHROPIC_TOOLS.replace(
+        r#""cache_read_input_tokens":5,"#,
+        r#""cache_read_input_tokens":5,"cache_creation_input_tokens":70,"#,
+    );
+    let mut t = AnthropicToOpenAI::new(true, Some(1), None, 1 << 20);
+    let out = t.feed(anthropic.as_bytes()).unwrap();
+    let usage = t.usage().unwrap();
+    assert_eq!(
+        (
+            usage.input_tokens,
+            usage.cached_tokens,
+            usage.cache_write_tokens
+        ),
+        (95, 5, 70)
+    );
+    let chunks: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|(_, d)| d.is_object())
+        .map(|(_, d)| d)
+        .collect();
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], 95);
+    assert_eq!(usage["prompt_tokens_details"]["cache_write_tokens"], 70);
+    // OpenAI -> Anthropic: the write comes back as cache_creation_input_tokens, out of input.
+    let openai = OPENAI_TEXT.replace(
+        r#""usage":{"prompt_tokens":9,"#,
+        r#""usage":{"prompt_tokens_details":{"cached_tokens":2,"cache_write_tokens":4},"prompt_tokens":9,"#,
+    );
+    let mut t = OpenAIToAnthropic::default();
+    let mut out = t.feed(openai.as_bytes()).unwrap();
+    out.extend(t.finish().0);
+    let delta = events(&out)
+        .into_iter()
+        .find(|(e, _)| e == "message_delta")
+        .unwrap()
+        .1;
+    assert_eq!(delta["usage"]["input_tokens"], 3);
+    assert_eq!(delta["usage"]["cache_read_input_tokens"], 2);
+    assert_eq!(delta["usage"]["cache_creation_input_tokens"], 4);
+    // No write, no field: the common case's bytes are unchanged.
+    let mut t = OpenAIToAnthropic::default();
+    let mut out = t.feed(OPENAI_TEXT.as_bytes()).unwrap();
+    out.extend(t.finish().0);
+    assert!(!String::from_utf8(out).unwrap().contains("cache_creation"));
+}
+
+#[test]
 fn anthropic_error_event_is_a_failure() {
     let cut = ANTHROPIC_TOOLS.find("event: content_block_stop").unwrap();
     let mut stream = ANTHROPIC_TOOLS[..cut].to_owned();
