@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import sys
 from array import array
 from collections.abc import Iterator, Sequence
@@ -153,6 +154,8 @@ def shaped(vector: list[float] | str, encoding: str) -> tuple[list[float] | str,
         raise _malformed("upstream embedding holds something other than numbers") from None
     if encoding == "float":
         return vector, len(packed)
+    if math.inf in packed or -math.inf in packed:  # a number beyond float32's range
+        raise _malformed("upstream embedding holds numbers beyond float32's range")
     if not _LITTLE:
         packed.byteswap()
     return base64.b64encode(packed.tobytes()).decode(), len(packed)

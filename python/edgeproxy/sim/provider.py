@@ -421,6 +421,8 @@ class SimProvider:
         except embeddings.BadEmbeddings as exc:
             self.stats.record("bad_request")
             return error_response(400, message=exc.message, param=exc.param)
+        if not self.config.reports_usage:
+            del answer["usage"]
         if fault is None:
             self.stats.record("ok")
         self.received.append(body)
