@@ -141,13 +141,16 @@ def test_a_vector_of_the_wrong_length_fails_over(make_stack: Callable[..., Stack
         # Answers 12-dimensional vectors where the policy declares 16.
         SimConfig(name="oai", ttft=0.0, tokens_per_second=0, embedding_dimensions=12),
         SimConfig(name="quiet", ttft=0.0, tokens_per_second=0),
-        SimConfig(name="gem", ttft=0.0, tokens_per_second=0),
+        # 64 unless told: the Gemini wire asks for the declared 16 (outputDimensionality).
+        SimConfig(name="gem", ttft=0.0, tokens_per_second=0, embedding_dimensions=64),
         SimConfig(name="claude", ttft=0.0, tokens_per_second=0),
     ]
     stack = make_stack(POLICY, sims)
     raw = stack.client().embeddings.with_raw_response.create(model="embed", input=TEXTS)
     assert raw.headers["x-edgeproxy-provider"] == "gem"
     assert [len(v) for v in vectors(raw.parse())] == [16] * len(TEXTS)
+    sent = json.loads(stack.loop.run(_last(stack, "gem")))
+    assert {r["outputDimensionality"] for r in sent["requests"]} == {16}
 
 
 def test_a_malformed_answer_fails_over(stack: Stack) -> None:

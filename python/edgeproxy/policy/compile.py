@@ -201,7 +201,8 @@ def compile_policy(
         for task, task_chain in route.task_chains.items():
             _check_dimensions(("routes", route_name, "tasks", task, "chain"), task_chain, doc)
         wires = sorted({c.wire.name for c in chain})
-        if len(wires) > 1:
+        embeddings = any(c.dimensions is not None for c in chain)  # no chat features to lack
+        if len(wires) > 1 and not embeddings:
             line, _ = doc.locate(("routes", route_name, "chain"))
             warnings.append(
                 f"{doc.source}:{line}: {format_path(('routes', route_name, 'chain'))}: mixes "

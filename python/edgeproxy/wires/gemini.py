@@ -169,7 +169,8 @@ class _Stream:
 
 
 class GeminiEmbeddings:
-    """``POST {base_url}/models/{model}:batchEmbedContents``: texts only, at most 100 a batch."""
+    """``POST {base_url}/models/{model}:batchEmbedContents``: texts only, at most 100 a batch,
+    ``outputDimensionality`` the length asked or declared (docs/embeddings.md)."""
 
     max_inputs: Final = 100
     max_tokens: Final = None
@@ -193,11 +194,14 @@ class GeminiEmbeddings:
         self, inputs: Sequence[EmbeddingInput], options: EmbeddingsOptions, candidate: Candidate
     ) -> bytes:
         model = "models/" + model_path(candidate.upstream_model)
+        # Gemini shortens any embedding model's vectors: to the length asked, else to the
+        # length the policy declares (gemini-embedding-001 gives 3,072 unless told).
+        dimensions = options.dimensions or candidate.dimensions
         requests = []
         for text in inputs:
             request: dict[str, Any] = {"model": model, "content": {"parts": [{"text": text}]}}
-            if options.dimensions is not None:
-                request["outputDimensionality"] = options.dimensions
+            if dimensions is not None:
+                request["outputDimensionality"] = dimensions
             requests.append(request)
         return orjson.dumps({"requests": requests})
 
