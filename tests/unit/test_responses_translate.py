@@ -140,6 +140,16 @@ def test_what_the_proxy_cannot_serve_is_refused_by_name(change: dict[str, Any], 
     assert info.value.param == param
 
 
+def test_tool_settings_without_tools_are_left_out_or_refused() -> None:
+    plain = responses_to_chat_request(
+        {"model": "m", "input": "hi", "tool_choice": "auto", "parallel_tool_calls": False}
+    )
+    assert "tool_choice" not in plain and "parallel_tool_calls" not in plain
+    with pytest.raises(TranslationError) as info:
+        responses_to_chat_request({"model": "m", "input": "hi", "tool_choice": "required"})
+    assert info.value.param == "tool_choice"
+
+
 def test_the_ingress_words_a_refusal_for_the_sdk() -> None:
     with pytest.raises(ClientError) as info:
         INGRESS.parse(orjson.dumps({"model": "m", "input": "hi", "previous_response_id": "r"}))

@@ -352,6 +352,7 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | Non
 
 def _nothing_embeds(skipped: tuple[CandidateSkipped, ...]) -> ClientError:
     reasons = "; ".join(f"{s.candidate.key}: {s.detail}" for s in skipped)
+    reasons = reasons or "the route has no chain (an auto route chooses among chat models)"
     too_long = any(s.reason is SkipReason.CONTEXT_WINDOW for s in skipped)
     return ClientError(
         400,

@@ -147,6 +147,13 @@ def responses_to_chat_request(body: Mapping[str, Any]) -> dict[str, Any]:
                 raise refuse(key, "log probabilities are not translated to Responses output")
         else:
             raise refuse(key, "this Responses API field is not supported by the proxy")
+    if "tools" not in out:
+        # The Responses API takes these without tools; Chat Completions refuses them.
+        out.pop("parallel_tool_calls", None)
+        if out.get("tool_choice") in ("auto", "none"):
+            del out["tool_choice"]
+        elif "tool_choice" in out:
+            raise refuse("tool_choice", "a tool choice needs tools")
     return out
 
 
