@@ -7,7 +7,7 @@ proxy serves (same ports, same provider keys).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast, get_args
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,12 +33,15 @@ def sim_name(candidate: Candidate) -> str:
 def plan_sims(policy: Policy, *, ttft: float, tokens_per_second: float) -> SimPlan:
     configs: dict[str, SimConfig] = {}
     ports: dict[str, int] = {}
+    dimensions: dict[str, int] = {}  # the embedding length a region's models declare
     for name in policy.route_names:
         for candidate in policy.routes[name].candidates:
             url = urlsplit(candidate.base_url)
             if url.hostname not in LOOPBACK_HOSTS or url.port is None:
                 continue
             key = sim_name(candidate)
+            if candidate.dimensions is not None:
+                dimensions.setdefault(key, candidate.dimensions)
             if key in configs:
                 continue
             configs[key] = SimConfig(
@@ -49,7 +52,11 @@ def plan_sims(policy: Policy, *, ttft: float, tokens_per_second: float) -> SimPl
                 wire=sim_wire(candidate),
             )
             ports[key] = url.port
-    return SimPlan(list(configs.values()), ports)
+    planned = [
+        replace(config, embedding_dimensions=dimensions[key]) if key in dimensions else config
+        for key, config in configs.items()
+    ]
+    return SimPlan(planned, ports)
 
 
 def sim_wire(candidate: Candidate) -> SimWire:
@@ -64,7 +71,7 @@ def _bearer(candidate: Candidate) -> str | None:
     auth = candidate.headers.get("Authorization", "")
     if auth.startswith("Bearer "):
         return auth.removeprefix("Bearer ")
-    return candidate.headers.get("api-key")
+    return candidate.headers.get("api-key") or candidate.headers.get("x-goog-api-key")
 
 
 def repoint_policy_text(text: str, ports: Mapping[str, int]) -> str:

@@ -151,15 +151,16 @@ def encoding_for_model(model: str) -> str:
     """The encoding to count ``model``'s tokens with (a default mapping; policies may override).
 
     gpt-4o*, gpt-4.1*, gpt-4.5*, gpt-5*, gpt-oss*, o1*, o3*, o4* → ``o200k_base``; other gpt-4* and
-    gpt-3.5* (and the text-embedding-3 / ada-002 embeddings) → ``cl100k_base``; claude* →
-    ``"estimate"``; anything else → ``cl100k_base``. A ``provider/`` prefix is ignored.
+    gpt-3.5* (and the text-embedding-3 / ada-002 embeddings) → ``cl100k_base``; claude*,
+    gemini* (and gemini-embedding*, text-embedding-004) → ``"estimate"``; anything else →
+    ``cl100k_base``. A ``provider/`` (or Gemini's ``models/``) prefix is ignored.
     """
     name = model.rsplit("/", 1)[-1].strip().lower()
     if name.startswith(_O200K_PREFIXES):
         return "o200k_base"
     if name.startswith(_CL100K_PREFIXES):
         return "cl100k_base"
-    if name.startswith("claude"):
+    if name.startswith(("claude", "gemini", "text-embedding-004")):
         return ESTIMATE
     return "cl100k_base"
 

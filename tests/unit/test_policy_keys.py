@@ -58,7 +58,12 @@ BASE: dict[str, Any] = {
         "p2": {
             "kind": "openai",
             "regions": {"r1": {"base_url": "http://127.0.0.1:3/v1", "tags": {"zone": "a"}}},
-            "models": {"m": {"context_window": 100000}},
+            "models": {
+                "m": {"context_window": 100000},
+                # An embedding model, alone on its route: its keys change without the route's
+                # fallbacks disagreeing on dimensions.
+                "emb": {"dimensions": 8, "max_batch_inputs": 10},
+            },
         },
         "q": {
             "kind": "openai",
@@ -77,6 +82,7 @@ BASE: dict[str, Any] = {
             },
         },
         "s": {"aliases": ["s-alias"], "chain": ["q/x/qm", "p/*/m"]},
+        "e": {"chain": ["p2/r1/emb"]},
     },
     "tasks": {
         "categories": ["qa", "writing"],
@@ -203,9 +209,9 @@ def _locate(data: dict[str, Any], path: tuple[str, ...]) -> tuple[Any, list[str 
 
 
 def _has(node: Any, path: tuple[str, ...]) -> bool:
-    for part in path:
+    for i, part in enumerate(path):
         if part == NAME:
-            return isinstance(node, dict) and any(_has(v, path[1:]) for v in node.values())
+            return isinstance(node, dict) and any(_has(v, path[i + 1 :]) for v in node.values())
         if part == ITEM or not isinstance(node, dict) or part not in node:
             return False
         node = node[part]

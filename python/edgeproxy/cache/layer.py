@@ -130,14 +130,17 @@ class PromptCache:
         headers: Mapping[str, str],
         *,
         wire: str = "openai",
+        deterministic: bool = False,
     ) -> CachePlan:
         """Decide what the cache does for a request (cheap when disabled: no hashing).
 
         ``body`` is orjson's decoding of ``raw_body``, so ``raw_body`` is known to be UTF-8.
+        ``deterministic``: the answer is a function of the request (embeddings), so the route's
+        ``cacheable`` rule about sampling does not apply.
         """
         if not settings.enabled:
             return _bypass("disabled")
-        reason = cacheable(body, settings)
+        reason = "" if deterministic else cacheable(body, settings)
         if reason:
             return _bypass(reason, settings.ttl)
         control = parse_cache_control(_get(headers, "cache-control"))
@@ -191,6 +194,15 @@ class PromptCache:
         if plan.key is None or not plan.store or not _complete_completion(completion):
             return False
         return self._put(plan, Answer(completion, None, self.clock.monotonic(), dict(served or {})))
+
+    def store_answer(
+        self, plan: CachePlan, body: bytes, served: Mapping[str, str] | None = None
+    ) -> bool:
+        """Store a complete answer that is not a chat completion (embeddings: the caller
+        vouches that it is whole); ``lookup(plan, stream=False)`` returns it as stored."""
+        if plan.key is None or not plan.store:
+            return False
+        return self._put(plan, Answer(body, None, self.clock.monotonic(), dict(served or {})))
 
     def recorder(
         self, plan: CachePlan, served: Mapping[str, str] | None = None

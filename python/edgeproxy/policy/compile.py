@@ -197,13 +197,18 @@ def compile_policy(
                 )
             else:
                 routes[name] = route
-        if len({c.wire.name for c in chain}) > 1:
+        _check_dimensions(("routes", route_name, "chain"), chain, doc)
+        for task, task_chain in route.task_chains.items():
+            _check_dimensions(("routes", route_name, "tasks", task, "chain"), task_chain, doc)
+        wires = sorted({c.wire.name for c in chain})
+        embeddings = any(c.dimensions is not None for c in chain)  # no chat features to lack
+        if len(wires) > 1 and not embeddings:
             line, _ = doc.locate(("routes", route_name, "chain"))
             warnings.append(
-                f"{doc.source}:{line}: {format_path(('routes', route_name, 'chain'))}: mixes OpenAI- and "
-                "Anthropic-wire candidates: requests using a feature the other wire lacks (n > 1, "
-                "logprobs, response_format json_schema, extended thinking, ...) skip the "
-                "candidates that cannot carry them (docs/anthropic.md)"
+                f"{doc.source}:{line}: {format_path(('routes', route_name, 'chain'))}: mixes "
+                f"wires ({', '.join(wires)}): requests using a feature another wire lacks (n > 1, "
+                "logprobs, extended thinking, ...) skip the candidates that cannot carry them "
+                "(docs/anthropic.md, docs/gemini.md)"
             )
         if chain and len({c.provider for c in chain}) == 1:
             line, _ = doc.locate(("routes", route_name, "chain"))
@@ -682,6 +687,8 @@ def _resolve_chain(
                 max_output_tokens=model.max_output_tokens or _DEFAULT_MAX_OUTPUT_TOKENS,
                 health_check=provider.health_check.kind,
                 health_check_url=provider.health_check.url,
+                dimensions=model.dimensions,
+                max_batch_inputs=model.max_batch_inputs,
             )
             if candidate.key in seen:
                 doc.problems.append(
@@ -699,6 +706,37 @@ def _resolve_chain(
             )
         )
     return chain, excluded
+
+
+def _check_dimensions(where: Path, chain: Iterable[Candidate], doc: LocatedDocument) -> None:
+    """An embedding route's candidates (any declares ``dimensions``) must all declare the same
+    length and speak a wire with an embeddings API: a fallback producing vectors of another
+    length would break every index they go into (docs/embeddings.md)."""
+    chain = tuple(chain)
+    first = next((c for c in chain if c.dimensions is not None), None)
+    if first is None:
+        return
+    for candidate in chain:
+        if candidate.dimensions != first.dimensions:
+            has = candidate.dimensions if candidate.dimensions is not None else "no"
+            doc.problems.append(
+                doc.problem(
+                    where,
+                    f"{candidate.key} declares {has} dimensions but {first.key} declares "
+                    f"{first.dimensions}: an embedding model's fallbacks must produce vectors "
+                    "of the same length (set models.<name>.dimensions on every one)",
+                )
+            )
+            return
+        if candidate.wire.embeddings is None:
+            doc.problems.append(
+                doc.problem(
+                    where,
+                    f"{candidate.key} is an embedding model on the {candidate.wire.name!r} wire, "
+                    "which has no embeddings API",
+                )
+            )
+            return
 
 
 def _price(spec: PriceSpec | None) -> Price | None:

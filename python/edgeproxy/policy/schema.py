@@ -439,7 +439,8 @@ class RegionSpec(_Spec):
 
     base_url: str = key(
         "The API root: the proxy posts to `<base_url>/chat/completions` (Anthropic: "
-        "`<base_url>/messages`). For Azure, the deployment URL "
+        "`<base_url>/messages`; Gemini: `<base_url>/models/<model>:generateContent`, e.g. "
+        "`https://generativelanguage.googleapis.com/v1beta`). For Azure, the deployment URL "
         "(`https://X.openai.azure.com/openai/deployments/NAME`). No credentials, query or "
         "fragment: keys go in `api_key`, `api_key_file` or `headers`, parameters in `query`.",
         at=At(Candidate, "base_url"),
@@ -505,6 +506,20 @@ class ModelSpec(_Spec):
         at=At(Candidate, "assistant_prefill"),
         spec_default=FROM_SNAPSHOT,
     )
+    dimensions: int | None = key(
+        "An embedding model's vector length. Every candidate of a route that declares it must "
+        "declare the same (a fallback must produce vectors of the primary's length), and a "
+        "vector of another length from the upstream fails the attempt (docs/embeddings.md).",
+        at=At(Candidate, "dimensions"),
+        ge=1,
+    )
+    max_batch_inputs: int | None = key(
+        "Inputs one embeddings request to this model may carry; the proxy splits a larger "
+        "request into batches (a self-hosted server's own limit, lower than the wire's).",
+        at=At(Candidate, "max_batch_inputs"),
+        default=Prose("the wire's limit (OpenAI 2048, Gemini 100)"),
+        ge=1,
+    )
 
 
 _HEADERS = At(Candidate, "headers")
@@ -531,8 +546,9 @@ class ProviderSpec(_Spec):
     kind: WireKind = key(
         "The wire the provider speaks (a registered wire plug-in, `edgeproxy.wires`). `openai` "
         "covers OpenAI, Azure OpenAI, Gemini's OpenAI-compatible endpoint, vLLM, Ollama and "
-        "LocalAI; `anthropic` is Anthropic's Messages API (requests and streams are translated "
-        "as needed).",
+        "LocalAI; `anthropic` is Anthropic's Messages API; `gemini` is Gemini's own API "
+        "(`generateContent`, the key in `x-goog-api-key`). Requests and streams are translated "
+        "as needed.",
         at=At(Candidate, "wire", via=wire_name),
         required=True,
         type_text=", ".join(f"`{name}`" for name in UPSTREAM_WIRES),

@@ -11,6 +11,8 @@ from aiohttp import web
 from edgeproxy import __version__
 from edgeproxy.routing.tasks import TASK_HEADER
 from edgeproxy.server.context import STATE, TASK, ProxyState, request_id
+from edgeproxy.server.embeddings import PATH as EMBEDDINGS_PATH
+from edgeproxy.server.embeddings import embeddings_handler
 from edgeproxy.server.handler import chat_handler, local_handler
 from edgeproxy.server.hosts import HostAllowList
 from edgeproxy.server.ingress import INGRESS_WIRES, ClientError, ingress_for_path, served_paths
@@ -35,7 +37,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         message = {
             404: f"Unknown path {request.path!r}. This proxy serves "
-            f"{', '.join(served_paths())} and /v1/models.",
+            f"{', '.join(served_paths())}, {EMBEDDINGS_PATH} and /v1/models.",
             405: f"Method {request.method} is not allowed on {request.path}.",
         }.get(exc.status, exc.reason)
         refusal = ClientError(exc.status, message, code=exc.reason.lower().replace(" ", "_"))
@@ -123,6 +125,7 @@ def create_app(state: ProxyState, allowed_hosts: HostAllowList | None = None) ->
         app.router.add_post(ingress.path, chat_handler(ingress))
         for path, answer in ingress.local_endpoints():
             app.router.add_post(path, local_handler(path, answer))
+    app.router.add_post(EMBEDDINGS_PATH, embeddings_handler())
     app.router.add_get("/v1/models", handle_models)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

@@ -53,7 +53,7 @@ class UpstreamCall:
         )
 
 
-class _Within:
+class Within:
     """Bound a step by ``limit`` clipped to the deadline; a timeout becomes an AttemptFailure
     (classed ``deadline`` when the request's deadline, not the step's own limit, ran out).
 
@@ -86,7 +86,7 @@ class _Within:
 async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
     """One non-stream attempt: the whole answer (bytes as received) and its parsed form."""
     limit = call.route.timeouts.response
-    async with _Within(call.deadline, limit, FailureClass.RESPONSE_TIMEOUT, "complete answer"):
+    async with Within(call.deadline, limit, FailureClass.RESPONSE_TIMEOUT, "complete answer"):
         response = await call.send(stream=False)
         try:
             data = await response.read(MAX_RESPONSE_BYTES)
@@ -114,7 +114,7 @@ async def attempt_stream(
 ) -> tuple[UpstreamStream, bytes]:
     """One stream attempt, up to its first token: the open stream and the bytes to send first."""
     limit = call.route.timeouts.first_token
-    async with _Within(
+    async with Within(
         call.deadline, limit, FailureClass.FIRST_TOKEN_TIMEOUT, "first event"
     ) as allowed:
         response = await call.send(stream=True)

@@ -1,4 +1,4 @@
-"""Simulated LLM providers (OpenAI-compatible and Anthropic wires) that fail on command.
+"""Simulated LLM providers (OpenAI-compatible, Anthropic and Gemini wires) that fail on command.
 
 Used by ``make demo``, the integration tests (the real proxy against simulated providers on
 loopback, with the official ``openai`` SDK as client) and the locust load tests.
@@ -12,7 +12,12 @@ as a real provider's endpoint does (a request in the other wire gets a 404):
 - ``anthropic``: ``POST /v1/messages``, the Anthropic Messages wire, with the same simulated
   model and the same faults (``sim/anthropic.py`` documents the shapes): ``x-api-key`` auth,
   Anthropic error bodies, ``message`` objects and the Messages event stream.
-- Tool use (both wires, ``sim/tools.py``): when the request offers tools and the last user message
+- ``gemini``: ``POST /v1/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``,
+  Gemini's own API (``sim/gemini.py``): ``x-goog-api-key`` auth, Gemini error bodies, unknown
+  fields refused as Gemini refuses them.
+- Embeddings (``sim/embeddings.py``): ``POST /v1/embeddings`` on the OpenAI wire,
+  ``:batchEmbedContents`` / ``:embedContent`` on Gemini's; a deterministic vector per input.
+- Tool use (every wire, ``sim/tools.py``): when the request offers tools and the last user message
   contains ``SimConfig.tool_trigger`` (default ``"use tool"``), or the tool choice forces a tool,
   the answer is a tool call with deterministic arguments streamed in pieces (OpenAI
   ``tool_calls`` / ``finish_reason: tool_calls``; Anthropic ``tool_use`` / ``input_json_delta``).

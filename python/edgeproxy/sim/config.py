@@ -6,14 +6,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, get_args
 
 from .answers import AnswerBook
 from .profiles import ModelProfile
 
 # The provider APIs a simulator can speak (one per simulator: a port speaks one wire, as a real
 # provider's endpoint does, so a request sent in the wrong wire gets a 404 instead of an answer).
-SimWire = Literal["openai", "anthropic"]
+SimWire = Literal["openai", "anthropic", "gemini"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +36,11 @@ class SimConfig:
     reports_usage: bool = True
     # Text in the last user message that makes the model call a tool (when tools are offered).
     tool_trigger: str = "use tool"
-    # The wire this simulator speaks: ``openai`` (POST /v1/chat/completions) or ``anthropic``
-    # (POST /v1/messages).
+    # The wire this simulator speaks: ``openai`` (POST /v1/chat/completions), ``anthropic``
+    # (POST /v1/messages) or ``gemini`` (POST /v1/models/{model}:generateContent, ...).
     wire: SimWire = "openai"
+    # The length of an embedding when the request does not ask for one (sim/embeddings.py).
+    embedding_dimensions: int = 16
     # The market (docs/simulator.md, "Market profiles"): per model name, how it behaves per task.
     # A model without a profile answers as above (filler text, the sim's ttft and pace).
     profiles: Mapping[str, ModelProfile] = field(default_factory=lambda: MappingProxyType({}))
@@ -58,8 +60,12 @@ class SimConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("SimConfig.name must be a non-empty string")
-        if self.wire not in ("openai", "anthropic"):
-            raise ValueError(f"SimConfig.wire must be 'openai' or 'anthropic', got {self.wire!r}")
+        if self.wire not in get_args(SimWire):
+            raise ValueError(
+                f"SimConfig.wire must be one of {', '.join(get_args(SimWire))}, got {self.wire!r}"
+            )
+        if not 1 <= self.embedding_dimensions <= 8192:
+            raise ValueError("SimConfig.embedding_dimensions must be between 1 and 8192")
         if self.ttft < 0:
             raise ValueError(f"SimConfig.ttft must be >= 0, got {self.ttft}")
         if self.tokens_per_second < 0 or math.isnan(self.tokens_per_second):

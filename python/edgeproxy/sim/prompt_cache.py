@@ -133,6 +133,20 @@ def anthropic_segments(body: Mapping[str, Any]) -> list[Segment]:
     return segments
 
 
+def gemini_segments(body: Mapping[str, Any]) -> list[Segment]:
+    """Tools, the system instruction, then one segment per content (Gemini caches implicitly,
+    like OpenAI: the automatic model applies)."""
+    segments: list[Segment] = []
+    for part in ("tools", "systemInstruction"):
+        value = body.get(part)
+        if value:
+            segments.append(_segment(value, _tokens(value)))
+    for content in body.get("contents") or []:
+        if isinstance(content, Mapping):
+            segments.append(_segment(content, 4 + _tokens(content.get("parts"))))
+    return segments
+
+
 class PromptCacheModel:
     """One simulated provider's prompt cache (all its models; entries are scoped by model)."""
 
@@ -224,4 +238,6 @@ class PromptCacheModel:
         model = str(body.get("model", ""))
         if wire == "anthropic":
             return self.explicit(model, anthropic_segments(body))
+        if wire == "gemini":
+            return self.automatic(model, gemini_segments(body))
         return self.automatic(model, openai_segments(body))

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import netio, wire
+from . import embeddings, gemini, netio, wire
 from .anthropic import authorized as anthropic_authorized
 from .anthropic import serve_messages
 from .completion import Completion, plan_completion
@@ -25,7 +26,7 @@ from .listener import Listener
 from .play import Player
 from .prompt_cache import PromptCacheModel
 from .request import BadRequest, ChatRequest, parse_chat_request
-from .respond import send_json, send_stream
+from .respond import send_body, send_json, send_stream
 from .stats import SimStats
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ _STOP_GRACE = 2.0  # seconds stop() waits for handler tasks after killing their 
 
 
 class SimProvider:
-    """Speaks ``POST /v1/chat/completions``, ``GET /v1/models`` and ``GET /health``.
+    """Speaks one wire (``POST /v1/chat/completions`` and ``/v1/embeddings``, ``/v1/messages``,
+    or Gemini's ``/v1/models/{model}:{method}``), ``GET /v1/models`` and ``GET /health``.
 
     Faults apply to chat completions only, so health checks and model listing keep working
     unless the fault is ``refuse`` (which takes the whole port down).
@@ -185,9 +187,14 @@ class SimProvider:
         app.on_response_prepare.append(self._stamp)
         if self.config.wire == "openai":
             app.router.add_post("/v1/chat/completions", self._chat)
-        else:
+            app.router.add_post("/v1/embeddings", self._embeddings)
+            app.router.add_get("/v1/models", self._list_models)
+        elif self.config.wire == "anthropic":
             app.router.add_post("/v1/messages", self._messages)
-        app.router.add_get("/v1/models", self._list_models)
+            app.router.add_get("/v1/models", self._list_models)
+        else:
+            app.router.add_post("/v1/models/{call}", self._gemini)
+            app.router.add_get("/v1/models", self._gemini_models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/_sim/stats", self._stats)
         return app
@@ -358,6 +365,69 @@ class SimProvider:
             return netio.placeholder_response()
         finally:
             self.stats.in_flight -= 1
+
+    async def _gemini(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/models/{model}:{method}``: the Gemini wire (sim/gemini.py)."""
+        return await self._served(request, gemini.serve_models(self, request))
+
+    async def _gemini_models(self, request: web.Request) -> web.Response:
+        return await gemini.list_models(self, request)
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/embeddings`` on the OpenAI wire (sim/embeddings.py), same faults."""
+        return await self._served(request, self._embeddings_inner(request))
+
+    async def _served(
+        self, request: web.Request, answer: Coroutine[Any, Any, web.StreamResponse]
+    ) -> web.StreamResponse:
+        """Counts, tracking and a client that leaves, around one request's handler."""
+        self._track(request)
+        self.stats.requests_total += 1
+        self.stats.in_flight += 1
+        try:
+            return await answer
+        except ConnectionResetError:
+            self.stats.client_disconnects += 1
+            return netio.placeholder_response()
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _embeddings_inner(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if self._gate.fault.mode == "refuse" or self._stopping.is_set():
+            self.stats.record("refuse")
+            netio.reset_connection(request)
+            return netio.placeholder_response()
+        fault = self._gate.draw()
+        if fault is not None:
+            self.stats.record(fault.mode)
+            early = await self._early_fault(request, fault)
+            if early is not None:
+                return early
+        if not self._authorized(request):
+            self.stats.record("unauthorized")
+            return _unauthorized()
+        if fault is not None and fault.mode == "overloaded":
+            return error_response(529)
+        try:
+            answer = embeddings.openai_answer(
+                orjson.loads(body),
+                seed=self.config.seed,
+                default_dimensions=self.config.embedding_dimensions,
+            )
+        except orjson.JSONDecodeError:
+            self.stats.record("bad_request")
+            return error_response(400, message="We could not parse the JSON body of your request.")
+        except embeddings.BadEmbeddings as exc:
+            self.stats.record("bad_request")
+            return error_response(400, message=exc.message, param=exc.param)
+        if not self.config.reports_usage:
+            del answer["usage"]
+        if fault is None:
+            self.stats.record("ok")
+        self.received.append(body)
+        self._models.setdefault(str(answer["model"]), None)
+        return await send_body(request, orjson.dumps(answer), fault=fault, park=self._park)
 
     async def _early_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         """Faults that strike before the model answers; None lets the request proceed."""

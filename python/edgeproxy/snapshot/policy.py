@@ -67,6 +67,10 @@ class Candidate:
     )
     health_check: ProbeMode = "models"
     health_check_url: str | None = None
+    # An embedding model's vector length (its route's fallbacks must share it).
+    dimensions: int | None = None
+    # Inputs one embeddings request to this model may carry (None: the wire's limit).
+    max_batch_inputs: int | None = None
 
     @property
     def key(self) -> str:

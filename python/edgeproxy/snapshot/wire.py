@@ -9,13 +9,17 @@ A policy names a wire per provider (``kind``); the compiler resolves it once fro
 (``edgeproxy.wires``) into ``Candidate.wire``, so the request path calls the candidate's wire and
 never branches on its name. Adding a wire = one module implementing this protocol, one line in the
 registry, its docs and its contract tests (CONTRIBUTING.md, "Adding a wire").
+
+A wire whose provider also embeds text offers an ``EmbeddingsWire`` (``UpstreamWire.embeddings``):
+the embeddings exchange (``server/embeddings.py``) sends through it, with the same headers,
+failure classes and client error bodies as the wire's chat.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edgeproxy.failure import AttemptFailure
 
@@ -72,7 +76,12 @@ class UpstreamWire(Protocol):
         ...
 
     def endpoint_url(self, base_url: str, query: Mapping[str, str]) -> str:
-        """Where one attempt is POSTed, for a region's ``base_url`` (built once per policy)."""
+        """The candidate's ``chat_url`` for a region's ``base_url`` (built once per policy)."""
+        ...
+
+    def url(self, candidate: Candidate, *, stream: bool) -> str:
+        """Where one attempt is POSTed: ``candidate.chat_url`` for a wire with one endpoint;
+        a wire whose path names the model or the mode (Gemini's) builds it from there."""
         ...
 
     def refusal(self, body: Mapping[str, Any]) -> Refusal | None:
@@ -117,4 +126,69 @@ class UpstreamWire(Protocol):
 
     def probe_verdict(self, mode: ProbeMode, status: int) -> bool | None:
         """True healthy, False down, None inconclusive (busy) for a probe's HTTP status."""
+        ...
+
+    @property
+    def embeddings(self) -> EmbeddingsWire | None:
+        """The provider's embeddings API, or None when it has none (Anthropic)."""
+        ...
+
+
+# An input to embed: a text, or the tokens of one (OpenAI's wire takes both).
+EmbeddingInput = str | list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingsOptions:
+    """What an embeddings request asks besides its inputs (OpenAI's fields)."""
+
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None  # shortened vectors, when the client asks for them
+    user: str | None = None
+    # Fields the proxy does not know, for a wire that can pass them on (OpenAI-compatible
+    # servers have their own); any other wire refuses them.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedBatch:
+    """One upstream call's answer: a vector per input, in input order."""
+
+    # Floats, or base64 of little-endian float32 (OpenAI's ``encoding_format: base64``).
+    vectors: list[list[float] | str]
+    prompt_tokens: int | None  # the upstream's count, when it reports one
+    model: str | None = None  # the model the upstream says answered
+
+
+class EmbeddingsWire(Protocol):
+    """A provider's embeddings API, in the wire's own URL, body and answer."""
+
+    @property
+    def max_inputs(self) -> int:
+        """Inputs one request may carry (the provider's limit; a model may set a lower one)."""
+        ...
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Tokens one request may carry, all inputs together (None: no such limit)."""
+        ...
+
+    def url(self, candidate: Candidate) -> str:
+        """Where one batch is POSTed."""
+        ...
+
+    def refusal(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingsOptions
+    ) -> Refusal | None:
+        """None when the wire can carry the request, else what it cannot."""
+        ...
+
+    def request_body(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingsOptions, candidate: Candidate
+    ) -> bytes:
+        """One batch as the candidate's API and model name want it."""
+        ...
+
+    def answer(self, data: bytes, inputs: int) -> EmbeddedBatch:
+        """A 200 answer holding ``inputs`` vectors; ``AttemptFailure`` (malformed) when not."""
         ...

@@ -30,13 +30,16 @@ async def send(
     connect_timeout: float,
     request_id: str,
     extra_headers: Mapping[str, str],
+    to: str | None = None,
 ) -> UpstreamResponse:
-    """POST ``body``; a 2xx response whose body is still unread, or raise AttemptFailure."""
+    """POST ``body`` to the wire's URL for this attempt (``to``: another of its endpoints, e.g.
+    its embeddings'); a 2xx response whose body is still unread, or raise AttemptFailure."""
     wire = candidate.wire
     headers = wire.request_headers(
         candidate, stream=stream, request_id=request_id, extra=extra_headers
     )
-    response = await post(pool, candidate.chat_url, body, headers, connect_timeout)
+    url = wire.url(candidate, stream=stream) if to is None else to
+    response = await post(pool, url, body, headers, connect_timeout)
     if 200 <= response.status < 300:
         return response
     error = await read_error_body(response)

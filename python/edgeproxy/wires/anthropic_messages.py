@@ -182,9 +182,13 @@ class _Stream:
 
 class AnthropicMessagesWire:
     name: Final = "anthropic"
+    embeddings: Final = None  # Anthropic has no embeddings API (it points to Voyage AI)
 
     def endpoint_url(self, base_url: str, query: Mapping[str, str]) -> str:
         return base_url.rstrip("/") + "/messages"
+
+    def url(self, candidate: Candidate, *, stream: bool) -> str:
+        return candidate.chat_url
 
     def refusal(self, body: Mapping[str, Any]) -> Refusal | None:
         try:

@@ -73,6 +73,40 @@ def probe_verdict(mode: ProbeMode, status: int) -> bool | None:
     return False
 
 
+def with_query_of(url: str, endpoint: str) -> str:
+    """``url`` with the query string of ``endpoint`` (a provider's ``query`` keys, which the
+    compiled ``chat_url`` carries), for a wire's other endpoints."""
+    _, mark, query = endpoint.partition("?")
+    return f"{url}?{query}" if mark and query else url
+
+
+def embedding_vectors(items: object, inputs: int) -> list[list[float] | str]:
+    """The vectors of an OpenAI-shaped ``data`` array (``[{"index", "embedding"}, ...]``), in
+    input order; MALFORMED unless it holds exactly one vector (a list, or a base64 string) for
+    each of the ``inputs``."""
+    if not isinstance(items, list) or len(items) != inputs:
+        raise AttemptFailure(
+            FailureClass.MALFORMED, f"upstream answer does not hold {inputs} embeddings"
+        )
+    vectors: list[list[float] | str | None] = [None] * inputs
+    for position, item in enumerate(items):
+        index = item.get("index", position) if isinstance(item, dict) else None
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if (
+            not isinstance(index, int)
+            or isinstance(index, bool)
+            or not 0 <= index < inputs
+            or vectors[index] is not None
+            or not isinstance(vector, list | str)
+        ):
+            raise AttemptFailure(
+                FailureClass.MALFORMED,
+                f"upstream embedding {position} is not a vector of the batch",
+            )
+        vectors[index] = vector
+    return vectors  # type: ignore[return-value]  # every slot was filled exactly once
+
+
 def same_origin(a: str, b: str) -> bool:
     pa, pb = urlsplit(a), urlsplit(b)
     return (pa.scheme, pa.hostname, pa.port) == (pb.scheme, pb.hostname, pb.port)

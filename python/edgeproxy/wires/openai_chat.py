@@ -2,11 +2,15 @@
 OpenAI-compatible endpoint, vLLM, Ollama, LocalAI. The proxy's own shape, so bodies, answers and
 streams pass through; only the model name is replaced, and Anthropic's prompt-cache breakpoints
 (``cache_control``, which the inner shape carries for Anthropic upstreams) are left out: OpenAI
-caches prefixes by itself, and strict OpenAI-compatible servers refuse fields they do not know."""
+caches prefixes by itself, and strict OpenAI-compatible servers refuse fields they do not know.
+
+Its embeddings (``POST {base_url}/embeddings``, docs/embeddings.md) pass through the same way:
+a batch of at most 2,048 inputs and 300,000 tokens (OpenAI's limits), the client's
+``encoding_format``, ``dimensions``, ``user`` and any other field as sent."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -14,17 +18,70 @@ import orjson
 
 from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
 from edgeproxy.snapshot import Candidate, ProbeMode
-from edgeproxy.snapshot.wire import ProbeRequest, Refusal, StreamTranslator
+from edgeproxy.snapshot.wire import (
+    EmbeddedBatch,
+    EmbeddingInput,
+    EmbeddingsOptions,
+    ProbeRequest,
+    Refusal,
+    StreamTranslator,
+)
 from edgeproxy.translate.cache_markers import without_cache_control
 from edgeproxy.wires import common
 
 
+class OpenAIEmbeddings:
+    """``POST {base_url}/embeddings``: OpenAI's own shape, so only the model is set."""
+
+    max_inputs: Final = 2048
+    max_tokens: Final = 300_000
+
+    def url(self, candidate: Candidate) -> str:
+        return common.with_query_of(
+            candidate.base_url.rstrip("/") + "/embeddings", candidate.chat_url
+        )
+
+    def refusal(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingsOptions
+    ) -> Refusal | None:
+        return None  # texts, tokens and the client's other fields all pass through
+
+    def request_body(
+        self, inputs: Sequence[EmbeddingInput], options: EmbeddingsOptions, candidate: Candidate
+    ) -> bytes:
+        body: dict[str, Any] = {**options.extra, "model": candidate.upstream_model}
+        body["input"] = list(inputs)
+        body["encoding_format"] = options.encoding_format
+        if options.dimensions is not None:
+            body["dimensions"] = options.dimensions
+        if options.user is not None:
+            body["user"] = options.user
+        return orjson.dumps(body)
+
+    def answer(self, data: bytes, inputs: int) -> EmbeddedBatch:
+        parsed = common.json_answer(data)
+        if not isinstance(parsed, dict):
+            raise AttemptFailure(FailureClass.MALFORMED, "upstream answer is not a JSON object")
+        vectors = common.embedding_vectors(parsed.get("data"), inputs)
+        usage = parsed.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        valid = isinstance(tokens, int) and not isinstance(tokens, bool) and 0 <= tokens < 2**53
+        model = parsed.get("model")
+        return EmbeddedBatch(
+            vectors, tokens if valid else None, model if isinstance(model, str) else None
+        )
+
+
 class OpenAIChatWire:
     name: Final = "openai"
+    embeddings: Final = OpenAIEmbeddings()
 
     def endpoint_url(self, base_url: str, query: Mapping[str, str]) -> str:
         url = base_url.rstrip("/") + "/chat/completions"
         return f"{url}?{urlencode(query)}" if query else url
+
+    def url(self, candidate: Candidate, *, stream: bool) -> str:
+        return candidate.chat_url
 
     def refusal(self, body: Mapping[str, Any]) -> Refusal | None:
         return None  # the proxy's own shape: anything the client sent can be carried

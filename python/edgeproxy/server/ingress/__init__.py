@@ -6,10 +6,14 @@ the errors middleware and the Host check all ask ``ingress_for_path``.
 
 from __future__ import annotations
 
-from edgeproxy.server.ingress import anthropic_messages, openai_chat
+from edgeproxy.server.ingress import anthropic_messages, openai_chat, openai_responses
 from edgeproxy.server.ingress.base import ClientError, IngressRequest, IngressWire, StreamEncoder
 
-INGRESS_WIRES: tuple[IngressWire, ...] = (openai_chat.INGRESS, anthropic_messages.INGRESS)
+INGRESS_WIRES: tuple[IngressWire, ...] = (
+    openai_chat.INGRESS,
+    anthropic_messages.INGRESS,
+    openai_responses.INGRESS,
+)
 
 # Anything that is not one of a wire's paths (the admin API, /metrics, an unknown path) answers
 # in OpenAI's error format.

@@ -11,7 +11,7 @@ server branches on which wire the client speaks.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -55,6 +55,9 @@ class IngressRequest:
     body: dict[str, Any]
     raw: bytes  # ``body`` as JSON bytes: what the cache key and the token counts read
     model: str  # the model name the client asked for (routing; echoed in answers)
+    # Fields of the client's own request that its wire echoes in answers (the Responses API's
+    # ``instructions``, ``tools``, ...); empty for a wire that echoes nothing.
+    echo: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def stream(self) -> bool:
