@@ -56,6 +56,19 @@ class FleetTier:
             return None
         return await self.cache.lookup(cache, plan, stream)
 
+    def describe(self) -> dict[str, object]:
+        """For ``/admin/status``: this sidecar's part of the fleet (never the URL)."""
+        return {
+            "sidecar": self.sidecar,
+            "redis_up": self.link.up,
+            "prefix": self.settings.prefix,
+            "cache": self.cache is not None,
+            "health": self.health is not None,
+            "ejections_published": self.health.published if self.health is not None else 0,
+            "ejections_received": self.health.received if self.health is not None else 0,
+            "settlements_pending": self.counters.pending,
+        }
+
     async def start(self, cache: PromptCache, breakers: BreakerRegistry) -> None:
         self.link.start()
         if self.cache is not None:
