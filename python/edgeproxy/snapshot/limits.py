@@ -26,7 +26,8 @@ class Budget(NamedTuple):
     period: Period
 
     def __str__(self) -> str:
-        return f"{self.usd:g}usd/{self.period}"
+        amount = f"{self.usd:.10f}".rstrip("0").rstrip(".")  # never 1e+06: parse reads it back
+        return f"{amount}usd/{self.period}"
 
     @classmethod
     def parse(cls, text: str) -> Budget:
