@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,11 +35,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the same fleet helpers the tests use
 
+from edgeproxy.sim import SimCluster, SimConfig  # noqa: E402
 from fixtures.fleetkit import ServeProcess, keys_cli  # noqa: E402
 from fixtures.redis import RedisServer  # noqa: E402
 from harness import LoopThread  # noqa: E402
-
-from edgeproxy.sim import SimCluster, SimConfig  # noqa: E402
 
 LATENCY_POLICY = """
 version: 1
@@ -173,7 +171,9 @@ class Load:
             thread.join(15)
 
 
-def outage(loop: LoopThread, work: Path, redis: RedisServer | None, seconds: float) -> dict[str, Any]:
+def outage(
+    loop: LoopThread, work: Path, redis: RedisServer | None, seconds: float
+) -> dict[str, Any]:
     cluster = SimCluster(
         [SimConfig(name=n, ttft=0.0, tokens_per_second=0) for n in ("one", "two")], control_port=0
     )
@@ -230,7 +230,10 @@ def main() -> int:
             print("|---|---:|---:|---:|---:|---:|---:|")
             for label, server in (("off (each sidecar alone)", None), ("on (Redis)", redis)):
                 found = outage(loop, work, server, args.seconds)
-                cells = [f"{t:.2f} s" if t is not None else f"> {args.seconds:g} s" for t in found["opened"]]
+                cells = [
+                    f"{t:.2f} s" if t is not None else f"> {args.seconds:g} s"
+                    for t in found["opened"]
+                ]
                 known = [t for t in found["opened"] if t is not None]
                 worst = f"{max(known):.2f} s" if len(known) == 3 else f"> {args.seconds:g} s"
                 print(

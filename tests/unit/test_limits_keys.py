@@ -14,8 +14,15 @@ from hypothesis import strategies as st
 from edgeproxy.clock import FakeClock
 from edgeproxy.keys import KeyRing, SqliteStore, VirtualKey, digest_of, make_key, parse_expiry
 from edgeproxy.keys.ring import Refused, credential
-from edgeproxy.limits import Admission, BudgetAsk, LocalCounters, RateAsk, Settlement, UsageRow
-from edgeproxy.limits import gcra
+from edgeproxy.limits import (
+    Admission,
+    BudgetAsk,
+    LocalCounters,
+    RateAsk,
+    Settlement,
+    UsageRow,
+    gcra,
+)
 from edgeproxy.limits.periods import period_bounds
 from edgeproxy.snapshot import Budget, Limits
 from edgeproxy.telemetry.redact import redact
@@ -109,7 +116,9 @@ def test_a_budget_reads_back_as_written(usd: float, period: str) -> None:
     assert Budget.parse(str(budget)) == budget
 
 
-@pytest.mark.parametrize("text", ["50usd", "usd/month", "-1usd/day", "5usd/year", "1e3usd/day", "nanusd/day"])
+@pytest.mark.parametrize(
+    "text", ["50usd", "usd/month", "-1usd/day", "5usd/year", "1e3usd/day", "nanusd/day"]
+)
 def test_a_malformed_budget_is_refused_in_words(text: str) -> None:
     with pytest.raises(ValueError, match="<amount>usd/<period>"):
         Budget.parse(text)

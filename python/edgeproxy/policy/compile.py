@@ -219,6 +219,12 @@ def compile_policy(
                 f"{chain[0].provider!r}: a provider-wide outage has no fallback"
             )
     settings = _policy_settings(spec, doc)
+    if spec.keys.auth and spec.keys.store is None and spec.fleet.redis is None:
+        line, _ = doc.locate(("keys", "auth"))
+        warnings.append(
+            f"{doc.source}:{line}: keys.auth: no keys.store and no fleet.redis: `edgeproxy serve` "
+            "refuses to start unless EDGEPROXY_FLEET_REDIS names the fleet's Redis (docs/keys.md)"
+        )
     tasks = compile_tasks(spec, doc, base_dir)
     warnings.extend(_scorecard_warnings(spec, doc, base_dir))
     if doc.problems or settings is None:
