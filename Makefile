@@ -19,7 +19,7 @@ RUST_SOURCES := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml C
 LOCKED := flock .venv.lock
 
 .PHONY: check-python setup build dev demo serve sim test test-rust test-python lint fmt wheel image \
-	bench loadtest soak fault-matrix clean
+	bench loadtest soak fault-matrix clean redis-server fleet-bench
 
 # The interpreter that makes .venv must be 3.11 or newer (maturin would say so only after
 # compiling the Rust extension); a .venv whose Python is older or broken goes.
@@ -77,8 +77,18 @@ test: dev lint test-rust test-python
 test-rust:
 	cargo test --workspace --quiet
 
-test-python: dev
+test-python: dev redis-server
 	$(BIN)/python -m pytest -q
+
+# The fleet's tests (tests/fixtures/redis.py) start Debian's redis-server on free ports: installed
+# here when missing (CI runs as root; elsewhere through sudo). Without it those tests fail, never
+# skip.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian's package; the fleet's tests start it)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	  command -v redis-server >/dev/null; }
 
 lint: dev
 	$(BIN)/ruff check python tests bench loadtests tools
@@ -136,6 +146,11 @@ soak: build
 # outage rows (a measurement, not a test; about half a minute). FAULT_MATRIX_ARGS="--requests N"...
 fault-matrix: build
 	$(BIN)/python bench/fault_matrix.py $(FAULT_MATRIX_ARGS)
+
+# The fleet benchmark of docs/fleet.md: latency with Redis on vs off, and how fast a dead region
+# stops receiving traffic fleet-wide vs per sidecar (about a minute). FLEET_BENCH_ARGS="--requests N"
+fleet-bench: build redis-server
+	$(BIN)/python bench/fleet_bench.py $(FLEET_BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) target dist

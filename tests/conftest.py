@@ -65,3 +65,13 @@ def _no_drain_delay_for_subprocesses() -> None:
     import os
 
     os.environ.setdefault("EDGEPROXY_DRAIN_DELAY", "0")
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A fresh ``redis-server`` on a free port (fails, never skips, when it is not installed)."""
+    from fixtures.redis import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

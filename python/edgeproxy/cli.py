@@ -1,5 +1,6 @@
 """The ``edgeproxy`` command: serve, demo, sim, policy check/explain/diff/schema/docs, status,
-tasks train/eval/corpus, eval run/compare/show/schedule, auto status.
+tasks train/eval/corpus, eval run/compare/show/schedule, auto status, keys
+create/list/revoke/usage.
 
 Each subcommand lives in ``edgeproxy.commands.<name>``: an ``add_<name>`` function builds its
 parser (settings a container sets by environment are declared with
@@ -20,6 +21,7 @@ from edgeproxy import __version__
 from edgeproxy.commands.auto import add_auto
 from edgeproxy.commands.common import DEFAULT_PORT, Subparsers
 from edgeproxy.commands.demo import add_demo
+from edgeproxy.commands.keys import add_keys
 from edgeproxy.commands.options import resolve_settings
 from edgeproxy.commands.policy import add_policy
 from edgeproxy.commands.serve import add_serve
@@ -40,6 +42,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     add_tasks,
     add_eval_commands,
     add_auto,
+    add_keys,
 )
 
 MAIN_EXAMPLES = """\

@@ -48,6 +48,9 @@ class SkipReason(enum.StrEnum):
     WIRE = "wire"  # the request uses a feature this candidate's wire cannot carry
     # A failover onto a candidate that is failing itself, with the retry budget spent.
     RETRY_BUDGET = "retry_budget"
+    # The provider's own RPM/TPM on this candidate is reached (``limits`` of its model): skipped
+    # before the provider would answer 429 (docs/keys.md).
+    PROVIDER_LIMIT = "provider_limit"
 
 
 # "ok", a ``FailureClass`` value, or "abandoned" (a hedge that lost, a client that left).
@@ -209,6 +212,25 @@ class AffinityRouted:
     outcome: str
 
 
+@dataclass(frozen=True, slots=True)
+class KeyAuthenticated:
+    """The request carried a valid virtual key (docs/keys.md): its id, name and team (never the
+    key itself)."""
+
+    key_id: str
+    name: str
+    team: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRefused:
+    """A key's, team's or route's limit or budget refused the request (429): ``limit`` names
+    which (``key:rpm``, ``team:budget``, ...)."""
+
+    limit: str
+    retry_after: float
+
+
 RequestEvent = (
     RouteDecided
     | TaskDecided
@@ -225,6 +247,8 @@ RequestEvent = (
     | ContextCompacted
     | SummaryMade
     | AffinityRouted
+    | KeyAuthenticated
+    | LimitRefused
 )
 
 
@@ -249,3 +273,24 @@ class BreakerTransition:
 
 
 TransitionListener = Callable[[BreakerTransition], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetState:
+    """The fleet's Redis became reachable (``up``) or not (process-wide; docs/fleet.md)."""
+
+    up: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetFallback:
+    """A fleet operation (``op``: counters, cache, health, keys) was answered from local
+    state because Redis was away or slower than ``fleet.timeout``."""
+
+    op: str
+    reason: str  # "down" (not asked: Redis is known to be away), "timeout" or "error"
+
+
+FleetEvent = FleetState | FleetFallback
+FleetListener = Callable[[FleetEvent], None]

@@ -45,13 +45,20 @@ def test_serve_help_lists_every_setting_with_its_default_and_variable() -> None:
         assert "(default: " in helps[flag], flag
     text = serve.format_help()
     assert f"default: {DEFAULT_PORT}" in text and "default: 127.0.0.1" in text
-    for variable in ("EDGEPROXY_ADMIN_TOKEN", "EDGEPROXY_METRICS_TOKEN", "OTEL_"):
+    for variable in (
+        "EDGEPROXY_ADMIN_TOKEN",
+        "EDGEPROXY_METRICS_TOKEN",
+        "EDGEPROXY_FLEET_REDIS",
+        "OTEL_",
+    ):
         assert variable in text  # secrets: variables only, listed in the epilog
 
 
 def test_every_command_shows_examples_and_every_option_a_default() -> None:
     commands = subparsers()
-    assert set(commands) == {"serve", "demo", "sim", "policy", "status", "tasks", "eval", "auto"}
+    assert set(commands) == {
+        "serve", "demo", "sim", "policy", "status", "tasks", "eval", "auto", "keys",
+    }  # fmt: skip
     assert len(COMMANDS) == len(commands)
     for name, parser in commands.items():
         text = parser.format_help()

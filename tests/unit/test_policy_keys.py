@@ -89,6 +89,7 @@ BASE: dict[str, Any] = {
         "rules": [{"task": "qa", "routes": ["r"]}],
         "classifier": {"model": "MODEL_FILE"},
     },
+    "teams": {"search": {"rpm": 10}},
 }
 ENV = {"P_KEY": "sk-first-key"}
 
@@ -146,6 +147,14 @@ STRING_VALUES: dict[str, Any] = {
     # lists summarize).
     "routes.<name>.context.strategies": ["drop_middle"],
     "routes.<name>.context.summarizer": "p2/r1/m",
+    # Keys, limits and the fleet (docs/keys.md, docs/fleet.md).
+    "keys.store": "other-keys.sqlite",
+    "teams.<name>.rpm": 20,  # a team's keys show as one value: the team's limits in words
+    "teams.<name>.tpm": 1000,
+    "teams.<name>.budget": "20usd/month",
+    "routes.<name>.limits.budget": "5usd/day",
+    "fleet.redis": "redis://127.0.0.1:6390/1",
+    "fleet.prefix": "other-fleet",
 }
 NOT_TRAFFIC = {"version"}  # the only value it may have is 1
 
@@ -412,6 +421,7 @@ NOT_FROM_KEYS = {
     (Candidate, "region"),
     (Candidate, "model"),
     (Policy, "tasks.classifier.model"),  # the model file's content: classifier.model names it
+    (Candidate, "limits.budget"),  # a provider has rate limits, not a budget of ours
 }
 
 

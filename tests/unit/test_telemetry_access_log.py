@@ -56,6 +56,8 @@ def values(model: str = "gpt-4o-mini", **changes: object) -> AccessValues:
         "compacted": "150000->30000",
         "compaction": "trim_tool_results+drop_middle",
         "affinity": "home",
+        "key": "ci-bot",
+        "team": "search",
     }
     fields.update(changes)
     return tuple(fields[name] for name in FIELDS)

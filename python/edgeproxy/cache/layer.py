@@ -25,7 +25,7 @@ no in-band error came, and ``finish(clean=True)`` is called.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,6 +118,9 @@ class PromptCache:
         self.store = store or CacheStore(bounds.max_bytes, bounds.max_entries)
         self._flights: FlightTable[Flight] = FlightTable()
         self._streams: FlightTable[StreamBroadcast] = FlightTable()
+        # Told of every answer stored (its key, entry and TTL): the fleet's shared level
+        # (docs/fleet.md). Called inline: it must only hand the entry on.
+        self.on_store: Callable[[bytes, bytes, float], None] | None = None
 
     # ------------------------------------------------------------------ planning and lookup
 
@@ -214,7 +217,27 @@ class PromptCache:
 
     def _put(self, plan: CachePlan, answer: Answer) -> bool:
         assert plan.key is not None
-        return self.store.put(plan.key, answer.dumps(), plan.ttl, self.clock.monotonic())
+        entry = answer.dumps()
+        stored = self.store.put(plan.key, entry, plan.ttl, self.clock.monotonic())
+        if stored and self.on_store is not None:
+            self.on_store(plan.key, entry, plan.ttl)
+        return stored
+
+    def adopt(self, key: bytes, entry: bytes, age: float, ttl_left: float) -> bool:
+        """An entry another sidecar stored (the fleet's shared level), ``age`` seconds old with
+        ``ttl_left`` to live: kept here as if stored ``age`` seconds ago. Not handed back to
+        ``on_store``. False when it is not an entry of this format or cannot be kept."""
+        if not ttl_left > 0:
+            return False
+        try:
+            answer = Answer.loads(entry)
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return False
+        if answer is None:
+            return False
+        now = self.clock.monotonic()
+        local = Answer(answer.completion, answer.events, now - max(age, 0.0), answer.served)
+        return self.store.put(key, local.dumps(), ttl_left, now)
 
     # ------------------------------------------------------------------ single flight
 

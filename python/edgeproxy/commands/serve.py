@@ -43,6 +43,8 @@ environment (never flags: they would show in `ps`):
                            /admin/* answers loopback clients only
   EDGEPROXY_METRICS_TOKEN  bearer token for /metrics alone; unset (and no admin token): open
   OTEL_*                   OpenTelemetry exporters and sampling (docs/observability.md)
+  EDGEPROXY_FLEET_REDIS    the fleet's Redis URL when the policy's fleet.redis is unset
+                           (docs/fleet.md)
   provider keys            whatever the policy's ${VARIABLES} name (e.g. OPENAI_API_KEY)
 
 signals: SIGHUP reloads the policy; SIGTERM drains (/readyz fails at once, new connections
@@ -188,6 +190,7 @@ async def _serve(args: argparse.Namespace, path: Path, policy: Policy) -> int:
     from edgeproxy.server.admin import ADMIN_TOKEN_ENV, METRICS_TOKEN_ENV
     from edgeproxy.server.connections import ConnectionSettings
     from edgeproxy.server.hosts import is_loopback
+    from edgeproxy.server.limiter import FLEET_ENV, KeyStoreMissing
     from edgeproxy.server.runner import ProxyServer
 
     token = os.environ.get(ADMIN_TOKEN_ENV) or None
@@ -202,17 +205,22 @@ async def _serve(args: argparse.Namespace, path: Path, policy: Policy) -> int:
     except ValueError as exc:
         print(f"edgeproxy: {exc}", file=sys.stderr)
         return 2
-    proxy = ProxyServer(
-        policy,
-        host=args.host,
-        port=args.port,
-        reload=reload,
-        admin_token=token,
-        metrics_token=os.environ.get(METRICS_TOKEN_ENV) or None,
-        connections=connections,
-        allowed_hosts=args.allowed_hosts,
-        shutdown_timeout=args.drain_timeout,
-    )
+    try:
+        proxy = ProxyServer(
+            policy,
+            host=args.host,
+            port=args.port,
+            reload=reload,
+            admin_token=token,
+            metrics_token=os.environ.get(METRICS_TOKEN_ENV) or None,
+            connections=connections,
+            allowed_hosts=args.allowed_hosts,
+            shutdown_timeout=args.drain_timeout,
+            fleet_redis=os.environ.get(FLEET_ENV) or None,
+        )
+    except KeyStoreMissing as exc:
+        print(f"edgeproxy: {exc}", file=sys.stderr)
+        return 2
     try:
         await proxy.start()
     except OSError as exc:

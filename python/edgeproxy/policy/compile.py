@@ -33,8 +33,11 @@ from edgeproxy.policy.schema import (
     PolicySpec,
     PriceSpec,
     PromptCacheSpec,
+    ProviderLimitsSpec,
     ProviderSpec,
+    RouteLimitsSpec,
     RouteSpec,
+    TeamSpec,
     TimeoutsSpec,
 )
 from edgeproxy.policy.shown import quoted_name
@@ -48,12 +51,14 @@ from edgeproxy.snapshot import (
     AffinitySettings,
     AutoObjective,
     AutoSettings,
+    Budget,
     CacheSettings,
     Candidate,
     ContextSettings,
     EvalSettings,
     Excluded,
     Hedge,
+    Limits,
     Policy,
     Price,
     PromptCacheSettings,
@@ -182,6 +187,7 @@ def compile_policy(
             summarizers=_summarizers(route_name, context, spec, headers_by_provider, doc),
             prompt_cache=_prompt_cache(route_name, route_spec.prompt_cache, doc),
             affinity=_affinity(route_name, route_spec.affinity, doc),
+            limits=_limits(("routes", route_name, "limits"), route_spec.limits, doc),
         )
         for i, name in enumerate((route_name, *route_spec.aliases)):
             if name in routes:
@@ -218,6 +224,12 @@ def compile_policy(
                 f"{chain[0].provider!r}: a provider-wide outage has no fallback"
             )
     settings = _policy_settings(spec, doc)
+    if spec.keys.auth and spec.keys.store is None and spec.fleet.redis is None:
+        line, _ = doc.locate(("keys", "auth"))
+        warnings.append(
+            f"{doc.source}:{line}: keys.auth: no keys.store and no fleet.redis: `edgeproxy serve` "
+            "refuses to start unless EDGEPROXY_FLEET_REDIS names the fleet's Redis (docs/keys.md)"
+        )
     tasks = compile_tasks(spec, doc, base_dir)
     warnings.extend(_scorecard_warnings(spec, doc, base_dir))
     if doc.problems or settings is None:
@@ -529,13 +541,38 @@ def _policy_settings(spec: PolicySpec, doc: LocatedDocument) -> dict[str, object
             continue
         if info.path[0] == "tasks":  # rules, patterns and a model file: policy/tasks.py
             continue
+        if info.path[0] == "teams":  # a mapping of named limits: _teams below
+            continue
         value = _spec_value(spec, info.path)
         if value is None:
             continue
         if info.key.percent:
             value = value / 100
         given[info.at.path] = (value, info.path)
-    return _build(Policy, given, doc)
+    built = _build(Policy, given, doc)
+    if built is not None and spec.teams:
+        built["teams"] = MappingProxyType(
+            {name: _limits(("teams", name), team, doc) for name, team in spec.teams.items()}
+        )
+    return built
+
+
+def _limits(
+    where: Path, spec: RouteLimitsSpec | ProviderLimitsSpec | TeamSpec | None, doc: LocatedDocument
+) -> Limits:
+    """A limits block (route, team or a provider's model) as the snapshot's ``Limits``."""
+    if spec is None:
+        return Limits()
+    budget = getattr(spec, "budget", None)
+    try:
+        return Limits(
+            rpm=spec.rpm,
+            tpm=spec.tpm,
+            budget=Budget.parse(budget) if budget is not None else None,
+        )
+    except ValueError as exc:
+        doc.problems.append(doc.problem(where, str(exc)))
+        return Limits()
 
 
 def _build(
@@ -689,6 +726,11 @@ def _resolve_chain(
                 health_check_url=provider.health_check.url,
                 dimensions=model.dimensions,
                 max_batch_inputs=model.max_batch_inputs,
+                limits=_limits(
+                    ("providers", entry.provider, "models", entry.model, "limits"),
+                    model.limits,
+                    doc,
+                ),
             )
             if candidate.key in seen:
                 doc.problems.append(

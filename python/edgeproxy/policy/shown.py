@@ -55,6 +55,7 @@ NAMED_MAPPINGS = frozenset(
         "models",
         "routes",
         "tags",
+        "teams",
         "headers",
         "query",
         "require_tags",

@@ -89,6 +89,16 @@ class Gate(Protocol):
     def eject(self, key: str, seconds: float, reason: str) -> None: ...
 
 
+class CandidateLimits(Protocol):
+    """The providers' own rate limits per candidate (docs/keys.md): asked before each attempt
+    (hedges included) once the breaker admitted it."""
+
+    async def take(self, candidate: Candidate) -> tuple[str, float] | None:
+        """None: room for one more attempt (its reservation is held until the request is
+        settled); else why not in words, and the seconds until there is room."""
+        ...
+
+
 class RetryBudget(Protocol):
     def can_retry(self) -> bool: ...
 
@@ -190,10 +200,12 @@ class AttemptLoop(Generic[T]):
         first_number: int = 1,
         first_kind: AttemptKind = AttemptKind.FIRST,
         describe: Describe[T] | None = None,
+        limits: CandidateLimits | None = None,
     ) -> None:
         """``first_number``/``first_kind``: a loop that continues a request (``RESUME``) numbers
         its attempts after the ones already made. ``describe``: the status and model of an
-        answer, for its ``AttemptEnded`` (when the loop settles it)."""
+        answer, for its ``AttemptEnded`` (when the loop settles it). ``limits``: providers' rate
+        limits; a candidate at its limit is skipped (``provider_limit``) like an open breaker."""
         self._chain = chain
         self._max_attempts = max_attempts
         self._deadline = deadline
@@ -210,6 +222,8 @@ class AttemptLoop(Generic[T]):
         self._first_number = first_number
         self._first_kind = first_kind
         self._describe = describe
+        self._limits = limits
+        self._limit_waits: list[float] = []  # seconds until a limited candidate has room
         self.outcome: Outcome[T] = Outcome()
         self._retries: dict[str, int] = {}  # retries spent per candidate key
         self._tried: set[str] = set()  # candidate keys attempted by this loop
@@ -229,6 +243,8 @@ class AttemptLoop(Generic[T]):
                 if admitted is None:
                     continue
                 permit, kind = admitted
+                if not await self._within_limits(candidate, permit):
+                    continue
                 before = len(outcome.attempts)
                 hedge = self._hedge_partner(pending) if self._hedge_delay is not None else None
                 answer = await self._try(candidate, permit, kind, attempt, hedge, pending)
@@ -249,9 +265,16 @@ class AttemptLoop(Generic[T]):
             elif outcome.attempts:
                 outcome.stopped_because = "no candidate left to try"
             elif outcome.skipped:
-                outcome.stopped_because = "every candidate's circuit breaker is open"
+                limited = sum(s.reason is SkipReason.PROVIDER_LIMIT for s in outcome.skipped)
+                outcome.stopped_because = (
+                    "every candidate is at its provider's rate limit"
+                    if limited == len(outcome.skipped)
+                    else "every candidate's circuit breaker is open"
+                    + (" or its provider's rate limit reached" if limited else "")
+                )
                 reopen = [self._gate.reopen_at(s.candidate.key) for s in outcome.skipped]
                 times = [t - self._clock.monotonic() for t in reopen if t is not None]
+                times += self._limit_waits
                 outcome.retry_after = max(1.0, min(times)) if times else None
         return outcome
 
@@ -295,6 +318,19 @@ class AttemptLoop(Generic[T]):
             "the retry budget is exhausted and the candidates left are failing themselves"
         )
         return None
+
+    async def _within_limits(self, candidate: Candidate, permit: Permit) -> bool:
+        """The provider's limit has room for this attempt; else the candidate is skipped."""
+        if self._limits is None:
+            return True
+        refused = await self._limits.take(candidate)
+        if refused is None:
+            return True
+        permit.release()
+        detail, wait = refused
+        self._limit_waits.append(wait)
+        self._skip(candidate, SkipReason.PROVIDER_LIMIT, detail)
+        return False
 
     def _skip(self, candidate: Candidate, reason: SkipReason, detail: str) -> None:
         skipped = CandidateSkipped(candidate, reason, detail)
@@ -422,7 +458,7 @@ class AttemptLoop(Generic[T]):
             finally:
                 timer.cancel()
             if not any(task.done() for task in racing):
-                self._start_hedge(second, attempt, racing, pending)
+                await self._start_hedge(second, attempt, racing, pending)
             while racing:
                 done, racing = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
                 answers: list[_Answer[T]] = []
@@ -455,7 +491,7 @@ class AttemptLoop(Generic[T]):
                 if late is not None:
                     self._drop(late)
 
-    def _start_hedge(
+    async def _start_hedge(
         self,
         second: Candidate,
         attempt: Attempt[T],
@@ -467,6 +503,9 @@ class AttemptLoop(Generic[T]):
             return  # the loop skips it (and says so) if it ever gets to it
         if not (self._try_hedge() and self._budget.try_retry()):
             permit.release()
+            return
+        if not await self._within_limits(second, permit):
+            pending.remove(second)  # skipped (and said so) now, not tried again later
             return
         pending.remove(second)
         racing.add(asyncio.ensure_future(self._one(second, permit, AttemptKind.HEDGE, attempt)))

@@ -144,6 +144,11 @@ class Breaker:
         return self._state
 
     @property
+    def held(self) -> bool:
+        """Open by an ejection a health probe may not end early (``eject``)."""
+        return self._held and self.state == "open"
+
+    @property
     def reopen_at(self) -> float | None:
         """Clock time when an open breaker admits trials again; None unless open."""
         return self._reopen_at if self.state == "open" else None
@@ -215,17 +220,19 @@ class Breaker:
         if self.state != "open":
             self._trip(reason)
 
-    def eject(self, seconds: float, reason: str) -> None:
+    def eject(self, seconds: float, reason: str, *, held: bool | None = None) -> None:
         """Open for at least ``seconds``, whatever the state: the upstream said how long.
 
         Unlike a trip, it does not grow the ejection multiplier. ``Ejection.RETRY_AFTER`` is
         capped at ``max_ejection_time`` and a passing health probe ends it early; any other
         reason (``Ejection.QUOTA``) is held: a probe does not end it (/models answers fine on an
-        account whose quota is exhausted).
+        account whose quota is exhausted). ``held`` says so explicitly (another sidecar's
+        ejection, received through the fleet, keeps its own: docs/fleet.md).
         """
         if not seconds > 0:  # also NaN: nothing to eject for
             return
-        held = reason != Ejection.RETRY_AFTER
+        if held is None:
+            held = reason != Ejection.RETRY_AFTER
         if not held:
             seconds = min(seconds, self.settings.max_ejection_time)
         now = self._clock.monotonic()

@@ -153,6 +153,8 @@ async def handle_admin_status(request: web.Request) -> web.Response:
     }
     data["reload"] = config.reloader.describe() if config.reloader is not None else None
     data["draining"] = state.draining
+    # The fleet tier, when this sidecar is part of one (docs/fleet.md).
+    data["fleet"] = state.fleet.describe() if state.fleet is not None else None
     return _json(data)
 
 

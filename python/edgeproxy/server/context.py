@@ -11,7 +11,9 @@ from aiohttp import web
 from edgeproxy.auto.router import AutoRouter
 from edgeproxy.cache.layer import PromptCache
 from edgeproxy.clock import Clock
+from edgeproxy.fleet import FleetTier
 from edgeproxy.resilience.engine import ResilienceEngine
+from edgeproxy.server.admission import Limiter
 from edgeproxy.server.context_state import ContextState
 from edgeproxy.snapshot import Policy
 from edgeproxy.telemetry.process import Telemetry
@@ -35,6 +37,10 @@ class ProxyState:
     draining: bool = False
     # The summary cache and affinity's in-flight counts (docs/context.md).
     context: ContextState = field(default_factory=ContextState)
+    # Virtual keys, limits and budgets (docs/keys.md); off: nothing is counted.
+    limiter: Limiter = field(default_factory=Limiter)
+    # The fleet tier on Redis (docs/fleet.md); None: this sidecar alone.
+    fleet: FleetTier | None = None
 
 
 STATE = web.AppKey("edgeproxy_state", ProxyState)

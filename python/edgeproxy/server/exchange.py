@@ -36,6 +36,7 @@ from edgeproxy.events import (
 from edgeproxy.resilience.attempts import AttemptLoop, Deadline, Outcome, PassThrough
 from edgeproxy.routing.affinity import Lease
 from edgeproxy.routing.tasks import UnknownTask, classify, without_task
+from edgeproxy.server.admission import PRINCIPAL, ProviderLimits, admit, check_route
 from edgeproxy.server.attempter import Answer, Attempter, StreamStart, Tried, describe, discard
 from edgeproxy.server.cached_answers import (
     CacheTap,
@@ -105,8 +106,10 @@ class Exchange:
         if tel.capture_content:
             tel.content(input_messages=body.get("messages"))
         self.leases: list[Lease] = []  # affinity's holds on candidates, until the exchange ends
+        self.provider_limits: ProviderLimits | None = None  # candidates' own RPM/TPM
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
+        check_route(request.get(PRINCIPAL), self.route)  # a key limited to other routes: 403
         await self._decide_task(request)
         try:
             response = await self._serve(request)
@@ -154,6 +157,9 @@ class Exchange:
             self.raw, self.body, route.name, route.cache, request.headers, wire=self.ingress.name
         )
         reply = cache.lookup(plan, self.stream)
+        fleet = self.state.fleet
+        if reply is None and fleet is not None:  # the fleet's shared level (docs/fleet.md)
+            reply = await fleet.cache_lookup(cache, plan, self.stream)
         if reply is not None:
             self._route_decided(())
             self.ledger.on_event(CacheLooked(HIT))
@@ -238,13 +244,25 @@ class Exchange:
             first_number=self.ledger.attempts + 1,
             first_kind=AttemptKind.RESUME if resume else AttemptKind.FIRST,
             describe=describe,
+            limits=self.provider_limits,
         )
 
     async def _serve_upstream(
         self, request: web.Request, cache_plan: CachePlan, tap: CacheTap | None = None
     ) -> web.StreamResponse:
-        route, engine, policy, ledger = self.route, self.engine, self.policy, self.ledger
         plan = await self._plan(request)
+        # The key's, team's and route's limits and budgets (docs/keys.md): 429 when one is hit.
+        granted = await admit(self, request, plan)
+        self.provider_limits = granted.provider
+        try:
+            return await self._attempts(request, cache_plan, plan, tap)
+        finally:
+            granted.settle(self.ledger)
+
+    async def _attempts(
+        self, request: web.Request, cache_plan: CachePlan, plan: Plan, tap: CacheTap | None
+    ) -> web.StreamResponse:
+        route, engine, policy, ledger = self.route, self.engine, self.policy, self.ledger
         engine.budget.request_started()
         engine.hedger.request_started()
         hedge = engine.hedge_delay(route.hedge, plan.chain[0].key) if self.stream else None

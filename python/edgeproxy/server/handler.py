@@ -1,6 +1,7 @@
 """The handler every ingress wire's endpoints share.
 
-In order, for every request: the request's telemetry starts; the body is read under the
+In order, for every request: the request's telemetry starts; its virtual key is checked when
+the policy turns key auth on (``admission.authenticate``); the body is read under the
 policy's size and time limits (before a concurrency slot is taken: a client trickling its body
 holds a connection, never a slot); a slot is taken or the request is shed; the wire parses the
 body; the route is found; the exchange serves it. However it ends, telemetry finishes once. A
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from edgeproxy.resilience.shedding import Overloaded
+from edgeproxy.server.admission import authenticate
 from edgeproxy.server.body import read_json_body
 from edgeproxy.server.context import STATE, ProxyState, request_id
 from edgeproxy.server.exchange import Exchange
@@ -76,6 +78,8 @@ async def run_exchange(request: web.Request, serve: Serve, path: str) -> web.Str
     )
     try:
         policy = state.policy
+        # A virtual key when the policy asks for one (docs/keys.md), before the body is read.
+        authenticate(request, policy, state.limiter, tel)
         raw = await read_json_body(request, policy.max_body_bytes, policy.body_read_timeout)
         try:
             slot = await state.engine.shedder.acquire()

@@ -46,6 +46,8 @@ class Entry:
     started: float
     outcome: str | None = None  # "ok", a failure class or "abandoned", once it ended
     cost: float = 0.0
+    input_tokens: int = 0  # prompt tokens (cached and written included), for limits' settling
+    output_tokens: int = 0
 
 
 @dataclass
@@ -73,6 +75,8 @@ class Ledger:
             entry = self.entries.get(event.number)
             if entry is not None:
                 entry.cost += event.cost_usd
+                entry.input_tokens += event.usage.total_input_tokens
+                entry.output_tokens += event.usage.output_tokens
         elif isinstance(event, FirstToken) and self.hedger is not None:
             entry = self.entries.get(event.number)
             if entry is not None:

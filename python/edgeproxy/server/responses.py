@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from edgeproxy._core import encode_sse
-from edgeproxy.events import CandidateSkipped
+from edgeproxy.events import CandidateSkipped, SkipReason
 from edgeproxy.failure import TIMEOUTS, AttemptFailure, FailureClass
 from edgeproxy.resilience.attempts import Outcome
 from edgeproxy.snapshot import Candidate, Route
@@ -83,7 +83,11 @@ def all_failed(
         "x-should-retry": "false",
     }
     retry_after = outcome.retry_after
-    if not attempts:
+    limited = [s for s in outcome.skipped if s.reason is SkipReason.PROVIDER_LIMIT]
+    if not attempts and limited and len(limited) == len(outcome.skipped):
+        # Every candidate is at its provider's own rate limit (docs/keys.md).
+        status, type_, code = 429, "rate_limit_error", "provider_limit"
+    elif not attempts:
         # Nothing was tried: every breaker is open (fail fast), or no time was left.
         status, type_, code = 503, "server_error", "upstream_unavailable"
     elif all(f.failure is FailureClass.RATE_LIMITED for f in failures):

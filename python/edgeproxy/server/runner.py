@@ -33,6 +33,7 @@ from edgeproxy.server.connections import (
 )
 from edgeproxy.server.context import SERVER_HEADER, ProxyState
 from edgeproxy.server.hosts import HostAllowList
+from edgeproxy.server.limiter import build_limits
 from edgeproxy.snapshot import CacheSettings, Policy
 from edgeproxy.telemetry.process import Telemetry
 from edgeproxy.upstreams.pool import UpstreamPool
@@ -55,11 +56,13 @@ class ProxyServer:
         metrics_token: str | None = None,
         connections: ConnectionSettings | None = None,
         allowed_hosts: str | None = None,
+        fleet_redis: str | None = None,
     ) -> None:
         """``connections``: keep-alive, header-read timeout and connection cap (``connections.py``);
         ``allowed_hosts``: the Host allow-list, comma-separated (``hosts.py``; None: the default
         for ``host``); ``shutdown_timeout``: how long requests in flight may take to finish once
-        the proxy stops (``edgeproxy serve --drain-timeout``)."""
+        the proxy stops (``edgeproxy serve --drain-timeout``); ``fleet_redis``: the fleet's
+        Redis when the policy names none (``EDGEPROXY_FLEET_REDIS``: docs/fleet.md)."""
         clock = clock or SystemClock()
         self.state = ProxyState(
             policy=policy,
@@ -84,6 +87,9 @@ class ProxyServer:
                 force_polling=reload is not None and reload.force_polling,
             ),
         )
+        # Keys, limits and budgets (docs/keys.md) and the fleet tier (docs/fleet.md); the store
+        # and the Redis URL are read here (a reload does not move them).
+        self.limits = build_limits(self.state, fleet_redis)
         self.state.telemetry.observe_breakers(self.state.engine.breakers.snapshot)
         # Every breaker state change is counted and logged (edgeproxy_breaker_transitions_total).
         self.state.engine.breakers.on_transition(self.state.telemetry.breaker_transition)
@@ -129,6 +135,7 @@ class ProxyServer:
         if encodings:
             asyncio.get_running_loop().run_in_executor(None, tokens.preload, *encodings)
         await self.state.pool.start()
+        await self.limits.start()  # the key table loaded, the fleet joined, before listening
         self.state.engine.start_probing(self.state.policy, self.state.pool.http)
         await self.state.auto.start(self.state.pool.http)  # scorecards read before listening
         app = create_app(self.state, self.allowed_hosts)
@@ -229,6 +236,7 @@ class ProxyServer:
             # connections are closed at once), then cancels what is left.
             await self._runner.cleanup()
             self._runner = None
+        await self.limits.stop()  # settlements in flight, usage rows written, Redis closed
         # After the requests in flight: their spans, metrics and access-log lines still count.
         self.state.telemetry.shutdown()
         await self.state.pool.close()

@@ -23,6 +23,7 @@ from edgeproxy.snapshot.auto import (
     ShadowSettings,
 )
 from edgeproxy.snapshot.context import AffinitySettings, ContextSettings, PromptCacheSettings
+from edgeproxy.snapshot.limits import NO_LIMITS, FleetSettings, KeySettings, Limits
 from edgeproxy.snapshot.settings import (
     DEFAULT_MAX_BYTES,
     CacheSettings,
@@ -71,6 +72,9 @@ class Candidate:
     dimensions: int | None = None
     # Inputs one embeddings request to this model may carry (None: the wire's limit).
     max_batch_inputs: int | None = None
+    # The provider's own limits on this candidate (its RPM/TPM): the proxy stops sending before
+    # the provider would answer 429 and fails over instead (docs/keys.md).
+    limits: Limits = NO_LIMITS
 
     @property
     def key(self) -> str:
@@ -151,6 +155,7 @@ class Route:
     summarizers: Mapping[str, Candidate] = field(default_factory=lambda: MappingProxyType({}))
     prompt_cache: PromptCacheSettings = field(default_factory=PromptCacheSettings)
     affinity: AffinitySettings | None = None  # cache-affinity routing (off unless written)
+    limits: Limits = NO_LIMITS  # every request of the route together (docs/keys.md)
 
     @property
     def summarizer(self) -> Candidate | None:
@@ -227,6 +232,10 @@ class Policy:
     tasks: Tasks = field(default_factory=Tasks)  # task categories, rules and classifier
     body_read_timeout: float = DEFAULT_BODY_READ_TIMEOUT  # seconds for the whole request body
     evals: EvalSettings = field(default_factory=EvalSettings)
+    keys: KeySettings = field(default_factory=KeySettings)  # virtual keys (docs/keys.md)
+    # Limits per team, by the team name keys carry (docs/keys.md).
+    teams: Mapping[str, Limits] = field(default_factory=lambda: MappingProxyType({}))
+    fleet: FleetSettings = field(default_factory=FleetSettings)  # Redis (docs/fleet.md)
 
     def route_for(self, model: str) -> Route | None:
         return self.routes.get(model)

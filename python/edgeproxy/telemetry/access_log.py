@@ -67,6 +67,8 @@ FIELDS: tuple[str, ...] = (
     "compacted",
     "compaction",
     "affinity",
+    "key",
+    "team",
 )
 
 # One request's values in FIELDS order (str, int, float, bool, None, or a list of str).

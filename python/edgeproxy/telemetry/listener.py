@@ -86,6 +86,8 @@ from edgeproxy.events import (
     Committed,
     ContextCompacted,
     FirstToken,
+    KeyAuthenticated,
+    LimitRefused,
     RelayEnded,
     RequestEvent,
     RouteDecided,
@@ -114,7 +116,7 @@ attempts_log = logging.getLogger("edgeproxy.access")
 
 NO_ROUTE = "none"  # metric label when no route matched (never the client's model string)
 MAX_CONTENT = 32_768  # characters of captured prompt or completion text per attribute
-_OK_OUTCOMES = ("ok", "cache_hit", "client_error", "shed")
+_OK_OUTCOMES = ("ok", "cache_hit", "client_error", "shed", "limited")
 
 
 class RequestTelemetry:
@@ -152,6 +154,7 @@ class RequestTelemetry:
         self.finished: Finished | None = None  # what finish() recorded (tests read it)
         self.affinity: AffinityRouted | None = None
         self._side_cost = 0.0  # summaries made for this request's compaction
+        self.key: KeyAuthenticated | None = None  # the virtual key it carried (docs/keys.md)
         self._content: dict[str, str] = {}
         builder = telemetry.spans
         if builder is None:
@@ -398,6 +401,15 @@ class RequestTelemetry:
         if self._metrics is not None:
             self._metrics.affinity_routed.add(1, (self.route or NO_ROUTE, event.outcome))
 
+    def _key_authenticated(self, event: KeyAuthenticated) -> None:
+        self.key = event
+
+    def _limit_refused(self, event: LimitRefused) -> None:
+        self.outcome = "limited"
+        self.error_type = event.limit
+        if self._metrics is not None:
+            self._metrics.limits_refused.add(1, (self.route or NO_ROUTE, event.limit))
+
     def _backing_off(self, event: BackingOff) -> None:
         if self.spans is not None:
             self.spans.event(
@@ -504,6 +516,8 @@ class RequestTelemetry:
                     if served is not None and served.compaction is not None
                     else None,
                     self.affinity.outcome if self.affinity is not None else None,
+                    self.key.name if self.key is not None else None,
+                    self.key.team if self.key is not None else None,
                 ),
             )
 
@@ -566,6 +580,11 @@ class RequestTelemetry:
         if self.affinity is not None:
             attrs["edgeproxy.affinity.outcome"] = self.affinity.outcome
             attrs["edgeproxy.affinity.home"] = self.affinity.home
+        if self.key is not None:
+            attrs["edgeproxy.key.id"] = self.key.key_id
+            attrs["edgeproxy.key.name"] = self.key.name
+            if self.key.team is not None:
+                attrs["edgeproxy.key.team"] = self.key.team
         if error_type is not None:
             attrs["error.type"] = error_type
         if self._content:
@@ -639,4 +658,6 @@ _DISPATCH: dict[type, Callable[[RequestTelemetry, Any], None]] = {
     ContextCompacted: RequestTelemetry._context_compacted,
     SummaryMade: RequestTelemetry._summary_made,
     AffinityRouted: RequestTelemetry._affinity_routed,
+    KeyAuthenticated: RequestTelemetry._key_authenticated,
+    LimitRefused: RequestTelemetry._limit_refused,
 }

@@ -345,7 +345,24 @@ class ProxyMetrics:
             description="Cache-affinity decisions: home, spilled (bounded load), unhealthy, "
             "random.",
         )
+        # Keys, limits and the fleet tier (docs/keys.md, docs/fleet.md).
+        self.limits_refused = LabelCounter(
+            "edgeproxy.limits.refused",
+            (_ROUTE, "edgeproxy.limit"),
+            unit="{request}",
+            description="Requests refused with 429 by a key's, team's or route's limit or "
+            "budget, by the limit (key:rpm, team:budget, ...).",
+        )
+        self.fleet_fallbacks = LabelCounter(
+            "edgeproxy.fleet.fallbacks",
+            ("edgeproxy.fleet.op", "edgeproxy.reason"),
+            unit="{call}",
+            description="Fleet calls answered from local state (Redis down, slower than "
+            "fleet.timeout, or failing), by operation and reason.",
+        )
         for counter in (
+            self.limits_refused,
+            self.fleet_fallbacks,
             self.requests,
             self.attempts,
             self.failovers,
@@ -381,6 +398,15 @@ class ProxyMetrics:
             unit="{line}",
             description="Access log lines dropped because the writer fell behind.",
         )
+        # The fleet's Redis as this sidecar last found it (absent without a fleet).
+        self.fleet_up: int | None = None
+        m.create_observable_gauge(
+            "edgeproxy.fleet.redis.up",
+            callbacks=[self._observe_fleet],
+            unit="1",
+            description="1 while the fleet's Redis answers, 0 while the sidecar serves on "
+            "local state.",
+        )
         m.create_observable_gauge(
             "edgeproxy.breaker.state",
             callbacks=[self._observe_breakers],
@@ -400,6 +426,9 @@ class ProxyMetrics:
     def _observe_access_log_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
         source = self.access_log_dropped_source
         return [] if source is None else [Observation(source())]
+
+    def _observe_fleet(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self.fleet_up is None else [Observation(self.fleet_up)]
 
     def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:
         source = self._breakers

@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 
 from edgeproxy.clock import Clock, SystemClock
-from edgeproxy.events import BreakerTransition
+from edgeproxy.events import BreakerTransition, FleetEvent, FleetFallback, FleetState
 from edgeproxy.telemetry.access_log import AccessLog, NoAccessLog, process_access_log
 from edgeproxy.telemetry.listener import RequestTelemetry
 from edgeproxy.telemetry.metrics import BreakerSource, ProxyMetrics, metrics_from_env
@@ -94,6 +94,20 @@ class Telemetry:
                 event.new,
                 extra={"candidate": event.key, "from": event.old, "reason": redact(event.reason)},
             )
+
+    def fleet_event(self, event: FleetEvent) -> None:
+        """The fleet tier's Redis came or went, or a call fell back to local state."""
+        metrics = self.metrics
+        if isinstance(event, FleetState):
+            if metrics is not None:
+                metrics.fleet_up = 1 if event.up else 0
+        elif isinstance(event, FleetFallback) and metrics is not None:
+            metrics.fleet_fallbacks.add(1, (event.op, event.reason))
+
+    def fleet_joined(self) -> None:
+        """A fleet tier started: the ``edgeproxy.fleet.redis.up`` gauge is shown (1)."""
+        if self.metrics is not None and self.metrics.fleet_up is None:
+            self.metrics.fleet_up = 1
 
     def observe_breakers(self, source: BreakerSource | None) -> None:
         """Feed the ``edgeproxy.breaker.state`` gauge, e.g. with ``BreakerRegistry.snapshot``."""

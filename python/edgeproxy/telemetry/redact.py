@@ -8,7 +8,7 @@ Two nets:
 - patterns for text that looks like a credential whoever it belongs to: the value after
   ``Authorization:``, ``Bearer``, ``x-api-key:``, ``api-key:``, ``api_key=``, ``password=``, …
   (the label is kept, the value goes), vendor key shapes (``sk-…`` including ``sk-ant-…`` and
-  ``sk-proj-…``, ``gsk_…``, ``xai-…``, ``AIza…``), and 32 hex digits (Azure's key shape) shortly
+  ``sk-proj-…``, ``gsk_…``, ``xai-…``, ``AIza…``, and edgeproxy's own virtual keys ``epk_…``), and 32 hex digits (Azure's key shape) shortly
   after a word such as ``key``, ``token`` or ``secret``.
 
 ``redact`` is one ``str.replace`` per registered value present plus one regex pass; a 64 KiB
@@ -72,6 +72,8 @@ _SHAPES = {
     "gsk_": re.compile(rf"{_NOT_AFTER_WORD}(?P<value>gsk_[A-Za-z0-9]{{16,}})"),
     "xai-": re.compile(rf"{_NOT_AFTER_WORD}(?P<value>xai-[A-Za-z0-9_-]{{16,}})"),
     "aiza": re.compile(rf"{_NOT_AFTER_WORD}(?P<value>AIza[0-9A-Za-z_-]{{35}})"),
+    # edgeproxy's own virtual keys (``edgeproxy keys create``: docs/keys.md).
+    "epk_": re.compile(rf"{_NOT_AFTER_WORD}(?P<value>epk_[A-Za-z0-9]{{16,}})"),
 }
 # Azure-style keys: 32 hex digits shortly after a word that says what they are.
 _HEX_KEY = re.compile(
@@ -149,6 +151,7 @@ def policy_secrets(policy: Policy) -> set[str]:
                     found.add(token.strip())
         for url in (candidate.base_url, candidate.chat_url, candidate.health_check_url):
             found.update(_url_credentials(url))
+    found.update(_url_credentials(policy.fleet.redis))  # the fleet's Redis password
     return found
 
 
