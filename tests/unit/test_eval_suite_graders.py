@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -189,3 +190,16 @@ def test_grader_types_are_the_documented_ones() -> None:
         for g in (ExactGrader, ContainsGrader, RegexGrader, JsonSchemaGrader, NumericGrader)
     }
     assert names == {"exact", "contains", "regex", "json_schema", "numeric"}
+
+
+def test_eval_without_policy_reads_the_built_in_one_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeproxy.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no policies/ here: an installed wheel's situation
+    assert main(["eval", "run", "--out", str(tmp_path / "card.json")]) == 2
+    err = capsys.readouterr().err
+    # The built-in policy loaded (it names no suite); no "policies/default.yaml" was looked for.
+    assert "no suite: pass --suite or set evals.suite in the policy" in err
+    assert "default.yaml" not in err and not (tmp_path / "card.json").exists()

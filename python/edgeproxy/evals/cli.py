@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # the commands import what they use: `edgeproxy serve` starts
 
 EXIT_CAPPED: Final = 3
 EXIT_INTERRUPTED: Final = 130
-DEFAULT_POLICY: Final = "policies/default.yaml"
+# Without --policy: the built-in policy (in the wheel as in the repository), as `edgeproxy serve`.
+BUILTIN: Final = "the built-in policy"
 
 
 def candidate_pool(policy: Policy) -> dict[str, Candidate]:
@@ -125,6 +126,14 @@ def _policy(path: str) -> Policy:
     return load_policy(path)
 
 
+def _policy_file(args: argparse.Namespace) -> None:
+    """``--policy`` as given, else the built-in policy's packaged file."""
+    if args.policy is None:
+        from edgeproxy.builtin import default_policy_path
+
+        args.policy = str(default_policy_path())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -133,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgeproxy.evals.suite import SuiteError, load_suite, resolve_suite
 
     err = Console(stderr=True)
+    _policy_file(args)
     try:
         policy = _policy(args.policy)
     except PolicyError as exc:
@@ -345,6 +355,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     from edgeproxy.evals.suite import SuiteError
 
     err = Console(stderr=True)
+    _policy_file(args)
     try:
         policy = _policy(args.policy)
     except PolicyError as exc:
@@ -440,7 +451,7 @@ def add_eval_commands(sub: argparse._SubParsersAction[Any]) -> None:
     eval_sub = evals.add_subparsers(dest="eval_command", required=True)
 
     run = eval_sub.add_parser("run", help="run a suite against candidates into a scorecard")
-    run.add_argument("--policy", default=DEFAULT_POLICY, help="the policy (candidates, prices)")
+    run.add_argument("--policy", help=f"the policy: candidates, prices (default: {BUILTIN})")
     run.add_argument("--suite", help="suite file or shipped suite name (default: evals.suite)")
     run.add_argument("--out", required=True, help="the scorecard to write (JSON)")
     run.add_argument("--candidates", help="provider/region/model,... (default: evals.candidates)")
@@ -475,7 +486,7 @@ def add_eval_commands(sub: argparse._SubParsersAction[Any]) -> None:
     schedule = eval_sub.add_parser(
         "schedule", help="re-run the suite every evals.schedule.every (docs/evals.md)"
     )
-    schedule.add_argument("--policy", default=DEFAULT_POLICY, help="the policy (re-read per run)")
+    schedule.add_argument("--policy", help=f"the policy, re-read per run (default: {BUILTIN})")
     schedule.add_argument("--every", type=_duration, help="default: evals.schedule.every")
     schedule.add_argument("--repeats", type=_positive(int), help="default: evals.schedule.repeats")
     schedule.add_argument(
