@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from types import MappingProxyType
 
 import orjson
 import pytest
@@ -207,3 +208,35 @@ async def test_watch_redraws_until_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> No
     assert code == 0 and served == 3
     assert out.getvalue().count("every 1 s, Ctrl-C to stop") == 3
     assert out.getvalue().count("alpha/us-east/gpt-4o-mini  open 12s") == 3
+
+
+def test_a_routes_task_chains_and_their_candidates_are_shown() -> None:
+    import dataclasses
+
+    base = policy()
+    route = dataclasses.replace(
+        base.routes["gpt-4o-mini"],
+        chain=(US, EU),
+        task_chains=MappingProxyType({"extraction": (BETA, EU)}),
+    )
+    doc = build_status(
+        dataclasses.replace(base, routes=MappingProxyType({"gpt-4o-mini": route})),
+        [{"key": BETA.key, "state": "open", "reason": "5 failures"}],
+        {},
+        inflight=0,
+        recent=None,
+    )
+    assert doc["routes"] == [
+        {
+            "name": "gpt-4o-mini",
+            "aliases": ["default"],
+            "chain": [US.key, EU.key],
+            "tasks": {"extraction": [BETA.key, EU.key]},
+        }
+    ]
+    # BETA serves only the task's chain: its breaker is still reported.
+    cands = {c["key"]: c for c in doc["candidates"]}  # type: ignore[attr-defined]
+    assert list(cands) == [US.key, EU.key, BETA.key]
+    assert cands[BETA.key]["breaker"]["state"] == "open"
+    text = render_status_text(doc, width=80)
+    assert f"task extraction: {BETA.key} > {EU.key}" in text

@@ -6,7 +6,8 @@ Shape (``STATUS_SCHEMA_VERSION`` 1)::
       "schema": 1,
       "policy": {"version": "ab12cd34", "source": "policies/default.yaml", "routes": 2},
       "inflight": 3,
-      "routes": [{"name": "gpt-4o-mini", "aliases": ["default"], "chain": ["alpha/us-east/…", …]}],
+      "routes": [{"name": "gpt-4o-mini", "aliases": ["default"], "chain": ["alpha/us-east/…", …],
+                  "tasks": {"extraction": ["…"]} (only a route with per-task chains)}],
       "candidates": [
         {
           "key": "alpha/us-east/gpt-4o-mini", "provider": "alpha", "region": "us-east",
@@ -65,10 +66,16 @@ def build_status(
     candidates: dict[str, dict[str, Any]] = {}
     for name in policy.route_names:
         route = policy.routes[name]
-        routes.append(
-            {"name": name, "aliases": list(route.aliases), "chain": [c.key for c in route.chain]}
-        )
-        for c in route.chain:
+        entry_route: dict[str, Any] = {
+            "name": name,
+            "aliases": list(route.aliases),
+            "chain": [c.key for c in route.chain],
+        }
+        if route.task_chains:
+            entry_route["tasks"] = {t: [c.key for c in ch] for t, ch in route.task_chains.items()}
+        routes.append(entry_route)
+        # Every candidate the route may send to: task chains and an auto route's pool as well.
+        for c in route.candidates:
             entry = candidates.get(c.key)
             if entry is None:
                 breaker = breakers.get(c.key)
@@ -191,16 +198,20 @@ def _routes_lines(status: Mapping[str, Any], width: int) -> list[Text]:
     for route in status.get("routes", []):
         aliases = route.get("aliases") or []
         name = str(route.get("name", "?")) + (f" ({', '.join(aliases)})" if aliases else "")
-        text = f"{name}: " + " > ".join(str(key) for key in route.get("chain", []))
-        wrapped = textwrap.wrap(
-            text,
-            width=max(width, 20),
-            initial_indent="  ",
-            subsequent_indent="      ",
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        lines += [Text(line) for line in wrapped]
+        texts = [f"{name}: " + " > ".join(str(key) for key in route.get("chain", []))]
+        for task, chain in (route.get("tasks") or {}).items():
+            texts.append(f"  task {task}: " + " > ".join(str(key) for key in chain))
+        for text in texts:
+            indent = "  " + " " * (len(text) - len(text.lstrip()))
+            wrapped = textwrap.wrap(
+                text.lstrip(),
+                width=max(width, 20),
+                initial_indent=indent,
+                subsequent_indent=indent + "    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            lines += [Text(line) for line in wrapped]
     return lines
 
 
