@@ -40,6 +40,8 @@ routes:
     chain: [oai/main/gpt, claude/main/sonnet, gem/main/flash]
   oai-only:
     chain: [oai/main/gpt]
+  claude-only:
+    chain: [claude/main/sonnet]
   cached:
     chain: [oai/main/gpt]
     cache: {enabled: true}
@@ -270,3 +272,32 @@ def test_a_cached_stream_replays_as_events(stack: Stack) -> None:
     assert stack.requests_to("oai") == 1
     assert [e.type for e in again] == [e.type for e in first]
     assert again[-1].response.output_text == first[-1].response.output_text
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"reasoning": {"effort": "low"}}, "reasoning.effort"),
+        (
+            {
+                "text": {
+                    "format": {"type": "json_schema", "name": "p", "schema": {"type": "object"}}
+                }
+            },
+            "text.format",
+        ),
+    ],
+)
+def test_a_field_no_candidate_can_carry_is_named_as_the_client_sent_it(
+    stack: Stack, fields: dict[str, Any], param: str
+) -> None:
+    """An Anthropic-only chain cannot carry these: the 400 names the Responses field, not the
+    inner Chat Completions one (reasoning_effort, response_format) the client never sent."""
+    with pytest.raises(openai.BadRequestError) as info:
+        stack.client().responses.create(model="claude-only", input="Hi", **fields)
+    assert info.value.param == param and info.value.request_id
+    assert stack.requests_to("claude") == 0
+    # A Chat Completions field sent to the Responses API is refused under its own name.
+    with pytest.raises(openai.BadRequestError) as sent:
+        stack.client().responses.create(model="chat", input="Hi", extra_body={"max_tokens": 5})
+    assert sent.value.param == "max_tokens"

@@ -15,7 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgeproxy.failure import AttemptFailure, FailureClass
-from edgeproxy.server.embeddings_request import batches, parse_embeddings_request, shaped
+from edgeproxy.server.embeddings_request import (
+    MAX_INPUTS,
+    batches,
+    parse_embeddings_request,
+    shaped,
+)
 from edgeproxy.server.ingress import ClientError
 from edgeproxy.snapshot import Candidate
 from edgeproxy.snapshot.wire import EmbeddingsOptions
@@ -109,12 +114,30 @@ def test_vectors_are_shaped_to_the_clients_encoding() -> None:
         ([1.0, None], "base64"),
         ([1e300], "base64"),  # beyond float32
         ([[1.0]], "float"),
+        # JSON has no NaN or infinity: as floats they would reach the client as null.
+        (base64.b64encode(array("f", [0.5, float("nan")]).tobytes()).decode(), "float"),
+        (base64.b64encode(array("f", [float("inf")]).tobytes()).decode(), "base64"),
+        ([0.5, True], "float"),  # a bool is not a number (it would reach the client as true)
+        ([False], "base64"),
+        ([], "float"),  # an empty vector
+        ("", "base64"),
+        ([10**400], "float"),  # beyond a float64
     ],
 )
 def test_a_hostile_vector_is_malformed(vector: Any, encoding: str) -> None:
     with pytest.raises(AttemptFailure) as info:
         shaped(vector, encoding)
     assert info.value.failure is FailureClass.MALFORMED and info.value.may_fail_over
+
+
+def test_more_inputs_than_openai_takes_are_refused_by_name() -> None:
+    ok = orjson.dumps({"model": "m", "input": ["a"] * MAX_INPUTS})
+    assert len(parse_embeddings_request(ok)[1].inputs) == MAX_INPUTS
+    for many in (["a"] * (MAX_INPUTS + 1), [[1]] * 100_000):
+        with pytest.raises(ClientError) as info:
+            parse_embeddings_request(orjson.dumps({"model": "m", "input": many}))
+        assert info.value.status == 400 and info.value.param == "input"
+        assert str(MAX_INPUTS) in info.value.message
 
 
 def _candidate() -> Candidate:

@@ -358,19 +358,125 @@ def test_a_blocked_prompt_is_a_content_filter_stop_and_nothing_else_is_an_answer
         assert info.value.failure is FailureClass.MALFORMED
 
 
-def test_a_hostile_usage_counts_as_nothing() -> None:
+@pytest.mark.parametrize(
+    "meta",
+    [
+        None,  # no usageMetadata at all
+        {},
+        {"candidatesTokenCount": 4},  # no prompt count
+        {"promptTokenCount": "9", "candidatesTokenCount": 4},
+        {"promptTokenCount": 9, "candidatesTokenCount": -3},
+        {"promptTokenCount": 9, "thoughtsTokenCount": True},
+        {"promptTokenCount": 9, "cachedContentTokenCount": 2**60},
+        "lots",
+    ],
+)
+def test_a_missing_or_hostile_usage_is_left_out_so_the_proxy_counts(meta: Any) -> None:
+    """Zeros would bill the answer as free: no usage at all makes the proxy count its own."""
+    data: dict[str, Any] = {
+        "candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "MAX_TOKENS"}]
+    }
+    if meta is not None:
+        data["usageMetadata"] = meta
+    out = gemini_to_openai_response(data)
+    assert "usage" not in out
+    assert out["choices"][0]["finish_reason"] == "length"
+    stream = GeminiStream(include_usage=True)
+    tail = stream.feed(b"data: " + orjson.dumps(data) + b"\r\n\r\n") + stream.finish()
+    assert stream.usage is None and b'"usage"' not in tail and tail.endswith(b"[DONE]\n\n")
+
+
+def test_a_blocked_prompts_usage_has_no_candidates_count() -> None:
     out = gemini_to_openai_response(
+        {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 7}}
+    )
+    assert out["usage"]["prompt_tokens"] == 7 and out["usage"]["completion_tokens"] == 0
+    assert out["choices"][0]["finish_reason"] == "content_filter"
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "MISSING_THOUGHT_SIGNATURE", "OTHER"],
+)
+def test_a_finish_reason_that_is_a_model_failure_is_malformed(reason: str) -> None:
+    """Not an empty ``stop``: the attempt fails and the next candidate is tried."""
+    answer = {"candidates": [{"content": {"parts": []}, "finishReason": reason}]}
+    with pytest.raises(AttemptFailure) as info:
+        WIRE.answer(orjson.dumps(answer))
+    assert info.value.failure is FailureClass.MALFORMED and reason in str(info.value)
+    stream = WIRE.stream(include_usage=False)
+    assert stream is not None
+    with pytest.raises(AttemptFailure) as again:
+        stream.feed(b"data: " + orjson.dumps(answer) + b"\r\n\r\n")
+    assert again.value.failure is FailureClass.MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("reason", "finish"),
+    [("SAFETY", "content_filter"), ("RECITATION", "content_filter"), ("MAX_TOKENS", "length")],
+)
+def test_a_stop_for_safety_or_recitation_is_content_filter(reason: str, finish: str) -> None:
+    answer = {"candidates": [{"content": {"parts": [{"text": "par"}]}, "finishReason": reason}]}
+    assert gemini_to_openai_response(answer)["choices"][0]["finish_reason"] == finish
+
+
+def _tool_with(parameters: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": parameters}}],
+    }
+    return openai_to_gemini_request(body)["tools"][0]["functionDeclarations"][0]
+
+
+def test_a_schemas_refs_defs_and_additional_properties_go_as_written() -> None:
+    # What pydantic writes for a model with a described nested model (and a strict tool's
+    # additionalProperties: false): Gemini's JSON Schema fields take all of it but the
+    # annotations next to a $ref.
+    schema = {
+        "$defs": {
+            "Address": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+                "additionalProperties": False,
+            }
+        },
+        "type": "object",
+        "properties": {
+            "home": {"$ref": "#/$defs/Address", "description": "Where", "title": "Home"},
+            "tags": {"type": "array", "items": {"$ref": "#/$defs/Address", "default": None}},
+            "either": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}]},
+            "$ref": {"type": "string", "description": "a property named $ref is data"},
+        },
+        "required": ["home"],
+        "additionalProperties": False,
+    }
+    sent = _tool_with(schema)["parametersJsonSchema"]
+    assert sent["properties"]["home"] == {"$ref": "#/$defs/Address"}
+    assert sent["properties"]["tags"]["items"] == {"$ref": "#/$defs/Address"}
+    assert sent["properties"]["either"] == schema["properties"]["either"]
+    assert sent["properties"]["$ref"] == schema["properties"]["$ref"]
+    assert sent["$defs"] == schema["$defs"] and sent["additionalProperties"] is False
+    assert schema["properties"]["home"]["description"] == "Where"  # the request is not changed
+
+
+def test_a_validating_keyword_next_to_a_ref_is_refused_by_name() -> None:
+    schema = {"type": "object", "properties": {"n": {"$ref": "#/$defs/N", "minimum": 3}}}
+    with pytest.raises(TranslationError) as info:
+        _tool_with(schema)
+    assert info.value.param == "tools[0].function.parameters.properties.n.minimum"
+    refusal = WIRE.refusal(
         {
-            "candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "MAX_TOKENS"}],
-            "usageMetadata": {
-                "promptTokenCount": "9",
-                "candidatesTokenCount": -3,
-                "thoughtsTokenCount": True,
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"items": {"$ref": "#/a", "enum": [1]}}},
             },
         }
     )
-    assert out["usage"]["prompt_tokens"] == 0 and out["usage"]["completion_tokens"] == 0
-    assert out["choices"][0]["finish_reason"] == "length"
+    assert refusal is not None and refusal.param == "response_format.json_schema.schema.items.enum"
 
 
 # -- streams -------------------------------------------------------------------------------------

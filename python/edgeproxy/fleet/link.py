@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from edgeproxy.clock import Clock
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.events import FleetEvent, FleetFallback, FleetState
 from edgeproxy.snapshot.limits import FleetSettings
 
@@ -35,7 +36,7 @@ T = TypeVar("T")
 BACKGROUND_TIMEOUT = 2.0
 
 
-class FleetUnavailable(Exception):
+class FleetUnavailable(EdgeProxyError):
     """Redis is away (or slower than the bound): answer from local state."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from edgeproxy.clock import Clock
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.keys.model import VirtualKey, digest_of
 
 log = logging.getLogger("edgeproxy.keys")
@@ -30,12 +31,12 @@ class KeySource(Protocol):
     async def fetch_all(self) -> tuple[int, list[VirtualKey]]: ...
 
 
-class StoreAway(Exception):
+class StoreAway(EdgeProxyError):
     """The store cannot be asked now (the fleet's Redis is away, and its link said so once):
     the table is kept without a warning per check."""
 
 
-class Refused(Exception):
+class Refused(EdgeProxyError):
     """Key auth failed: ``reason`` is missing, unknown, revoked or expired (never the key)."""
 
     def __init__(self, reason: str) -> None:

@@ -25,6 +25,10 @@ from edgeproxy.server.json_nesting import check_nesting
 from edgeproxy.snapshot.wire import EmbeddingInput, EmbeddingsOptions
 
 KNOWN: Final = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+# Inputs a request may hold: OpenAI's own limit, so no app written for its API sends more. It
+# bounds the answer the proxy builds (every vector is held until the last batch is in: at 3,072
+# dimensions, about 25 MB as float32), whatever number of tiny inputs a body limit lets in.
+MAX_INPUTS: Final = 2048
 _LITTLE: Final = sys.byteorder == "little"
 
 
@@ -58,6 +62,13 @@ def _inputs(value: Any) -> list[EmbeddingInput]:
         return [value]
     if not isinstance(value, list) or not value:
         raise _bad("'input' must be a string, an array of strings or of token arrays.", "input")
+    if len(value) > MAX_INPUTS:
+        raise _bad(
+            f"'input' holds {len(value)} items; at most {MAX_INPUTS} may be embedded in one "
+            "request (send the rest in more requests).",
+            "input",
+            "invalid_value",
+        )
     for i, item in enumerate(value):
         if isinstance(item, str):
             if not item:
@@ -132,9 +143,20 @@ def _malformed(detail: str) -> AttemptFailure:
     return AttemptFailure(FailureClass.MALFORMED, detail)
 
 
+_NUMBERS: Final = frozenset({float, int})
+
+
+def _finite(values: array[float]) -> bool:
+    # One C-level pass: a NaN or an infinity makes the sum one (finite float32 values cannot
+    # add up to an infinity; float64 ones beyond 1e305 are no embedding either).
+    return math.isfinite(sum(values))
+
+
 def shaped(vector: list[float] | str, encoding: str) -> tuple[list[float] | str, int]:
     """The vector in the client's ``encoding`` (floats, or base64 of little-endian float32) and
-    its length; MALFORMED for one that is neither numbers nor base64 of float32."""
+    its length; MALFORMED for one that is empty, not numbers (``true`` is not one), not base64
+    of float32, or holds NaN or an infinity (JSON has no such number: it would reach the client
+    as ``null``, or as bits no index can compare)."""
     if isinstance(vector, str):
         try:
             raw = base64.b64decode(vector, validate=True)
@@ -142,20 +164,26 @@ def shaped(vector: list[float] | str, encoding: str) -> tuple[list[float] | str,
             raise _malformed("upstream embedding is not base64") from None
         if len(raw) % 4:
             raise _malformed("upstream embedding is not base64 of float32 values")
-        if encoding == "base64":
-            return vector, len(raw) // 4
         values = array("f", raw)
         if not _LITTLE:
             values.byteswap()
-        return values.tolist(), len(values)
+        if not values:
+            raise _malformed("upstream embedding is empty")
+        if not _finite(values):
+            raise _malformed("upstream embedding holds NaN or an infinity")
+        return (vector if encoding == "base64" else values.tolist()), len(values)
+    if not vector:
+        raise _malformed("upstream embedding is empty")
+    if not _NUMBERS.issuperset(map(type, vector)):  # bool is not a number here; C-level pass
+        raise _malformed("upstream embedding holds something other than numbers")
     try:
         packed = array("f" if encoding == "base64" else "d", vector)
-    except (TypeError, OverflowError):
-        raise _malformed("upstream embedding holds something other than numbers") from None
+    except OverflowError:
+        raise _malformed("upstream embedding holds a number beyond a float's range") from None
+    if not _finite(packed):  # NaN, or a number beyond float32's range for base64
+        raise _malformed("upstream embedding holds NaN or a number beyond float32's range")
     if encoding == "float":
         return vector, len(packed)
-    if math.inf in packed or -math.inf in packed:  # a number beyond float32's range
-        raise _malformed("upstream embedding holds numbers beyond float32's range")
     if not _LITTLE:
         packed.byteswap()
     return base64.b64encode(packed.tobytes()).decode(), len(packed)

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeproxy.errors import EdgeProxyError
 from edgeproxy.fleet import FleetTier
 from edgeproxy.keys import KeyRing, KeySource, SqliteStore
 from edgeproxy.keys.usage import UsageWriter
@@ -27,12 +28,12 @@ log = logging.getLogger("edgeproxy.limits")
 FLEET_ENV = "EDGEPROXY_FLEET_REDIS"
 
 
-class LimitsMisconfigured(ValueError):
+class LimitsMisconfigured(EdgeProxyError, ValueError):
     """What the keys, limits or fleet settings cannot start with (``serve`` says it, exits 2)."""
 
 
 class KeyStoreMissing(LimitsMisconfigured):
-    pass
+    """The policy turns key auth on but names no key store (and no fleet holds one)."""
 
 
 def store_path(policy: Policy) -> Path | None:

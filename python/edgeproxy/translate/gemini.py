@@ -49,7 +49,30 @@ _FINISH: Final = {
     "PROHIBITED_CONTENT": "content_filter",
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "IMAGE_RECITATION": "content_filter",
 }
+# A finishReason that says the model failed rather than answered (a function call it could not
+# form, a tool it was not given, a thought signature missing from the request, an unsupported
+# language, "other"): the attempt fails (malformed) and the next candidate is tried. Answering
+# ``stop`` would hand the client an empty or partial answer as if it were whole.
+_FAILED: Final = frozenset(
+    {
+        "FINISH_REASON_UNSPECIFIED",
+        "OTHER",
+        "LANGUAGE",
+        "MALFORMED_FUNCTION_CALL",
+        "UNEXPECTED_TOOL_CALL",
+        "TOO_MANY_TOOL_CALLS",
+        "MISSING_THOUGHT_SIGNATURE",
+    }
+)
+
+
+def check_finish(reason: object) -> None:
+    """``TranslationError`` for a finishReason that is a failure of the model (``_FAILED``)."""
+    if reason in _FAILED:
+        raise refuse("candidates[0].finishReason", f"the model failed ({reason})")
 
 
 def finish_reason_for(reason: str | None, called: bool) -> str:
@@ -155,9 +178,55 @@ def _response_format(value: dict[str, Any]) -> dict[str, Any]:
         return {"responseMimeType": "application/json"}
     if kind == "json_schema":
         spec = as_dict(value.get("json_schema"), "response_format.json_schema")
-        schema = as_dict(spec.get("schema", {}), "response_format.json_schema.schema")
+        where = "response_format.json_schema.schema"
+        schema = gemini_schema(as_dict(spec.get("schema", {}), where), where)
         return {"responseMimeType": "application/json", "responseJsonSchema": schema}
     raise refuse("response_format", f"response_format {kind!r} is not translated to Gemini")
+
+
+# JSON Schema keywords whose value is a schema, a list of schemas or a map of them: where
+# ``gemini_schema`` looks for ``$ref`` (a keyword's *data*, such as an enum value, is not a schema).
+_SUBSCHEMA: Final = frozenset(
+    {"items", "additionalProperties", "not", "contains", "if", "then", "else", "additionalItems"}
+)
+_SUBSCHEMAS: Final = frozenset({"prefixItems", "anyOf", "oneOf", "allOf"})
+_SCHEMA_MAPS: Final = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+# What may sit next to ``$ref`` and be dropped without changing what the schema accepts.
+_ANNOTATIONS: Final = frozenset(
+    {"description", "title", "default", "examples", "deprecated", "readOnly", "writeOnly"}
+)
+
+
+def gemini_schema(schema: Any, param: str) -> Any:
+    """A JSON Schema as Gemini's ``parametersJsonSchema`` / ``responseJsonSchema`` take it.
+
+    Gemini takes JSON Schema as written (``$ref``, ``$defs``, ``anyOf``,
+    ``additionalProperties``, ...) with one documented rule: a sub-schema with ``$ref`` may hold
+    no other keyword but ``$``-keywords. Annotations next to a ``$ref`` (``description``,
+    ``title``, ``default``: what pydantic writes for a described nested model) are dropped,
+    since they do not change what the schema accepts; any other keyword there would change its
+    meaning if dropped, so it is refused (``TranslationError`` naming it).
+    """
+    if isinstance(schema, list):
+        return [gemini_schema(item, f"{param}[{i}]") for i, item in enumerate(schema)]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        where = f"{param}.{key}"
+        if "$ref" in schema and not key.startswith("$"):
+            if key in _ANNOTATIONS:
+                continue
+            raise refuse(
+                where, "Gemini takes no keyword next to a $ref but $-keywords (wrap it in anyOf)"
+            )
+        if key in _SUBSCHEMA or key in _SUBSCHEMAS:
+            out[key] = gemini_schema(value, where)
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {k: gemini_schema(v, f"{where}.{k}") for k, v in value.items()}
+        else:
+            out[key] = value
+    return out
 
 
 def _messages(messages: list[Any]) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]:
@@ -323,7 +392,8 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
     schema = function.get("parameters")
     if schema is not None:
         # JSON Schema as written (Gemini's ``parameters`` takes an OpenAPI subset only).
-        out["parametersJsonSchema"] = as_dict(schema, f"{param}.function.parameters")
+        where = f"{param}.function.parameters"
+        out["parametersJsonSchema"] = gemini_schema(as_dict(schema, where), where)
     return out
 
 
@@ -343,19 +413,38 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
 # -- Gemini -> OpenAI ---------------------------------------------------------------------------
 
 
-def _count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
-        return 0
-    return value
+_COUNTS: Final = (
+    "promptTokenCount",
+    "toolUsePromptTokenCount",
+    "thoughtsTokenCount",
+    "candidatesTokenCount",
+    "cachedContentTokenCount",
+)
 
 
-def openai_usage(meta: Mapping[str, Any]) -> dict[str, Any]:
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+def openai_usage(meta: object) -> dict[str, Any] | None:
     """Gemini's ``usageMetadata`` in OpenAI's shape: thinking tokens are billed as output (and
-    reported as reasoning tokens), cached tokens are part of the prompt's."""
-    prompt = _count(meta.get("promptTokenCount")) + _count(meta.get("toolUsePromptTokenCount"))
-    thoughts = _count(meta.get("thoughtsTokenCount"))
-    completion = _count(meta.get("candidatesTokenCount")) + thoughts
-    cached = min(_count(meta.get("cachedContentTokenCount")), prompt)
+    reported as reasoning tokens), cached tokens are part of the prompt's.
+
+    None when there is no count to take at its word (no ``usageMetadata``, no
+    ``promptTokenCount``, or a count that is not a non-negative integer): the answer then
+    carries no usage and the proxy counts its own, as for any upstream that reports none. A
+    zero would bill the answer as free. A missing ``candidatesTokenCount`` is 0 (nothing was
+    generated: a blocked prompt).
+    """
+    if not isinstance(meta, Mapping) or not _is_count(meta.get("promptTokenCount")):
+        return None
+    if any(meta.get(name) is not None and not _is_count(meta.get(name)) for name in _COUNTS):
+        return None
+    counts = {name: int(meta.get(name) or 0) for name in _COUNTS}
+    prompt = counts["promptTokenCount"] + counts["toolUsePromptTokenCount"]
+    thoughts = counts["thoughtsTokenCount"]
+    completion = counts["candidatesTokenCount"] + thoughts
+    cached = min(counts["cachedContentTokenCount"], prompt)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -415,6 +504,7 @@ def gemini_to_openai_response(
     """An OpenAI ``chat.completion`` for a ``GenerateContentResponse``. A prompt Gemini blocked
     (no candidate, ``promptFeedback.blockReason``) is an empty answer with ``content_filter``."""
     texts, calls, reason = _candidate_parts(data)
+    check_finish(reason)
     if not data.get("candidates"):
         feedback = data.get("promptFeedback")
         if not (isinstance(feedback, dict) and feedback.get("blockReason")):
@@ -427,9 +517,8 @@ def gemini_to_openai_response(
     }
     if calls:
         message["tool_calls"] = calls
-    meta = data.get("usageMetadata")
     answer_id = data.get("responseId")
-    return {
+    answer: dict[str, Any] = {
         "id": "chatcmpl-" + (answer_id if isinstance(answer_id, str) else uuid.uuid4().hex),
         "object": "chat.completion",
         "created": int(time.time()),
@@ -442,8 +531,11 @@ def gemini_to_openai_response(
                 "finish_reason": finish_reason_for(reason, bool(calls)),
             }
         ],
-        "usage": openai_usage(meta if isinstance(meta, dict) else {}),
     }
+    usage = openai_usage(data.get("usageMetadata"))
+    if usage is not None:  # none: the proxy counts the answer itself (server/usage.py)
+        answer["usage"] = usage
+    return answer
 
 
 class GeminiStreamError(EdgeProxyError):
@@ -532,9 +624,8 @@ class GeminiStream:
 
     def _translate(self, data: dict[str, Any]) -> bytes:
         if self._finished:
-            meta = data.get("usageMetadata")
-            if isinstance(meta, dict):
-                self.usage = openai_usage(meta)
+            if "usageMetadata" in data:
+                self.usage = openai_usage(data["usageMetadata"])
             return b""  # nothing after the finish is part of the answer
         out = bytearray()
         if not self._started:
@@ -544,15 +635,17 @@ class GeminiStream:
             self._model = str(data.get("modelVersion") or "")
             out += self._delta({"role": "assistant", "content": ""})
         texts, calls, reason = _candidate_parts(data)
+        check_finish(reason)
         for text in texts:
             if text:
                 out += self._delta({"content": text})
         for call in calls:
             out += self._delta({"tool_calls": [{"index": self._calls, **call}]})
             self._calls += 1
-        meta = data.get("usageMetadata")
-        if isinstance(meta, dict):
-            self.usage = openai_usage(meta)
+        if (
+            "usageMetadata" in data
+        ):  # the latest word: an unusable one leaves the count to the proxy
+            self.usage = openai_usage(data["usageMetadata"])
         if reason is not None or (not data.get("candidates") and _blocked(data)):
             self._finished = True
             out += self._delta({}, finish_reason_for(reason or "SAFETY", self._calls > 0))

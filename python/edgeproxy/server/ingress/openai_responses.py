@@ -36,6 +36,30 @@ from edgeproxy.translate.responses_api import (
     responses_to_chat_request,
 )
 
+# Inner Chat Completions fields a refusal may name (a candidate's wire cannot carry one), as
+# the Responses API names them: the client is told about the field it sent.
+_CLIENT_PARAMS: Final = (
+    ("response_format.json_schema", "text.format"),
+    ("response_format", "text.format"),
+    ("reasoning_effort", "reasoning.effort"),
+    ("verbosity", "text.verbosity"),
+    ("max_tokens", "max_output_tokens"),
+)
+
+
+def client_param(param: str | None) -> str | None:
+    """``param`` of the inner request in the Responses API's names."""
+    if param is None:
+        return None
+    for inner, outer in _CLIENT_PARAMS:
+        if param == inner or param.startswith(inner + "."):
+            return outer + param[len(inner) :]
+    return param
+
+
+class ResponsesFieldError(ClientError):
+    """A refusal that names a field of the client's own Responses body (never renamed)."""
+
 
 def parse_responses_request(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     """The Responses body, checked, and its inner Chat Completions body (``ClientError``)."""
@@ -57,7 +81,7 @@ def parse_responses_request(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]
         inner = responses_to_chat_request(body)
     except TranslationError as exc:
         invalid = exc.message.startswith(("expected", "a non-empty"))
-        raise ClientError(
+        raise ResponsesFieldError(
             400,
             f"Invalid '{exc.param}': {exc.message}."
             if invalid
@@ -116,6 +140,8 @@ class OpenAIResponsesIngress:
         return CHAT.not_served(model, served)
 
     def error_response(self, err: ClientError, request_id: str) -> web.Response:
+        if not isinstance(err, ResponsesFieldError):
+            err.param = client_param(err.param)
         return error_response(err, request_id)
 
     def answer(self, response: web.Response, request: IngressRequest, rid: str) -> web.Response:
