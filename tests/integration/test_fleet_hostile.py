@@ -125,6 +125,7 @@ def test_a_sidecar_whose_redis_never_answers_starts_and_serves(
     refused = stack.http.post("/v1/chat/completions", json=ASK, headers={"x-api-key": "epk_x"})
     assert refused.status_code == 401  # no key table was ever read: no key is known
     status = stack.http.get("/admin/status")
+    assert status.status_code == 200 and "redis_up" in status.text
     assert "hole-password-1234" not in status.text
 
 
@@ -270,7 +271,9 @@ def test_the_redis_password_never_shows(
     fleet = stack.proxy.state.fleet
     assert fleet is not None and fleet.link.up
     for path in ("/admin/status", "/metrics"):
-        assert "fleet-pass-5678" not in stack.http.get(path).text
+        shown = stack.http.get(path)
+        assert shown.status_code == 200 and "fleet" in shown.text
+        assert "fleet-pass-5678" not in shown.text
     with httpx.Client(base_url=stack.proxy.url) as client:
         bad = client.post("/v1/chat/completions", json={"model": "nope", "messages": []})
         assert "fleet-pass-5678" not in bad.text
