@@ -20,7 +20,9 @@ standard meaning fits, it is a second base (``except TimeoutError`` still catche
     ├── LeaderFailed, FollowerTimeout (also TimeoutError)   coalesced identical requests
     ├── FileRefused                  a policy or key file that may not be read
     ├── Refused                      key auth failed: missing, unknown, revoked or expired (keys)
-    ├── KeyStoreMissing (also ValueError)   key auth on without a key store (serve refuses)
+    ├── StoreAway                    the key store cannot be asked now: the ring keeps its table
+    ├── LimitsMisconfigured (also ValueError)   keys/limits/fleet settings serve cannot start with
+    │   └── KeyStoreMissing          key auth on without a key store (serve refuses)
     ├── GeminiStreamError            an error inside a Gemini stream (translate.gemini)
     ├── FleetUnavailable             Redis away or slower than its bound: serve on local state
     ├── TracingConfigError, MetricsConfigError (also ValueError)   OTEL_* settings

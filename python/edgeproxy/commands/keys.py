@@ -36,6 +36,15 @@ examples:
 the store is the policy's: Redis when it names a fleet (fleet.redis, else the variable
 EDGEPROXY_FLEET_REDIS), else its SQLite file (keys.store). A key is shown once, by create.
 """
+CREATE_EXAMPLES = """\
+  edgeproxy keys create --policy policy.yaml --name ci-bot
+  edgeproxy keys create --policy policy.yaml --name ci-bot --team search --budget 50usd/month \\
+      --rpm 60 --tpm 100000 --routes gpt-4o-mini,claude --expires 2026-12-31
+  edgeproxy keys create --policy policy.yaml --name demo --expires 2026-06-30T18:00:00+02:00
+
+--budget is <amount>usd/<day|week|month> (UTC periods); --expires a date (the key stops at
+00:00 UTC that day) or an ISO date-time in the future. The key is printed once, on stdout.
+"""
 FLEET_ENV = "EDGEPROXY_FLEET_REDIS"
 GROUPS = ("key", "team", "route", "model")
 
@@ -60,8 +69,17 @@ def add_keys(sub: Subparsers) -> None:
         parser.add_argument("--json", action="store_true", help="print JSON")
         return parser
 
+    def sub_parser(name: str, summary: str, examples: str) -> argparse.ArgumentParser:
+        return keys_sub.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog="examples:\n" + examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
     create = with_policy(
-        keys_sub.add_parser("create", help="make a key (printed once) with its limits")
+        sub_parser("create", "make a key (printed once) with its limits", CREATE_EXAMPLES)
     )
     create.add_argument("--name", required=True, help="what the key is for (shown in logs)")
     create.add_argument("--team", default=None, help="the team (its limits: the policy's teams)")
@@ -78,13 +96,32 @@ def add_keys(sub: Subparsers) -> None:
         help="2026-12-31: it stops working that day (UTC)",
     )
     create.set_defaults(func=cmd_create)
-    listing = with_policy(keys_sub.add_parser("list", help="the keys (never the keys themselves)"))
+    listing = with_policy(
+        sub_parser(
+            "list",
+            "the keys (never the keys themselves)",
+            "  edgeproxy keys list --policy policy.yaml\n"
+            "  edgeproxy keys list --policy policy.yaml --json\n",
+        )
+    )
     listing.set_defaults(func=cmd_list)
-    revoke = with_policy(keys_sub.add_parser("revoke", help="revoke a key by id or name"))
+    revoke = with_policy(
+        sub_parser(
+            "revoke",
+            "revoke a key by id or name",
+            "  edgeproxy keys revoke --policy policy.yaml ci-bot\n"
+            "  edgeproxy keys revoke --policy policy.yaml key_1a2b3c4d5e6f\n",
+        )
+    )
     revoke.add_argument("key", help="the key's id (key_…) or name")
     revoke.set_defaults(func=cmd_revoke)
     usage = with_policy(
-        keys_sub.add_parser("usage", help="spend and tokens per key, team, route, model")
+        sub_parser(
+            "usage",
+            "spend and tokens per key, team, route, model",
+            "  edgeproxy keys usage --policy policy.yaml --period month --by team,model\n"
+            "  edgeproxy keys usage --policy policy.yaml --period day --by key --json\n",
+        )
     )
     usage.add_argument("--period", choices=PERIODS, default="month", help="this UTC day/week/month")
     usage.add_argument(
@@ -157,7 +194,12 @@ class _Redis:
 def _store(policy: Policy) -> Store | None:
     url = policy.fleet.redis or os.environ.get(FLEET_ENV)
     if url:
-        return _Redis(url, policy.fleet.prefix)
+        try:
+            return _Redis(url, policy.fleet.prefix)
+        except ValueError as exc:  # redis-py's URL parser: a port that is not a number, ...
+            where = "fleet.redis" if policy.fleet.redis else FLEET_ENV
+            print(f"edgeproxy keys: {where} is not a valid Redis URL: {exc}", file=sys.stderr)
+            return None
     if policy.keys.store is not None:
         path = Path(policy.keys.store)
         if not path.is_absolute():
@@ -208,6 +250,11 @@ async def _create(args: argparse.Namespace, policy: Policy, store: Store) -> int
         budget = Budget.parse(args.budget) if args.budget else None
         limits = Limits(rpm=args.rpm, tpm=args.tpm, budget=budget)
         expires = parse_expiry(args.expires) if args.expires else None
+        if expires is not None and expires <= time.time():
+            raise ValueError(
+                f"--expires {args.expires} is in the past: the key would never work "
+                "(a date means 00:00 UTC that day)"
+            )
     except ValueError as exc:
         print(f"edgeproxy keys create: {exc}", file=sys.stderr)
         return 2

@@ -190,7 +190,7 @@ async def _serve(args: argparse.Namespace, path: Path, policy: Policy) -> int:
     from edgeproxy.server.admin import ADMIN_TOKEN_ENV, METRICS_TOKEN_ENV
     from edgeproxy.server.connections import ConnectionSettings
     from edgeproxy.server.hosts import is_loopback
-    from edgeproxy.server.limiter import FLEET_ENV, KeyStoreMissing
+    from edgeproxy.server.limiter import FLEET_ENV, LimitsMisconfigured
     from edgeproxy.server.runner import ProxyServer
 
     token = os.environ.get(ADMIN_TOKEN_ENV) or None
@@ -218,7 +218,7 @@ async def _serve(args: argparse.Namespace, path: Path, policy: Policy) -> int:
             shutdown_timeout=args.drain_timeout,
             fleet_redis=os.environ.get(FLEET_ENV) or None,
         )
-    except KeyStoreMissing as exc:
+    except LimitsMisconfigured as exc:
         print(f"edgeproxy: {exc}", file=sys.stderr)
         return 2
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -31,6 +32,9 @@ from edgeproxy.resilience.breaker import BreakerRegistry
 log = logging.getLogger("edgeproxy.fleet")
 FLEET_REASON = "fleet: "
 MAX_REASON = 200
+# An ejection received is held at most a day (the hash is shared: what another writer put there
+# must not take a candidate out for good).
+MAX_EJECTION = 86_400.0
 
 
 class HealthShare:
@@ -104,8 +108,11 @@ class HealthShare:
     # -- what the others saw ----------------------------------------------------------------
 
     def apply_open(self, key: str, seconds: float, info: dict[str, object]) -> bool:
-        if info.get("by") == self.sidecar or key not in self._known() or not seconds > 0:
+        if info.get("by") == self.sidecar or key not in self._known():
             return False
+        if not 0 < seconds < math.inf:  # NaN or infinite: not what a breaker publishes
+            return False
+        seconds = min(seconds, MAX_EJECTION)
         breaker = self._breakers().get(key)
         if breaker.state == "open" and (breaker.reopen_at or 0) >= (
             self._clock.monotonic() + seconds
@@ -142,14 +149,18 @@ class HealthShare:
         found = await self.link.background("health", lambda r: self._all([self._hash], [], r))
         now = float(found[0])
         for i in range(1, len(found) - 1, 2):
-            key = found[i].decode()
-            until, _, payload = found[i + 1].decode().partition("\t")
+            # The hash is shared: a field another writer put there is skipped, never a failed
+            # start (this runs before the sidecar listens).
             try:
+                key = found[i].decode()
+                until, _, payload = found[i + 1].decode().partition("\t")
                 info = orjson.loads(payload)
-            except orjson.JSONDecodeError:
+                seconds = float(until) - now
+            except (ValueError, AttributeError):  # UnicodeDecodeError, JSONDecodeError included
+                log.warning("fleet: an unreadable ejection in the health hash was ignored")
                 continue
             if isinstance(info, dict):
-                self.apply_open(key, float(until) - now, info)
+                self.apply_open(key, seconds, info)
 
     # -- the subscriber ---------------------------------------------------------------------
 

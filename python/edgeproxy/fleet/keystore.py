@@ -9,31 +9,46 @@ change (sidecars reload the table when it does). Usage rows are hashes per UTC d
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
 from edgeproxy.fleet.counters import SEP
+from edgeproxy.fleet.link import FleetUnavailable, RedisLink
 from edgeproxy.keys.model import VirtualKey
+from edgeproxy.keys.ring import StoreAway
 from edgeproxy.limits.asks import UsageRow
 from edgeproxy.limits.periods import days_between
 
+T = TypeVar("T")
+
 
 class RedisKeyStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    """``link``: a sidecar's (its reads are bounded, and not made while Redis is away: the
+    ring keeps its table); without it, the ``edgeproxy keys`` command's own client."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str, link: RedisLink | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
+        self._link = link
         self._table = f"{prefix}:keys"
         self._version = f"{prefix}:keys:version"
 
+    async def _read(self, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+        if self._link is None:
+            return await fn(self.redis)
+        try:
+            return await self._link.background("keys", fn)
+        except FleetUnavailable:
+            raise StoreAway from None
+
     async def fetch_version(self) -> int | None:
-        raw = await self.redis.get(self._version)
+        raw = await self._read(lambda r: r.get(self._version))
         return int(raw) if raw is not None else None
 
     async def fetch_all(self) -> tuple[int, list[VirtualKey]]:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._version)
-            pipe.hvals(self._table)
-            version, records = await pipe.execute()
+        version, records = await self._read(self._table_of)
         keys = []
         for record in records:
             try:
@@ -41,6 +56,13 @@ class RedisKeyStore:
             except (ValueError, KeyError, TypeError):
                 continue
         return int(version or 0), keys
+
+    async def _table_of(self, client: aioredis.Redis) -> tuple[bytes | None, list[bytes]]:
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.get(self._version)
+            pipe.hvals(self._table)
+            version, records = await pipe.execute()
+        return version, records
 
     async def create(self, key: VirtualKey) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

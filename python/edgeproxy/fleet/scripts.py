@@ -132,12 +132,16 @@ return 1
 )
 
 # The shared cache: an entry is a hash {v: compressed bytes, t: stored at (Redis ms)}.
+# An entry of another shape (a key another writer put there) is a miss, never a script error:
+# an error would mark Redis away for every sidecar's counters too.
 CACHE_GET = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return false end
 local r = redis.call('HMGET', KEYS[1], 'v', 't')
-if not r[1] then return false end
+local stored = tonumber(r[2])
+if not r[1] or not stored then return false end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-return {r[1], tostring(now - tonumber(r[2])), tostring(redis.call('PTTL', KEYS[1]))}
+return {r[1], tostring(now - stored), tostring(redis.call('PTTL', KEYS[1]))}
 """
 CACHE_PUT = """
 local t = redis.call('TIME')

@@ -47,7 +47,7 @@ class FleetTier:
             if settings.health
             else None
         )
-        self.keystore = RedisKeyStore(self.link.redis, settings.prefix)
+        self.keystore = RedisKeyStore(self.link.redis, settings.prefix, self.link)
 
     async def cache_lookup(
         self, cache: PromptCache, plan: CachePlan, stream: bool

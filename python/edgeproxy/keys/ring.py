@@ -31,6 +31,11 @@ class KeySource(Protocol):
     async def fetch_all(self) -> tuple[int, list[VirtualKey]]: ...
 
 
+class StoreAway(EdgeProxyError):
+    """The store cannot be asked now (the fleet's Redis is away, and its link said so once):
+    the table is kept without a warning per check."""
+
+
 class Refused(EdgeProxyError):
     """Key auth failed: ``reason`` is missing, unknown, revoked or expired (never the key)."""
 
@@ -110,6 +115,8 @@ class KeyRing:
             if version == self.version:
                 return
             version, keys = await self.source.fetch_all()
+        except StoreAway:
+            return
         except Exception as exc:
             log.warning(
                 "the key store could not be read: the last key table is kept",

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -435,6 +436,10 @@ def _redis_url(value: str) -> str:
         raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
     if any(ch.isspace() for ch in value):
         raise ValueError("a Redis URL has no spaces")
+    try:
+        urlsplit(value).port  # noqa: B018 - read for its check: a port that is not a number
+    except ValueError:
+        raise ValueError("a Redis URL's port is a number (redis://host:6379/0)") from None
     return value
 
 

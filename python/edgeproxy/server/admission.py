@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -41,6 +41,7 @@ from edgeproxy.limits import (
     Verdict,
     period_bounds,
 )
+from edgeproxy.limits.local import USD_EPSILON
 from edgeproxy.limits.periods import day_name
 from edgeproxy.server.ingress import ClientError
 from edgeproxy.server.ledger import Ledger
@@ -144,38 +145,72 @@ def _scopes(
     return [s for s in scopes if not s[3].empty]
 
 
-def worst_cost(chain: Sequence[Candidate], body: dict[str, object], prompt: int) -> float:
+def worst_cost(
+    chain: Sequence[Candidate], answer: Callable[[Candidate], int], prompt: int
+) -> float:
     """The most a request can cost: its prompt (written to a provider cache, if that is
-    dearer) and its whole ``max_tokens`` on the dearest candidate of the chain."""
+    dearer) and its whole answer room (``answer``: ``max_tokens``) on the dearest candidate."""
     worst = 0.0
     for candidate in chain:
         price = candidate.price
         if price is None:
             continue
-        written = Usage(0, answer_room(body, candidate), 0, prompt)
-        plain = Usage(prompt, answer_room(body, candidate))
+        written = Usage(0, answer(candidate), 0, prompt)
+        plain = Usage(prompt, answer(candidate))
         worst = max(worst, cost_usd(price, written), cost_usd(price, plain))
     return worst
 
 
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What admission needs of a request, whichever endpoint it came in by (a chat exchange,
+    ``/v1/embeddings``): its route and key, its prompt's tokens in an encoding (``count``), the
+    tokens each candidate may answer with (``answer``), and the ledger its usage is read from."""
+
+    policy: Policy
+    route: Route
+    key: VirtualKey | None
+    count: Callable[[str], Awaitable[int]]
+    answer: Callable[[Candidate], int]
+    ledger: Ledger
+    answer_param: str = "max_tokens"  # what the client lowers when its answer room is too big
+    prompt_param: str = "messages"
+
+
+def chat_asked(exchange: Exchange, request: web.Request) -> Asked:
+    body: Mapping[str, Any] = exchange.body
+    return Asked(
+        exchange.policy,
+        exchange.route,
+        request.get(PRINCIPAL),
+        exchange.prompt.count,
+        lambda candidate: answer_room(body, candidate),
+        exchange.ledger,
+    )
+
+
 async def admit(exchange: Exchange, request: web.Request, plan: Plan) -> Granted:
-    """The key's, team's and route's limits for this request, or a 429 naming the one hit."""
-    state = exchange.state
-    limiter: Limiter = state.limiter
-    key = request.get(PRINCIPAL)
-    granted = Granted(exchange, key, limiter)
+    """A chat exchange's admission (``admit_request``)."""
+    return await admit_request(exchange.state.limiter, chat_asked(exchange, request), plan.chain)
+
+
+async def admit_request(limiter: Limiter, asked: Asked, chain: Sequence[Candidate]) -> Granted:
+    """The key's, team's and route's limits for this request, or a 429 naming the one hit (a
+    400 when the request could never fit one, however long it waited)."""
+    key = asked.key
+    granted = Granted(asked, limiter)
     counters = limiter.counters
     if counters is None:
         return granted
-    scopes = _scopes(key, exchange.policy, exchange.route)
-    if any(limits.tpm or limits.budget for *_, limits in scopes) or _provider_tpm(plan.chain):
-        first = plan.chain[0]
-        granted.prompt_tokens = await exchange.prompt.count(first.tokenizer)
-    granted.provider = ProviderLimits(exchange, granted, counters)
+    scopes = _scopes(key, asked.policy, asked.route)
+    if any(limits.tpm or limits.budget for *_, limits in scopes) or _provider_tpm(chain):
+        granted.prompt_tokens = await asked.count(chain[0].tokenizer)
+    granted.provider = ProviderLimits(asked, granted, counters)
     if not scopes:
         return granted
-    tokens = granted.prompt_tokens + max(answer_room(exchange.body, c) for c in plan.chain)
-    usd = worst_cost(plan.chain, exchange.body, granted.prompt_tokens)
+    room = max(asked.answer(c) for c in chain)
+    tokens = granted.prompt_tokens + room
+    usd = worst_cost(chain, asked.answer, granted.prompt_tokens)
     wall = limiter.wall()
     rates: list[RateAsk] = []
     budgets: list[BudgetAsk] = []
@@ -190,6 +225,15 @@ async def admit(exchange: Exchange, request: web.Request, plan: Plan) -> Granted
                 )
             )
         if limits.tpm is not None:
+            if tokens > limits.tpm:
+                raise _never_fits(
+                    f"{scope}:tpm",
+                    f"This request reserves {tokens} tokens ({granted.prompt_tokens} of prompt, "
+                    f"{room} of answer room), more than the whole limit of {label}: "
+                    f"{limits.tpm} tokens per minute. It can never be admitted: lower "
+                    f"`{asked.answer_param}` (or shorten the prompt).",
+                    asked.answer_param if room else asked.prompt_param,
+                )
             rates.append(
                 RateAsk(
                     f"{scope}:{name}:tpm",
@@ -200,6 +244,15 @@ async def admit(exchange: Exchange, request: web.Request, plan: Plan) -> Granted
                 )
             )
         if limits.budget is not None:
+            if limits.budget.usd > 0 and usd > limits.budget.usd + USD_EPSILON:
+                raise _never_fits(
+                    f"{scope}:budget",
+                    f"This request may cost up to {usd:.6f} USD (its prompt and its whole "
+                    f"answer room on the dearest model of the route), more than the whole "
+                    f"budget of {label}: {limits.budget}. It can never be admitted: lower "
+                    f"`{asked.answer_param}` (or shorten the prompt).",
+                    asked.answer_param if room else asked.prompt_param,
+                )
             start, end, period_id = period_bounds(limits.budget.period, wall)
             budgets.append(
                 BudgetAsk(
@@ -215,10 +268,10 @@ async def admit(exchange: Exchange, request: web.Request, plan: Plan) -> Granted
                     f"{scope}:budget ({label}: {limits.budget} in {period_id})",
                 )
             )
-    admission = Admission(tuple(rates), tuple(budgets), hold=exchange.route.timeouts.total + 60)
+    admission = Admission(tuple(rates), tuple(budgets), hold=asked.route.timeouts.total + 60)
     verdict = await counters.admit(admission)
     if not verdict.admitted:
-        raise _refused(verdict, exchange)
+        raise _refused(verdict, asked.ledger)
     granted.ticket = verdict.ticket
     return granted
 
@@ -227,12 +280,25 @@ def _provider_tpm(chain: Sequence[Candidate]) -> bool:
     return any(c.limits.tpm is not None for c in chain)
 
 
-def _refused(verdict: Verdict, exchange: Exchange) -> ClientError:
+def _never_fits(limit: str, message: str, param: str) -> ClientError:
+    """A request above the whole of a limit: no wait would let it in, so not a 429 (a client
+    that honours ``Retry-After`` would retry it forever) but a 400 saying what to lower."""
+    return ClientError(
+        400,
+        message,
+        code="request_exceeds_limit",
+        param=param,
+        type="invalid_request_error",
+        headers={LIMIT_HEADER: limit, "x-should-retry": "false"},
+    )
+
+
+def _refused(verdict: Verdict, ledger: Ledger) -> ClientError:
     hit = verdict.hit
     assert hit is not None
     wait = max(1, round(verdict.retry_after + 0.499))
     limit = hit.label.split(" ", 1)[0]
-    exchange.ledger.on_event(LimitRefused(limit, verdict.retry_after))
+    ledger.on_event(LimitRefused(limit, verdict.retry_after))
     what = "budget is spent" if isinstance(hit, BudgetAsk) else "rate limit is reached"
     return ClientError(
         429,
@@ -247,8 +313,8 @@ class ProviderLimits:
     """The attempt loop's ``CandidateLimits``: a candidate's own RPM/TPM (``limits`` of its
     model), asked per attempt; the reservations are settled with the exchange's."""
 
-    def __init__(self, exchange: Exchange, granted: Granted, counters: Counters) -> None:
-        self._exchange = exchange
+    def __init__(self, asked: Asked, granted: Granted, counters: Counters) -> None:
+        self._asked = asked
         self._granted = granted
         self._counters = counters
 
@@ -263,8 +329,8 @@ class ProviderLimits:
                 RateAsk(f"candidate:{key}:rpm", limits.rpm, 1, f"provider rpm {limits.rpm}")
             )
         if limits.tpm is not None:
-            prompt = await self._exchange.prompt.count(candidate.tokenizer)
-            tokens = prompt + answer_room(self._exchange.body, candidate)
+            prompt = await self._asked.count(candidate.tokenizer)
+            tokens = prompt + self._asked.answer(candidate)
             rates.append(
                 RateAsk(
                     f"candidate:{key}:tpm",
@@ -291,8 +357,7 @@ class ProviderLimits:
 class Granted:
     """What the exchange holds until it ends: its tickets, settled once with its usage."""
 
-    exchange: Exchange
-    key: VirtualKey | None
+    asked: Asked
     limiter: Limiter
     ticket: Ticket | None = None
     prompt_tokens: int = 0
@@ -304,7 +369,7 @@ class Granted:
         if self.settled:
             return
         self.settled = True
-        rows = usage_rows(ledger, self.key, self.exchange.route.name, self.limiter.wall())
+        rows = usage_rows(ledger, self.asked.key, self.asked.route.name, self.limiter.wall())
         tokens = sum(e.input_tokens + e.output_tokens for e in ledger.entries.values())
         limiter = self.limiter
         if self.ticket is not None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import resource
 import time
 from collections.abc import Callable
@@ -41,6 +42,9 @@ from aiohttp import web
 
 from edgeproxy.server.context import SERVER_HEADER, new_request_id
 from edgeproxy.server.responses import error_body
+
+# From a quote (a repr of the bytes aiohttp's parser refused) to the end of its message.
+_QUOTED = re.compile(r"[:\s]*(?<![A-Za-z0-9])b?['\"].*$", re.DOTALL)
 
 log = logging.getLogger("edgeproxy.server")
 
@@ -299,7 +303,9 @@ class _GuardedHandler(web.RequestHandler):
         if status >= 500 or request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         reason = (getattr(exc, "message", None) or message or "malformed request").splitlines()[0]
-        reason = reason[:200]
+        # aiohttp quotes the offending bytes ("... when reading: b'Bearer sk-…'"): a header
+        # that was too long or malformed may be a credential, so what it quotes never leaves.
+        reason = _QUOTED.sub("", reason)[:200]
         self.logger.debug("bad HTTP request from %s: %s", request.remote, reason)
         rid = new_request_id(None)
         body = error_body(

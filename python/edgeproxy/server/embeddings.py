@@ -32,7 +32,9 @@ from edgeproxy.cache.layer import HEADER as CACHE_HEADER
 from edgeproxy.cache.layer import HIT, CachePlan
 from edgeproxy.events import CacheLooked, CandidateSkipped, RouteDecided, SkipReason
 from edgeproxy.failure import AttemptFailure, FailureClass
-from edgeproxy.resilience.attempts import AttemptLoop, Deadline, PassThrough
+from edgeproxy.keys import VirtualKey
+from edgeproxy.resilience.attempts import AttemptLoop, CandidateLimits, Deadline, PassThrough
+from edgeproxy.server.admission import PRINCIPAL, Asked, admit_request, check_route
 from edgeproxy.server.attempt import MAX_RESPONSE_BYTES, Within
 from edgeproxy.server.cached_answers import who_served
 from edgeproxy.server.context import ProxyState
@@ -121,6 +123,8 @@ class EmbeddingsExchange:
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         route, cache = self.route, self.state.cache
+        key = request.get(PRINCIPAL)
+        check_route(key, route)  # a key limited to other routes: 403, as for chat
         plan = cache.plan(
             self.raw,
             self.body,
@@ -141,7 +145,7 @@ class EmbeddingsExchange:
             }
             return web.Response(body=reply.body, content_type="application/json", headers=headers)
         self.ledger.on_event(CacheLooked(plan.status))
-        return await self._serve_upstream(plan)
+        return await self._serve_upstream(plan, key)
 
     def _route_decided(self, skipped: tuple[CandidateSkipped, ...]) -> None:
         route = self.route
@@ -198,12 +202,40 @@ class EmbeddingsExchange:
 
     # -- the attempts -------------------------------------------------------------------------
 
-    async def _serve_upstream(self, cache_plan: CachePlan) -> web.Response:
-        route, engine, policy, ledger = self.route, self.state.engine, self.policy, self.ledger
+    async def _total_tokens(self, encoding: str) -> int:
+        return sum(await self.counts(encoding))
+
+    async def _serve_upstream(self, cache_plan: CachePlan, key: VirtualKey | None) -> web.Response:
         chain, skipped = await self._plan()
         self._route_decided(skipped)
         if not chain:
             raise _nothing_embeds(skipped)
+        # The key's, team's and route's limits and budgets, as for chat (docs/keys.md): the
+        # inputs' tokens are what is reserved (an embedding has no answer tokens).
+        asked = Asked(
+            self.policy,
+            self.route,
+            key,
+            self._total_tokens,
+            lambda candidate: 0,
+            self.ledger,
+            answer_param="input",
+            prompt_param="input",
+        )
+        granted = await admit_request(self.state.limiter, asked, chain)
+        try:
+            return await self._attempts(cache_plan, chain, skipped, granted.provider)
+        finally:
+            granted.settle(self.ledger)
+
+    async def _attempts(
+        self,
+        cache_plan: CachePlan,
+        chain: tuple[Candidate, ...],
+        skipped: tuple[CandidateSkipped, ...],
+        limits: CandidateLimits | None,
+    ) -> web.Response:
+        route, engine, policy, ledger = self.route, self.state.engine, self.policy, self.ledger
         engine.budget.request_started()
         loop: AttemptLoop[Embedded] = AttemptLoop(
             chain=chain,
@@ -215,6 +247,7 @@ class EmbeddingsExchange:
             listener=ledger,
             quota_ejection=policy.engine.quota_ejection,
             describe=describe,
+            limits=limits,
         )
         try:
             outcome = await loop.run(self._attempt)

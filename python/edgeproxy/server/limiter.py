@@ -28,7 +28,11 @@ log = logging.getLogger("edgeproxy.limits")
 FLEET_ENV = "EDGEPROXY_FLEET_REDIS"
 
 
-class KeyStoreMissing(EdgeProxyError, ValueError):
+class LimitsMisconfigured(EdgeProxyError, ValueError):
+    """What the keys, limits or fleet settings cannot start with (``serve`` says it, exits 2)."""
+
+
+class KeyStoreMissing(LimitsMisconfigured):
     """The policy turns key auth on but names no key store (and no fleet holds one)."""
 
 
@@ -78,15 +82,19 @@ def build_limits(state: ProxyState, fleet_redis: str | None = None) -> Limits:
     if url is not None:
         local = LocalCounters(clock)
         telemetry = state.telemetry
-        fleet = FleetTier(
-            url,
-            policy.fleet,
-            clock,
-            local=local,
-            breakers=lambda: state.engine.breakers,
-            known=lambda: {c.key for r in state.policy.routes.values() for c in r.candidates},
-            listener=telemetry.fleet_event,
-        )
+        try:
+            fleet = FleetTier(
+                url,
+                policy.fleet,
+                clock,
+                local=local,
+                breakers=lambda: state.engine.breakers,
+                known=lambda: {c.key for r in state.policy.routes.values() for c in r.candidates},
+                listener=telemetry.fleet_event,
+            )
+        except ValueError as exc:  # redis-py's URL parser (its message never holds the URL)
+            where = "fleet.redis" if policy.fleet.redis else FLEET_ENV
+            raise LimitsMisconfigured(f"{where} is not a valid Redis URL: {exc}") from None
         telemetry.fleet_joined()
         source = fleet.keystore
         state.limiter = Limiter(counters=fleet.counters, record=fleet.counters.record)

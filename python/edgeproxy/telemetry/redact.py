@@ -26,6 +26,7 @@ policy, however often the policy is reloaded.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections import deque
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from edgeproxy.snapshot import Policy
 
 REDACTED: Final = "[REDACTED]"
+FLEET_REDIS_ENV: Final = "EDGEPROXY_FLEET_REDIS"  # the fleet's Redis URL (may hold a password)
 
 # Shorter values are too likely to match ordinary text (and too weak to be real keys).
 MIN_SECRET_LENGTH: Final = 8
@@ -152,6 +154,8 @@ def policy_secrets(policy: Policy) -> set[str]:
         for url in (candidate.base_url, candidate.chat_url, candidate.health_check_url):
             found.update(_url_credentials(url))
     found.update(_url_credentials(policy.fleet.redis))  # the fleet's Redis password
+    # ... or the one the environment gives when the policy names no Redis (docs/fleet.md).
+    found.update(_url_credentials(os.environ.get(FLEET_REDIS_ENV)))
     return found
 
 
