@@ -243,3 +243,25 @@ def test_explain_counts_with_edgeproxy_tokens_or_falls_back(
     tokens, method = count_prompt_tokens(body, "gpt-4o-mini")
     assert method == "estimate: 4 characters a token"
     assert tokens == estimate_tokens(body["messages"])
+
+
+def test_explain_counts_in_each_candidates_tokenizer_not_its_name() -> None:
+    # "m" implies cl100k_base by its name; the policy says p's "m" is counted o200k_base and q's
+    # by estimate, as the request path counts them.
+    text = EU.replace(
+        "m: {context_window: 128000}", "m: {context_window: 128000, tokenizer: o200k_base}"
+    )
+    text = text.replace(
+        "models: {m: {context_window: 32768}}",
+        "models: {m: {context_window: 32768, tokenizer: estimate}}",
+    )
+    policy = load_policy_text(text, "t.yaml", {})
+    body = {
+        "model": "r",
+        "messages": [{"role": "user", "content": "你好世界今天天气很好 " * 100}],
+    }
+    e = explain(policy, body)
+    assert e.token_method == "exact: o200k_base"
+    assert e.prompt_tokens == count_prompt_tokens(body, "m", "o200k_base")[0]
+    assert e.prompt_tokens != count_prompt_tokens(body, "m", "cl100k_base")[0]
+    assert count_prompt_tokens(body, "m", "estimate")[1] == "estimate: estimate"

@@ -151,18 +151,22 @@ def estimate_tokens(messages: Sequence[Any]) -> int:
     return math.ceil(chars / 4) + 4 * len(messages) + 3
 
 
-def count_prompt_tokens(body: dict[str, Any], model: str) -> tuple[int, str]:
+def count_prompt_tokens(
+    body: dict[str, Any], model: str, tokenizer: str | None = None
+) -> tuple[int, str]:
     """Prompt tokens for ``model``, and how they were counted.
 
-    ``edgeproxy.tokens`` (exact for OpenAI's encodings, a labelled estimate otherwise) when it is
-    installed; else about four characters a token.
+    In ``tokenizer`` (a candidate's ``tokenizer`` key, as the request path counts) when given,
+    else the encoding the model's name implies; ``edgeproxy.tokens`` (exact for OpenAI's
+    encodings, a labelled estimate otherwise) when it is installed; else about four characters a
+    token.
     """
     messages = body.get("messages")
     if not isinstance(messages, list):
         return 0, "no messages"
     try:
         tokens = importlib.import_module("edgeproxy.tokens")
-        encoding = tokens.encoding_for_model(model)
+        encoding = tokenizer or tokens.encoding_for_model(model)
         counted = tokens.count_chat(body, encoding)
         n, exact = counted.tokens, counted.exact
     except Exception:  # not installed yet, or a body it cannot count: estimate instead
@@ -206,17 +210,21 @@ def explain(
         return Explanation(policy.source, policy.version, model, None, tuple(served))
     counts: dict[str, tuple[int, str]] = {}
 
+    def counted(candidate: Candidate) -> tuple[int, str]:
+        # By the candidate's tokenizer (the policy may set one its model's name does not imply).
+        if candidate.tokenizer not in counts:
+            counts[candidate.tokenizer] = count_prompt_tokens(
+                body, candidate.upstream_model, candidate.tokenizer
+            )
+        return counts[candidate.tokenizer]
+
     def prompt_for(candidate: Candidate) -> int:
-        if candidate.upstream_model not in counts:
-            counts[candidate.upstream_model] = count_prompt_tokens(body, candidate.upstream_model)
-        return counts[candidate.upstream_model][0]
+        return counted(candidate)[0]
 
     completion = _completion_tokens(body)
     verdicts = _verdicts(route, lambda c: prompt_for(c) + completion, down, body)
     first = route.chain[0] if route.chain else None
-    prompt, method = (
-        counts.get(first.upstream_model, (0, "")) if first else count_prompt_tokens(body, model)
-    )
+    prompt, method = counted(first) if first else count_prompt_tokens(body, model)
     notes: list[str] = []
     refused = route.context.overflow == "error" and any(
         "context window:" in r for v in verdicts for r in v.reasons
