@@ -51,6 +51,8 @@ class SkipReason(enum.StrEnum):
     # The provider's own RPM/TPM on this candidate is reached (``limits`` of its model): skipped
     # before the provider would answer 429 (docs/keys.md).
     PROVIDER_LIMIT = "provider_limit"
+    # This request alone is more than the provider's whole TPM on this candidate: no wait helps.
+    OVER_PROVIDER_LIMIT = "over_provider_limit"
 
 
 # "ok", a ``FailureClass`` value, or "abandoned" (a hedge that lost, a client that left).

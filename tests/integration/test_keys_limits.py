@@ -357,6 +357,33 @@ def test_a_provider_limit_fails_over_before_the_provider_says_429(
     assert stack.requests_to("alpha_one") == 2 and stack.requests_to("alpha_two") == 2
 
 
+def test_a_request_above_every_candidates_provider_tpm_is_a_400_not_an_endless_429(
+    make_stack: Callable[..., Stack], keys: Keys
+) -> None:
+    key = keys.make("p-tpm")
+    policy = (
+        POLICY.replace("STORE", str(keys.store.path))
+        .replace("ROUTE_LIMITS", "{}")
+        .replace("limits: {rpm: PROVIDER_RPM}", "limits: {tpm: 500}")
+    )
+    stack = make_stack(policy, SIMS)
+    # Under the limit: served. Above the whole of it on both regions: a 400 in each wire that
+    # says what to lower, no Retry-After, and no upstream ever asked.
+    assert ask_openai(stack, key, max_tokens=20).status_code == 200
+    before = stack.requests_to("alpha_one") + stack.requests_to("alpha_two")
+    with pytest.raises(openai.BadRequestError) as err:
+        ask_openai(stack, key, max_tokens=1000)
+    response = err.value.response
+    assert response.json()["error"]["code"] == "request_exceeds_limit"
+    assert "provider tpm 500 is less than this request's" in response.json()["error"]["message"]
+    assert response.headers["x-edgeproxy-limit"] == "provider:tpm"
+    assert "Retry-After" not in response.headers and response.headers["x-request-id"]
+    with pytest.raises(anthropic.BadRequestError) as aerr:
+        claude(stack, key).messages.create(model="m", max_tokens=1000, messages=ASK)
+    assert aerr.value.response.json()["error"]["type"] == "invalid_request_error"
+    assert stack.requests_to("alpha_one") + stack.requests_to("alpha_two") == before
+
+
 def test_cached_answers_take_no_limit(make_stack: Callable[..., Stack], keys: Keys) -> None:
     key = keys.make("cached", rpm=1)
     policy = POLICY.replace("STORE", str(keys.store.path)).replace("ROUTE_LIMITS", "{}")

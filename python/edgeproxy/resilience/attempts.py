@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -89,13 +90,17 @@ class Gate(Protocol):
     def eject(self, key: str, seconds: float, reason: str) -> None: ...
 
 
+_LIMITED = frozenset({SkipReason.PROVIDER_LIMIT, SkipReason.OVER_PROVIDER_LIMIT})
+
+
 class CandidateLimits(Protocol):
     """The providers' own rate limits per candidate (docs/keys.md): asked before each attempt
     (hedges included) once the breaker admitted it."""
 
     async def take(self, candidate: Candidate) -> tuple[str, float] | None:
         """None: room for one more attempt (its reservation is held until the request is
-        settled); else why not in words, and the seconds until there is room."""
+        settled); else why not in words, and the seconds until there is room (``math.inf``:
+        the request alone is more than the limit, so there never will be)."""
         ...
 
 
@@ -265,7 +270,7 @@ class AttemptLoop(Generic[T]):
             elif outcome.attempts:
                 outcome.stopped_because = "no candidate left to try"
             elif outcome.skipped:
-                limited = sum(s.reason is SkipReason.PROVIDER_LIMIT for s in outcome.skipped)
+                limited = sum(s.reason in _LIMITED for s in outcome.skipped)
                 outcome.stopped_because = (
                     "every candidate is at its provider's rate limit"
                     if limited == len(outcome.skipped)
@@ -328,6 +333,9 @@ class AttemptLoop(Generic[T]):
             return True
         permit.release()
         detail, wait = refused
+        if math.isinf(wait):
+            self._skip(candidate, SkipReason.OVER_PROVIDER_LIMIT, detail)
+            return False
         self._limit_waits.append(wait)
         self._skip(candidate, SkipReason.PROVIDER_LIMIT, detail)
         return False

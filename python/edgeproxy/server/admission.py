@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -331,6 +332,12 @@ class ProviderLimits:
         if limits.tpm is not None:
             prompt = await self._asked.count(candidate.tokenizer)
             tokens = prompt + self._asked.answer(candidate)
+            if tokens > limits.tpm:
+                return (
+                    f"provider tpm {limits.tpm} is less than this request's {tokens} tokens "
+                    "(prompt plus max_tokens)",
+                    math.inf,
+                )
             rates.append(
                 RateAsk(
                     f"candidate:{key}:tpm",

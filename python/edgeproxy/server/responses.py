@@ -84,7 +84,14 @@ def all_failed(
     }
     retry_after = outcome.retry_after
     limited = [s for s in outcome.skipped if s.reason is SkipReason.PROVIDER_LIMIT]
-    if not attempts and limited and len(limited) == len(outcome.skipped):
+    over = [s for s in outcome.skipped if s.reason is SkipReason.OVER_PROVIDER_LIMIT]
+    if not attempts and over and len(over) == len(outcome.skipped):
+        # The request alone is more than every candidate's provider TPM: no wait lets it in, so
+        # not a 429 a client would retry forever but a 400 saying what to lower.
+        status, type_, code = 400, "invalid_request_error", "request_exceeds_limit"
+        headers["x-edgeproxy-limit"] = "provider:tpm"
+        retry_after = None
+    elif not attempts and limited and len(limited) + len(over) == len(outcome.skipped):
         # Every candidate is at its provider's own rate limit (docs/keys.md).
         status, type_, code = 429, "rate_limit_error", "provider_limit"
     elif not attempts:
