@@ -34,6 +34,11 @@ class FailureClass(enum.StrEnum):
     MALFORMED = "malformed"  # a 200 whose body or SSE is not what the wire promises
     CUT = "cut"  # a stream that ended before it was complete
     CONTEXT_LENGTH = "context_length"  # the prompt does not fit: only larger windows may help
+    # The proxy's own configuration, not the request: the proxy holds the provider key and names
+    # the upstream model itself (from the policy), so the client can fix neither. Fail over, no
+    # retry of the same candidate, eject it long (like QUOTA_EXHAUSTED).
+    AUTH_REJECTED = "auth_rejected"  # 401/403: the proxy's key is wrong, revoked or lacks access
+    MODEL_NOT_FOUND = "model_not_found"  # 404: the model was retired/renamed, or a wrong base URL
     CLIENT_ERROR = "client_error"  # a 4xx caused by the request itself: never failed over
     DEADLINE = "deadline"  # the request's total time ran out
     # Anything else that went wrong inside an attempt (a bug, an error nobody classified): that
@@ -52,12 +57,26 @@ TIMEOUTS = frozenset(
 )
 
 
+# The upstream refused the proxy's configuration (its key, its model name, its base URL): every
+# request to that candidate fails the same way until an operator fixes the policy or the key.
+MISCONFIGURED = frozenset({FailureClass.AUTH_REJECTED, FailureClass.MODEL_NOT_FOUND})
+
+# OpenAI's own codes for the two (any status: some OpenAI-compatible servers answer them 400).
+_AUTH_CODES = frozenset({"invalid_api_key"})
+_MODEL_CODES = frozenset({"model_not_found"})
+
+
 def is_redirect(status: int | None) -> bool:
     return status is not None and 300 <= status < 400
 
 
 def classify_status(status: int, code: str | None = None) -> FailureClass | None:
-    """The class of an upstream HTTP status (and its error code); None for success."""
+    """The class of an upstream HTTP status (and its error code); None for success.
+
+    A 401/403 or 404 is not the client's doing: the proxy sends its own key, to a URL and a
+    model named by the policy. Only what the request itself carries (400, 413, 422, ...) is a
+    CLIENT_ERROR, handed back as it is.
+    """
     if 200 <= status < 300:
         return None
     if is_redirect(status):
@@ -70,6 +89,10 @@ def classify_status(status: int, code: str | None = None) -> FailureClass | None
         return FailureClass.RATE_LIMITED
     if status >= 500 or status in (408, 409):
         return FailureClass.SERVER_ERROR
+    if status in (401, 403) or code in _AUTH_CODES:
+        return FailureClass.AUTH_REJECTED
+    if status == 404 or code in _MODEL_CODES:
+        return FailureClass.MODEL_NOT_FOUND
     return FailureClass.CLIENT_ERROR
 
 

@@ -92,7 +92,9 @@ def test_provider_key_is_sent_and_client_key_is_not(stack: Stack) -> None:
     assert stack.stats("alpha_one")["outcomes"].get("unauthorized", 0) == 0
 
 
-def test_upstream_auth_failure_is_returned_without_leaking_the_key(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_upstream_auth_failure_is_a_502_without_leaking_the_key(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """Every upstream refuses the proxy's key: not the client's error (it was a passed-through
+    401 before), so every candidate is tried and the proxy answers 502 naming what to fix."""
     from edgeproxy.sim import SimConfig
     from harness import THREE_WAY
 
@@ -101,8 +103,9 @@ def test_upstream_auth_failure_is_returned_without_leaking_the_key(make_stack) -
         for n in ("alpha_one", "alpha_two", "beta")
     ]
     stack = make_stack(THREE_WAY, sims)
-    with pytest.raises(openai.AuthenticationError) as info:
+    with pytest.raises(openai.InternalServerError) as info:
         stack.client().chat.completions.create(model="m", messages=MESSAGES)
     text = info.value.response.text + str(dict(info.value.response.headers))
-    assert "sk-alpha-secret" not in text
-    assert info.value.response.headers["x-edgeproxy-attempts"] == "1"
+    assert "sk-alpha-secret" not in text and "sk-beta-secret" not in text
+    assert info.value.response.headers["x-edgeproxy-attempts"] == "3"
+    assert info.value.response.json()["error"]["code"] == "upstream_auth_rejected"

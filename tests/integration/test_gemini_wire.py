@@ -232,18 +232,21 @@ def test_the_key_never_reaches_the_client(stack: Stack) -> None:
     assert "API key not valid" in info.value.message
 
 
-def test_a_wrong_key_is_the_clients_error_in_its_own_wire(
+def test_a_wrong_key_is_a_502_in_the_clients_own_wire(
     make_stack: Callable[..., Stack],
 ) -> None:
-    # Gemini answers a key it does not know with a 400 INVALID_ARGUMENT (API_KEY_INVALID).
+    # Gemini answers a key it does not know with a 400 INVALID_ARGUMENT (API_KEY_INVALID): the
+    # proxy's key, not the client's request, so not handed back as the client's 400.
     sims = [
         SimConfig(name="gem", ttft=0.0, tokens_per_second=0, require_api_key="sk-other"),
         SimConfig(name="oai", ttft=0.0, tokens_per_second=0),
     ]
     stack = make_stack(POLICY, sims)
-    with pytest.raises(anthropic.BadRequestError) as info:
+    with pytest.raises(anthropic.InternalServerError) as info:
         anthropic_client(stack).messages.create(
             model="flash", max_tokens=8, messages=[{"role": "user", "content": "Hi"}]
         )
-    assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    error = info.value.body["error"]  # type: ignore[index]
+    assert info.value.status_code == 502 and error["type"] == "api_error"
+    assert "rejected the proxy's credentials for gem/main/flash" in error["message"]
     assert KEY not in str(info.value.body)

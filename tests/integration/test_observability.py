@@ -171,11 +171,15 @@ def test_canary_provider_key_is_nowhere(
     stack = make_stack(
         policy.replace("api_key: sk-beta-secret", ""), sims, telemetry=traced.telemetry
     )
-    stack.fault("alpha_one", mode="status", status=401)  # an auth failure is the likeliest leak
-    with pytest.raises(openai.AuthenticationError) as info:
-        stack.client().chat.completions.create(model="m", messages=MESSAGES)
     stack.fault("alpha_one", mode="cut", after_tokens=0)
     stack.client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    # An auth failure is the likeliest leak: every candidate refuses the key, quoting it back
+    # (and is ejected for it, so this comes last).
+    for sim in ("alpha_one", "alpha_two", "beta"):
+        stack.fault(sim, mode="echo_key", status=401, after_tokens=0)
+    with pytest.raises(openai.InternalServerError) as info:
+        stack.client().chat.completions.create(model="m", messages=MESSAGES)
+    assert info.value.response.json()["error"]["code"] == "upstream_auth_rejected"
     everything = [
         info.value.response.text,
         str(dict(info.value.response.headers)),

@@ -1,6 +1,6 @@
 """A provider key never reaches a client, a log record or a span, even when an upstream quotes it
 back ("Incorrect API key provided: Bearer sk-…"): through both ingresses (OpenAI and Anthropic
-SDKs), streamed or not, before the first byte (a passed-through 401), mid-stream (an in-band error
+SDKs), streamed or not, before the first byte (a 401 the proxy answers 502 for), mid-stream (an in-band error
 relayed, or the proxy's own error text quoting an Anthropic upstream's message), and in the
 all-failed error that lists every attempt."""
 
@@ -155,21 +155,24 @@ INGRESS = {
 
 @pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
 @pytest.mark.parametrize("ingress", list(INGRESS))
-def test_a_401_quoting_the_key_is_passed_through_scrubbed(
-    rig: Rig, records: list[logging.LogRecord], ingress: str, stream: bool
+def test_a_401_quoting_the_key_never_reaches_the_client(
+    rig: Rig, caplog: pytest.LogCaptureFixture, ingress: str, stream: bool
 ) -> None:
-    """Before the first byte: the upstream's 401 goes back (a client error is not failed over),
-    with the key it quotes replaced; the label and the rest of the message stay."""
+    """Before the first byte: the upstream's 401 is the proxy's key, not the client's error, so
+    it fails over; with every candidate refusing it the client gets the proxy's own 502, which
+    names the candidates and never quotes the upstream's body (nor, then, the key in it)."""
+    caplog.set_level(logging.DEBUG)
     path, body, sdk = INGRESS[ingress]
-    for sim in ("alpha_one", "claude"):
+    for sim in ("alpha_one", "alpha_two", "claude"):
         rig.stack.fault(sim, mode="echo_key", status=401, after_tokens=0)
     for model in ("m", "c"):
         response = rig.raw(path, body(model, stream))
-        assert response.status_code == 401
-        assert REDACTED in response.text
-        assert "Incorrect API key provided" in response.text or "invalid x-api-key" in response.text
-        sdk(rig, model, stream)
-    assert_no_key(rig, records)
+        assert response.status_code == 502
+        assert "rejected the proxy's credentials" in response.text
+        assert "Incorrect API key provided" not in response.text
+        assert "invalid x-api-key" not in response.text
+        sdk(rig, model, stream)  # ejected now: a 503, raised by the SDK too
+    assert_no_key(rig, caplog.records)
 
 
 @pytest.mark.parametrize("ingress", list(INGRESS))

@@ -157,15 +157,28 @@ async def test_an_in_stream_error_is_a_failure(
     assert info.value.may_fail_over
 
 
-async def test_a_client_error_is_an_openai_error_body_without_the_key(
+async def test_a_wrong_key_is_auth_rejected_and_fails_over(
     wire: UpstreamWire, sim: SimProvider, make_pool: Callable[..., Http1Pool]
 ) -> None:
+    """The proxy's key, not the client's request: failed over, never handed back as is."""
     wrong = candidate(wire, sim.url, key="sk-wrong-key-0123456789")
     with pytest.raises(AttemptFailure) as info:
         await attempt(make_pool(), wrong, stream=False)
     failure = info.value
-    assert failure.failure is FailureClass.CLIENT_ERROR and not failure.may_fail_over
+    assert failure.failure is FailureClass.AUTH_REJECTED and failure.may_fail_over
     assert failure.status in (400, 401)  # Gemini answers a wrong key 400 API_KEY_INVALID
+    assert KEY not in str(failure)
+
+
+async def test_a_client_error_is_an_openai_error_body_without_the_key(
+    wire: UpstreamWire, sim: SimProvider, make_pool: Callable[..., Http1Pool]
+) -> None:
+    sim.set_fault(Fault(mode="status", status=400))
+    with pytest.raises(AttemptFailure) as info:
+        await attempt(make_pool(), candidate(wire, sim.url), stream=False)
+    failure = info.value
+    assert failure.failure is FailureClass.CLIENT_ERROR and not failure.may_fail_over
+    assert failure.status == 400
     body, content_type = wire.client_error_body(failure, "req-1")
     error = orjson.loads(body)["error"]
     assert content_type == "application/json" and error["message"]
@@ -206,6 +219,17 @@ async def test_the_probe_passes_on_its_own_provider(
     sim.set_fault(Fault(mode="status", status=503))
     result = await probe(probe_target(candidate(wire, sim.url), mode), 2.0)
     assert result.ok is (mode == "models")  # /models is never faulted
+
+
+@pytest.mark.parametrize("mode", ["models", "completion"])
+async def test_a_probe_with_a_refused_key_is_down(
+    wire: UpstreamWire, sim: SimProvider, make_pool: Callable[..., Http1Pool], mode: ProbeMode
+) -> None:
+    """The probe sends the proxy's key: refused, it keeps an ``auth_rejected`` ejection in
+    force (a passing probe would end it early)."""
+    wrong = candidate(wire, sim.url, key="sk-wrong-key-0123456789")
+    result = await http_probe(make_pool())(probe_target(wrong, mode), 2.0)
+    assert result.ok is False, result.detail
 
 
 async def test_a_completion_probe_fails_where_the_wire_is_not_served(

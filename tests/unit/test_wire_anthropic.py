@@ -30,9 +30,16 @@ KEY = "sk-ant-secret-0123456789"
             FailureClass.CONTEXT_LENGTH,
         ),
         (400, "invalid_request_error", "messages: bad", FailureClass.CLIENT_ERROR),
-        (401, "authentication_error", "invalid x-api-key", FailureClass.CLIENT_ERROR),
-        (403, "permission_error", "no", FailureClass.CLIENT_ERROR),
-        (404, "not_found_error", "model", FailureClass.CLIENT_ERROR),
+        # The proxy's key and the policy's model are not the client's to fix: failed over.
+        (401, "authentication_error", "invalid x-api-key", FailureClass.AUTH_REJECTED),
+        (403, "permission_error", "no", FailureClass.AUTH_REJECTED),
+        (404, "not_found_error", "model: claude-3-opus-20240229", FailureClass.MODEL_NOT_FOUND),
+        (401, None, None, FailureClass.AUTH_REJECTED),
+        (404, None, None, FailureClass.MODEL_NOT_FOUND),  # a wrong base URL answers HTML
+        (413, "request_too_large", "big", FailureClass.CLIENT_ERROR),
+        (422, None, None, FailureClass.CLIENT_ERROR),
+        # The body's type decides over the status: a 400 saying the key is refused is one.
+        (400, "authentication_error", "invalid x-api-key", FailureClass.AUTH_REJECTED),
         (402, "billing_error", "credit", FailureClass.QUOTA_EXHAUSTED),
         (500, "api_error", "oops", FailureClass.SERVER_ERROR),
         (504, "timeout_error", "slow", FailureClass.SERVER_ERROR),
@@ -62,6 +69,9 @@ def test_stream_errors_are_never_client_errors() -> None:
         is FailureClass.SERVER_ERROR
     )
     assert anthropic_messages.classify_stream_error("brand_new_error") is FailureClass.SERVER_ERROR
+    # After the 200 the key and the model were accepted: a server error, not a long ejection.
+    for kind in ("authentication_error", "permission_error", "not_found_error"):
+        assert anthropic_messages.classify_stream_error(kind) is FailureClass.SERVER_ERROR
     failure = anthropic_messages.stream_failure("overloaded_error", "Overloaded")
     assert failure.failure is FailureClass.OVERLOADED and failure.may_fail_over
 

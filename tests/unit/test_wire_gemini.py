@@ -39,6 +39,9 @@ PER_DAY = {
     "@type": "type.googleapis.com/google.rpc.QuotaFailure",
     "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}],
 }
+KEY_INVALID = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}
+KEY_EXPIRED = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_EXPIRED"}
+OTHER_REASON = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "FIELD_INVALID"}
 PER_MINUTE = {
     "@type": "type.googleapis.com/google.rpc.QuotaFailure",
     "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel"}],
@@ -59,9 +62,26 @@ PER_MINUTE = {
             FailureClass.CONTEXT_LENGTH,
         ),
         (400, body("FAILED_PRECONDITION", "billing"), FailureClass.CLIENT_ERROR),
-        (401, body("UNAUTHENTICATED", "who"), FailureClass.CLIENT_ERROR),
-        (403, body("PERMISSION_DENIED", "no"), FailureClass.CLIENT_ERROR),
-        (404, body("NOT_FOUND", "model"), FailureClass.CLIENT_ERROR),
+        # The proxy's key and the policy's model are not the client's to fix: failed over.
+        (401, body("UNAUTHENTICATED", "who"), FailureClass.AUTH_REJECTED),
+        (403, body("PERMISSION_DENIED", "no"), FailureClass.AUTH_REJECTED),
+        (404, body("NOT_FOUND", "model"), FailureClass.MODEL_NOT_FOUND),
+        (
+            400,
+            body("INVALID_ARGUMENT", "API key not valid.", [KEY_INVALID]),
+            FailureClass.AUTH_REJECTED,
+        ),
+        (400, body("INVALID_ARGUMENT", "expired", [KEY_EXPIRED]), FailureClass.AUTH_REJECTED),
+        # Another ErrorInfo reason on a 400 is still the request's fault.
+        (400, body("INVALID_ARGUMENT", "bad", [OTHER_REASON]), FailureClass.CLIENT_ERROR),
+        (404, b"<html>no such path</html>", FailureClass.MODEL_NOT_FOUND),  # a wrong base URL
+        (401, b"", FailureClass.AUTH_REJECTED),
+        # The status decides over a body blaming the request: a 401 is the proxy's key.
+        (401, body("INVALID_ARGUMENT", "API key not valid."), FailureClass.AUTH_REJECTED),
+        (404, body("FAILED_PRECONDITION", "odd"), FailureClass.MODEL_NOT_FOUND),
+        # A 5xx naming a key problem is still the upstream's failure, not an ejection for 1 h.
+        (500, body("UNAUTHENTICATED", "odd", [KEY_INVALID]), FailureClass.SERVER_ERROR),
+        (503, body("NOT_FOUND", "odd"), FailureClass.SERVER_ERROR),
         (429, body("RESOURCE_EXHAUSTED", "slow", [PER_MINUTE]), FailureClass.RATE_LIMITED),
         (429, body("RESOURCE_EXHAUSTED", "today", [PER_DAY]), FailureClass.QUOTA_EXHAUSTED),
         (500, body("INTERNAL", "oops"), FailureClass.SERVER_ERROR),
@@ -81,6 +101,13 @@ def test_classification(status: int, raw: bytes, expected: FailureClass) -> None
     assert failure.may_fail_over is (expected is not FailureClass.CLIENT_ERROR)
 
 
+def test_an_invalid_key_is_not_a_client_error_on_the_embeddings_endpoint_either() -> None:
+    raw = body("INVALID_ARGUMENT", f"API key not valid: {KEY}", [KEY_INVALID])
+    failure = WIRE.failure(400, raw, {}, "application/json")
+    assert failure.failure is FailureClass.AUTH_REJECTED and failure.may_fail_over
+    assert KEY not in str(failure)  # the detail names the status and the code, never the body
+
+
 def test_retry_info_is_the_wait_when_there_is_no_retry_after() -> None:
     raw = body("RESOURCE_EXHAUSTED", "slow", [RETRY])
     assert WIRE.failure(429, raw, {}, "application/json").retry_after == 37.0
@@ -98,6 +125,9 @@ def test_in_stream_errors_are_never_client_errors() -> None:
     assert stream is not None
     for status, expected in (
         ("INVALID_ARGUMENT", FailureClass.SERVER_ERROR),
+        # After the 200 the key and the model were accepted: a server error, no long ejection.
+        ("UNAUTHENTICATED", FailureClass.SERVER_ERROR),
+        ("NOT_FOUND", FailureClass.SERVER_ERROR),
         ("RESOURCE_EXHAUSTED", FailureClass.RATE_LIMITED),
         ("UNAVAILABLE", FailureClass.SERVER_ERROR),
     ):

@@ -33,6 +33,8 @@ NOT_RETRIED: Final = frozenset(
         FailureClass.CLIENT_ERROR,
         FailureClass.CONTEXT_LENGTH,
         FailureClass.QUOTA_EXHAUSTED,
+        FailureClass.AUTH_REJECTED,
+        FailureClass.MODEL_NOT_FOUND,
         FailureClass.REDIRECT,
     }
 )

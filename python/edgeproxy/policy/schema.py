@@ -225,7 +225,8 @@ class OutlierDetectionSpec(_Spec):
         ge=1,
     )
     quota_ejection_time: Duration | None = key(
-        "How long a candidate whose quota is exhausted (429 `insufficient_quota`) stays out.",
+        "How long a candidate whose quota is exhausted (429 `insufficient_quota`), whose key "
+        "the provider refuses (401/403) or whose model it does not serve (404) stays out.",
         at=At(Policy, "engine.quota_ejection"),
     )
 

@@ -200,7 +200,7 @@ class AttemptLoop(Generic[T]):
         try_hedge: Callable[[], bool] | None = None,
         hedge_delay: float | None = None,
         discard: Callable[[T], None] | None = None,
-        quota_ejection: float = 3600.0,
+        quota_ejection: float = 3600.0,  # also for auth_rejected / model_not_found
         defer_success: bool = False,
         first_number: int = 1,
         first_kind: AttemptKind = AttemptKind.FIRST,
@@ -524,6 +524,13 @@ class AttemptLoop(Generic[T]):
         if failure.failure is FailureClass.QUOTA_EXHAUSTED:
             # The account is out of credit: retrying this candidate is pointless for a while.
             self._gate.eject(candidate.key, self._quota_ejection, Ejection.QUOTA)
+        elif failure.failure is FailureClass.AUTH_REJECTED:
+            # The proxy's key is wrong, revoked or lacks access: no request will fare better
+            # until an operator fixes it (a passing health probe, with the same key, ends it).
+            self._gate.eject(candidate.key, self._quota_ejection, Ejection.AUTH_REJECTED)
+        elif failure.failure is FailureClass.MODEL_NOT_FOUND:
+            # The policy's model is retired or renamed (or its base URL is wrong): the same.
+            self._gate.eject(candidate.key, self._quota_ejection, Ejection.MODEL_NOT_FOUND)
         elif failure.failure is FailureClass.RATE_LIMITED and failure.retry_after and pending:
             # The upstream said when it will take requests again; until then other requests
             # skip it instead of each earning their own 429 (capped at max_ejection_time, and

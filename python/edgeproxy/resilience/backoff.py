@@ -29,7 +29,8 @@ from edgeproxy.snapshot.settings import BackoffSettings
 
 # Worth another try on the same candidate after a pause: the upstream said "not now" or the
 # connection broke. Timeouts are not here: a candidate that just spent first_token seconds silent
-# would spend the rest of the deadline the same way. CLIENT_ERROR and MALFORMED repeat themselves.
+# would spend the rest of the deadline the same way. CLIENT_ERROR and MALFORMED repeat themselves,
+# and so do QUOTA_EXHAUSTED, AUTH_REJECTED and MODEL_NOT_FOUND (none fixes itself in milliseconds).
 RETRY_SAME: frozenset[FailureClass] = frozenset(
     {
         FailureClass.RATE_LIMITED,

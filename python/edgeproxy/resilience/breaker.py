@@ -13,6 +13,11 @@ breaker for that long, capped at ``max_ejection_time``, and a passing health pro
 (the upstream's own word is a hint, not a sentence: a hostile ``Retry-After: 1e308`` must not
 take a candidate out for good). An exhausted quota is held instead: ``/models`` answers fine on an
 account without credit, so only the ejection's end (``quota_ejection_time``) lets trials back in.
+A model the upstream does not serve (``model_not_found``) is held the same way, for the same
+time: ``/models`` answers fine after a model is retired. A key the upstream refuses
+(``auth_rejected``) is out for that long too, but a passing probe ends it early: the probe sends
+the same key, so it passes only once the key works again (``wires.common.probe_verdict``). Both
+log one ERROR line when they start (never the key: the candidate and what to fix).
 
 Every state change is reported as a ``BreakerTransition`` to the callbacks registered with
 ``BreakerRegistry.on_transition`` (telemetry counts them); a transition from ``open`` to
@@ -51,6 +56,19 @@ class Ejection(enum.StrEnum):
     RETRY_AFTER = "Retry-After"
     # Held for its whole length (``quota_ejection_time``): a probe cannot see a quota.
     QUOTA = "quota exhausted"
+    # ``quota_ejection_time`` too; held: a probe cannot see whether a model is served.
+    MODEL_NOT_FOUND = "model not found (retired or renamed?)"
+    # ``quota_ejection_time``, not capped; a passing probe (it sends the same key) ends it.
+    AUTH_REJECTED = "the provider rejected the proxy's key"
+
+
+# Ejections a passing health probe may end early; any other reason is held for its length.
+_PROBE_ENDS: frozenset[str] = frozenset({Ejection.RETRY_AFTER, Ejection.AUTH_REJECTED})
+# The proxy's own configuration is wrong: said once per ejection, at ERROR (never the key).
+_MISCONFIGURED: dict[str, str] = {
+    Ejection.AUTH_REJECTED: "provider rejected the proxy's key for %s: ejected for %gs",
+    Ejection.MODEL_NOT_FOUND: "model not found at %s (retired or renamed?): ejected for %gs",
+}
 
 
 class Permit:
@@ -224,22 +242,30 @@ class Breaker:
         """Open for at least ``seconds``, whatever the state: the upstream said how long.
 
         Unlike a trip, it does not grow the ejection multiplier. ``Ejection.RETRY_AFTER`` is
-        capped at ``max_ejection_time`` and a passing health probe ends it early; any other
-        reason (``Ejection.QUOTA``) is held: a probe does not end it (/models answers fine on an
-        account whose quota is exhausted). ``held`` says so explicitly (another sidecar's
-        ejection, received through the fleet, keeps its own: docs/fleet.md).
+        capped at ``max_ejection_time`` and a passing health probe ends it early;
+        ``Ejection.AUTH_REJECTED`` is not capped, and a passing probe ends it early; any other
+        reason (``Ejection.QUOTA``, ``Ejection.MODEL_NOT_FOUND``) is held: a probe does not end
+        it (/models answers fine on an account whose quota is exhausted, or after a model is
+        retired). ``held`` says so explicitly (another sidecar's ejection, received through the
+        fleet, keeps its own: docs/fleet.md).
         """
         if not seconds > 0:  # also NaN: nothing to eject for
             return
         if held is None:
-            held = reason != Ejection.RETRY_AFTER
-        if not held:
+            held = reason not in _PROBE_ENDS
+        if not held and reason != Ejection.AUTH_REJECTED:
             seconds = min(seconds, self.settings.max_ejection_time)
+        state = self.state
+        if state == "open" and reason in _MISCONFIGURED and self.reason == reason:
+            return  # the same ejection, met again by a request that was already in flight
         now = self._clock.monotonic()
         until = now + seconds
-        if self.state == "open" and self._reopen_at is not None and self._reopen_at >= until:
+        if state == "open" and self._reopen_at is not None and self._reopen_at >= until:
             return  # already out for longer
         self._open(now, until, reason, held=held)
+        message = _MISCONFIGURED.get(reason)
+        if message is not None:
+            log.error(message, self.key, seconds, extra={"candidate": self.key})
 
     def probe_succeeded(self) -> None:
         """A health probe passed: an outlier ejection may end now (trial traffic decides)."""

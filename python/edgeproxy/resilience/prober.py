@@ -9,8 +9,11 @@ sooner than an ejection timer would. Rules:
   URL. A billed probe (a one-token completion) only when a target explicitly asks for it.
 - ``unhealthy_threshold`` failed probes in a row trip the breakers (a growing ejection, as for
   traffic failures); ``healthy_threshold`` passing probes end an outlier ejection early
-  (half-open: real traffic then decides). An ``eject()``, e.g. quota exhausted, is not ended by
-  probes: /models answers fine on an account with no quota left.
+  (half-open: real traffic then decides). A held ``eject()`` (quota exhausted, model not found)
+  is not ended by probes: /models answers fine on an account with no quota left, or after a
+  model is retired. A rejected key's ejection is: the probe sends the same key, and a refused
+  probe (401/403, the wire's ``probe_verdict``) counts as down, so it passes only once the key
+  works again.
 - Intervals are jittered so sidecars started together do not probe in lockstep, and a global
   token bucket caps probes per second however many targets a policy names.
 

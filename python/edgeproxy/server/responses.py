@@ -16,8 +16,8 @@ from aiohttp import web
 
 from edgeproxy._core import encode_sse
 from edgeproxy.events import CandidateSkipped, SkipReason
-from edgeproxy.failure import TIMEOUTS, AttemptFailure, FailureClass
-from edgeproxy.resilience.attempts import Outcome
+from edgeproxy.failure import MISCONFIGURED, TIMEOUTS, AttemptFailure, FailureClass
+from edgeproxy.resilience.attempts import AttemptRecord, Outcome
 from edgeproxy.snapshot import Candidate, Route
 from edgeproxy.telemetry.redact import redact, redact_body
 
@@ -103,6 +103,10 @@ def all_failed(
         retry_after = min(waits) if waits else retry_after
     elif all(f.failure in TIMEOUTS for f in failures):
         status, type_, code = 504, "upstream_error", "upstream_timeout"
+    elif failures and failures[-1].failure in MISCONFIGURED:
+        # The proxy's own configuration, not the request: the client cannot fix it by retrying.
+        status, type_ = 502, "upstream_error"
+        code = _MISCONFIGURED_CODE[failures[-1].failure]
     else:
         status, type_, code = 502, "upstream_error", "upstream_unavailable"
     if retry_after is not None:
@@ -113,12 +117,39 @@ def all_failed(
     )
     detail = "; ".join(part for part in (tried, skipped) if part)
     message = redact(
-        f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "
+        _misconfigured(attempts)
+        + f"No candidate for model {route.name!r} could answer ({len(attempts)} attempts; "
         f"{outcome.stopped_because}): {detail}."
     )
     body: dict[str, Any] = error_body(message, type=type_, code=code, request_id=rid)
     return web.Response(
         status=status, body=orjson.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+_MISCONFIGURED_CODE = {
+    FailureClass.AUTH_REJECTED: "upstream_auth_rejected",
+    FailureClass.MODEL_NOT_FOUND: "upstream_model_not_found",
+}
+
+
+def _misconfigured(attempts: Sequence[AttemptRecord]) -> str:
+    """What the proxy's operator must fix, when the last attempt failed on the proxy's own
+    configuration: the candidate is named (provider/region/model), never its key, and nothing of
+    the upstream's body is quoted (it describes the proxy's credentials)."""
+    last = attempts[-1] if attempts else None
+    failure = last.failure if last is not None else None
+    if last is None or failure is None or failure.failure not in MISCONFIGURED:
+        return ""
+    status = f" (HTTP {failure.status})" if failure.status is not None else ""
+    if failure.failure is FailureClass.AUTH_REJECTED:
+        return (
+            f"The upstream rejected the proxy's credentials for {last.candidate.key}{status}: "
+            "the proxy's operator must fix the provider key. "
+        )
+    return (
+        f"The upstream does not serve the model of {last.candidate.key}{status} (retired or "
+        "renamed, or a wrong base URL): the proxy's operator must fix the policy. "
     )
 
 

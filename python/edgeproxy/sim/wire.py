@@ -27,7 +27,7 @@ SSE_KEEPALIVE: Final = b": keep-alive\n\n"
 
 def credential_of(headers: Mapping[str, str]) -> str:
     """The credential a request carried, as sent (fault mode "echo_key" quotes it back)."""
-    for name in ("Authorization", "x-api-key", "api-key"):
+    for name in ("Authorization", "x-api-key", "api-key", "x-goog-api-key"):
         value = headers.get(name)
         if value:
             return value

@@ -6,9 +6,10 @@ Anthropic's statuses and error types (https://docs.anthropic.com/en/api/errors):
 error.type            status  failure class
 ====================  ======  ====================================================
 invalid_request_error 400     CLIENT_ERROR (CONTEXT_LENGTH for "prompt is too long")
-authentication_error  401     CLIENT_ERROR
-permission_error      403     CLIENT_ERROR
-not_found_error       404     CLIENT_ERROR
+authentication_error  401     AUTH_REJECTED (the proxy's key: fail over, eject)
+permission_error      403     AUTH_REJECTED
+not_found_error       404     MODEL_NOT_FOUND (the policy's model or base URL: fail
+                              over, eject)
 request_too_large     413     CLIENT_ERROR
 billing_error         402     QUOTA_EXHAUSTED
 rate_limit_error      429     RATE_LIMITED (Retry-After kept)
@@ -17,7 +18,8 @@ timeout_error         504     SERVER_ERROR
 overloaded_error      529     OVERLOADED
 ====================  ======  ====================================================
 
-The same types arrive as an in-stream ``error`` event after a 200 (``classify_stream_error``).
+The same types arrive as an in-stream ``error`` event after a 200 (``classify_stream_error``):
+there the key and the model were accepted, so any 4xx type counts as a server error.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Final
 import orjson
 
 from edgeproxy._core import AnthropicToOpenAIStream
-from edgeproxy.failure import AttemptFailure, FailureClass, classify_status
+from edgeproxy.failure import MISCONFIGURED, AttemptFailure, FailureClass, classify_status
 from edgeproxy.snapshot import Candidate, ProbeMode
 from edgeproxy.snapshot.wire import ProbeRequest, Refusal, StreamTranslator
 from edgeproxy.translate import (
@@ -47,9 +49,9 @@ _BY_TYPE: Final = {
     "billing_error": FailureClass.QUOTA_EXHAUSTED,
     "api_error": FailureClass.SERVER_ERROR,
     "timeout_error": FailureClass.SERVER_ERROR,
-    "authentication_error": FailureClass.CLIENT_ERROR,
-    "permission_error": FailureClass.CLIENT_ERROR,
-    "not_found_error": FailureClass.CLIENT_ERROR,
+    "authentication_error": FailureClass.AUTH_REJECTED,
+    "permission_error": FailureClass.AUTH_REJECTED,
+    "not_found_error": FailureClass.MODEL_NOT_FOUND,
     "request_too_large": FailureClass.CLIENT_ERROR,
 }
 
@@ -94,10 +96,13 @@ def classify(status: int, kind: str | None, message: str | None = None) -> Failu
 
 
 def classify_stream_error(kind: str, message: str = "") -> FailureClass:
-    """The failure class of an in-stream ``error`` event (after a 200): never CLIENT_ERROR,
-    since the request was accepted; unknown types count as server errors."""
+    """The failure class of an in-stream ``error`` event (after a 200): never CLIENT_ERROR, nor
+    a misconfiguration (the request, the key and the model were accepted); unknown types count
+    as server errors."""
     failure = classify(200, kind, message)
-    return FailureClass.SERVER_ERROR if failure is FailureClass.CLIENT_ERROR else failure
+    if failure is FailureClass.CLIENT_ERROR or failure in MISCONFIGURED:
+        return FailureClass.SERVER_ERROR
+    return failure
 
 
 def stream_failure(kind: str, message: str) -> AttemptFailure:

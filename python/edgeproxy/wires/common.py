@@ -57,20 +57,25 @@ def json_answer(data: bytes) -> Any:
 def probe_verdict(mode: ProbeMode, status: int) -> bool | None:
     """True healthy, False down, None inconclusive.
 
-    A free probe (``models``, ``url``) only asks "is it reachable and serving": a 401, 403 or
-    404 answers that (a key or path problem is a configuration matter that user traffic reports
-    as a client error; ejecting the upstream would not fix it). A billed ``completion`` probe
-    asks "does it answer": only a 2xx passes, since a 404 there means the model or the endpoint
-    is wrong. A 429 says "busy", not "down", in every mode.
+    A 401 or 403 says the provider refuses the proxy's key: down in the ``models`` and
+    ``completion`` modes, which send it to the provider's own URL (every request would be
+    refused the same way, and an ``auth_rejected`` ejection must not be ended early by a probe
+    that was refused too). A free probe's 404 only says there is no model list at that URL
+    (Azure's deployment URLs have none): reachable. A ``url`` probe may point anywhere, and gets
+    the key only on the provider's own origin, so any 4xx there still means "reachable". A
+    billed ``completion`` probe asks "does it answer": only a 2xx passes, since a 404 there
+    means the model or the endpoint is wrong. A 429 says "busy", not "down", in every mode.
     """
     failure = classify_status(status)
     if failure is None:
         return True
     if failure is FailureClass.RATE_LIMITED:
         return None
-    if failure is FailureClass.CLIENT_ERROR:
-        return mode != "completion"
-    return False
+    if mode == "completion":
+        return False
+    if failure is FailureClass.AUTH_REJECTED:
+        return mode == "url"
+    return failure in (FailureClass.CLIENT_ERROR, FailureClass.MODEL_NOT_FOUND)
 
 
 def with_query_of(url: str, endpoint: str) -> str:

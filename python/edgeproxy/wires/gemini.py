@@ -9,11 +9,13 @@ from and to the proxy's OpenAI shape (``translate/gemini.py``, docs/gemini.md); 
 error.status          HTTP    failure class
 ====================  ======  ====================================================
 INVALID_ARGUMENT      400     CLIENT_ERROR (CONTEXT_LENGTH when the input token
-                              count exceeds the model's maximum; a wrong key is one)
+                              count exceeds the model's maximum; AUTH_REJECTED when
+                              an ErrorInfo's reason is API_KEY_INVALID: a wrong key)
 FAILED_PRECONDITION   400     CLIENT_ERROR (billing, or a region Gemini does not serve)
-UNAUTHENTICATED       401     CLIENT_ERROR
-PERMISSION_DENIED     403     CLIENT_ERROR
-NOT_FOUND             404     CLIENT_ERROR
+UNAUTHENTICATED       401     AUTH_REJECTED (the proxy's key: fail over, eject)
+PERMISSION_DENIED     403     AUTH_REJECTED
+NOT_FOUND             404     MODEL_NOT_FOUND (the policy's model or base URL: fail
+                              over, eject)
 RESOURCE_EXHAUSTED    429     RATE_LIMITED (``RetryInfo.retryDelay`` when there is no
                               Retry-After); QUOTA_EXHAUSTED for a per-day quota
 INTERNAL              500     SERVER_ERROR
@@ -21,7 +23,8 @@ UNAVAILABLE           503     SERVER_ERROR (OVERLOADED when "the model is overlo
 DEADLINE_EXCEEDED     504     SERVER_ERROR
 ====================  ======  ====================================================
 
-The same ``error`` object inside a stream (after the 200) is never a client error.
+The same ``error`` object inside a stream (after the 200) is never a client error nor a
+misconfiguration (the key and the model were accepted): a server error.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from edgeproxy.failure import MAX_RETRY_AFTER, AttemptFailure, FailureClass, classify_status
+from edgeproxy.failure import (
+    MAX_RETRY_AFTER,
+    MISCONFIGURED,
+    AttemptFailure,
+    FailureClass,
+    classify_status,
+)
 from edgeproxy.snapshot import Candidate, ProbeMode
 from edgeproxy.snapshot.wire import (
     EmbeddedBatch,
@@ -65,10 +74,13 @@ _BY_STATUS: Final = {
     "CANCELLED": FailureClass.SERVER_ERROR,  # cancelled on Google's side, not by the proxy
     "INVALID_ARGUMENT": FailureClass.CLIENT_ERROR,
     "FAILED_PRECONDITION": FailureClass.CLIENT_ERROR,
-    "UNAUTHENTICATED": FailureClass.CLIENT_ERROR,
-    "PERMISSION_DENIED": FailureClass.CLIENT_ERROR,
-    "NOT_FOUND": FailureClass.CLIENT_ERROR,
+    "UNAUTHENTICATED": FailureClass.AUTH_REJECTED,
+    "PERMISSION_DENIED": FailureClass.AUTH_REJECTED,
+    "NOT_FOUND": FailureClass.MODEL_NOT_FOUND,
 }
+# ErrorInfo reasons that say the key itself is refused, whatever the status (Gemini answers an
+# unknown key 400 INVALID_ARGUMENT, reason API_KEY_INVALID).
+_KEY_REASONS: Final = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
 # "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576)."
 _TOO_LONG: Final = re.compile(r"input token count.*exceeds the maximum", re.I | re.S)
 _DELAY: Final = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)s")
@@ -100,15 +112,30 @@ def classify(
     """The failure class of a Gemini error status, ``error.status`` and message."""
     if kind == "INVALID_ARGUMENT" and message and _TOO_LONG.search(message):
         return FailureClass.CONTEXT_LENGTH
+    if status < 500 and _key_refused(details):
+        return FailureClass.AUTH_REJECTED
     if kind == "RESOURCE_EXHAUSTED" and _per_day(details):
         return FailureClass.QUOTA_EXHAUSTED
     if kind == "UNAVAILABLE" and message and "overloaded" in message.lower():
         return FailureClass.OVERLOADED
     by_status = classify_status(status) or FailureClass.SERVER_ERROR
     failure = _BY_STATUS.get(kind) if kind is not None else None
-    if failure is None or (failure is FailureClass.CLIENT_ERROR and status >= 500):
+    passed_back = failure is FailureClass.CLIENT_ERROR or failure in MISCONFIGURED
+    if failure is None or (passed_back and status >= 500):
         return by_status  # a 5xx is never the client's to answer, whatever its body says
+    if failure is FailureClass.CLIENT_ERROR and by_status in MISCONFIGURED:
+        return by_status  # a 401/403/404 is the proxy's key or model, whatever its body says
     return failure
+
+
+def _key_refused(details: list[Any]) -> bool:
+    """An ``ErrorInfo`` whose reason says the API key is refused (invalid or expired)."""
+    return any(
+        isinstance(detail, dict)
+        and "ErrorInfo" in str(detail.get("@type", ""))
+        and detail.get("reason") in _KEY_REASONS
+        for detail in details
+    )
 
 
 def _per_day(details: list[Any]) -> bool:
@@ -136,7 +163,7 @@ def retry_delay(details: list[Any]) -> float | None:
 def stream_failure(error: GeminiStreamError) -> AttemptFailure:
     """The failure an in-stream ``error`` stands for: never a client error after the 200."""
     failure = classify(error.code or 500, error.status, error.message, [])
-    if failure is FailureClass.CLIENT_ERROR:
+    if failure is FailureClass.CLIENT_ERROR or failure in MISCONFIGURED:
         failure = FailureClass.SERVER_ERROR
     detail = f"upstream sent an in-stream error: {error.status}" + (
         f" ({redact(error.message)})" if error.message else ""
@@ -312,6 +339,10 @@ class GeminiWire:
         return ProbeRequest("GET", target, headers)
 
     def probe_verdict(self, mode: ProbeMode, status: int) -> bool | None:
+        if mode == "models" and status == 400:
+            # A GET without a body has nothing else to refuse: Gemini answers a key it does not
+            # take 400 INVALID_ARGUMENT (API_KEY_INVALID), so this is a refused key, i.e. down.
+            return False
         return common.probe_verdict(mode, status)
 
 
