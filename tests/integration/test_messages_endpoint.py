@@ -178,3 +178,21 @@ def test_an_openai_client_error_reaches_the_anthropic_sdk_in_its_shape(stack: St
         )
     assert info.value.body["type"] == "error"  # type: ignore[index]
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+
+
+def test_every_answer_carries_the_request_id_where_the_anthropic_sdk_reads_it(
+    stack: Stack,
+) -> None:
+    ask = [{"role": "user", "content": "Hello"}]
+    message = client(stack).messages.create(model="claude-sonnet", max_tokens=16, messages=ask)
+    assert message._request_id and message._request_id.startswith("req_")
+    with client(stack).messages.stream(model="claude-sonnet", max_tokens=16, messages=ask) as s:
+        s.get_final_message()
+        assert s.response.headers["request-id"] == s.response.headers["x-request-id"]
+    # Every candidate failing: the 502 names its request id to the SDK as well.
+    stack.fault("claude", mode="status", status=500)
+    stack.fault("oai", mode="status", status=500)
+    with pytest.raises(anthropic.InternalServerError) as err:
+        client(stack).messages.create(model="claude-sonnet", max_tokens=16, messages=ask)
+    assert err.value.request_id == err.value.response.headers["x-request-id"]
+    assert err.value.request_id == err.value.body["request_id"]  # type: ignore[index]

@@ -74,7 +74,10 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["x-request-id"] = request_id(request)
+    rid = request_id(request)
+    response.headers["x-request-id"] = rid
+    for header in ingress_for_path(request.path).request_id_headers:
+        response.headers.setdefault(header, rid)  # every answer, streams and errors included
     task = request.get(TASK)
     if task is not None:
         response.headers[TASK_HEADER] = task

@@ -265,6 +265,8 @@ class AnthropicStream:
 class AnthropicMessagesIngress:
     name: Final = "anthropic"
     path: Final = "/v1/messages"
+    # The Anthropic SDK reads ``request-id`` (its ``exc.request_id``, ``_request_id``).
+    request_id_headers: Final = ("x-request-id", "request-id")
 
     def parse(self, raw: bytes) -> IngressRequest:
         body = parse_messages_request(raw)

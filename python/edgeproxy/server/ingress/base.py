@@ -92,6 +92,12 @@ class IngressWire(Protocol):
         """The endpoint that serves this wire's chat requests (``POST``)."""
         ...
 
+    @property
+    def request_id_headers(self) -> tuple[str, ...]:
+        """The headers that carry the request id on every answer of this wire (where its SDK
+        reads it: ``x-request-id`` for OpenAI's, ``request-id`` for Anthropic's)."""
+        ...
+
     def parse(self, raw: bytes) -> IngressRequest:
         """Check the body (its own rules, its own words) and turn it into the inner shape;
         ``ClientError`` when it cannot be served."""

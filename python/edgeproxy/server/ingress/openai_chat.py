@@ -135,6 +135,7 @@ class OpenAIStream:
 class OpenAIChatIngress:
     name: Final = "openai"
     path: Final = "/v1/chat/completions"
+    request_id_headers: Final = ("x-request-id",)
 
     def parse(self, raw: bytes) -> IngressRequest:
         body = parse_chat_request(raw)

@@ -130,6 +130,7 @@ class ResponsesStream:
 class OpenAIResponsesIngress:
     name: Final = "responses"
     path: Final = "/v1/responses"
+    request_id_headers: Final = ("x-request-id",)
 
     def parse(self, raw: bytes) -> IngressRequest:
         body, inner = parse_responses_request(raw)
