@@ -112,6 +112,9 @@ class Gate:
     def reopen_at(self, key: str) -> float | None:
         return self.breakers.get(key).reopen_at
 
+    def open_reason(self, key: str) -> str:
+        return self.breakers.get(key).reason
+
     def eject(self, key: str, seconds: float, reason: str) -> None:
         self.breakers.get(key).eject(seconds, reason)
 
@@ -450,6 +453,9 @@ async def test_retry_after_ejects_the_candidate_for_that_long_while_failing_over
     outcome = await w.loop((A, B)).run(script)
     assert script.calls == [B.key] and outcome.served == B
     assert [s.reason for s in outcome.skipped] == [SkipReason.BREAKER_OPEN]
+    # The skip says why the candidate is out, not only that it is.
+    assert outcome.skipped[0].detail == f"circuit breaker open: {breaker.reason}"
+    assert breaker.reason
 
 
 async def test_a_retry_after_ejection_is_capped_and_a_passing_probe_ends_it() -> None:

@@ -87,6 +87,10 @@ class Gate(Protocol):
 
     def reopen_at(self, key: str) -> float | None: ...
 
+    def open_reason(self, key: str) -> str:
+        """Why the candidate is out ("" when it is not), for the skip's detail."""
+        ...
+
     def eject(self, key: str, seconds: float, reason: str) -> None: ...
 
 
@@ -296,7 +300,9 @@ class AttemptLoop(Generic[T]):
     def _admit(self, candidate: Candidate) -> tuple[Permit, AttemptKind] | None:
         permit = self._gate.acquire(candidate.key)
         if permit is None:
-            self._skip(candidate, SkipReason.BREAKER_OPEN, "circuit breaker open")
+            why = self._gate.open_reason(candidate.key)
+            detail = f"circuit breaker open: {why}" if why else "circuit breaker open"
+            self._skip(candidate, SkipReason.BREAKER_OPEN, detail)
             return None
         kind = self._kind_of(candidate)
         if kind is AttemptKind.FIRST:

@@ -52,6 +52,9 @@ class ResilienceEngine:
     def reopen_at(self, key: str) -> float | None:
         return self.breakers.get(key).reopen_at
 
+    def open_reason(self, key: str) -> str:
+        return self.breakers.get(key).reason
+
     def eject(self, key: str, seconds: float, reason: str) -> None:
         self.breakers.get(key).eject(seconds, reason)
 
