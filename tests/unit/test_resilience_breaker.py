@@ -8,7 +8,7 @@ from edgeproxy.clock import FakeClock
 from edgeproxy.events import BreakerTransition
 from edgeproxy.failure import FailureClass
 from edgeproxy.resilience.breaker import Breaker, BreakerRegistry, Ejection
-from edgeproxy.snapshot import BreakerSettings
+from edgeproxy.snapshot import BreakerSettings, Policy
 
 FAIL = FailureClass.SERVER_ERROR
 
@@ -379,3 +379,50 @@ def test_a_listener_can_leave_and_a_failing_one_breaks_nothing() -> None:
     leave()
     registry.get("b").record_failure(FAIL)
     assert registry.get("b").state == "open" and len(seen) == 1
+
+
+_RELOADED = """
+version: 1
+providers:
+  p:
+    kind: openai
+    api_key: KEY
+    regions: {one: {base_url: "BASE"}}
+    models: {m: {upstream_name: UPSTREAM}}
+routes:
+  r: {chain: [p/one/m]}
+"""
+
+
+def _policy(
+    base: str = "http://127.0.0.1:1/v1", upstream: str = "m-1", key: str = "sk-a"
+) -> Policy:
+    from edgeproxy.policy import load_policy_text
+
+    text = _RELOADED.replace("BASE", base).replace("UPSTREAM", upstream).replace("KEY", key)
+    return load_policy_text(text, "t.yaml", {})
+
+
+@pytest.mark.parametrize(
+    "fixed",
+    [
+        {"upstream": "m-2"},  # the retired model's successor
+        {"base": "http://127.0.0.1:2/v1"},  # a wrong base URL corrected
+        {"key": "sk-b"},  # a rotated provider key
+    ],
+    ids=["model", "base-url", "key"],
+)
+def test_a_reload_that_changes_a_candidates_upstream_gives_it_a_fresh_breaker(
+    fixed: dict[str, str],
+) -> None:
+    from edgeproxy.resilience.engine import ResilienceEngine
+
+    first = _policy()
+    engine = ResilienceEngine(FakeClock(), first.engine, first)
+    engine.breakers.get("p/one/m").eject(3600, Ejection.MODEL_NOT_FOUND)
+    # The same upstream reloaded (a comment, another route): what the breaker knows still holds.
+    kept = engine.policy_swapped(_policy())
+    assert kept.kept == ("p/one/m",) and engine.breakers.get("p/one/m").state == "open"
+    # The upstream changed under the same candidate key: the ejection was about the old one.
+    swapped = engine.policy_swapped(_policy(**fixed))
+    assert swapped.reset == ("p/one/m",) and engine.breakers.get("p/one/m").state == "closed"

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -403,10 +403,13 @@ class BreakerRegistry:
         self,
         keys: Iterable[str],
         settings_for_key: Callable[[str], BreakerSettings] | None = None,
+        changed: Collection[str] = (),
     ) -> CarryOver:
         """After a policy reload: keep the state of candidates that still exist with the same
         settings (an upstream that was down is still down), start the others fresh, drop the
-        rest. ``settings_for_key`` replaces the lookup when the new policy brings its own."""
+        rest. ``settings_for_key`` replaces the lookup when the new policy brings its own;
+        ``changed``: keys whose upstream the policy changed (a URL, the model sent, the key), so
+        what the breaker learned is about another upstream: they start fresh."""
         if settings_for_key is not None:
             self._settings_for_key = settings_for_key
         kept: list[str] = []
@@ -416,7 +419,7 @@ class BreakerRegistry:
         for key in dict.fromkeys(keys):
             settings = self._settings_for_key(key)
             old = self._breakers.get(key)
-            if old is not None and old.settings == settings:
+            if old is not None and old.settings == settings and key not in changed:
                 fresh[key] = old
                 kept.append(key)
             else:

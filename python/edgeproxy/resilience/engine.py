@@ -6,6 +6,7 @@ carries over for candidates that did not change); per-route knobs come from the 
 
 from __future__ import annotations
 
+import hashlib
 from functools import partial
 
 from edgeproxy.clock import Clock
@@ -20,9 +21,25 @@ from edgeproxy.snapshot import Candidate, EngineSettings, Hedge, Policy
 from edgeproxy.upstreams.http1 import Http1Pool
 
 
+def upstream_identities(policy: Policy) -> dict[str, str]:
+    """Per candidate key, a digest of what its attempts go to: the URL, the model name sent, the
+    wire and the headers (the provider key among them: only its digest is kept, never shown).
+    A reload that changes it (a retired model's new name, a fixed base URL, a rotated key) gives
+    the candidate a fresh breaker: an ejection learned of the old upstream says nothing of it."""
+    out: dict[str, str] = {}
+    for name in policy.route_names:
+        for c in policy.routes[name].candidates:
+            what = (c.wire.name, c.chat_url, c.upstream_model, sorted(c.headers.items()))
+            out[c.key] = hashlib.sha256(repr(what).encode()).hexdigest()
+    return out
+
+
 class ResilienceEngine:
-    def __init__(self, clock: Clock, settings: EngineSettings | None = None) -> None:
+    def __init__(
+        self, clock: Clock, settings: EngineSettings | None = None, policy: Policy | None = None
+    ) -> None:
         self.clock = clock
+        self._identities = upstream_identities(policy) if policy is not None else {}
         self.settings = settings = settings or EngineSettings()
         self.breakers = BreakerRegistry(lambda _key: self.settings.breaker, clock)
         self.budget = RetryBudget(settings.budget, clock)
@@ -79,7 +96,10 @@ class ResilienceEngine:
         elif self.prober is not None:
             self.prober.update_targets(probe_targets(policy))
         keys = [c.key for name in policy.route_names for c in policy.routes[name].candidates]
-        return self.breakers.carry_over(keys, lambda _key: new.breaker)
+        identities = upstream_identities(policy)
+        changed = {k for k, v in identities.items() if self._identities.get(k, v) != v}
+        self._identities = identities
+        return self.breakers.carry_over(keys, lambda _key: new.breaker, changed)
 
     def start_probing(self, policy: Policy, http: Http1Pool) -> None:
         """Health probes over the proxy's one upstream client, each in its candidate's wire

@@ -68,7 +68,7 @@ class ProxyServer:
             policy=policy,
             pool=UpstreamPool(),
             clock=clock,
-            engine=ResilienceEngine(clock, policy.engine),
+            engine=ResilienceEngine(clock, policy.engine, policy),
             # Traces and metrics as configured by the standard OTEL_* variables (tracing is off
             # unless an exporter is named); one instance per proxy so tests do not share counters.
             telemetry=telemetry or Telemetry.from_env(clock=clock),
