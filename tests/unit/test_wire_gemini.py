@@ -61,7 +61,9 @@ PER_MINUTE = {
             ),
             FailureClass.CONTEXT_LENGTH,
         ),
-        (400, body("FAILED_PRECONDITION", "billing"), FailureClass.CLIENT_ERROR),
+        # Billing off, or a region the free tier does not serve: the proxy's account.
+        (400, body("FAILED_PRECONDITION", "billing"), FailureClass.QUOTA_EXHAUSTED),
+        (500, body("FAILED_PRECONDITION", "odd"), FailureClass.SERVER_ERROR),
         # The proxy's key and the policy's model are not the client's to fix: failed over.
         (401, body("UNAUTHENTICATED", "who"), FailureClass.AUTH_REJECTED),
         (403, body("PERMISSION_DENIED", "no"), FailureClass.AUTH_REJECTED),

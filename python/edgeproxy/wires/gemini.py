@@ -11,7 +11,9 @@ error.status          HTTP    failure class
 INVALID_ARGUMENT      400     CLIENT_ERROR (CONTEXT_LENGTH when the input token
                               count exceeds the model's maximum; AUTH_REJECTED when
                               an ErrorInfo's reason is API_KEY_INVALID: a wrong key)
-FAILED_PRECONDITION   400     CLIENT_ERROR (billing, or a region Gemini does not serve)
+FAILED_PRECONDITION   400     QUOTA_EXHAUSTED (billing off, or a region the free tier
+                              does not serve: the proxy's account, never the
+                              request; fail over, eject for quota_ejection_time)
 UNAUTHENTICATED       401     AUTH_REJECTED (the proxy's key: fail over, eject)
 PERMISSION_DENIED     403     AUTH_REJECTED
 NOT_FOUND             404     MODEL_NOT_FOUND (the policy's model or base URL: fail
@@ -73,7 +75,7 @@ _BY_STATUS: Final = {
     "DEADLINE_EXCEEDED": FailureClass.SERVER_ERROR,
     "CANCELLED": FailureClass.SERVER_ERROR,  # cancelled on Google's side, not by the proxy
     "INVALID_ARGUMENT": FailureClass.CLIENT_ERROR,
-    "FAILED_PRECONDITION": FailureClass.CLIENT_ERROR,
+    "FAILED_PRECONDITION": FailureClass.CLIENT_ERROR,  # a 400 of it: ``classify``
     "UNAUTHENTICATED": FailureClass.AUTH_REJECTED,
     "PERMISSION_DENIED": FailureClass.AUTH_REJECTED,
     "NOT_FOUND": FailureClass.MODEL_NOT_FOUND,
@@ -114,6 +116,8 @@ def classify(
         return FailureClass.CONTEXT_LENGTH
     if status < 500 and _key_refused(details):
         return FailureClass.AUTH_REJECTED
+    if kind == "FAILED_PRECONDITION" and status == 400:
+        return FailureClass.QUOTA_EXHAUSTED  # billing off or a region not served: the account's
     if kind == "RESOURCE_EXHAUSTED" and _per_day(details):
         return FailureClass.QUOTA_EXHAUSTED
     if kind == "UNAVAILABLE" and message and "overloaded" in message.lower():
