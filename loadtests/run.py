@@ -63,6 +63,13 @@ SCENARIOS: dict[str, Scenario] = {
         max_failure_ratio=0.02,
     ),
     "reload": Scenario("reload.py", 20, 60, "policy rewritten and reloaded twice mid-run"),
+    "mixed-api": Scenario(
+        "mixed_api.py",
+        20,
+        60,
+        "every endpoint at once: chat, Responses (and streamed), Anthropic Messages streamed, "
+        "embeddings; each answer's shape checked",
+    ),
 }
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
     reason="locust is not installed (pip install -e '.[load]' or make loadtest)",
 )
 
-SCENARIOS = ["steady_chat", "steady_stream", "spike", "failover", "reload"]
+SCENARIOS = ["steady_chat", "steady_stream", "spike", "failover", "reload", "mixed_api"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
