@@ -12,6 +12,20 @@ from edgeproxy.failure import AttemptFailure, FailureClass, classify_status, par
 from edgeproxy.snapshot import ProbeMode
 
 
+def request_headers(
+    auth: Mapping[str, str], *, stream: bool, request_id: str, extra: Mapping[str, str]
+) -> dict[str, str]:
+    """An attempt's headers: the wire's ``auth`` (its key headers and the policy's static
+    ones), JSON in, SSE or JSON out, the request id, and ``extra`` (trace context) last."""
+    return {
+        **auth,
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "X-Request-Id": request_id,
+        **extra,
+    }
+
+
 def error_code(body: bytes) -> str | None:
     """The error's own code (or type) from an ``{"error": {...}}`` body, OpenAI's shape."""
     try:

@@ -278,16 +278,9 @@ class GeminiWire:
     def request_headers(
         self, candidate: Candidate, *, stream: bool, request_id: str, extra: Mapping[str, str]
     ) -> dict[str, str]:
-        headers = gemini_headers(candidate.headers)
-        headers.update(
-            {
-                "Content-Type": "application/json",
-                "Accept": "text/event-stream" if stream else "application/json",
-                "X-Request-Id": request_id,
-                **extra,
-            }
+        return common.request_headers(
+            gemini_headers(candidate.headers), stream=stream, request_id=request_id, extra=extra
         )
-        return headers
 
     def failure(
         self, status: int, body: bytes, headers: Mapping[str, str], content_type: str

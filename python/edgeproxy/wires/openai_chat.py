@@ -104,13 +104,9 @@ class OpenAIChatWire:
     def request_headers(
         self, candidate: Candidate, *, stream: bool, request_id: str, extra: Mapping[str, str]
     ) -> dict[str, str]:
-        return {
-            **candidate.headers,
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-            "X-Request-Id": request_id,
-            **extra,  # trace context (traceparent)
-        }
+        return common.request_headers(
+            candidate.headers, stream=stream, request_id=request_id, extra=extra
+        )
 
     def failure(
         self, status: int, body: bytes, headers: Mapping[str, str], content_type: str
