@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from edgeproxy._core import encode_sse
+from edgeproxy.translate import thinking
 
 DONE = "[DONE]"
 FORMAT_VERSION = 1
@@ -93,6 +94,10 @@ def completion_to_chunks(completion: bytes, *, include_usage: bool = False) -> l
         index = choice.get("index", 0)
         message = choice.get("message") or {}
         delta(index, {"role": message.get("role", "assistant"), "content": ""})
+        extension = message.get(thinking.X_ANTHROPIC)
+        if isinstance(extension, dict):  # Anthropic's thinking blocks, first (docs/anthropic.md)
+            for event in thinking.blocks_to_events(extension.get("thinking_blocks") or ()):
+                delta(index, thinking.event_delta(event))
         if message.get("refusal"):
             for piece in _pieces(message["refusal"]):
                 delta(index, {"refusal": piece})
@@ -142,6 +147,9 @@ def chunks_to_completion(events: list[str]) -> bytes:
                 {"role": "assistant", "content": [], "refusal": [], "tools": {}, "finish": None},
             )
             d = ch.get("delta") or {}
+            event = thinking.carried_event(chunk)
+            if event is not None:
+                acc.setdefault("thinking", thinking.BlockAssembler()).add(event)
             if d.get("role"):
                 acc["role"] = d["role"]
             if d.get("content"):
@@ -171,6 +179,8 @@ def chunks_to_completion(events: list[str]) -> bytes:
             "content": "".join(acc["content"]) if acc["content"] or not acc["tools"] else None,
             "refusal": "".join(acc["refusal"]) or None,
         }
+        if "thinking" in acc:
+            thinking.with_blocks(message, acc["thinking"].blocks)
         if acc["tools"]:
             message["tool_calls"] = [
                 {

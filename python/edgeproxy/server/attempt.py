@@ -40,6 +40,9 @@ class UpstreamCall:
     deadline: Deadline
     rid: str
     trace_headers: Mapping[str, str]
+    # The inner (OpenAI-shaped) body ``body`` was made from: a wire's stream translator may
+    # depend on what was asked (Anthropic's extended thinking).
+    request: Mapping[str, Any] | None = None
 
     async def send(self, stream: bool) -> UpstreamResponse:
         return await send(
@@ -125,7 +128,9 @@ async def attempt_stream(
                 f"upstream answered a stream request with {response.content_type!r}",
             )
         options = options or StreamOptions()
-        translator = call.candidate.wire.stream(include_usage=options.count_usage is not None)
+        translator = call.candidate.wire.stream(
+            include_usage=options.count_usage is not None, request=call.request
+        )
         if translator is not None:
             options = replace(options, translator=translator)
         return await open_stream(response, allowed, options)

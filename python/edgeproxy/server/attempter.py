@@ -148,6 +148,7 @@ class Attempter:
             self._deadline,
             self._rid,
             self._ledger.trace_headers(number),
+            request=body,
         )
         counter = UsageCounter(prompt, candidate.tokenizer)
         if self._stream:

@@ -5,6 +5,9 @@ The text the client already has goes to a candidate that can continue a trailing
 message (``assistant_prefill``), and its continuation is relayed into the same stream: the same
 completion id, the usage of both legs added up. The resumed attempts share the request's
 deadline, attempt cap and numbering (``AttemptKind.RESUME``).
+
+A request with Anthropic's extended thinking is never resumed (the stream ends with the
+in-band error instead): Anthropic takes no prefill with thinking on.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from edgeproxy.resilience.attempts import PassThrough
 from edgeproxy.server.relay import Leg
 from edgeproxy.server.upstream_stream import StreamProgress
 from edgeproxy.server.usage import UsageCounter
+from edgeproxy.translate.thinking import carried_param
 
 if TYPE_CHECKING:
     from edgeproxy.server.exchange import Exchange
@@ -32,6 +36,10 @@ class Resumer:
         broke; None when no candidate can (or may) take it."""
         exchange = self._exchange
         route = exchange.route
+        if carried_param(exchange.attempter.body) is not None:
+            # Extended thinking: Anthropic refuses a prefilled answer with thinking on, and a
+            # continuation would think again after text the client already has.
+            return None
         chain = tuple(c for c in exchange.chain if c.key != failed and c.assistant_prefill)
         attempts_left = route.max_attempts - exchange.ledger.attempts
         if not chain or attempts_left <= 0 or exchange.deadline.remaining() <= 0:

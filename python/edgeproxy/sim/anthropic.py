@@ -19,7 +19,10 @@ the OpenAI wire (text, tool use, ``max_tokens``), the same faults and the same s
   ``malformed``: an event whose JSON is broken; ``echo_key``: an ``authentication_error``
   quoting the key received (HTTP ``status``, or in-stream after ``after_tokens`` deltas);
   ``keepalive_only``: ``ping`` events only after ``after_tokens`` deltas; ``cut``, ``stall``,
-  ``slow_first_token``, ``reset``, ``hang``, ``refuse`` as on the OpenAI wire.
+  ``slow_first_token``, ``reset``, ``hang``, ``refuse`` as on the OpenAI wire;
+- extended thinking (``anthropic_thinking``): signed ``thinking`` blocks first (streamed as
+  ``thinking_delta`` and ``signature_delta``, counted with the deltas ``after_tokens`` counts),
+  a follow-up turn with altered or missing thinking blocks refused like Anthropic does.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from aiohttp import web
 from edgeproxy.server.ingress.anthropic_messages import parse_messages_request
 from edgeproxy.server.ingress.base import ClientError
 
+from . import anthropic_thinking as thinking
 from . import anthropic_wire as aw
 from . import netio
 from .completion import Completion
 from .faults import Fault
 from .request import ChatRequest
 from .respond import Pacer, keep_alive, send_body
+from .tools import last_user_text
 from .wire import credential_of
 
 if TYPE_CHECKING:
@@ -109,6 +114,11 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
     except ClientError as exc:
         sim.stats.record("bad_request")
         return aw.error_response(exc.status, code=exc.type, message=exc.message)
+    budget = thinking.budget(parsed)
+    refused = budget if isinstance(budget, str) else thinking.check_history(parsed, bool(budget))
+    if refused is not None:
+        sim.stats.record("bad_request")
+        return aw.error_response(400, message=refused)
     if fault is None:
         sim.stats.record("ok")
     sim.received.append(body)
@@ -122,6 +132,12 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
         )
     sim._models.setdefault(chat.model, None)
     completion, ttft, interval, fault = sim.plan(chat, body, fault)
+    thoughts = (
+        thinking.blocks(last_user_text(chat.messages), fault.mode if fault else "none")
+        if budget
+        else []
+    )
+    thought_tokens = sum(len(thinking.pieces(b.get("thinking", ""))) for b in thoughts)
     if not chat.stream:
         if fault is not None and fault.mode == "overloaded":
             return aw.error_response(529)
@@ -131,16 +147,22 @@ async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamRe
         answer = aw.message_object(
             message_id=message_id(completion),
             model=completion.model,
-            content=content_blocks(completion),
+            content=thoughts + content_blocks(completion),
             stop_reason=aw.STOP_REASONS[completion.finish_reason],
             **_input_usage(completion),
-            output_tokens=completion.completion_tokens,
+            output_tokens=completion.completion_tokens + thought_tokens,
         )
         return await send_body(request, orjson.dumps(answer), fault=fault, park=sim._park)
 
     sim.stats.streams_started += 1
     response, completed = await send_stream(
-        request, completion, ttft=ttft, interval=interval, fault=fault, park=sim._park
+        request,
+        completion,
+        ttft=ttft,
+        interval=interval,
+        fault=fault,
+        park=sim._park,
+        thoughts=thoughts,
     )
     if completed:
         sim.stats.streams_completed += 1
@@ -183,6 +205,7 @@ async def send_stream(
     interval: float,
     fault: Fault | None,
     park: Any,
+    thoughts: list[dict[str, Any]] | None = None,
 ) -> tuple[web.StreamResponse, bool]:
     """The SSE answer; returns the response and whether it reached its final ``message_delta``."""
     response = web.StreamResponse(
@@ -203,19 +226,26 @@ async def send_stream(
         **_input_usage(completion),
         output_tokens=1,
     )
+    # Thinking blocks first (each event of them one of the deltas a fault counts), then the
+    # answer's block at the next index.
+    first, deltas = _thinking_events(thoughts or [])
+    at = len(thoughts or [])
     call = completion.tool_call
     if call is None:
         block: dict[str, Any] = {"type": "text", "text": ""}
-        deltas = [aw.text_delta(0, piece) for piece in completion.pieces]
+        answer = [aw.text_delta(at, piece) for piece in completion.pieces]
     else:
         block = {"type": "tool_use", "id": "toolu_" + call.call_id, "name": call.name, "input": {}}
-        deltas = [aw.input_json_delta(0, "")] + [
-            aw.input_json_delta(0, piece) for piece in call.pieces
+        answer = [aw.input_json_delta(at, "")] + [
+            aw.input_json_delta(at, piece) for piece in call.pieces
         ]
+    if first:
+        deltas.append(aw.block_start(at, block) + answer[0])
+        deltas.extend(answer[1:])
+    else:
+        first, deltas = aw.block_start(at, block), answer
     await response.write(
-        aw.event("message_start", {"type": "message_start", "message": start})
-        + aw.block_start(0, block)
-        + aw.PING
+        aw.event("message_start", {"type": "message_start", "message": start}) + first + aw.PING
     )
     fault_at = min(fault.after_tokens, len(deltas)) if fault is not None else -1
     mode = fault.mode if fault is not None else "none"
@@ -251,7 +281,7 @@ async def send_stream(
             break
         await pacer.wait_for(index)
         await response.write(deltas[index])
-    tail = aw.block_stop(0) + aw.message_delta(
+    tail = aw.block_stop(at) + aw.message_delta(
         aw.STOP_REASONS[completion.finish_reason], completion.completion_tokens
     )
     if mode != "no_done":
@@ -259,3 +289,19 @@ async def send_stream(
     await response.write(tail)
     await response.write_eof()
     return response, True
+
+
+def _thinking_events(thoughts: list[dict[str, Any]]) -> tuple[bytes, list[bytes]]:
+    """The first thinking block's start, and every later thinking event (one per delta)."""
+    if not thoughts:
+        return b"", []
+    events: list[bytes] = []
+    for index, block in enumerate(thoughts):
+        if block["type"] == "thinking":
+            events.append(aw.block_start(index, {**block, "thinking": "", "signature": ""}))
+            events.extend(aw.thinking_delta(index, p) for p in thinking.pieces(block["thinking"]))
+            events.append(aw.signature_delta(index, block["signature"]))
+        else:
+            events.append(aw.block_start(index, block))
+        events.append(aw.block_stop(index))
+    return events[0], events[1:]

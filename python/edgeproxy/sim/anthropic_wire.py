@@ -153,6 +153,28 @@ def input_json_delta(index: int, partial_json: str) -> bytes:
     )
 
 
+def thinking_delta(index: int, thinking: str) -> bytes:
+    return event(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": "thinking_delta", "thinking": thinking},
+        },
+    )
+
+
+def signature_delta(index: int, signature: Any) -> bytes:
+    return event(
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": "signature_delta", "signature": signature},
+        },
+    )
+
+
 def block_stop(index: int) -> bytes:
     return event("content_block_stop", {"type": "content_block_stop", "index": index})
 

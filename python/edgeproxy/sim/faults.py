@@ -23,6 +23,8 @@ FAULT_MODES: Final = frozenset(
         "overloaded",
         "echo_key",
         "keepalive_only",
+        "bad_signature",
+        "huge_signature",
     }
 )
 

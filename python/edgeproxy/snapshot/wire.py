@@ -115,8 +115,11 @@ class UpstreamWire(Protocol):
         Raises ``AttemptFailure`` (malformed) when the answer is not what the wire promises."""
         ...
 
-    def stream(self, *, include_usage: bool) -> StreamTranslator | None:
-        """A translator for this wire's stream, or None when it already speaks OpenAI SSE."""
+    def stream(
+        self, *, include_usage: bool, request: Mapping[str, Any] | None = None
+    ) -> StreamTranslator | None:
+        """A translator for this wire's stream, or None when it already speaks OpenAI SSE
+        (``request``: the inner body of the attempt, when the translator depends on it)."""
         ...
 
     def probe(self, candidate: Candidate, mode: ProbeMode, url: str | None) -> ProbeRequest:

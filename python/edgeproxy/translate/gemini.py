@@ -152,6 +152,8 @@ def openai_to_gemini_request(body: Mapping[str, Any]) -> dict[str, Any]:
             raise refuse(
                 key, "not translated: Gemini's thinking takes a token budget or a level instead"
             )
+        elif key == "x_anthropic":  # Anthropic's extended thinking (translate.thinking)
+            raise refuse("thinking", "Anthropic's extended thinking is not translated to Gemini")
         else:
             raise refuse(key, "this OpenAI field has no Gemini equivalent")
     choice = _tool_choice(body.get("tool_choice"))

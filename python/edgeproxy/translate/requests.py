@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import thinking
 from .util import as_dict, as_list, as_str, refuse
 
 # Anthropic's prompt-cache breakpoint. Kept in the proxy's inner OpenAI shape where Anthropic
@@ -138,6 +139,9 @@ def openai_to_anthropic_request(
             continue  # below, together
         elif key in ("functions", "function_call"):
             raise refuse(key, "the deprecated functions API is not translated; use tools")
+        elif key == thinking.X_ANTHROPIC:
+            # Anthropic's own parameters, carried by the inner shape for this wire only.
+            out.update(thinking.check_extension(value))
         elif key == "reasoning_effort":
             raise refuse(
                 key, "not translated: Anthropic's extended thinking takes a token budget instead"
@@ -261,9 +265,10 @@ def _assistant_message(message: dict[str, Any], param: str) -> dict[str, Any]:
             raise refuse(f"{param}.{key}", "not translated to Anthropic")
     content = message.get("content")
     calls = message.get("tool_calls") or []
-    if isinstance(content, str) and not calls:
+    # Thinking blocks come back first, verbatim: Anthropic checks their signatures.
+    blocks: list[dict[str, Any]] = thinking.message_blocks(message, param)
+    if isinstance(content, str) and not calls and not blocks:
         return {"role": "assistant", "content": content}
-    blocks: list[dict[str, Any]] = []
     if isinstance(content, str):
         if content:
             blocks.append({"type": "text", "text": content})
@@ -351,7 +356,11 @@ def _openai_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 
 def anthropic_to_openai_request(
-    body: Mapping[str, Any], *, model: str | None = None, max_tokens_field: str = "max_tokens"
+    body: Mapping[str, Any],
+    *,
+    model: str | None = None,
+    max_tokens_field: str = "max_tokens",
+    carry_thinking: bool = False,
 ) -> dict[str, Any]:
     """An OpenAI Chat Completions body for an Anthropic Messages body.
 
@@ -359,14 +368,20 @@ def anthropic_to_openai_request(
     ``max_completion_tokens`` (OpenAI's reasoning models require it). A streamed request asks for
     ``stream_options.include_usage`` so the stream translator can report usage.
     Raises ``TranslationError`` for a field OpenAI cannot honour.
+
+    ``carry_thinking`` (the proxy's ingress): extended thinking is carried in the inner shape's
+    ``x_anthropic`` extension (``translate.thinking``) for an Anthropic upstream, instead of being
+    refused; with thinking on, the assistant turns' thinking blocks are kept there too.
     """
     out: dict[str, Any] = {"model": model if model is not None else body.get("model")}
+    carry = carry_thinking and thinking.requested(body.get("thinking"))
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system is not None:
         messages.append({"role": "system", "content": _anthropic_system(system)})
     for i, message in enumerate(as_list(body.get("messages"), "messages")):
-        messages.extend(_anthropic_message(as_dict(message, f"messages[{i}]"), f"messages[{i}]"))
+        where = f"messages[{i}]"
+        messages.extend(_anthropic_message(as_dict(message, where), where, carry))
     out["messages"] = messages
     for key, value in body.items():
         if key in ("model", "messages", "system") or key in DROPPED_ANTHROPIC_FIELDS:
@@ -409,7 +424,9 @@ def anthropic_to_openai_request(
             if choice.get("disable_parallel_tool_use") and kind != "none":
                 out["parallel_tool_calls"] = False
         elif key == "thinking":
-            if as_dict(value, key).get("type") != "disabled":
+            if carry:
+                out[thinking.X_ANTHROPIC] = {"thinking": value}
+            elif as_dict(value, key).get("type") != "disabled":
                 raise refuse(
                     key, "extended thinking is not translated to the OpenAI Chat Completions wire"
                 )
@@ -433,7 +450,9 @@ def _anthropic_system(system: Any) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _anthropic_message(message: dict[str, Any], param: str) -> list[dict[str, Any]]:
+def _anthropic_message(
+    message: dict[str, Any], param: str, carry_thinking: bool
+) -> list[dict[str, Any]]:
     role = message.get("role")
     content = message.get("content")
     if role not in ("user", "assistant"):
@@ -442,7 +461,7 @@ def _anthropic_message(message: dict[str, Any], param: str) -> list[dict[str, An
         return [{"role": role, "content": content}]
     blocks = as_list(content, f"{param}.content")
     if role == "assistant":
-        return [_anthropic_assistant(blocks, param)]
+        return [_anthropic_assistant(blocks, param, carry_thinking)]
     # A user turn: tool results become tool messages (first, as OpenAI wants them right after
     # the assistant's tool calls), the rest one user message.
     tool_messages: list[dict[str, Any]] = []
@@ -507,9 +526,10 @@ def _tool_result_text(content: Any, param: str) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _anthropic_assistant(blocks: list[Any], param: str) -> dict[str, Any]:
+def _anthropic_assistant(blocks: list[Any], param: str, carry_thinking: bool) -> dict[str, Any]:
     texts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     for j, block in enumerate(blocks):
         where = f"{param}.content[{j}]"
         block = as_dict(block, where)
@@ -527,8 +547,14 @@ def _anthropic_assistant(blocks: list[Any], param: str) -> dict[str, Any]:
                 },
             }
             calls.append(_marker(block, call, where))
-        elif kind in ("thinking", "redacted_thinking"):
-            continue  # signed reasoning only Anthropic can read back: dropped
+        elif kind in thinking.THINKING_TYPES:
+            if not carry_thinking:
+                continue  # signed reasoning only Anthropic can read back: dropped
+            if texts or calls:
+                raise refuse(
+                    where, "thinking blocks must come before the text and tool use of a turn"
+                )
+            thoughts.append(thinking.check_block(block, where))
         else:
             raise refuse(f"{where}.type", f"content block {kind!r} is not translated to OpenAI")
     message: dict[str, Any] = {"role": "assistant"}
@@ -540,7 +566,7 @@ def _anthropic_assistant(blocks: list[Any], param: str) -> dict[str, Any]:
         message["content"] = None
     if calls:
         message["tool_calls"] = calls
-    return message
+    return thinking.with_blocks(message, thoughts)
 
 
 def _anthropic_tool(tool: Any, i: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import orjson
 
 from edgeproxy.telemetry.redact import redact
 
+from . import thinking
 from .util import as_dict, as_list, as_str, refuse
 
 _STOP_REASONS: Final = {
@@ -52,7 +53,8 @@ def openai_to_anthropic_response(
         raise refuse("choices", f"an Anthropic message has one answer, not {len(choices)}")
     choice = as_dict(choices[0], "choices[0]")
     message = as_dict(choice.get("message"), "choices[0].message")
-    content: list[dict[str, Any]] = []
+    # Thinking blocks (an Anthropic upstream's, carried by the inner shape) come first.
+    content: list[dict[str, Any]] = thinking.message_blocks(message, "choices[0].message")
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
@@ -125,10 +127,14 @@ def anthropic_to_openai_response(
     """An OpenAI ``chat.completion`` for an Anthropic ``message``.
 
     Text blocks are joined into ``content``; ``tool_use`` blocks become ``tool_calls`` (input
-    serialised as compact JSON); thinking blocks are dropped (docs/anthropic.md).
+    serialised as compact JSON); thinking blocks are carried verbatim in the message's
+    ``x_anthropic`` extension (``translate.thinking``; an OpenAI client never asks for them).
+    A thinking block after text or tool use (interleaved thinking) is refused: the inner
+    shape keeps thinking before the rest.
     """
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     for j, block in enumerate(as_list(message.get("content"), "content")):
         block = as_dict(block, f"content[{j}]")
         kind = block.get("type")
@@ -145,8 +151,10 @@ def anthropic_to_openai_response(
                     },
                 }
             )
-        elif kind in ("thinking", "redacted_thinking"):
-            continue
+        elif kind in thinking.THINKING_TYPES:
+            if texts or calls:
+                raise refuse(f"content[{j}]", "a thinking block after text or tool use")
+            thoughts.append(thinking.check_block(block, f"content[{j}]"))
         else:
             raise refuse(f"content[{j}].type", f"content block {kind!r} is not translated")
     out_message: dict[str, Any] = {
@@ -156,6 +164,7 @@ def anthropic_to_openai_response(
     }
     if calls:
         out_message["tool_calls"] = calls
+    thinking.with_blocks(out_message, thoughts)
     usage = _mapping(message.get("usage"))
     cache_read = _count(usage.get("cache_read_input_tokens"))
     cache_write = _count(usage.get("cache_creation_input_tokens"))

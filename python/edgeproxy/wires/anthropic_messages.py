@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import orjson
 
-from edgeproxy._core import AnthropicToOpenAIStream
+from edgeproxy._core import AnthropicToOpenAIStream, SseError, SseParser, encode_sse
 from edgeproxy.failure import MISCONFIGURED, AttemptFailure, FailureClass, classify_status
 from edgeproxy.snapshot import Candidate, ProbeMode
 from edgeproxy.snapshot.wire import ProbeRequest, Refusal, StreamTranslator
@@ -38,6 +38,7 @@ from edgeproxy.translate import (
     anthropic_to_openai_response,
     error_to_openai,
     openai_to_anthropic_request,
+    thinking,
 )
 from edgeproxy.wires import common
 
@@ -185,6 +186,113 @@ class _Stream:
         }
 
 
+class _ThinkingStream(_Stream):
+    """A stream with extended thinking: each thinking event becomes an inner chunk carrying it
+    (``translate.thinking.stream_chunk``), everything else goes through the Rust translator,
+    in the upstream's order.
+
+    The Rust translator drops thinking events, so this stream parses the upstream's events in
+    Python (only requests that ask for thinking pay for it); the runs of other events between
+    them go to Rust in one call. What an upstream cannot do here: send thinking before
+    ``message_start`` or after the answer's text or tool use started (the inner shape keeps
+    thinking first), a delta for a block that is not an open thinking block, a thinking
+    field or signature that is not a string, or a signature over ``MAX_SIGNATURE_CHARS``:
+    each is a malformed stream.
+    """
+
+    __slots__ = ("_answering", "_open", "_parser", "_signature", "_started")
+
+    def __init__(self, include_usage: bool) -> None:
+        super().__init__(include_usage)
+        self._parser = SseParser()
+        self._started = False  # message_start seen
+        self._answering = False  # a block other than thinking started
+        self._open: int | None = None  # the upstream index of the open thinking block
+        self._signature = 0  # characters of its signature so far
+
+    def feed(self, chunk: bytes) -> bytes:
+        try:
+            events = self._parser.feed(chunk)
+        except SseError as exc:  # an event over the parser's size limit
+            raise AttemptFailure(FailureClass.MALFORMED, f"bad Anthropic stream: {exc}") from None
+        out: list[bytes] = []
+        pending: list[bytes] = []  # other events, for Rust in one call
+        for event in events:
+            parsed = self._thinking_event(event.data)
+            if parsed is None:
+                pending.append(encode_sse(event.data, event=event.event))
+                continue
+            if pending:
+                out.append(super().feed(b"".join(pending)))
+                pending = []
+            out.append(thinking.stream_chunk(parsed))
+        if pending:
+            out.append(super().feed(b"".join(pending)))
+        return b"".join(out)
+
+    def _thinking_event(self, data: str) -> dict[str, Any] | None:
+        """``data`` parsed when it is a thinking event (checked), else None (for Rust)."""
+        if (
+            self._started
+            and self._open is None
+            and not any(word in data for word in ("thinking", "signature", "content_block_start"))
+        ):
+            return None  # the common case after the thinking: a text delta, not even parsed
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None  # Rust reports it
+        if not isinstance(event, dict):
+            return None
+        kind = event.get("type")
+        if kind == "message_start":
+            self._started = True
+            return None
+        if kind == "content_block_start":
+            block = event.get("content_block")
+            if not isinstance(block, dict) or block.get("type") not in thinking.THINKING_TYPES:
+                self._answering = True
+                return None
+            if not self._started or self._answering:
+                raise _bad("a thinking block before message_start or after the answer began")
+            try:
+                thinking.check_block(block, "content_block")
+            except TranslationError as exc:
+                raise _bad(str(exc)) from None
+            self._open = event.get("index")
+            self._signature = len(block.get("signature") or "")
+            return event
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            kind = delta.get("type") if isinstance(delta, dict) else None
+            if kind not in ("thinking_delta", "signature_delta"):
+                return None
+            assert isinstance(delta, dict)
+            if self._open is None or event.get("index") != self._open:
+                raise _bad(f"a {kind} outside an open thinking block")
+            if kind == "thinking_delta":
+                if not isinstance(delta.get("thinking"), str):
+                    raise _bad("a thinking_delta whose thinking is not a string")
+            else:
+                signature = delta.get("signature")
+                try:
+                    checked = thinking.check_signature(signature, "signature", self._signature)
+                except TranslationError as exc:
+                    raise _bad(str(exc)) from None
+                self._signature += len(checked)
+            return event
+        if kind == "content_block_stop" and self._open is not None:
+            if event.get("index") != self._open:
+                raise _bad("a content_block_stop for another block inside a thinking block")
+            self._open = None
+            return event
+        return None
+
+
+def _bad(why: str) -> AttemptFailure:
+    return AttemptFailure(FailureClass.MALFORMED, f"bad Anthropic stream: {why}")
+
+
 class AnthropicMessagesWire:
     name: Final = "anthropic"
     embeddings: Final = None  # Anthropic has no embeddings API (it points to Voyage AI)
@@ -236,7 +344,11 @@ class AnthropicMessagesWire:
             raise AttemptFailure(FailureClass.MALFORMED, f"untranslatable answer: {exc}") from None
         return orjson.dumps(completion), completion
 
-    def stream(self, *, include_usage: bool) -> StreamTranslator | None:
+    def stream(
+        self, *, include_usage: bool, request: Mapping[str, Any] | None = None
+    ) -> StreamTranslator | None:
+        if request is not None and thinking.carried_param(request) is not None:
+            return _ThinkingStream(include_usage)
         return _Stream(include_usage)
 
     def probe(self, candidate: Candidate, mode: ProbeMode, url: str | None) -> ProbeRequest:

@@ -26,6 +26,7 @@ from edgeproxy.snapshot.wire import (
     Refusal,
     StreamTranslator,
 )
+from edgeproxy.translate import thinking
 from edgeproxy.translate.cache_markers import without_cache_control
 from edgeproxy.wires import common
 
@@ -84,7 +85,12 @@ class OpenAIChatWire:
         return candidate.chat_url
 
     def refusal(self, body: Mapping[str, Any]) -> Refusal | None:
-        return None  # the proxy's own shape: anything the client sent can be carried
+        # The proxy's own shape: anything the client sent can be carried, except Anthropic's
+        # extended thinking (``translate.thinking``): OpenAI's reasoning takes an effort level,
+        # and guessing one from a token budget would change the request silently.
+        if thinking.X_ANTHROPIC in body:
+            return Refusal("the OpenAI wire has no Anthropic extended thinking", "thinking")
+        return None
 
     def request_body(self, body: Mapping[str, Any], candidate: Candidate) -> bytes:
         data = self._dumped(body, candidate)
@@ -128,7 +134,9 @@ class OpenAIChatWire:
             )
         return data, parsed
 
-    def stream(self, *, include_usage: bool) -> StreamTranslator | None:
+    def stream(
+        self, *, include_usage: bool, request: Mapping[str, Any] | None = None
+    ) -> StreamTranslator | None:
         return None  # OpenAI SSE already: the relay's scanner checks it as it passes
 
     def probe(self, candidate: Candidate, mode: ProbeMode, url: str | None) -> ProbeRequest:

@@ -2,8 +2,10 @@
 ``POST /v1/messages/count_tokens`` answered locally).
 
 A request is validated as Anthropic's (its rules, its ``field.path: problem`` wording) and
-translated to the proxy's inner OpenAI shape; a feature that shape cannot carry (extended
-thinking, server tools, ...) is refused with a 400 naming it (docs/anthropic.md). The answer,
+translated to the proxy's inner OpenAI shape; a feature that shape cannot carry (server tools,
+documents, ...) is refused with a 400 naming it (docs/anthropic.md). Extended thinking is
+carried in the inner shape's ``x_anthropic`` extension (``translate.thinking``) for the
+Anthropic upstreams of the chain; the others are skipped. The answer,
 the stream (one Rust call per chunk) and every error go back in Anthropic's wire. Errors are
 shaped exactly like Anthropic's (``{"type": "error", "error": {"type", "message"},
 "request_id"}``, https://docs.anthropic.com/en/api/errors) so the official SDK raises its usual
@@ -12,13 +14,14 @@ exception classes; the ``request-id`` header carries the id too (the SDK's ``exc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from edgeproxy._core import OpenAIToAnthropicStream, encode_sse
+from edgeproxy._core import OpenAIToAnthropicStream, SseParser, encode_sse
 from edgeproxy.failure import AttemptFailure, FailureClass
 from edgeproxy.server.ingress.base import ClientError, IngressRequest, LocalAnswer, StreamEncoder
 from edgeproxy.server.json_nesting import check_nesting
@@ -28,6 +31,7 @@ from edgeproxy.translate import (
     anthropic_to_openai_request,
     error_to_anthropic,
     openai_to_anthropic_response,
+    thinking,
 )
 from edgeproxy.translate.responses import anthropic_error_type
 
@@ -257,9 +261,81 @@ class AnthropicStream:
     def close(self) -> bytes:
         tail, complete = self._translator.finish()
         if complete:
-            return tail
+            return self._closing(tail)
         failure = AttemptFailure(FailureClass.CUT, "the stream ended before message_stop")
-        return tail + midstream_error(failure, 0, "")
+        return self._closing(tail) + midstream_error(failure, 0, "")
+
+    def _closing(self, tail: bytes) -> bytes:
+        return tail
+
+
+# The content block events the Rust translator writes, up to their index (its own format: the
+# text of a block is JSON-escaped after it, so it cannot fake one).
+_BLOCK_INDEX: Final = re.compile(
+    rb'^(data: \{"type":"content_block_(?:start|delta|stop)","index":)(\d+)', re.M
+)
+
+
+class ThinkingAnthropicStream(AnthropicStream):
+    """The stream of a request with extended thinking: the inner chunks that carry thinking
+    events (``translate.thinking.stream_chunk``) become the client's thinking blocks, numbered
+    from 0 in their order; the Rust translator makes the rest, its block indexes moved past the
+    thinking blocks. An upstream's thinking comes before its text and tool use (the Anthropic
+    wire refuses any other order), so the numbering is final once the Rust translator opens a
+    block. Only thinking requests pay for parsing the relay's events here.
+    """
+
+    def __init__(self, model: str | None) -> None:
+        super().__init__(model)
+        self._parser = SseParser()
+        self._blocks = 0  # thinking blocks started: where the Rust translator's blocks begin
+
+    def encode(self, sse: bytes) -> bytes:
+        if b'"x_anthropic"' not in sse:
+            return self._shifted(self._translator.feed(sse))
+        out: list[bytes] = []
+        pending: list[bytes] = []
+        for event in self._parser.feed(sse):
+            carried = _carried(event.data)
+            if carried is None:
+                pending.append(encode_sse(event.data))
+                continue
+            if pending:
+                out.append(self._shifted(self._translator.feed(b"".join(pending))))
+                pending = []
+            out.append(self._thinking(carried))
+        if pending:
+            out.append(self._shifted(self._translator.feed(b"".join(pending))))
+        return b"".join(out)
+
+    def _thinking(self, event: dict[str, Any]) -> bytes:
+        kind = event.get("type")
+        if kind == "content_block_start":
+            self._blocks += 1
+        if not isinstance(kind, str) or self._blocks == 0:
+            return b""
+        rest = {k: v for k, v in event.items() if k not in ("type", "index")}
+        numbered = {"type": kind, "index": self._blocks - 1, **rest}
+        return encode_sse(orjson.dumps(numbered).decode(), event=kind)
+
+    def _shifted(self, out: bytes) -> bytes:
+        if not self._blocks or not out:
+            return out
+        shift = self._blocks
+        return _BLOCK_INDEX.sub(lambda m: m[1] + str(int(m[2]) + shift).encode(), out)
+
+    def _closing(self, tail: bytes) -> bytes:
+        return self._shifted(tail)
+
+
+def _carried(data: str) -> dict[str, Any] | None:
+    if '"x_anthropic"' not in data:
+        return None
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return thinking.carried_event(chunk) if isinstance(chunk, dict) else None
 
 
 class AnthropicMessagesIngress:
@@ -271,7 +347,7 @@ class AnthropicMessagesIngress:
     def parse(self, raw: bytes) -> IngressRequest:
         body = parse_messages_request(raw)
         try:
-            inner = anthropic_to_openai_request(body)
+            inner = anthropic_to_openai_request(body, carry_thinking=True)
         except TranslationError as exc:
             raise ClientError(400, str(exc), type="invalid_request_error") from None
         return IngressRequest(inner, orjson.dumps(inner), body["model"])
@@ -304,6 +380,8 @@ class AnthropicMessagesIngress:
         return _rebuilt(response, response.status, error_to_anthropic(response.status, body, rid))
 
     def stream(self, request: IngressRequest) -> StreamEncoder:
+        if thinking.carried_param(request.body) is not None:
+            return ThinkingAnthropicStream(request.model)
         return AnthropicStream(request.model)
 
     def local_endpoints(self) -> Sequence[tuple[str, LocalAnswer]]:

@@ -20,6 +20,7 @@ from edgeproxy.failure import AttemptFailure
 from edgeproxy.server.ingress.base import ClientError, IngressRequest, LocalAnswer, StreamEncoder
 from edgeproxy.server.json_nesting import check_nesting
 from edgeproxy.server.responses import error_body, midstream_error
+from edgeproxy.translate.thinking import X_ANTHROPIC
 
 VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -63,6 +64,15 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
         )
     for i, message in enumerate(messages):
         _check_message(i, message)
+    if X_ANTHROPIC in body:
+        # The inner shape's carrier for Anthropic's extended thinking, set by the Anthropic
+        # ingress only: a client of this wire does not set it (docs/anthropic.md).
+        raise ClientError(
+            400,
+            f"Unrecognized request argument supplied: {X_ANTHROPIC}",
+            param=X_ANTHROPIC,
+            code="unknown_parameter",
+        )
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise ClientError(400, "'stream' must be a boolean.", param="stream", code="invalid_type")
