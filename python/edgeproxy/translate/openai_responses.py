@@ -137,9 +137,9 @@ def chat_to_responses_request(body: Mapping[str, Any], model: str) -> dict[str, 
 
 
 def _input(messages: list[Any]) -> tuple[str | None, list[dict[str, Any]]]:
-    """``instructions`` (a leading system or developer message of plain text) and the
-    conversation as input items. A message's ``name`` (a participant's) is dropped: the
-    Responses API has no field for it."""
+    """``instructions`` (a leading system message of plain text, as the ingress reads
+    ``instructions``) and the conversation as input items (a developer message stays one).
+    A message's ``name`` (a participant's) is dropped: the Responses API has no field for it."""
     if not messages:
         raise refuse("messages", "at least one message is required")
     instructions: str | None = None
@@ -149,7 +149,7 @@ def _input(messages: list[Any]) -> tuple[str | None, list[dict[str, Any]]]:
         message = as_dict(message, where)
         role = message.get("role")
         content = message.get("content")
-        if i == 0 and role in ("system", "developer") and isinstance(content, str):
+        if i == 0 and role == "system" and isinstance(content, str):
             instructions = content
         elif role in ("system", "developer", "user"):
             items.append(
@@ -182,7 +182,7 @@ def _input_content(content: Any, role: str, where: str) -> str | list[dict[str, 
         kind = part.get("type")
         if kind == "text":
             parts.append({"type": "input_text", "text": as_str(part.get("text"), f"{at}.text")})
-        elif kind == "image_url" and role == "user":
+        elif kind == "image_url":  # where the ingress takes input_image (not an assistant's)
             image = as_dict(part.get("image_url"), f"{at}.image_url")
             out = {"type": "input_image", "image_url": as_str(image.get("url"), f"{at}.url")}
             if image.get("detail") is not None:
@@ -200,8 +200,9 @@ def _assistant(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     content = message.get("content")
     refusal = message.get("refusal")
-    parts: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] | None = None
     if isinstance(content, list):
+        parts = []
         for j, part in enumerate(content):
             at = f"{where}.content[{j}]"
             part = as_dict(part, at)
@@ -215,16 +216,14 @@ def _assistant(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
                 raise refuse(f"{at}.type", "only text and refusal parts are translated")
     elif content is not None and not isinstance(content, str):
         raise refuse(f"{where}.content", "expected a string or an array of parts")
-    if isinstance(refusal, str) and refusal:
-        if isinstance(content, str) and content:
-            parts.append(_output_text(content))
+    if isinstance(refusal, str) and refusal:  # a chat answer's refusal, sent back
+        if parts is None:
+            parts = [_output_text(content)] if isinstance(content, str) and content else []
         parts.append({"type": "refusal", "refusal": refusal})
-        content = parts
-    if isinstance(content, str):
-        if content or not message.get("tool_calls"):
-            items.append({"type": "message", "role": "assistant", "content": content})
-    elif parts:
+    if parts is not None:
         items.append({"type": "message", "role": "assistant", "content": parts})
+    elif isinstance(content, str):  # "" too: the conversation's own turn, kept as it was
+        items.append({"type": "message", "role": "assistant", "content": content})
     for j, call in enumerate(as_list(message.get("tool_calls") or [], f"{where}.tool_calls")):
         at = f"{where}.tool_calls[{j}]"
         call = as_dict(call, at)
