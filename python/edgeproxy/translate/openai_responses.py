@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import orjson
 
-from edgeproxy._core import SseError, SseParser, encode_sse
+from edgeproxy._core import EdgeProxyError, SseError, SseParser, encode_sse
 
 from .util import as_dict, as_list, as_str, refuse
 
@@ -360,7 +360,7 @@ def incomplete_reason(response: Mapping[str, Any]) -> str:
     return _INCOMPLETE.get(reason if isinstance(reason, str) else "", "length")
 
 
-class FailedResponse(Exception):
+class FailedResponse(EdgeProxyError):
     """A response whose ``status`` is ``failed`` (or an ``error`` event): its code, message."""
 
     def __init__(self, code: str, message: str) -> None:
