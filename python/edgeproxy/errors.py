@@ -24,6 +24,7 @@ standard meaning fits, it is a second base (``except TimeoutError`` still catche
     ├── LimitsMisconfigured (also ValueError)   keys/limits/fleet settings serve cannot start with
     │   └── KeyStoreMissing          key auth on without a key store (serve refuses)
     ├── GeminiStreamError            an error inside a Gemini stream (translate.gemini)
+    ├── FailedResponse               a Responses API answer that failed (translate.openai_responses)
     ├── FleetUnavailable             Redis away or slower than its bound: serve on local state
     ├── TracingConfigError, MetricsConfigError (also ValueError)   OTEL_* settings
     ├── ExamplesError (also ValueError)   edgeproxy tasks train/eval: a bad example file

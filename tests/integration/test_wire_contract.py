@@ -28,7 +28,8 @@ from edgeproxy.upstreams.send import send
 from edgeproxy.wires import UPSTREAM_WIRES
 
 KEY = "sk-contract-secret-0123456789"
-BODY = {"model": "m", "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 8}
+# 16: the Responses API takes no smaller max_output_tokens (a smaller one skips that wire).
+BODY = {"model": "m", "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 16}
 
 WIRES = sorted(UPSTREAM_WIRES)
 

@@ -706,8 +706,9 @@ class ProviderSpec(_Spec):
         "The wire the provider speaks (a registered wire plug-in, `edgeproxy.wires`). `openai` "
         "covers OpenAI, Azure OpenAI, Gemini's OpenAI-compatible endpoint, vLLM, Ollama and "
         "LocalAI; `anthropic` is Anthropic's Messages API; `gemini` is Gemini's own API "
-        "(`generateContent`, the key in `x-goog-api-key`). Requests and streams are translated "
-        "as needed.",
+        "(`generateContent`, the key in `x-goog-api-key`); `openai_responses` is OpenAI's "
+        "Responses API (`POST <base_url>/responses`, stateless: the models served only there, "
+        "such as o3-pro and the codex models). Requests and streams are translated as needed.",
         at=At(Candidate, "wire", via=wire_name),
         required=True,
         type_text=", ".join(f"`{name}`" for name in UPSTREAM_WIRES),

@@ -1,4 +1,5 @@
-"""Simulated LLM providers (OpenAI-compatible, Anthropic and Gemini wires) that fail on command.
+"""Simulated LLM providers (OpenAI chat and Responses, Anthropic and Gemini wires) that fail on
+command.
 
 Used by ``make demo``, the integration tests (the real proxy against simulated providers on
 loopback, with the official ``openai`` SDK as client) and the locust load tests.
@@ -15,6 +16,9 @@ as a real provider's endpoint does (a request in the other wire gets a 404):
 - ``gemini``: ``POST /v1/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``,
   Gemini's own API (``sim/gemini.py``): ``x-goog-api-key`` auth, Gemini error bodies, unknown
   fields refused as Gemini refuses them.
+- ``openai_responses``: ``POST /v1/responses``, OpenAI's Responses API (``sim/openai_responses.py``):
+  a ``response`` object or its typed event stream, unknown fields refused as OpenAI refuses
+  them, OpenAI's auth and errors, and its ``/v1/embeddings``.
 - Embeddings (``sim/embeddings.py``): ``POST /v1/embeddings`` on the OpenAI wire,
   ``:batchEmbedContents`` / ``:embedContent`` on Gemini's; a deterministic vector per input.
 - Tool use (every wire, ``sim/tools.py``): when the request offers tools and the last user message

@@ -13,7 +13,7 @@ from .profiles import ModelProfile
 
 # The provider APIs a simulator can speak (one per simulator: a port speaks one wire, as a real
 # provider's endpoint does, so a request sent in the wrong wire gets a 404 instead of an answer).
-SimWire = Literal["openai", "anthropic", "gemini"]
+SimWire = Literal["openai", "anthropic", "gemini", "openai_responses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,8 @@ class SimConfig:
     # Text in the last user message that makes the model call a tool (when tools are offered).
     tool_trigger: str = "use tool"
     # The wire this simulator speaks: ``openai`` (POST /v1/chat/completions), ``anthropic``
-    # (POST /v1/messages) or ``gemini`` (POST /v1/models/{model}:generateContent, ...).
+    # (POST /v1/messages), ``gemini`` (POST /v1/models/{model}:generateContent, ...) or
+    # ``openai_responses`` (POST /v1/responses).
     wire: SimWire = "openai"
     # The length of an embedding when the request does not ask for one (sim/embeddings.py).
     embedding_dimensions: int = 16

@@ -147,6 +147,20 @@ def gemini_segments(body: Mapping[str, Any]) -> list[Segment]:
     return segments
 
 
+def responses_segments(body: Mapping[str, Any]) -> list[Segment]:
+    """Tools, the instructions, then one segment per input item (OpenAI caches a Responses
+    prompt as it does a chat one: the automatic model applies)."""
+    segments: list[Segment] = []
+    for part in ("tools", "instructions"):
+        value = body.get(part)
+        if value:
+            segments.append(_segment(value, _tokens(value)))
+    source = body.get("input")
+    for item in [source] if isinstance(source, str) else source or []:
+        segments.append(_segment(item, 4 + _tokens(item)))
+    return segments
+
+
 class PromptCacheModel:
     """One simulated provider's prompt cache (all its models; entries are scoped by model)."""
 
@@ -240,4 +254,6 @@ class PromptCacheModel:
             return self.explicit(model, anthropic_segments(body))
         if wire == "gemini":
             return self.automatic(model, gemini_segments(body))
+        if wire == "openai_responses":
+            return self.automatic(model, responses_segments(body))
         return self.automatic(model, openai_segments(body))

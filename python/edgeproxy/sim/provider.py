@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import embeddings, gemini, netio, wire
+from . import embeddings, gemini, netio, openai_responses, wire
 from .anthropic import authorized as anthropic_authorized
 from .anthropic import serve_messages
 from .completion import Completion, plan_completion
@@ -36,7 +36,8 @@ _STOP_GRACE = 2.0  # seconds stop() waits for handler tasks after killing their 
 
 class SimProvider:
     """Speaks one wire (``POST /v1/chat/completions`` and ``/v1/embeddings``, ``/v1/messages``,
-    or Gemini's ``/v1/models/{model}:{method}``), ``GET /v1/models`` and ``GET /health``.
+    Gemini's ``/v1/models/{model}:{method}``, or ``POST /v1/responses`` and ``/v1/embeddings``),
+    ``GET /v1/models`` and ``GET /health``.
 
     Faults apply to chat completions only, so health checks and model listing keep working
     unless the fault is ``refuse`` (which takes the whole port down).
@@ -191,6 +192,10 @@ class SimProvider:
             app.router.add_get("/v1/models", self._list_models)
         elif self.config.wire == "anthropic":
             app.router.add_post("/v1/messages", self._messages)
+            app.router.add_get("/v1/models", self._list_models)
+        elif self.config.wire == "openai_responses":
+            app.router.add_post("/v1/responses", self._responses)
+            app.router.add_post("/v1/embeddings", self._embeddings)
             app.router.add_get("/v1/models", self._list_models)
         else:
             app.router.add_post("/v1/models/{call}", self._gemini)
@@ -369,6 +374,10 @@ class SimProvider:
     async def _gemini(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/models/{model}:{method}``: the Gemini wire (sim/gemini.py)."""
         return await self._served(request, gemini.serve_models(self, request))
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/responses``: OpenAI's Responses API (sim/openai_responses.py)."""
+        return await self._served(request, openai_responses.serve_responses(self, request))
 
     async def _gemini_models(self, request: web.Request) -> web.Response:
         return await gemini.list_models(self, request)

@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from edgeproxy.snapshot.wire import UpstreamWire
-from edgeproxy.wires import anthropic_messages, gemini, openai_chat
+from edgeproxy.wires import anthropic_messages, gemini, openai_chat, openai_responses
 
 UPSTREAM_WIRES: Mapping[str, UpstreamWire] = MappingProxyType(
     {
         openai_chat.WIRE.name: openai_chat.WIRE,
         anthropic_messages.WIRE.name: anthropic_messages.WIRE,
         gemini.WIRE.name: gemini.WIRE,
+        openai_responses.WIRE.name: openai_responses.WIRE,
     }
 )
 
