@@ -272,3 +272,39 @@ def test_an_openai_client_cannot_set_the_carrier() -> None:
     with pytest.raises(ClientError) as info:
         parse_chat_request(orjson.dumps(body))
     assert info.value.param == "x_anthropic"
+
+
+def test_thinking_an_upstream_sent_unasked_never_reaches_an_openai_client() -> None:
+    from aiohttp import web
+
+    from edgeproxy.server.ingress.base import IngressRequest
+    from edgeproxy.server.ingress.openai_chat import INGRESS as OPENAI_INGRESS
+
+    # An Anthropic upstream answering a plain request with a thinking block (misbehaving): the
+    # wire carries it in the inner answer; the OpenAI client gets the answer without it.
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "c",
+        "content": [
+            {"type": "thinking", "thinking": "secret plan", "signature": "sig"},
+            {"type": "text", "text": "Hello."},
+        ],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 5},
+    }
+    inner, _ = ANTHROPIC.answer(orjson.dumps(message))
+    assert b"x_anthropic" in inner  # what the Anthropic ingress reads
+    response = web.Response(
+        status=200, body=inner, content_type="application/json", headers={"x-edgeproxy-x": "1"}
+    )
+    body = {"model": "c", "messages": [{"role": "user", "content": "hi"}]}
+    request = IngressRequest(body, orjson.dumps(body), "c")
+    out = OPENAI_INGRESS.answer(response, request, "req_1")
+    assert isinstance(out.body, bytes)
+    answer = orjson.loads(out.body)
+    assert "x_anthropic" not in answer["choices"][0]["message"]
+    assert b"secret plan" not in out.body
+    assert answer["choices"][0]["message"]["content"] == "Hello."
+    assert out.headers["x-edgeproxy-x"] == "1"

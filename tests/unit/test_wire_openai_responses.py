@@ -216,6 +216,8 @@ def test_anthropic_cache_marks_are_left_out() -> None:
         ({"tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type"),
         ({"some_new_field": 1}, "some_new_field"),
+        # An Anthropic client's extended thinking (the proxy's own carrier): named as it wrote it.
+        ({"x_anthropic": {"thinking": {"type": "enabled", "budget_tokens": 1024}}}, "thinking"),
         ({"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages[0].role"),
         (
             {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},

@@ -124,6 +124,8 @@ def chat_to_responses_request(body: Mapping[str, Any], model: str) -> dict[str, 
             continue
         elif key in _NO_EQUIVALENT:
             raise refuse(key, _NO_EQUIVALENT[key])
+        elif key == "x_anthropic":  # Anthropic's extended thinking (translate.thinking)
+            raise refuse("thinking", "Anthropic's extended thinking is not translated to Responses")
         else:
             raise refuse(key, "this field has no Responses API equivalent")
     if limit is not None:

@@ -116,7 +116,9 @@ class OpenAIResponsesWire:
             raise AttemptFailure(FailureClass.MALFORMED, f"untranslatable answer: {exc}") from None
         return orjson.dumps(completion), completion
 
-    def stream(self, *, include_usage: bool) -> StreamTranslator | None:
+    def stream(
+        self, *, include_usage: bool, request: Mapping[str, Any] | None = None
+    ) -> StreamTranslator | None:
         return _Stream(include_usage)
 
     def probe(self, candidate: Candidate, mode: ProbeMode, url: str | None) -> ProbeRequest:

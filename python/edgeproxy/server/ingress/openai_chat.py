@@ -164,7 +164,27 @@ class OpenAIChatIngress:
         return error_response(err, request_id)
 
     def answer(self, response: web.Response, request: IngressRequest, rid: str) -> web.Response:
-        return response
+        body = response.body
+        if (
+            response.status != 200
+            or not isinstance(body, bytes)
+            or X_ANTHROPIC.encode() not in body
+        ):
+            return response
+        # Thinking blocks an Anthropic upstream sent unasked: the proxy's carrier for Anthropic
+        # clients (``translate.thinking``), never part of an OpenAI answer.
+        answer = orjson.loads(body)
+        for choice in answer.get("choices") or ():
+            if isinstance(choice, dict) and isinstance(choice.get("message"), dict):
+                choice["message"].pop(X_ANTHROPIC, None)
+        headers = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-length", "content-type")
+        }
+        return web.Response(
+            status=200, body=orjson.dumps(answer), content_type="application/json", headers=headers
+        )
 
     def stream(self, request: IngressRequest) -> StreamEncoder:
         return OpenAIStream()
