@@ -62,6 +62,7 @@ _O200K_PREFIXES: Final = (
     "o1",
     "o3",
     "o4",
+    "codex-mini",  # codex-mini-latest: o4-mini's tokenizer (served on the Responses API only)
 )
 _CL100K_PREFIXES: Final = ("gpt-4", "gpt-3.5", "text-embedding-3", "text-embedding-ada-002")
 
@@ -150,7 +151,7 @@ async def _off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
 def encoding_for_model(model: str) -> str:
     """The encoding to count ``model``'s tokens with (a default mapping; policies may override).
 
-    gpt-4o*, gpt-4.1*, gpt-4.5*, gpt-5*, gpt-oss*, o1*, o3*, o4* → ``o200k_base``; other gpt-4* and
+    gpt-4o*, gpt-4.1*, gpt-4.5*, gpt-5*, gpt-oss*, o1*, o3*, o4*, codex-mini* → ``o200k_base``; other gpt-4* and
     gpt-3.5* (and the text-embedding-3 / ada-002 embeddings) → ``cl100k_base``; claude*,
     gemini* (and gemini-embedding*, text-embedding-004) → ``"estimate"``; anything else →
     ``cl100k_base``. A ``provider/`` (or Gemini's ``models/``) prefix is ignored.

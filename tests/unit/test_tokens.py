@@ -410,6 +410,8 @@ def test_token_count_is_a_frozen_value() -> None:
         ("o4-mini", "o200k_base"),
         ("gpt-4.1-nano", "o200k_base"),
         ("gpt-5", "o200k_base"),
+        ("codex-mini-latest", "o200k_base"),
+        ("gpt-5-codex", "o200k_base"),
         ("openai/gpt-5-mini", "o200k_base"),
         ("gpt-4", "cl100k_base"),
         ("gpt-4-turbo", "cl100k_base"),
