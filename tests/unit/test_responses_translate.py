@@ -165,6 +165,23 @@ def test_the_ingress_words_a_refusal_for_the_sdk() -> None:
     assert request.echo == {"instructions": "x", "top_p": 1} and request.model == "m"
 
 
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"model": "m"}, "missing_required_parameter"),
+        ({"model": "m", "input": []}, "invalid_value"),
+        ({"model": "m", "input": [], "instructions": "only this"}, "invalid_value"),
+        ({"model": "m", "input": 7}, "invalid_type"),
+        ({"model": "m", "input": "hi", "background": True}, "unsupported_parameter"),
+    ],
+)
+def test_each_refusal_has_the_code_openai_would_give(body: dict[str, Any], code: str) -> None:
+    with pytest.raises(ClientError) as info:
+        INGRESS.parse(orjson.dumps(body))
+    assert info.value.code == code and info.value.status == 400
+    assert info.value.param is not None and f"'{info.value.param}'" in info.value.message
+
+
 def _completion(**message: Any) -> dict[str, Any]:
     return {
         "id": "chatcmpl-abc",

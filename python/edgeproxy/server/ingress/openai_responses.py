@@ -80,16 +80,22 @@ def parse_responses_request(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]
     try:
         inner = responses_to_chat_request(body)
     except TranslationError as exc:
-        invalid = exc.message.startswith(("expected", "a non-empty"))
-        raise ResponsesFieldError(
-            400,
-            f"Invalid '{exc.param}': {exc.message}."
-            if invalid
-            else f"'{exc.param}' is not supported: {exc.message}.",
-            param=exc.param,
-            code="invalid_type" if invalid else "unsupported_parameter",
-        ) from None
+        code, message = _refusal_words(exc)
+        raise ResponsesFieldError(400, message, param=exc.param, code=code) from None
     return body, inner
+
+
+def _refusal_words(exc: TranslationError) -> tuple[str, str]:
+    """The error code and message OpenAI would use for a refused field: a wrong type, a
+    missing field, an empty one, or one the proxy does not support."""
+    param, text = exc.param, exc.message
+    if text.startswith(("expected", "a non-empty")):
+        return "invalid_type", f"Invalid '{param}': {text}."
+    if text.startswith("required"):
+        return "missing_required_parameter", f"Missing required parameter: '{param}' ({text})."
+    if text.startswith("at least one"):
+        return "invalid_value", f"Invalid '{param}': {text}."
+    return "unsupported_parameter", f"'{param}' is not supported: {text}."
 
 
 class ResponsesStream:
