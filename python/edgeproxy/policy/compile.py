@@ -214,7 +214,7 @@ def compile_policy(
                 f"{doc.source}:{line}: {format_path(('routes', route_name, 'chain'))}: mixes "
                 f"wires ({', '.join(wires)}): requests using a feature another wire lacks (n > 1, "
                 "logprobs, extended thinking, ...) skip the candidates that cannot carry them "
-                "(docs/anthropic.md, docs/gemini.md)"
+                "(what each wire carries: docs/anthropic.md, docs/gemini.md, docs/responses.md)"
             )
         if chain and len({c.provider for c in chain}) == 1:
             line, _ = doc.locate(("routes", route_name, "chain"))
