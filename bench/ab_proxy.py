@@ -1,9 +1,12 @@
 """A/B: this checkout's proxy vs another revision's, side by side in one run.
 
     python -m bench.ab_proxy --base HEAD~1 [--rounds 7] [--seconds 4] [--conns 32]
+    python -m bench.ab_proxy --base f0e619a --build-base    # a base whose Rust differs
 
 For changes to the Python side: the base revision's ``python/`` tree (a temporary git worktree)
-runs on this checkout's compiled extension, so a base whose Rust differs is refused. Both
+runs on this checkout's compiled extension, so a base whose Rust differs is refused unless
+``--build-base`` builds the base's own extension (``cargo build --release``, into
+``target/ab-base`` so a second run reuses it: a few minutes the first time). Both
 proxies sit in front of the same nginx upstream (bench/upstream.py); wrk rounds alternate
 between them (the first round is a discarded warm-up) and the medians of requests per second and
 of the proxy's own CPU time per request are reported, with their ratio. On a shared, noisy
@@ -13,6 +16,7 @@ machine the ratio is the figure to trust.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -32,19 +36,31 @@ from bench.run_bench import (
 from bench.upstream import start_nginx
 
 
-def add_base_tree(rev: str, tree: Path) -> None:
+def add_base_tree(rev: str, tree: Path, *, build: bool = False) -> None:
     """``rev`` checked out at ``tree`` (a git worktree: the caller removes it) with this
-    checkout's built extension, which is the same when ``rust/`` is."""
+    checkout's built extension, which is the same when ``rust/`` is; with ``build``, a base
+    whose Rust differs gets its own."""
     changed = subprocess.run(
         ["git", "diff", "--quiet", rev, "--", "rust", "Cargo.toml", "Cargo.lock"], cwd=REPO
     )
-    if changed.returncode != 0:
-        sys.exit(f"ab_proxy: {rev} differs from this checkout in rust/: build it on its own")
+    if changed.returncode != 0 and not build:
+        sys.exit(f"ab_proxy: {rev} differs from this checkout in rust/: add --build-base")
     subprocess.run(
         ["git", "worktree", "add", "--detach", "--quiet", str(tree), rev], cwd=REPO, check=True
     )
-    for ext in (REPO / "python" / "edgeproxy").glob("_core*.so"):
-        shutil.copy(ext, tree / "python" / "edgeproxy" / ext.name)
+    if changed.returncode == 0:
+        for ext in (REPO / "python" / "edgeproxy").glob("_core*.so"):
+            shutil.copy(ext, tree / "python" / "edgeproxy" / ext.name)
+        return
+    target = REPO / "target" / "ab-base"
+    print(f"building {rev}'s extension (cargo build --release, into {target}) ...", flush=True)
+    subprocess.run(
+        ["cargo", "build", "--release", "--quiet", "-p", "edgeproxy-py"],
+        cwd=tree,
+        env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+        check=True,
+    )
+    shutil.copy(target / "release" / "lib_core.so", tree / "python" / "edgeproxy" / "_core.abi3.so")
 
 
 def start_proxy(name: str, policy: Path, tmp: Path, pythonpath: Path) -> tuple[Proc, Server]:
@@ -66,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--conns", type=int, default=32)
+    parser.add_argument(
+        "--build-base", action="store_true", help="build the base's extension when its Rust differs"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1 (round 0 is a discarded warm-up)")
@@ -75,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[Proc] = []
     tree = tmp / "base"
     try:
-        add_base_tree(args.base, tree)
+        add_base_tree(args.base, tree, build=args.build_base)
         up_port = free_port()
         procs.append(start_nginx(tmp / "nginx", up_port, nginx_bin))
         policy = tmp / "policy.yaml"
