@@ -157,3 +157,17 @@ def test_registration_is_bounded_over_many_reloads() -> None:
     assert redact("steady-value-1") == REDACTED
     register_secrets(["rotating-000999", "steady-value-1"])  # the same load again adds nothing
     assert registered_count() == GENERATIONS + 1
+
+
+def test_a_remembered_name_is_scrubbed_again_once_a_secret_is_registered() -> None:
+    from edgeproxy.telemetry.redact import clear_secrets, redact_name
+
+    name = "model-with-zx81-internal-token-qq77ww"
+    try:
+        assert redact_name(name) == name  # remembered as clean
+        register_secrets(["zx81-internal-token-qq77ww"])
+        assert "qq77ww" not in redact_name(name)  # a new secret: not the remembered answer
+        clear_secrets()
+        assert redact_name(name) == name
+    finally:
+        clear_secrets()

@@ -420,6 +420,7 @@ NOT_FROM_KEYS = {
     (Candidate, "provider"),
     (Candidate, "region"),
     (Candidate, "model"),
+    (Candidate, "key"),  # provider/region/model, made from the three above
     (Policy, "tasks.classifier.model"),  # the model file's content: classifier.model names it
     (Candidate, "limits.budget"),  # a provider has rate limits, not a budget of ours
 }

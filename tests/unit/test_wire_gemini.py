@@ -5,6 +5,7 @@ streams from and to the inner OpenAI shape. What every wire must do is in the co
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
 from typing import Any
 
@@ -187,9 +188,7 @@ def test_urls_name_the_model_and_the_mode_never_the_key() -> None:
     assert KEY not in probe.url and probe.headers["x-goog-api-key"] == KEY
     assert WIRE.probe(target, "models", None).url == "https://g.example/v1beta/models?x=1"
     odd = candidate({}, base_url="https://g.example/v1beta/")
-    odd = Candidate(
-        **{**{f: getattr(odd, f) for f in odd.__dataclass_fields__}, "upstream_model": "a/b c"}
-    )
+    odd = dataclasses.replace(odd, upstream_model="a/b c")
     assert WIRE.url(odd, stream=False).endswith("/models/a%2Fb%20c:generateContent")
 
 

@@ -22,6 +22,8 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 TENANT_HEADER = "x-edgeproxy-tenant"
 # RFC 9111 §1.2.2: a delta-seconds too large to represent is taken as 2^31.
 MAX_DELTA_SECONDS = 2**31
@@ -72,7 +74,7 @@ def _delta_seconds(arg: str) -> float | None:
 def _header(headers: Mapping[str, str], name: str) -> str:
     # aiohttp's CIMultiDictProxy is case-insensitive; a plain dict may not be.
     value = headers.get(name)
-    if value is None:
+    if value is None and not isinstance(headers, CIMultiDictProxy | CIMultiDict):
         value = next((v for k, v in headers.items() if k.lower() == name), None)
     return value or ""
 

@@ -376,9 +376,11 @@ class Granted:
         if self.settled:
             return
         self.settled = True
-        rows = usage_rows(ledger, self.asked.key, self.asked.route.name, self.limiter.wall())
-        tokens = sum(e.input_tokens + e.output_tokens for e in ledger.entries.values())
         limiter = self.limiter
+        if self.ticket is None and limiter.record is None and not self.provider_tickets:
+            return  # no key, no limit, no usage store: nothing to settle (the common sidecar)
+        rows = usage_rows(ledger, self.asked.key, self.asked.route.name, limiter.wall())
+        tokens = sum(e.input_tokens + e.output_tokens for e in ledger.entries.values())
         if self.ticket is not None:
             limiter.settle_later(self.ticket, Settlement(tokens, ledger.cost, rows))
         elif limiter.record is not None:

@@ -21,7 +21,7 @@ from edgeproxy.server.upstream_stream import (
     usage_is_valid,
 )
 from edgeproxy.snapshot import Candidate, Route
-from edgeproxy.telemetry.redact import redact
+from edgeproxy.telemetry.redact import redact_name
 from edgeproxy.upstreams.http1 import UpstreamResponse
 from edgeproxy.upstreams.send import send
 
@@ -104,7 +104,7 @@ async def attempt_once(call: UpstreamCall) -> tuple[bytes, dict[str, Any]]:
     # The candidate's wire checks the answer and turns it into an OpenAI chat.completion.
     data, parsed = call.candidate.wire.answer(data)
     if isinstance(parsed.get("model"), str):
-        parsed["model"] = redact(parsed["model"])  # for the span (the client gets ``data``)
+        parsed["model"] = redact_name(parsed["model"])  # for the span (the client gets ``data``)
     if parsed.get("usage") is not None and not usage_is_valid(parsed["usage"]):
         # Not a count the proxy can pass on or bill by: dropped, so the proxy counts its own.
         del parsed["usage"]

@@ -44,6 +44,17 @@ async def read_json_body(request: web.Request, limit: int, time_limit: float) ->
     declared = request.content_length
     if declared is not None and declared > limit:
         raise _too_large(limit)
+    content = request.content
+    if decoder is None and content.is_eof():
+        # The whole body came with the head (most requests): it is buffered already, within
+        # the declared length just checked (aiohttp reads no more than Content-Length), so no
+        # wait, no timer and no chunk loop are needed.
+        body = content.read_nowait(-1)
+        if len(body) > limit:
+            raise _too_large(limit)
+        if not body:
+            raise ClientError(400, "The request body is empty: send a JSON object.")
+        return body
     try:
         async with asyncio.timeout(time_limit):
             body = await _read(request, decoder, limit)

@@ -9,8 +9,10 @@ leased (its in-flight count, for bounded load) until the exchange ends.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from edgeproxy.cache.control import tenant_scope
 from edgeproxy.context.turns import prefix_hash
 from edgeproxy.events import AffinityRouted
 from edgeproxy.routing.affinity import Lease, order
@@ -21,9 +23,10 @@ if TYPE_CHECKING:
     from edgeproxy.server.exchange import Exchange
 
 
-async def context_plan(exchange: Exchange, plan: Plan, tenant: str) -> Plan:
+async def context_plan(exchange: Exchange, plan: Plan, headers: Mapping[str, str]) -> Plan:
     route = exchange.route
     if plan.compact:
+        tenant = tenant_scope(headers)  # summaries are cached per tenant; only then is it asked
         fit = ContextFit(
             state=exchange.state,
             route=route,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from edgeproxy.cache.control import tenant_scope
 from edgeproxy.cache.layer import HEADER as CACHE_HEADER
 from edgeproxy.cache.layer import HIT, CachePlan
 from edgeproxy.cache.singleflight import FollowerTimeout, LeaderFailed
@@ -208,7 +207,7 @@ class Exchange:
         overflow = self.route.context.overflow
         plan = plan_candidates(chain, self.body, len(self.raw), counts, overflow)
         # Compaction's check and cache-affinity's order (docs/context.md).
-        plan = await context_plan(self, plan, tenant_scope(request.headers))
+        plan = await context_plan(self, plan, request.headers)
         self._route_decided(plan.skipped)
         if not plan.chain:
             raise _nothing_fits(plan)

@@ -75,10 +75,12 @@ class Candidate:
     # The provider's own limits on this candidate (its RPM/TPM): the proxy stops sending before
     # the provider would answer 429 and fails over instead (docs/keys.md).
     limits: Limits = NO_LIMITS
+    # ``provider/region/model``: how breakers, metrics, logs and the cache name the candidate.
+    # Made once here (the request path reads it several times per attempt).
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.provider}/{self.region}/{self.model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.provider}/{self.region}/{self.model}")
 
 
 @dataclass(frozen=True, slots=True)

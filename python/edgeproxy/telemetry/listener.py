@@ -96,7 +96,7 @@ from edgeproxy.events import (
     UsageRecorded,
 )
 from edgeproxy.telemetry.attempt import AttemptRecord
-from edgeproxy.telemetry.redact import redact
+from edgeproxy.telemetry.redact import redact, redact_name
 from edgeproxy.telemetry.spans import (
     MAX_DETAIL,
     UNSET,
@@ -183,7 +183,7 @@ class RequestTelemetry:
 
     def request_parsed(self, model: str, *, stream: bool = False) -> None:
         """After the body is parsed: the model the app asked for, and whether it streams."""
-        self.request_model = redact(model[:256])  # the client's own text: on spans and logs
+        self.request_model = redact_name(model[:256])  # the client's own text: on spans and logs
         self.stream = stream
 
     def content(self, *, input_messages: Any = None, output_messages: Any = None) -> None:

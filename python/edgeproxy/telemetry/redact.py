@@ -25,6 +25,7 @@ policy, however often the policy is reloaded.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -101,6 +102,8 @@ _generations: deque[frozenset[str]] = deque(maxlen=GENERATIONS)
 # Every registered value and its encoded forms, longest first (a longer value that contains a
 # shorter one is replaced whole).
 _exact: tuple[str, ...] = ()
+# Moves whenever ``_exact`` does: ``redact_name``'s remembered answers are for one set of secrets.
+_generation = 0
 
 
 def _forms(secret: str) -> Iterator[str]:
@@ -113,7 +116,7 @@ def _forms(secret: str) -> Iterator[str]:
 
 def register_secrets(values: Iterable[str]) -> None:
     """Register the secret values of one policy load (one generation; see the module doc)."""
-    global _exact
+    global _exact, _generation
     fresh = frozenset(v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH)
     with _lock:
         if fresh in _generations:
@@ -123,14 +126,16 @@ def register_secrets(values: Iterable[str]) -> None:
         _generations.append(fresh)
         forms = {form for generation in _generations for v in generation for form in _forms(v)}
         _exact = tuple(sorted(forms, key=len, reverse=True))
+        _generation += 1
 
 
 def clear_secrets() -> None:
     """Forget the registered values (tests)."""
-    global _exact
+    global _exact, _generation
     with _lock:
         _generations.clear()
         _exact = ()
+        _generation += 1
 
 
 def registered_count() -> int:
@@ -241,6 +246,20 @@ def redact(text: str, triggers: _Triggers = _TRIGGERS) -> str:
 _KEY_CHAR_ESCAPE: Final = re.compile(
     r"\\u00(2[bdef]|3[0-9d]|[46][1-9a-f]|[57][0-9a]|5f|7e)|\\/", re.I
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def _redact_name(text: str, generation: int) -> str:
+    return redact(text)
+
+
+def redact_name(text: str) -> str:
+    """``redact`` for the short strings that repeat on every request (model names): remembered
+    per text until the registered secrets change (``generation``), so a request does not scan
+    its model name for every known key again."""
+    if len(text) > 256:
+        return redact(text)
+    return _redact_name(text, _generation)
 
 
 def _unescape_key_chars(text: str) -> str:
