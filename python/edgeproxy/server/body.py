@@ -91,6 +91,8 @@ async def _read(request: web.Request, decoder: _Decoder | None, limit: int) -> b
 
 
 def _decoder(header: str) -> _Decoder | None:
+    if not header:
+        return None  # no Content-Encoding: most requests
     codings = [c.strip().lower() for c in header.split(",") if c.strip()]
     codings = [c for c in codings if c != "identity"]
     if not codings:
