@@ -19,6 +19,8 @@ Cases (each proxied request and its direct twin ask the upstream for the same wo
 - ``chat -> gemini``: the Gemini wire, request and answer translated (JSON, stream), against a
   direct ``generateContent`` / ``streamGenerateContent?alt=sse``;
 - ``messages -> gemini``: an Anthropic-SDK request to a Gemini candidate (both translations);
+- ``chat -> openai_responses`` / ``responses -> openai_responses``: the Responses API upstream
+  wire (JSON, stream), against a direct ``POST /responses`` asking the same;
 - ``embeddings -> openai`` / ``-> gemini``: 16 texts (base64 out of the proxy; floats from
   Gemini, encoded by the proxy), against a direct call with the same batch.
 """
@@ -61,8 +63,15 @@ providers:
     models:
       flash: {upstream_name: gemini-2.5-flash}
       gemb: {upstream_name: gemini-embedding-001, dimensions: 256}
+  resp:
+    kind: openai_responses
+    api_key: sk-bench
+    regions: {main: {base_url: "$resp"}}
+    models:
+      pro: {upstream_name: o3-pro}
 routes:
   gpt: {chain: [oai/main/gpt]}
+  pro: {chain: [resp/main/pro]}
   flash: {chain: [gem/main/flash]}
   emb: {chain: [oai/main/emb]}
   gemb: {chain: [gem/main/gemb]}
@@ -88,6 +97,12 @@ def cases() -> dict[str, tuple[Call, Call]]:
     chat = {"model": "gpt", "messages": [{"role": "user", "content": HI}]}
     chat_stream = {**chat, "stream": True}
     flash = {"model": "flash", "messages": [{"role": "user", "content": HI}]}
+    pro = {"model": "pro", "messages": [{"role": "user", "content": HI}]}
+    pro_direct = {
+        "model": "o3-pro",
+        "input": [{"type": "message", "role": "user", "content": HI}],
+        "store": False,
+    }
     return {
         "chat -> openai (json)": (
             Call("proxy/v1/chat/completions", chat, {}),
@@ -138,6 +153,22 @@ def cases() -> dict[str, tuple[Call, Call]]:
                 GKEY,
                 True,
             ),
+        ),
+        "chat -> openai_responses (json)": (
+            Call("proxy/v1/chat/completions", pro, {}),
+            Call("resp/responses", pro_direct, KEY),
+        ),
+        "chat -> openai_responses (stream)": (
+            Call("proxy/v1/chat/completions", {**pro, "stream": True}, {}, True),
+            Call("resp/responses", {**pro_direct, "stream": True}, KEY, True),
+        ),
+        "responses -> openai_responses (json)": (
+            Call("proxy/v1/responses", {"model": "pro", "input": HI}, {}),
+            Call("resp/responses", pro_direct, KEY),
+        ),
+        "responses -> openai_responses (stream)": (
+            Call("proxy/v1/responses", {"model": "pro", "input": HI, "stream": True}, {}, True),
+            Call("resp/responses", {**pro_direct, "stream": True}, KEY, True),
         ),
         "embeddings -> openai (16 texts)": (
             Call(
@@ -207,6 +238,7 @@ async def main_async(args: argparse.Namespace) -> None:
     sims = [
         SimConfig(name="oai", ttft=0, tokens_per_second=0, embedding_dimensions=256),
         SimConfig(name="gem", ttft=0, tokens_per_second=0, wire="gemini", embedding_dimensions=256),
+        SimConfig(name="resp", ttft=0, tokens_per_second=0, wire="openai_responses"),
     ]
     cluster = SimCluster(sims, control_port=0)
     await cluster.start()
