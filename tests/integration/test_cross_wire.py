@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from edgeproxy.sim import SimConfig
+from fixtures.tools import WEATHER
 from harness import Stack
 
 POLICY = """
@@ -34,19 +35,6 @@ routes:
   claude-only:
     chain: [claude/main/sonnet]
 """
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @pytest.fixture

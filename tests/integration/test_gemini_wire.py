@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from edgeproxy.sim import SimConfig
+from fixtures.tools import WEATHER
 from harness import Stack
 
 POLICY = """
@@ -38,19 +39,6 @@ routes:
     chain: [oai/main/gpt, gem/main/flash]
 """
 KEY = "sk-gem-secret-0123456789"
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 @pytest.fixture

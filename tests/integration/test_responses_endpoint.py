@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from edgeproxy.sim import SimConfig
+from fixtures.tools import WEATHER_RESPONSES as WEATHER
 from harness import Stack
 
 POLICY = """
@@ -46,17 +47,6 @@ routes:
     chain: [oai/main/gpt]
     cache: {enabled: true}
 """
-
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 
 
 @pytest.fixture

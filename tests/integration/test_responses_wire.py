@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from edgeproxy.sim import SimConfig
+from fixtures.tools import WEATHER
 from harness import Stack
 
 POLICY = """
@@ -41,18 +42,6 @@ routes:
 """
 KEY = "sk-resp-secret-0123456789"
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 RESPONSES_WEATHER = {"type": "function", **WEATHER["function"]}  # type: ignore[dict-item]
 
 

@@ -87,21 +87,12 @@ def to_chat_request(body: dict[str, Any]) -> ChatRequest:
 
 async def serve_messages(sim: SimProvider, request: web.Request) -> web.StreamResponse:
     body = await request.read()
-    if sim._gate.fault.mode == "refuse" or sim._stopping.is_set():
-        sim.stats.record("refuse")
-        netio.reset_connection(request)
-        return netio.placeholder_response()
-
-    fault = sim._gate.draw()
-    if fault is not None:
-        sim.stats.record(fault.mode)
-        if fault.mode == "status":
-            return aw.error_response(
-                fault.status, code=fault.error_code, retry_after=fault.retry_after
-            )
-        early = await sim._early_fault(request, fault)
-        if early is not None:
-            return early
+    fault, early = await sim.opening(
+        request,
+        lambda f: aw.error_response(f.status, code=f.error_code, retry_after=f.retry_after),
+    )
+    if early is not None:
+        return early
 
     if not authorized(sim, request):
         sim.stats.record("unauthorized")

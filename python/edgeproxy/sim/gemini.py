@@ -224,21 +224,12 @@ async def _admit(
 ) -> tuple[bytes, Fault | None, web.StreamResponse | None]:
     """The body, the fault drawn, and an early answer (refused port, status fault, bad key)."""
     body = await request.read()
-    if sim._gate.fault.mode == "refuse" or sim._stopping.is_set():
-        sim.stats.record("refuse")
-        netio.reset_connection(request)
-        return body, None, netio.placeholder_response()
-    fault = sim._gate.draw()
-    if fault is not None:
-        sim.stats.record(fault.mode)
-        if fault.mode == "status":
-            early: web.StreamResponse | None = gw.error_response(
-                fault.status, code=fault.error_code, retry_after=fault.retry_after
-            )
-        else:
-            early = await sim._early_fault(request, fault)
-        if early is not None:
-            return body, fault, early
+    fault, early = await sim.opening(
+        request,
+        lambda f: gw.error_response(f.status, code=f.error_code, retry_after=f.retry_after),
+    )
+    if early is not None:
+        return body, fault, early
     refused = refuse_key(sim, request)
     return body, fault, refused
 

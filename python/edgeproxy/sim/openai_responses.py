@@ -227,16 +227,9 @@ def to_chat_request(body: Any) -> ChatRequest:
 async def serve_responses(sim: SimProvider, request: web.Request) -> web.StreamResponse:
     """``POST /v1/responses``: an answer or a stream, with the sim's faults."""
     body = await request.read()
-    if sim._gate.fault.mode == "refuse" or sim._stopping.is_set():
-        sim.stats.record("refuse")
-        netio.reset_connection(request)
-        return netio.placeholder_response()
-    fault = sim._gate.draw()
-    if fault is not None:
-        sim.stats.record(fault.mode)
-        early = await sim._early_fault(request, fault)
-        if early is not None:
-            return early
+    fault, early = await sim.opening(request)
+    if early is not None:
+        return early
     if not sim._authorized(request):
         sim.stats.record("unauthorized")
         return error_response(401, code="invalid_api_key")

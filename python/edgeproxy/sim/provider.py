@@ -6,7 +6,7 @@ import asyncio
 import hmac
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -246,33 +246,13 @@ class SimProvider:
                 task.add_done_callback(self._tasks.discard)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        self._track(request)
-        self.stats.requests_total += 1
-        self.stats.in_flight += 1
-        try:
-            return await self._chat_inner(request)
-        except ConnectionResetError:
-            # The client left mid-answer (e.g. an SDK giving up on a malformed event); without
-            # this aiohttp would log a server error for what is ordinary client behaviour.
-            self.stats.client_disconnects += 1
-            return netio.placeholder_response()
-        finally:
-            self.stats.in_flight -= 1
+        return await self._served(request, self._chat_inner(request))
 
     async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        if self._gate.fault.mode == "refuse" or self._stopping.is_set():
-            # Raced with refuse/stop on an already accepted connection: behave like a dead port.
-            self.stats.record("refuse")
-            netio.reset_connection(request)
-            return netio.placeholder_response()
-
-        fault = self._gate.draw()
-        if fault is not None:
-            self.stats.record(fault.mode)
-            early = await self._early_fault(request, fault)
-            if early is not None:
-                return early
+        fault, early = await self.opening(request)
+        if early is not None:
+            return early
 
         if not self._authorized(request):
             self.stats.record("unauthorized")
@@ -396,6 +376,8 @@ class SimProvider:
         try:
             return await answer
         except ConnectionResetError:
+            # The client left mid-answer (e.g. an SDK giving up on a malformed event); without
+            # this aiohttp would log a server error for what is ordinary client behaviour.
             self.stats.client_disconnects += 1
             return netio.placeholder_response()
         finally:
@@ -403,16 +385,9 @@ class SimProvider:
 
     async def _embeddings_inner(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        if self._gate.fault.mode == "refuse" or self._stopping.is_set():
-            self.stats.record("refuse")
-            netio.reset_connection(request)
-            return netio.placeholder_response()
-        fault = self._gate.draw()
-        if fault is not None:
-            self.stats.record(fault.mode)
-            early = await self._early_fault(request, fault)
-            if early is not None:
-                return early
+        fault, early = await self.opening(request)
+        if early is not None:
+            return early
         if not self._authorized(request):
             self.stats.record("unauthorized")
             return _unauthorized()
@@ -437,6 +412,28 @@ class SimProvider:
         self.received.append(body)
         self._models.setdefault(str(answer["model"]), None)
         return await send_body(request, orjson.dumps(answer), fault=fault, park=self._park)
+
+    async def opening(
+        self,
+        request: web.Request,
+        status_error: Callable[[Fault], web.StreamResponse] | None = None,
+    ) -> tuple[Fault | None, web.StreamResponse | None]:
+        """What every endpoint does before it answers: a refusing (or stopping) sim resets the
+        connection; otherwise a fault is drawn and, when it strikes before the answer, answers
+        instead (a ``status`` fault in the wire's own error shape, ``status_error``, else
+        OpenAI's). Returns the fault drawn and that early answer, or None to go on."""
+        if self._gate.fault.mode == "refuse" or self._stopping.is_set():
+            # Raced with refuse/stop on an already accepted connection: behave like a dead port.
+            self.stats.record("refuse")
+            netio.reset_connection(request)
+            return None, netio.placeholder_response()
+        fault = self._gate.draw()
+        if fault is None:
+            return None, None
+        self.stats.record(fault.mode)
+        if fault.mode == "status" and status_error is not None:
+            return fault, status_error(fault)
+        return fault, await self._early_fault(request, fault)
 
     async def _early_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         """Faults that strike before the model answers; None lets the request proceed."""

@@ -24,6 +24,10 @@ from edgeproxy.translate.thinking import X_ANTHROPIC
 
 VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
+# The Anthropic ingress's carrier, as it appears in an inner answer's bytes (checked on every
+# non-stream answer before anything is parsed).
+_X_ANTHROPIC_BYTES: Final = f'"{X_ANTHROPIC}"'.encode()
+
 
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
     """Decode and check a Chat Completions body just enough to route it safely.
@@ -165,11 +169,7 @@ class OpenAIChatIngress:
 
     def answer(self, response: web.Response, request: IngressRequest, rid: str) -> web.Response:
         body = response.body
-        if (
-            response.status != 200
-            or not isinstance(body, bytes)
-            or X_ANTHROPIC.encode() not in body
-        ):
+        if response.status != 200 or not isinstance(body, bytes) or _X_ANTHROPIC_BYTES not in body:
             return response
         # Thinking blocks an Anthropic upstream sent unasked: the proxy's carrier for Anthropic
         # clients (``translate.thinking``), never part of an OpenAI answer.
